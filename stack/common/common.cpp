@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: MIT
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <unistd.h>
+
+#include "common/check.hpp"
+#include "common/log.hpp"
+
+namespace zc::detail {
+void check_failed(const char* expr, const char* file, int line) noexcept {
+    std::fprintf(stderr, "zcnet: internal check failed: %s at %s:%d\n", expr, file, line);
+    std::abort();
+}
+} // namespace zc::detail
+
+namespace zc::log {
+namespace {
+std::atomic<int> g_threshold{-1};
+
+int64_t now_ms() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+int parse_env() noexcept {
+    const char* e = std::getenv("ZCNET_LOG");
+    if (!e) return int(level::info);
+    if (!std::strcmp(e, "error")) return int(level::error);
+    if (!std::strcmp(e, "warn")) return int(level::warn);
+    if (!std::strcmp(e, "debug")) return int(level::debug);
+    return int(level::info);
+}
+} // namespace
+
+level threshold() noexcept {
+    int t = g_threshold.load(std::memory_order_relaxed);
+    if (t < 0) {
+        t = parse_env();
+        g_threshold.store(t, std::memory_order_relaxed);
+    }
+    return level(t);
+}
+
+void set_threshold(level l) noexcept { g_threshold.store(int(l), std::memory_order_relaxed); }
+
+void write(level l, const char* tag, const char* fmt, ...) noexcept {
+    static const char* names[] = {"error", "warn", "info", "debug"};
+    char buf[1024];
+    int n = std::snprintf(buf, sizeof buf, "zcnet[%d] %s %s: ", int(getpid()), names[int(l)], tag);
+    if (n < 0 || size_t(n) >= sizeof buf) n = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    int m = std::vsnprintf(buf + n, sizeof buf - size_t(n) - 1, fmt, ap);
+    va_end(ap);
+    size_t len = size_t(n) + (m < 0 ? 0 : std::min(size_t(m), sizeof buf - size_t(n) - 2));
+    buf[len++] = '\n';
+    // One write(2) so that lines from several processes do not interleave.
+    (void)!::write(2, buf, len);
+}
+
+bool ratelimit::allow() noexcept {
+    // Tokens are kept in milli-tokens-per-ms units: one message costs 1000.
+    int64_t now = now_ms();
+    int64_t cap = int64_t(_burst) * 1000;
+    int64_t t = _tokens_ms.load(std::memory_order_relaxed);
+    if (t < 0) t = cap;
+    int64_t last = _last_ms.exchange(now, std::memory_order_relaxed);
+    if (last) t = std::min(cap, t + (now - last) * int64_t(_per_sec));
+    bool ok = t >= 1000;
+    if (ok) t -= 1000;
+    else _suppressed.fetch_add(1, std::memory_order_relaxed);
+    _tokens_ms.store(t, std::memory_order_relaxed);
+    return ok;
+}
+} // namespace zc::log

@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MIT
+// A domain's connection to the emulated hypervisor (the broker). One client
+// per domain process; it is the domain's identity: when the process dies the
+// connection closes and the broker destroys the domain.
+//
+// The client maps what the domain needs and caches per-peer state so that
+// the data path (grant copy, notify) never talks to the broker.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "common/result.hpp"
+#include "hv/emu/layout.hpp"
+#include "hv/hv.hpp"
+
+namespace zc::hv::emu {
+
+// A domain's memory and tables as mapped into this process. For our own
+// domain the client maps them at connect; for a peer on first use.
+struct domain_view {
+    domid_t dom = domid_invalid;
+    uint32_t generation = 0;    // registry generation these mappings belong to
+    uint8_t* mem = nullptr;      // mem_pages * 4096 bytes, MAP_SHARED, RW
+    uint32_t mem_pages = 0;
+    grant_entry_v1_t* gnttab = nullptr; // nr_grefs entries, RW
+    active_entry* active = nullptr;     // nr_grefs entries, RW
+    uint32_t nr_grefs = 0;
+    const evtchn_binding* bindings = nullptr; // max_evtchn_ports, read-only
+    evtchn_bitmaps* bitmaps = nullptr;        // RW
+};
+
+struct connect_options {
+    std::string sock;            // broker socket path; "" = $ZCNET_EMU_SOCK or default
+    domid_t dom = domid_invalid; // which domain we are; invalid = $ZCNET_DOMID
+    uint32_t mem_pages = 0;      // guest memory for a new domain; 0 = default
+    bool attach = false;         // join an existing live domain (a second process of it)
+};
+
+// Default broker socket: $ZCNET_EMU_SOCK, else /run/zcnet-emu/broker.sock.
+std::string default_socket();
+
+class client {
+public:
+    // Connect and create (or attach to) the domain. Errors: -ECONNREFUSED /
+    // -ENOENT (no broker), -EEXIST (domain already alive and !attach),
+    // -EINVAL (bad domid), -ENOMEM.
+    static result<std::unique_ptr<client>> connect(const connect_options& o, std::string* why) noexcept;
+    ~client();
+
+    domid_t self() const noexcept { return _self.dom; }
+    const domain_view& self_view() const noexcept { return _self; }
+    const registry_slot* registry() const noexcept { return _registry; }
+    // Path of this domain's xenstore socket (for XENSTORED_PATH).
+    const std::string& xenstore_path() const noexcept { return _xs_path; }
+
+    bool alive(domid_t d) const noexcept;
+
+    // Mapped view of domain `d` (our own included), or -ESRCH when `d` is not
+    // alive. The view stays mapped for the life of the client; if the domain
+    // died and a new one took its domid, the stale view is replaced. Thread
+    // safe.
+    result<const domain_view*> view(domid_t d) noexcept;
+
+    // Event-channel control operations (these go to the broker; notify and
+    // pending do not). `handle` comes from evtchn_open.
+    result<uint16_t> evtchn_open(int eventfd) noexcept;
+    void evtchn_close(uint16_t handle) noexcept;
+    result<evtchn_port_t> evtchn_alloc_unbound(uint16_t handle, domid_t remote) noexcept;
+    result<evtchn_port_t> evtchn_bind_interdomain(uint16_t handle, domid_t remote, evtchn_port_t rport) noexcept;
+    int evtchn_unbind(evtchn_port_t port) noexcept;
+    // The eventfd that delivers `d`'s handle `h` (cached). For notify.
+    result<int> evtchn_handle_fd(domid_t d, uint16_t handle) noexcept;
+
+    // Administrative: list of live domains, broker shutdown.
+    result<std::vector<domid_t>> list_domains() noexcept;
+    int shutdown_broker() noexcept;
+
+private:
+    client() = default;
+    struct reply;
+    int call(const void* req, size_t len, reply& out) noexcept;
+
+    int _fd = -1;
+    std::mutex _call_lock;  // one request/response at a time on _fd
+    domain_view _self;
+    const registry_slot* _registry = nullptr;
+    std::string _xs_path;
+    std::mutex _views_lock; // protects _views
+    std::unordered_map<domid_t, std::unique_ptr<domain_view>> _views;
+    std::unordered_map<uint32_t, int> _handle_fds; // (dom << 16 | handle) -> fd; under _views_lock
+};
+
+} // namespace zc::hv::emu

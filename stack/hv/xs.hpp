@@ -1,0 +1,3 @@
+// SPDX-License-Identifier: MIT
+// placeholder: owned by the xenstore helper
+#pragma once
