@@ -30,9 +30,13 @@ public:
     int error() const noexcept { return ok() ? 0 : std::get<1>(_v).code; }
 
     T& value() & noexcept { ZC_CHECK(ok()); return std::get<0>(_v); }
+    const T& value() const& noexcept { ZC_CHECK(ok()); return std::get<0>(_v); }
     T&& value() && noexcept { ZC_CHECK(ok()); return std::get<0>(std::move(_v)); }
     T* operator->() noexcept { return &value(); }
+    const T* operator->() const noexcept { return &value(); }
     T& operator*() & noexcept { return value(); }
+    const T& operator*() const& noexcept { return value(); }
+    T&& operator*() && noexcept { return std::move(*this).value(); }
 
 private:
     std::variant<T, err> _v;

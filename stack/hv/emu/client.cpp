@@ -1,1 +1,292 @@
 // SPDX-License-Identifier: MIT
+#include "hv/emu/client.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "hv/emu/proto.hpp"
+
+namespace zc::hv::emu {
+
+std::string default_socket() {
+    const char* e = std::getenv("ZCNET_EMU_SOCK");
+    if (e && *e) return e;
+    return "/run/zcnet-emu/broker.sock";
+}
+
+struct client::reply {
+    proto::reply_header h{};
+    std::string text;
+    int fds[proto::max_fds];
+    int nfds = 0;
+    void close_fds() noexcept {
+        for (int i = 0; i < nfds; i++) ::close(fds[i]);
+        nfds = 0;
+    }
+};
+
+int client::call(const void* req, size_t len, reply& out) noexcept {
+    std::lock_guard<std::mutex> g(_call_lock);
+    return call_locked(req, len, out);
+}
+
+int client::call_locked(const void* req, size_t len, reply& out) noexcept {
+    long rc = proto::send_msg(_fd, req, len, _pending_fd >= 0 ? &_pending_fd : nullptr, _pending_fd >= 0 ? 1 : 0);
+    _pending_fd = -1;
+    if (rc < 0) return int(rc);
+    char buf[proto::max_reply];
+    out.nfds = proto::max_fds;
+    long n = proto::recv_msg(_fd, buf, sizeof buf, out.fds, &out.nfds);
+    if (n < 0) return int(n);
+    if (n == 0) return -ECONNRESET; // the broker went away
+    if (size_t(n) < sizeof out.h) {
+        out.close_fds();
+        return -EPROTO;
+    }
+    std::memcpy(&out.h, buf, sizeof out.h);
+    size_t tl = std::min<size_t>(out.h.text_len, size_t(n) - sizeof out.h);
+    out.text.assign(buf + sizeof out.h, tl);
+    if (out.h.rc < 0) out.close_fds();
+    return out.h.rc;
+}
+
+namespace {
+void* map_ro(int fd, size_t bytes) noexcept {
+    void* p = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? nullptr : p;
+}
+void* map_rw(int fd, size_t bytes) noexcept {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? nullptr : p;
+}
+
+// Map the tables of a domain from a hello/get_domain reply into `v`. Takes
+// ownership of the fds (mem_fd is kept open, the others are closed once
+// mapped).
+int map_domain(domid_t d, const proto::reply_header& h, int* fds, domain_view& v) noexcept {
+    v.dom = d;
+    v.generation = h.a;
+    v.mem_pages = h.b;
+    v.nr_grefs = h.c;
+    v.mem_fd = fds[proto::fd_mem];
+    v.mem = static_cast<uint8_t*>(map_rw(fds[proto::fd_mem], size_t(v.mem_pages) * page_size));
+    v.gnttab = static_cast<grant_entry_v1_t*>(map_rw(fds[proto::fd_gnttab], size_t(v.nr_grefs) * sizeof(grant_entry_v1_t)));
+    v.active = static_cast<active_entry*>(map_rw(fds[proto::fd_active], size_t(v.nr_grefs) * sizeof(active_entry)));
+    v.bindings = static_cast<const evtchn_binding*>(map_ro(fds[proto::fd_bindings], evtchn_bindings_bytes));
+    v.bitmaps = static_cast<evtchn_bitmaps*>(map_rw(fds[proto::fd_bitmaps], sizeof(evtchn_bitmaps)));
+    for (int i = proto::fd_gnttab; i < proto::n_domain_fds; i++)
+        if (i != proto::fd_registry) ::close(fds[i]);
+    if (!v.mem || !v.gnttab || !v.active || !v.bindings || !v.bitmaps) return -ENOMEM;
+    return 0;
+}
+
+void unmap_domain(domain_view& v) noexcept {
+    if (v.mem) ::munmap(v.mem, size_t(v.mem_pages) * page_size);
+    if (v.gnttab) ::munmap(v.gnttab, size_t(v.nr_grefs) * sizeof(grant_entry_v1_t));
+    if (v.active) ::munmap(v.active, size_t(v.nr_grefs) * sizeof(active_entry));
+    if (v.bindings) ::munmap(const_cast<evtchn_binding*>(v.bindings), evtchn_bindings_bytes);
+    if (v.bitmaps) ::munmap(v.bitmaps, sizeof(evtchn_bitmaps));
+    if (v.mem_fd >= 0) ::close(v.mem_fd);
+    v = domain_view{};
+}
+} // namespace
+
+int client::dial(client& c, const std::string& path, std::string* why) noexcept {
+    c._fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (c._fd < 0) return -errno;
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (path.size() >= sizeof sa.sun_path) {
+        if (why) *why = "emu: broker socket path too long: " + path;
+        return -ENAMETOOLONG;
+    }
+    std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+    if (::connect(c._fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
+        int e = errno;
+        if (why)
+            *why = "emu: cannot reach the emulated hypervisor at " + path + ": " + std::strerror(e) +
+                   " (start it with `zc-emu up`)";
+        return -e;
+    }
+    return 0;
+}
+
+result<std::unique_ptr<client>> client::connect_admin(const std::string& sock, std::string* why) noexcept {
+    std::unique_ptr<client> c(new client());
+    if (int rc = dial(*c, sock.empty() ? default_socket() : sock, why); rc < 0) return err(rc);
+    return c;
+}
+
+result<std::unique_ptr<client>> client::connect(const connect_options& o, std::string* why) noexcept {
+    std::string path = o.sock.empty() ? default_socket() : o.sock;
+    domid_t dom = o.dom;
+    if (dom == domid_invalid) {
+        const char* e = std::getenv("ZCNET_DOMID");
+        char* end = nullptr;
+        long v = e ? std::strtol(e, &end, 10) : -1;
+        if (!e || !*e || *end || v < 0 || v >= long(max_domains)) {
+            if (why) *why = "emu: no domain id (set ZCNET_DOMID, or run under `zc-emu run --dom N`)";
+            return err(-EINVAL);
+        }
+        dom = domid_t(v);
+    }
+    if (dom >= max_domains) {
+        if (why) *why = "emu: domid out of range (0.." + std::to_string(max_domains - 1) + ")";
+        return err(-EINVAL);
+    }
+    std::unique_ptr<client> c(new client());
+    if (int rc = dial(*c, path, why); rc < 0) return err(rc);
+    proto::request r{proto::magic, proto::op::hello, dom, o.mem_pages, o.attach ? 1u : 0u, proto::version};
+    reply rep;
+    int rc = c->call(&r, sizeof r, rep);
+    if (rc < 0) {
+        if (why)
+            *why = "emu: domain " + std::to_string(dom) + ": " +
+                   (rc == -EEXIST ? std::string("already running") : std::string(std::strerror(-rc)));
+        return err(rc);
+    }
+    if (rep.nfds != proto::n_domain_fds) {
+        rep.close_fds();
+        return err(-EPROTO);
+    }
+    c->_registry = static_cast<const registry_slot*>(map_ro(rep.fds[proto::fd_registry], registry_bytes));
+    ::close(rep.fds[proto::fd_registry]);
+    rc = map_domain(dom, rep.h, rep.fds, c->_self);
+    if (rc < 0 || !c->_registry) return err(-ENOMEM);
+    c->_xs_path = rep.text;
+    return c;
+}
+
+client::~client() {
+    for (auto& v : _all_views) unmap_domain(*v);
+    unmap_domain(_self);
+    for (auto& [k, fd] : _handle_fds) ::close(fd);
+    if (_registry) ::munmap(const_cast<registry_slot*>(_registry), registry_bytes);
+    if (_fd >= 0) ::close(_fd);
+}
+
+bool client::alive(domid_t d) const noexcept {
+    return d < max_domains && _registry[d].state.load(std::memory_order_acquire) == dom_alive;
+}
+
+result<const domain_view*> client::view(domid_t d) noexcept {
+    if (d >= max_domains || !alive(d)) return err(-ESRCH);
+    uint32_t gen = _registry[d].generation.load(std::memory_order_acquire);
+    if (d == _self.dom) return &_self;
+    {
+        std::lock_guard<std::mutex> g(_views_lock);
+        auto it = _views.find(d);
+        if (it != _views.end() && it->second->generation == gen) return static_cast<const domain_view*>(it->second);
+    }
+    proto::request r{proto::magic, proto::op::get_domain, d, 0, 0, 0};
+    reply rep;
+    int rc = call(&r, sizeof r, rep);
+    if (rc < 0) return err(rc);
+    if (rep.nfds != proto::n_domain_fds) {
+        rep.close_fds();
+        return err(-EPROTO);
+    }
+    ::close(rep.fds[proto::fd_registry]);
+    auto v = std::make_unique<domain_view>();
+    rc = map_domain(d, rep.h, rep.fds, *v);
+    if (rc < 0) {
+        unmap_domain(*v);
+        return err(rc);
+    }
+    std::lock_guard<std::mutex> g(_views_lock);
+    auto it = _views.find(d);
+    // Another thread may have raced us to the same generation: keep theirs.
+    if (it != _views.end() && it->second->generation == v->generation) {
+        unmap_domain(*v);
+        return static_cast<const domain_view*>(it->second);
+    }
+    domain_view* p = v.get();
+    _all_views.push_back(std::move(v));
+    _views[d] = p;
+    return static_cast<const domain_view*>(p);
+}
+
+result<uint16_t> client::evtchn_open(int efd) noexcept {
+    proto::request r{proto::magic, proto::op::evtchn_open, 0, 0, 0, 0};
+    reply rep;
+    std::lock_guard<std::mutex> g(_call_lock);
+    _pending_fd = efd;
+    int rc = call_locked(&r, sizeof r, rep);
+    if (rc < 0) return err(rc);
+    return uint16_t(rc);
+}
+
+void client::evtchn_close(uint16_t handle) noexcept {
+    proto::request r{proto::magic, proto::op::evtchn_close, handle, 0, 0, 0};
+    reply rep;
+    (void)call(&r, sizeof r, rep);
+}
+
+result<evtchn_port_t> client::evtchn_alloc_unbound(uint16_t handle, domid_t remote) noexcept {
+    proto::request r{proto::magic, proto::op::evtchn_alloc_unbound, handle, remote, 0, 0};
+    reply rep;
+    int rc = call(&r, sizeof r, rep);
+    if (rc < 0) return err(rc);
+    return evtchn_port_t(rc);
+}
+
+result<evtchn_port_t> client::evtchn_bind_interdomain(uint16_t handle, domid_t remote, evtchn_port_t rport) noexcept {
+    proto::request r{proto::magic, proto::op::evtchn_bind, handle, remote, rport, 0};
+    reply rep;
+    int rc = call(&r, sizeof r, rep);
+    if (rc < 0) return err(rc);
+    return evtchn_port_t(rc);
+}
+
+int client::evtchn_unbind(evtchn_port_t port) noexcept {
+    proto::request r{proto::magic, proto::op::evtchn_unbind, port, 0, 0, 0};
+    reply rep;
+    return call(&r, sizeof r, rep);
+}
+
+result<int> client::evtchn_handle_fd(domid_t d, uint16_t handle) noexcept {
+    if (d >= max_domains) return err(-ESRCH);
+    uint64_t gen = _registry[d].generation.load(std::memory_order_acquire);
+    uint64_t key = (gen << 32) | (uint64_t(d) << 16) | handle;
+    {
+        std::lock_guard<std::mutex> g(_views_lock);
+        auto it = _handle_fds.find(key);
+        if (it != _handle_fds.end()) return it->second;
+    }
+    proto::request r{proto::magic, proto::op::evtchn_handle_fd, d, handle, 0, 0};
+    reply rep;
+    int rc = call(&r, sizeof r, rep);
+    if (rc < 0) return err(rc);
+    if (rep.nfds != 1) {
+        rep.close_fds();
+        return err(-EPROTO);
+    }
+    std::lock_guard<std::mutex> g(_views_lock);
+    auto [it, inserted] = _handle_fds.emplace(key, rep.fds[0]);
+    if (!inserted) ::close(rep.fds[0]);
+    return it->second;
+}
+
+result<std::vector<domid_t>> client::list_domains() noexcept {
+    proto::request r{proto::magic, proto::op::list_domains, 0, 0, 0, 0};
+    reply rep;
+    int rc = call(&r, sizeof r, rep);
+    if (rc < 0) return err(rc);
+    std::vector<domid_t> ids(rep.text.size() / sizeof(uint16_t));
+    std::memcpy(ids.data(), rep.text.data(), ids.size() * sizeof(uint16_t));
+    return ids;
+}
+
+int client::shutdown_broker() noexcept {
+    proto::request r{proto::magic, proto::op::shutdown, 0, 0, 0, 0};
+    reply rep;
+    return call(&r, sizeof r, rep);
+}
+
+} // namespace zc::hv::emu

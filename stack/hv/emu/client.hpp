@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "common/result.hpp"
 #include "hv/emu/layout.hpp"
@@ -25,6 +26,7 @@ struct domain_view {
     domid_t dom = domid_invalid;
     uint32_t generation = 0;    // registry generation these mappings belong to
     uint8_t* mem = nullptr;      // mem_pages * 4096 bytes, MAP_SHARED, RW
+    int mem_fd = -1;             // the guest-memory memfd (for mapping single pages)
     uint32_t mem_pages = 0;
     grant_entry_v1_t* gnttab = nullptr; // nr_grefs entries, RW
     active_entry* active = nullptr;     // nr_grefs entries, RW
@@ -49,6 +51,9 @@ public:
     // -ENOENT (no broker), -EEXIST (domain already alive and !attach),
     // -EINVAL (bad domid), -ENOMEM.
     static result<std::unique_ptr<client>> connect(const connect_options& o, std::string* why) noexcept;
+    // A connection that is no domain: only list_domains() and
+    // shutdown_broker() (the `zc-emu` tool).
+    static result<std::unique_ptr<client>> connect_admin(const std::string& sock, std::string* why) noexcept;
     ~client();
 
     domid_t self() const noexcept { return _self.dom; }
@@ -60,9 +65,10 @@ public:
     bool alive(domid_t d) const noexcept;
 
     // Mapped view of domain `d` (our own included), or -ESRCH when `d` is not
-    // alive. The view stays mapped for the life of the client; if the domain
-    // died and a new one took its domid, the stale view is replaced. Thread
-    // safe.
+    // alive. Views stay mapped for the life of the client, so a caller may
+    // keep the pointer; if the domain died and a new one took its domid, a
+    // fresh view is returned and the stale one stays mapped (never reused).
+    // Thread safe.
     result<const domain_view*> view(domid_t d) noexcept;
 
     // Event-channel control operations (these go to the broker; notify and
@@ -83,14 +89,18 @@ private:
     client() = default;
     struct reply;
     int call(const void* req, size_t len, reply& out) noexcept;
+    int call_locked(const void* req, size_t len, reply& out) noexcept;
+    static int dial(client& c, const std::string& path, std::string* why) noexcept;
 
     int _fd = -1;
     std::mutex _call_lock;  // one request/response at a time on _fd
+    int _pending_fd = -1;   // fd to attach to the next request; under _call_lock
     domain_view _self;
     const registry_slot* _registry = nullptr;
     std::string _xs_path;
     std::mutex _views_lock; // protects _views
-    std::unordered_map<domid_t, std::unique_ptr<domain_view>> _views;
+    std::unordered_map<domid_t, domain_view*> _views;           // current view per domid
+    std::vector<std::unique_ptr<domain_view>> _all_views;        // owns every view ever made
     std::unordered_map<uint32_t, int> _handle_fds; // (dom << 16 | handle) -> fd; under _views_lock
 };
 
