@@ -70,6 +70,8 @@ struct domain {
     std::vector<int> conns;             // connections that hold the domain alive
     std::string xs_path;
 
+    bool has_handle(uint32_t h) const noexcept { return h != 0 && h < handle_fds.size() && handle_fds[h] >= 0; }
+
     void close_all() noexcept {
         for (int& fd : fds) {
             if (fd >= 0) ::close(fd);
@@ -124,6 +126,7 @@ struct broker::impl {
 
     int op_hello(conn& c, const proto::request& r, proto::reply_header& h, int* fds, int& nfds, std::string& text) noexcept;
     int op_get_domain(const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept;
+    void describe(const domain& d, proto::reply_header& h, int* fds, int& nfds) const noexcept;
     int alloc_port(domain& d) noexcept;
     void close_port(domain& d, evtchn_port_t p) noexcept;
 };
@@ -402,27 +405,25 @@ int broker::impl::op_hello(conn& c, const proto::request& r, proto::reply_header
             ZC_LOG(info, tag, "domain %u created (%u pages, %u grant entries)", unsigned(id), pages, d.nr_grefs);
         it = domains.emplace(id, std::move(d)).first;
     }
-    domain& d = it->second;
+    describe(it->second, h, fds, nfds);
+    text = it->second.xs_path;
+    return 0;
+}
+
+// A domain's geometry and table fds, as hello and get_domain return them.
+void broker::impl::describe(const domain& d, proto::reply_header& h, int* fds, int& nfds) const noexcept {
     h.a = d.generation;
     h.b = d.mem_pages;
     h.c = d.nr_grefs;
     for (int i = 0; i < proto::n_domain_fds - 1; i++) fds[i] = d.fds[i];
     fds[proto::fd_registry] = registry_fd;
     nfds = proto::n_domain_fds;
-    text = d.xs_path;
-    return 0;
 }
 
 int broker::impl::op_get_domain(const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept {
     auto it = domains.find(domid_t(r.a));
     if (r.a >= max_domains || it == domains.end()) return -ESRCH;
-    domain& d = it->second;
-    h.a = d.generation;
-    h.b = d.mem_pages;
-    h.c = d.nr_grefs;
-    for (int i = 0; i < proto::n_domain_fds - 1; i++) fds[i] = d.fds[i];
-    fds[proto::fd_registry] = registry_fd;
-    nfds = proto::n_domain_fds;
+    describe(it->second, h, fds, nfds);
     return 0;
 }
 
@@ -469,7 +470,7 @@ void broker::impl::handle(conn& c) noexcept {
             rc = int(me->handle_fds.size() - 1);
             break;
         case proto::op::evtchn_close:
-            if (r.a == 0 || r.a >= me->handle_fds.size() || me->handle_fds[r.a] < 0) {
+            if (!me->has_handle(r.a)) {
                 rc = -EINVAL;
                 break;
             }
@@ -480,7 +481,7 @@ void broker::impl::handle(conn& c) noexcept {
             me->handle_fds[r.a] = -1;
             break;
         case proto::op::evtchn_alloc_unbound: {
-            if (r.a == 0 || r.a >= me->handle_fds.size() || me->handle_fds[r.a] < 0 || r.b >= max_domains) {
+            if (!me->has_handle(r.a) || r.b >= max_domains) {
                 rc = -EINVAL;
                 break;
             }
@@ -496,7 +497,7 @@ void broker::impl::handle(conn& c) noexcept {
         case proto::op::evtchn_bind: {
             // Xen's evtchn_bind_interdomain(): the remote port must be unbound
             // and reserved for us.
-            if (r.a == 0 || r.a >= me->handle_fds.size() || me->handle_fds[r.a] < 0 || r.b >= max_domains) {
+            if (!me->has_handle(r.a) || r.b >= max_domains) {
                 rc = -EINVAL;
                 break;
             }
