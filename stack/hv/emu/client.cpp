@@ -279,7 +279,7 @@ result<std::vector<domid_t>> client::list_domains() noexcept {
     int rc = call(&r, sizeof r, rep);
     if (rc < 0) return err(rc);
     std::vector<domid_t> ids(rep.text.size() / sizeof(uint16_t));
-    std::memcpy(ids.data(), rep.text.data(), ids.size() * sizeof(uint16_t));
+    if (!ids.empty()) std::memcpy(ids.data(), rep.text.data(), ids.size() * sizeof(uint16_t));
     return ids;
 }
 
