@@ -11,6 +11,7 @@ pkgs=(
   libxdp-dev libbpf-dev clang llvm # AF_XDP uplink and its XDP program
   liburing-dev                     # io_uring kernel link
   iproute2 iperf3                  # network-namespace tests and kernel baselines
+  gnuplot-nox jq                   # bench/plot.sh: the throughput PNG from the JSON
 )
 
 missing=()

@@ -1,0 +1,870 @@
+// SPDX-License-Identifier: MIT
+// Kernel path baseline: see kernel_path.hpp for what is measured and how.
+//
+// Structure: the parent creates the namespace pair with iproute2 (spawned,
+// never through a shell), opens both /run/netns files, allocates every buffer
+// the children will need, then forks the receiver, waits for its "ready"
+// report, forks the sender, and collects a fixed-size report from each over a
+// pipe plus its rusage from wait4. The children only make system calls and
+// touch memory allocated before fork: the runner that calls us may have
+// threads, and after fork only async-signal-safe work is safe there.
+#include "kernel_path.hpp"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <climits>
+#include <cstring>
+#include <iterator>
+#include <mutex>
+
+#include "common/log.hpp"
+
+extern char** environ;
+
+namespace zc::bench {
+namespace {
+
+constexpr const char* tag = "kpath";
+
+// Datagram header: u64 sequence number, u32 tag. The rest of the payload is
+// byte j = (seq + j) & 0xff, so a payload from the wrong datagram, a shifted
+// one or a corrupted one fails the check, and the check is one memcmp.
+constexpr uint32_t tag_data = 0x5a43424b; // "ZCBK"
+constexpr uint32_t tag_end = 0x5a434545;  // end marker
+constexpr size_t hdr_size = 12;
+static_assert(hdr_size == min_udp_payload);
+constexpr int batch = 32;             // sendmmsg/recvmmsg batch
+constexpr size_t rx_slot = 65536;     // > max_udp_payload: oversize shows as MSG_TRUNC
+constexpr uint16_t udp_port = 47213;
+constexpr uint16_t tcp_port = 47214;
+// TCP stream byte at offset o is o % 251: a prime period never lines up with
+// write or read sizes, so a lost, repeated or reordered chunk is caught.
+constexpr size_t tcp_period = 251;
+constexpr size_t tcp_rx_buf = 256 * 1024;
+constexpr int end_markers = 8;        // UDP may drop some; the receiver also has an idle timeout
+constexpr int64_t rx_idle_ns = 1'000'000'000;
+constexpr const char* veth_name = "zcv0"; // same name in both namespaces: each has its own
+
+int64_t now_ns() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// ---------------------------------------------------------------------------
+// Signal-time cleanup registry. Plain arrays, written before the resource
+// exists and cleared after it is gone, so a handler sees a superset.
+
+constexpr int max_slots = 4;
+char g_ns_paths[max_slots][96];
+volatile sig_atomic_t g_ns_used[max_slots];
+volatile pid_t g_pids[max_slots];
+constexpr int g_sigs[] = {SIGINT, SIGTERM, SIGHUP};
+struct sigaction g_old_actions[std::size(g_sigs)];
+std::mutex g_run_mutex; // one measurement at a time: the registry is global
+
+int register_ns(const std::string& path) noexcept {
+    for (int i = 0; i < max_slots; ++i) {
+        if (!g_ns_used[i]) {
+            snprintf(g_ns_paths[i], sizeof g_ns_paths[i], "%s", path.c_str());
+            g_ns_used[i] = 1;
+            return i;
+        }
+    }
+    return -1;
+}
+
+void register_pid(pid_t p) noexcept {
+    for (auto& slot : g_pids) {
+        if (slot == 0) {
+            slot = p;
+            return;
+        }
+    }
+}
+
+void unregister_pid(pid_t p) noexcept {
+    for (auto& slot : g_pids)
+        if (slot == p) slot = 0;
+}
+
+void on_signal(int sig) {
+    int saved_errno = errno; // a chained handler may return into code reading errno
+    kernel_path_emergency_cleanup();
+    // Hand the signal on to whoever had it before us (default: terminate).
+    for (size_t i = 0; i < std::size(g_sigs); ++i)
+        if (g_sigs[i] == sig) sigaction(sig, &g_old_actions[i], nullptr);
+    raise(sig);
+    errno = saved_errno;
+}
+
+void install_handlers() noexcept {
+    struct sigaction sa{};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < std::size(g_sigs); ++i) {
+        sigaction(g_sigs[i], nullptr, &g_old_actions[i]);
+        // An ignored signal (e.g. SIGINT of a background job) does not stop
+        // the process, so it must not stop the measurement either.
+        if (g_old_actions[i].sa_handler != SIG_IGN) sigaction(g_sigs[i], &sa, nullptr);
+    }
+}
+
+void restore_handlers() noexcept {
+    for (size_t i = 0; i < std::size(g_sigs); ++i) sigaction(g_sigs[i], &g_old_actions[i], nullptr);
+}
+
+// ---------------------------------------------------------------------------
+// iproute2
+
+const char* ip_binary() noexcept {
+    // Prefer an absolute path: /usr/sbin is not on every user's PATH.
+    for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"})
+        if (access(p, X_OK) == 0) return p;
+    return "ip";
+}
+
+// Runs `ip args...`; returns its exit status (0 ok) or -errno when it could
+// not run. *out receives stdout+stderr, trimmed.
+int run_ip(const std::vector<std::string>& args, std::string* out) {
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) return -errno;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pfd[1], 2);
+    std::vector<char*> argv;
+    const char* bin = ip_binary();
+    argv.push_back(const_cast<char*>(bin));
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    int rc = posix_spawnp(&pid, bin, &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pfd[1]);
+    // A signal mid-setup must not leave `ip netns add` running behind us.
+    if (rc == 0) register_pid(pid);
+    std::string text;
+    if (rc == 0) {
+        char buf[512];
+        for (;;) {
+            ssize_t n = read(pfd[0], buf, sizeof buf);
+            if (n > 0) text.append(buf, size_t(n));
+            else if (n < 0 && errno == EINTR) continue;
+            else break;
+        }
+    }
+    close(pfd[0]);
+    if (rc != 0) {
+        if (out) *out = std::string("cannot run ") + bin + ": " + strerror(rc);
+        return -rc;
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    unregister_pid(pid);
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    if (out) *out = text;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+std::string join(const std::vector<std::string>& v) {
+    std::string s = "ip";
+    for (auto& a : v) s += " " + a;
+    return s;
+}
+
+std::atomic<unsigned> g_counter{0};
+
+// A namespace pair joined by a veth, configured and always removed.
+class netns_pair {
+public:
+    netns_pair() = default;
+    netns_pair(const netns_pair&) = delete;
+    netns_pair& operator=(const netns_pair&) = delete;
+    ~netns_pair() { teardown(); }
+
+    int setup(std::string* why) {
+        kernel_path_remove_stale();
+        unsigned n = g_counter.fetch_add(1);
+        _subnet = n % 250;
+        std::string base = kernel_netns_prefix() + std::to_string(n);
+        _names[0] = base + "-a";
+        _names[1] = base + "-b";
+        install_handlers();
+        _handlers = true;
+        for (int i = 0; i < 2; ++i) {
+            // Registered before it exists: a signal mid-creation still cleans up.
+            _slots[i] = register_ns("/run/netns/" + _names[i]);
+            std::string out;
+            int rc = run_ip({"netns", "add", _names[i]}, &out);
+            if (rc != 0) {
+                *why = "ip netns add " + _names[i] + " failed: " + out;
+                return rc < 0 ? rc : -ENOTSUP;
+            }
+            _created[i] = true;
+        }
+        const std::string a = _names[0], b = _names[1], v = veth_name, mtu = std::to_string(veth_mtu);
+        std::vector<std::vector<std::string>> cmds = {
+            // Created inside a, peer moved straight into b: nothing ever
+            // appears in the caller's namespace.
+            {"-n", a, "link", "add", v, "type", "veth", "peer", "name", v, "netns", b},
+            {"-n", a, "link", "set", v, "mtu", mtu},
+            {"-n", b, "link", "set", v, "mtu", mtu},
+            {"-n", a, "addr", "add", addr(1) + "/30", "dev", v},
+            {"-n", b, "addr", "add", addr(2) + "/30", "dev", v},
+            {"-n", a, "link", "set", "lo", "up"},
+            {"-n", b, "link", "set", "lo", "up"},
+            {"-n", a, "link", "set", v, "up"},
+            {"-n", b, "link", "set", v, "up"},
+        };
+        for (auto& c : cmds) {
+            std::string out;
+            if (int rc = run_ip(c, &out); rc != 0) {
+                *why = join(c) + " failed: " + out;
+                return -EIO;
+            }
+        }
+        for (int i = 0; i < 2; ++i) {
+            _fds[i] = open(("/run/netns/" + _names[i]).c_str(), O_RDONLY | O_CLOEXEC);
+            if (_fds[i] < 0) {
+                int e = errno;
+                *why = "open /run/netns/" + _names[i] + ": " + strerror(e);
+                return -e;
+            }
+        }
+        ZC_LOG(debug, tag, "namespaces %s, %s up (10.213.%u.0/30, mtu %u)", a.c_str(), b.c_str(),
+               _subnet, veth_mtu);
+        return 0;
+    }
+
+    void teardown() noexcept {
+        for (int i = 0; i < 2; ++i) {
+            if (_fds[i] >= 0) close(_fds[i]);
+            _fds[i] = -1;
+            if (_created[i]) {
+                // Deleting either namespace destroys the veth pair with it.
+                std::string out;
+                int rc = run_ip({"netns", "del", _names[i]}, &out);
+                struct stat st;
+                if (rc != 0 && stat(("/run/netns/" + _names[i]).c_str(), &st) == 0)
+                    ZC_LOG(warn, tag, "ip netns del %s: %s", _names[i].c_str(), out.c_str());
+                _created[i] = false;
+            }
+            if (_slots[i] >= 0) g_ns_used[_slots[i]] = 0;
+            _slots[i] = -1;
+        }
+        if (_handlers) restore_handlers();
+        _handlers = false;
+    }
+
+    int fd(int i) const noexcept { return _fds[i]; }
+    std::string addr(int host) const { return "10.213." + std::to_string(_subnet) + "." + std::to_string(host); }
+
+private:
+    std::string _names[2];
+    bool _created[2] = {false, false};
+    int _slots[2] = {-1, -1};
+    int _fds[2] = {-1, -1};
+    unsigned _subnet = 0;
+    bool _handlers = false;
+};
+
+// ---------------------------------------------------------------------------
+// Children
+
+struct report {
+    uint32_t phase = 0; // 1 ready, 2 done
+    int32_t err = 0;    // negative errno
+    char what[64] = {};
+    uint64_t frames = 0, bytes = 0, bad = 0, reordered = 0;
+    int64_t first_ns = 0, last_ns = 0;
+};
+static_assert(sizeof(report) <= PIPE_BUF, "reports are written atomically");
+
+// Everything a child touches, allocated by the parent before fork.
+struct buffers {
+    std::vector<uint8_t> pattern;    // UDP: byte i = i & 0xff; TCP: byte i = i % 251
+    std::vector<uint8_t> rx;         // UDP: batch slots; TCP: one read buffer
+    std::vector<uint8_t> hdrs;       // UDP sender: one header per batch slot
+    std::vector<mmsghdr> msgs;
+    std::vector<iovec> iovs;
+};
+
+void send_report(int fd, report& r, uint32_t phase) noexcept {
+    r.phase = phase;
+    ssize_t n;
+    do n = write(fd, &r, sizeof r); while (n < 0 && errno == EINTR);
+}
+
+[[noreturn]] void child_fail(int fd, report& r, const char* what) noexcept {
+    r.err = -(errno ? errno : EIO);
+    snprintf(r.what, sizeof r.what, "%s: %s", what, strerror(-r.err));
+    send_report(fd, r, 2);
+    _exit(1);
+}
+
+// Common start of both children: die with the parent, default signal
+// dispositions (ours would run the parent's cleanup), enter the namespace.
+void child_enter(int ns_fd, pid_t parent, int report_fd, report& r) noexcept {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    for (int s : g_sigs) signal(s, SIG_DFL);
+    if (setns(ns_fd, CLONE_NEWNET) < 0) child_fail(report_fd, r, "setns");
+}
+
+sockaddr_in make_addr(const std::string& ip, uint16_t port) {
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    inet_pton(AF_INET, ip.c_str(), &sa.sin_addr);
+    return sa;
+}
+
+void set_rcvtimeo(int s, int ms) noexcept {
+    timeval tv{ms / 1000, (ms % 1000) * 1000};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+void set_rcvbuf(int s, int bytes) noexcept {
+    // Root may exceed rmem_max; the larger buffer absorbs scheduling hiccups
+    // on a 2-core machine, so drops measure throughput rather than jitter.
+    if (setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) < 0)
+        setsockopt(s, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+}
+
+[[noreturn]] void udp_receiver(int ns_fd, pid_t parent, int wfd, sockaddr_in self, size_t payload,
+                               int64_t hard_deadline_ns, buffers& b) noexcept {
+    report r;
+    child_enter(ns_fd, parent, wfd, r);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) child_fail(wfd, r, "socket");
+    set_rcvbuf(s, 8 << 20);
+    set_rcvtimeo(s, 100);
+    if (bind(s, reinterpret_cast<sockaddr*>(&self), sizeof self) < 0) child_fail(wfd, r, "bind");
+    for (int i = 0; i < batch; ++i) {
+        b.iovs[i] = {b.rx.data() + size_t(i) * rx_slot, rx_slot};
+        b.msgs[i] = {};
+        b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
+        b.msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    send_report(wfd, r, 1);
+    uint64_t next_seq = 0;
+    bool done = false;
+    while (!done) {
+        int n = recvmmsg(s, b.msgs.data(), batch, MSG_WAITFORONE, nullptr);
+        int64_t t = now_ns();
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) child_fail(wfd, r, "recvmmsg");
+            // Every end marker lost, or the sender died: stop when idle.
+            if ((r.frames && t - r.last_ns > rx_idle_ns) || t > hard_deadline_ns) break;
+            continue;
+        }
+        for (int i = 0; i < n; ++i) {
+            const uint8_t* p = static_cast<const uint8_t*>(b.iovs[i].iov_base);
+            size_t len = b.msgs[i].msg_len;
+            if (len < hdr_size || (b.msgs[i].msg_hdr.msg_flags & MSG_TRUNC)) {
+                ++r.bad;
+                continue;
+            }
+            uint64_t seq;
+            uint32_t kind;
+            memcpy(&seq, p, 8);
+            memcpy(&kind, p + 8, 4);
+            if (kind == tag_end) {
+                done = true;
+                continue;
+            }
+            if (kind != tag_data || len != payload ||
+                memcmp(p + hdr_size, b.pattern.data() + (seq & 0xff) + hdr_size, len - hdr_size) != 0) {
+                ++r.bad;
+                continue;
+            }
+            if (!r.frames) r.first_ns = t;
+            r.last_ns = t;
+            ++r.frames;
+            r.bytes += len;
+            // Gaps are drops (counted by the parent as sent - received);
+            // going backwards is reordering or duplication.
+            if (seq >= next_seq) next_seq = seq + 1;
+            else ++r.reordered;
+        }
+    }
+    close(s);
+    send_report(wfd, r, 2);
+    _exit(0);
+}
+
+[[noreturn]] void udp_sender(int ns_fd, pid_t parent, int wfd, sockaddr_in peer, size_t payload,
+                             double seconds, buffers& b) noexcept {
+    report r;
+    child_enter(ns_fd, parent, wfd, r);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) child_fail(wfd, r, "socket");
+    // Connected: no per-datagram route lookup, as a real sender would do.
+    if (connect(s, reinterpret_cast<sockaddr*>(&peer), sizeof peer) < 0) child_fail(wfd, r, "connect");
+    for (int i = 0; i < batch; ++i) {
+        b.iovs[2 * i] = {b.hdrs.data() + size_t(i) * 16, hdr_size};
+        b.msgs[i] = {};
+        b.msgs[i].msg_hdr.msg_iov = &b.iovs[2 * i];
+        b.msgs[i].msg_hdr.msg_iovlen = 2;
+    }
+    auto fill = [&](int i, uint64_t seq, uint32_t kind) {
+        uint8_t* h = b.hdrs.data() + size_t(i) * 16;
+        memcpy(h, &seq, 8);
+        memcpy(h + 8, &kind, 4);
+        b.iovs[2 * i + 1] = {b.pattern.data() + (seq & 0xff) + hdr_size, payload - hdr_size};
+    };
+    int64_t start = now_ns();
+    int64_t deadline = start + int64_t(seconds * 1e9);
+    uint64_t seq = 0;
+    r.first_ns = start;
+    while (now_ns() < deadline) {
+        for (int i = 0; i < batch; ++i) fill(i, seq + uint64_t(i), tag_data);
+        int n = sendmmsg(s, b.msgs.data(), batch, 0);
+        if (n < 0) {
+            // ENOBUFS: a transient device queue limit; those frames were not sent.
+            if (errno == EINTR || errno == ENOBUFS) continue;
+            child_fail(wfd, r, "sendmmsg");
+        }
+        seq += uint64_t(n);
+        r.frames += uint64_t(n);
+        r.bytes += uint64_t(n) * payload;
+    }
+    r.last_ns = now_ns();
+    // End markers, spaced out so they do not all land in a full receive queue.
+    for (int k = 0; k < end_markers; ++k) {
+        fill(0, seq, tag_end);
+        sendmmsg(s, b.msgs.data(), 1, 0);
+        timespec ts{0, 2'000'000};
+        nanosleep(&ts, nullptr);
+    }
+    close(s);
+    send_report(wfd, r, 2);
+    _exit(0);
+}
+
+[[noreturn]] void tcp_receiver(int ns_fd, pid_t parent, int wfd, sockaddr_in self, int64_t hard_deadline_ns,
+                               buffers& b) noexcept {
+    report r;
+    child_enter(ns_fd, parent, wfd, r);
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (ls < 0) child_fail(wfd, r, "socket");
+    int one = 1;
+    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(ls, reinterpret_cast<sockaddr*>(&self), sizeof self) < 0) child_fail(wfd, r, "bind");
+    if (listen(ls, 1) < 0) child_fail(wfd, r, "listen");
+    set_rcvtimeo(ls, 100);
+    send_report(wfd, r, 1);
+    int s = -1;
+    while (s < 0) {
+        s = accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+        if (s < 0) {
+            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) child_fail(wfd, r, "accept");
+            if (now_ns() > hard_deadline_ns) {
+                errno = ETIMEDOUT;
+                child_fail(wfd, r, "accept");
+            }
+        }
+    }
+    close(ls);
+    set_rcvtimeo(s, 100);
+    uint64_t off = 0;
+    for (;;) {
+        ssize_t n = recv(s, b.rx.data(), tcp_rx_buf, 0);
+        int64_t t = now_ns();
+        if (n == 0) break; // EOF: the sender is done
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) child_fail(wfd, r, "recv");
+            if ((r.bytes && t - r.last_ns > rx_idle_ns) || t > hard_deadline_ns) {
+                errno = ETIMEDOUT;
+                child_fail(wfd, r, "recv");
+            }
+            continue;
+        }
+        if (memcmp(b.rx.data(), b.pattern.data() + off % tcp_period, size_t(n)) != 0) ++r.bad;
+        if (!r.bytes) r.first_ns = t;
+        r.last_ns = t;
+        off += uint64_t(n);
+        r.bytes += uint64_t(n);
+    }
+    close(s);
+    send_report(wfd, r, 2);
+    _exit(0);
+}
+
+[[noreturn]] void tcp_sender(int ns_fd, pid_t parent, int wfd, sockaddr_in peer, size_t bulk, double seconds,
+                             buffers& b) noexcept {
+    report r;
+    child_enter(ns_fd, parent, wfd, r);
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) child_fail(wfd, r, "socket");
+    if (connect(s, reinterpret_cast<sockaddr*>(&peer), sizeof peer) < 0) child_fail(wfd, r, "connect");
+    int64_t start = now_ns();
+    int64_t deadline = start + int64_t(seconds * 1e9);
+    r.first_ns = start;
+    uint64_t off = 0;
+    while (now_ns() < deadline) {
+        ssize_t n = send(s, b.pattern.data() + off % tcp_period, bulk, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            child_fail(wfd, r, "send");
+        }
+        off += uint64_t(n);
+        r.bytes += uint64_t(n);
+    }
+    r.frames = r.bytes / bulk;
+    r.last_ns = now_ns();
+    // Stay until the receiver has read everything and closed, so the tail of
+    // the transfer is charged to this run, not to whatever runs next.
+    shutdown(s, SHUT_WR);
+    for (;;) {
+        char c;
+        ssize_t n = recv(s, &c, 1, 0);
+        if (n > 0 || (n < 0 && errno == EINTR)) continue;
+        break;
+    }
+    close(s);
+    send_report(wfd, r, 2);
+    _exit(0);
+}
+
+// ---------------------------------------------------------------------------
+// Parent side
+
+// Busy CPU seconds of the whole machine so far (all CPUs, /proc/stat), or -1.
+double machine_busy_seconds() noexcept {
+    FILE* f = fopen("/proc/stat", "re");
+    if (!f) return -1;
+    unsigned long long v[10] = {};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+                   &v[5], &v[6], &v[7], &v[8], &v[9]);
+    fclose(f);
+    if (n < 8) return -1;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]:
+    // guest time is already inside user, so it is not added again.
+    unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    long hz = sysconf(_SC_CLK_TCK);
+    return hz > 0 ? double(busy) / double(hz) : -1;
+}
+
+// Reads one report; false on timeout or when the child died first.
+bool read_report(int fd, report& r, int timeout_ms) noexcept {
+    int64_t deadline = now_ns() + int64_t(timeout_ms) * 1'000'000;
+    size_t got = 0;
+    auto* p = reinterpret_cast<uint8_t*>(&r);
+    while (got < sizeof r) {
+        int left = int(std::max<int64_t>(0, (deadline - now_ns()) / 1'000'000));
+        pollfd pfd{fd, POLLIN, 0};
+        int rc = poll(&pfd, 1, left);
+        if (rc < 0 && errno == EINTR) continue;
+        if (rc <= 0) return false;
+        ssize_t n = read(fd, p + got, sizeof r - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        got += size_t(n);
+    }
+    return true;
+}
+
+struct child {
+    pid_t pid = -1;
+    int rfd = -1;
+    rusage ru{};
+
+    // Reaps the child (killing it first when `kill_it`), keeping its rusage.
+    void reap(bool kill_it) noexcept {
+        if (pid > 0) {
+            if (kill_it) kill(pid, SIGKILL);
+            int st;
+            while (wait4(pid, &st, 0, &ru) < 0 && errno == EINTR) {}
+            unregister_pid(pid);
+            pid = -1;
+        }
+        if (rfd >= 0) close(rfd);
+        rfd = -1;
+    }
+    ~child() { reap(true); }
+};
+
+double cpu_of(const rusage& ru) noexcept {
+    return double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+// Forks `body(write_fd)` as a child; the parent keeps the read end.
+template <class F>
+int spawn(child& c, F&& body) {
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) return -errno;
+    pid_t p = fork();
+    if (p < 0) {
+        int e = errno;
+        close(pfd[0]);
+        close(pfd[1]);
+        return -e;
+    }
+    if (p == 0) {
+        close(pfd[0]);
+        body(pfd[1]); // never returns
+        _exit(127);
+    }
+    register_pid(p);
+    close(pfd[1]);
+    c.pid = p;
+    c.rfd = pfd[0];
+    return 0;
+}
+
+enum class proto { udp, tcp };
+
+// One measurement: receiver in b, sender in a.
+void measure(const netns_pair& ns, proto pr, size_t payload, double seconds, buffers& b, kernel_result& out) {
+    const pid_t me = getpid();
+    const int64_t hard_deadline = now_ns() + int64_t((seconds + 20) * 1e9);
+    const sockaddr_in rx_addr = make_addr(ns.addr(2), pr == proto::udp ? udp_port : tcp_port);
+    child rx, tx;
+    int rc = spawn(rx, [&](int wfd) {
+        if (pr == proto::udp) udp_receiver(ns.fd(1), me, wfd, rx_addr, payload, hard_deadline, b);
+        tcp_receiver(ns.fd(1), me, wfd, rx_addr, hard_deadline, b);
+    });
+    if (rc < 0) {
+        out.error = std::string("fork receiver: ") + strerror(-rc);
+        return;
+    }
+    report rr, tr;
+    if (!read_report(rx.rfd, rr, 10'000) || rr.phase != 1) {
+        out.error = rr.what[0] ? std::string("receiver: ") + rr.what : "receiver did not start";
+        return;
+    }
+    const double busy0 = machine_busy_seconds();
+    rc = spawn(tx, [&](int wfd) {
+        if (pr == proto::udp) udp_sender(ns.fd(0), me, wfd, rx_addr, payload, seconds, b);
+        tcp_sender(ns.fd(0), me, wfd, rx_addr, payload, seconds, b);
+    });
+    if (rc < 0) {
+        out.error = std::string("fork sender: ") + strerror(-rc);
+        return;
+    }
+    const int wait_ms = int((seconds + 15) * 1000);
+    bool tx_ok = read_report(tx.rfd, tr, wait_ms);
+    // A failed sender sends nothing; do not wait for the receiver's idle timeout.
+    bool rx_ok = read_report(rx.rfd, rr, tx_ok && !tr.err ? 15'000 : 0);
+    tx.reap(!tx_ok);
+    rx.reap(!rx_ok);
+    const double busy1 = machine_busy_seconds();
+    if (busy0 >= 0 && busy1 >= busy0) out.machine_cpu_seconds = busy1 - busy0;
+    out.cpu_tx_seconds = cpu_of(tx.ru);
+    out.cpu_rx_seconds = cpu_of(rx.ru);
+    out.cpu_seconds = out.cpu_tx_seconds + out.cpu_rx_seconds;
+    if (!tx_ok) out.error = "sender did not report (timed out or died)";
+    else if (tr.err) out.error = std::string("sender: ") + tr.what;
+    else if (!rx_ok) out.error = "receiver did not report (timed out or died)";
+    else if (rr.err) out.error = std::string("receiver: ") + rr.what;
+
+    out.frames_sent = tr.frames;
+    out.bytes_sent = tr.bytes;
+    out.bytes_received = rr.bytes;
+    out.bad_frames = rr.bad;
+    out.reordered = rr.reordered;
+    if (pr == proto::udp) {
+        out.frames_received = rr.frames;
+        out.frames_lost = tr.frames > rr.frames ? tr.frames - rr.frames : 0;
+    } else {
+        out.frames_received = payload ? rr.bytes / payload : 0;
+    }
+    // The receiver's window; with a single frame there is none, so fall
+    // back to the sender's.
+    int64_t win = rr.last_ns - rr.first_ns;
+    if (out.frames_received < 2 || win <= 0) win = tr.last_ns - tr.first_ns;
+    out.seconds = win > 0 ? double(win) / 1e9 : 0;
+    if (out.seconds > 0) {
+        double wire_bytes = pr == proto::udp ? double(out.frames_received) * double(out.wire_frame)
+                                             : double(out.bytes_received);
+        out.gbps = wire_bytes * 8 / out.seconds / 1e9;
+        out.payload_gbps = double(out.bytes_received) * 8 / out.seconds / 1e9;
+        out.mpps = (pr == proto::udp ? double(out.frames_received) : double(out.bytes_received) / double(payload)) /
+                   out.seconds / 1e6;
+    }
+    if (out.error.empty() && out.bytes_received == 0) out.error = "nothing received";
+    out.integrity_ok = out.bytes_received > 0 && out.bad_frames == 0;
+}
+
+// Common checks before touching namespaces.
+int precheck(std::string* why) {
+    if (geteuid() != 0) {
+        *why = "kernel path needs root (network namespaces)";
+        return -EPERM;
+    }
+    std::string out;
+    int rc = run_ip({"-V"}, &out);
+    if (rc != 0) {
+        *why = "iproute2 `ip` unavailable: " + out;
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
+} // namespace
+
+size_t udp_payload_for_frame(size_t frame, bool* capped) noexcept {
+    if (capped) *capped = false;
+    if (frame < eth_ip_udp_overhead + min_udp_payload) return 0;
+    size_t p = frame - eth_ip_udp_overhead;
+    if (p > max_udp_payload) {
+        if (capped) *capped = true;
+        p = max_udp_payload;
+    }
+    return p;
+}
+
+std::string kernel_netns_prefix() { return "zcb-" + std::to_string(getpid()) + "-"; }
+
+void kernel_path_emergency_cleanup() noexcept {
+    for (auto& p : g_pids) {
+        pid_t pid = p;
+        if (pid > 0) kill(pid, SIGKILL);
+    }
+    // Reap them first: an `ip netns add` that is still running could
+    // otherwise create its namespace after we removed its path.
+    for (auto& p : g_pids) {
+        pid_t pid = p;
+        if (pid > 0) {
+            while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
+            p = 0;
+        }
+    }
+    // What `ip netns del` does: the bind mount keeps the namespace alive; once
+    // it and our (dying) children are gone, the kernel frees it and the veth.
+    for (int i = 0; i < max_slots; ++i) {
+        if (!g_ns_used[i]) continue;
+        umount2(g_ns_paths[i], MNT_DETACH);
+        unlink(g_ns_paths[i]);
+    }
+}
+
+int kernel_path_remove_stale() noexcept {
+    DIR* d = opendir("/run/netns");
+    if (!d) return 0;
+    std::vector<std::string> stale;
+    while (dirent* e = readdir(d)) {
+        int pid = 0, n = 0;
+        char side = 0;
+        if (sscanf(e->d_name, "zcb-%d-%d-%c", &pid, &n, &side) != 3 || pid <= 0) continue;
+        if (kill(pid, 0) < 0 && errno == ESRCH) stale.emplace_back(e->d_name);
+    }
+    closedir(d);
+    int removed = 0;
+    for (auto& name : stale) {
+        std::string out;
+        if (run_ip({"netns", "del", name}, &out) == 0) {
+            ZC_LOG(info, tag, "removed stale namespace %s", name.c_str());
+            ++removed;
+        }
+    }
+    return removed;
+}
+
+bool kernel_path_available(std::string* why) {
+    std::string dummy;
+    if (!why) why = &dummy;
+    if (precheck(why) < 0) return false;
+    std::lock_guard lk(g_run_mutex);
+    std::string name = kernel_netns_prefix() + std::to_string(g_counter.fetch_add(1)) + "-p";
+    std::string out;
+    if (run_ip({"netns", "add", name}, &out) != 0) {
+        *why = "ip netns add failed: " + out;
+        return false;
+    }
+    run_ip({"netns", "del", name}, &out);
+    return true;
+}
+
+result<std::vector<kernel_result>> run_kernel_udp(const std::vector<size_t>& frame_sizes, double seconds_per_size,
+                                                  std::string* why, const kernel_progress& progress) {
+    std::string dummy;
+    if (!why) why = &dummy;
+    if (int rc = precheck(why); rc < 0) return err(rc);
+    std::lock_guard lk(g_run_mutex);
+    netns_pair ns;
+    if (int rc = ns.setup(why); rc < 0) return err(rc);
+
+    buffers b;
+    b.pattern.resize(256 + rx_slot + 256);
+    for (size_t i = 0; i < b.pattern.size(); ++i) b.pattern[i] = uint8_t(i);
+    b.rx.resize(size_t(batch) * rx_slot);
+    b.hdrs.resize(size_t(batch) * 16);
+    b.msgs.resize(batch);
+    b.iovs.resize(size_t(batch) * 2);
+
+    std::vector<kernel_result> rows;
+    for (size_t frame : frame_sizes) {
+        kernel_result r;
+        r.proto = "udp";
+        r.frame = frame;
+        r.mtu = veth_mtu;
+        r.payload = udp_payload_for_frame(frame, &r.capped);
+        if (r.payload == 0) {
+            r.error = "frame below " + std::to_string(eth_ip_udp_overhead + min_udp_payload) + " bytes";
+        } else {
+            r.wire_frame = r.payload + eth_ip_udp_overhead;
+            measure(ns, proto::udp, r.payload, seconds_per_size, b, r);
+        }
+        if (!r.error.empty()) ZC_LOG(warn, tag, "udp frame %zu: %s", frame, r.error.c_str());
+        if (progress) progress(r);
+        rows.push_back(std::move(r));
+    }
+    return rows;
+}
+
+result<kernel_result> run_kernel_tcp(size_t bulk, double seconds, std::string* why) {
+    std::string dummy;
+    if (!why) why = &dummy;
+    if (bulk == 0) {
+        *why = "bulk size 0";
+        return err(-EINVAL);
+    }
+    if (int rc = precheck(why); rc < 0) return err(rc);
+    std::lock_guard lk(g_run_mutex);
+    netns_pair ns;
+    if (int rc = ns.setup(why); rc < 0) return err(rc);
+
+    buffers b;
+    b.pattern.resize(tcp_period + std::max(bulk, tcp_rx_buf));
+    for (size_t i = 0; i < b.pattern.size(); ++i) b.pattern[i] = uint8_t(i % tcp_period);
+    b.rx.resize(tcp_rx_buf);
+
+    kernel_result r;
+    r.proto = "tcp";
+    r.frame = bulk;
+    r.payload = bulk;
+    r.wire_frame = bulk;
+    r.mtu = veth_mtu;
+    measure(ns, proto::tcp, bulk, seconds, b, r);
+    if (!r.error.empty()) ZC_LOG(warn, tag, "tcp bulk %zu: %s", bulk, r.error.c_str());
+    return r;
+}
+
+} // namespace zc::bench

@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: MIT
+// The kernel path baseline for zc-vmbench: two network namespaces joined by
+// a veth pair, kernel sockets, measured in the same run as the zc path so the
+// figures are ratios that survive a noisy machine (DESIGN.md "Measuring").
+//
+// Sender and receiver are forked child processes, each setns(2)'d into its
+// own namespace. Frames carry a sequence number and a byte pattern; the
+// receiver checks every byte (integrity) and counts what arrives, the sender
+// counts what it handed to the kernel, so UDP drops show up honestly as
+// frames_sent - frames_received. Needs root and `ip netns` (iproute2); the
+// namespaces are uniquely named (zcb-<pid>-<n>-a/b) and always removed, also
+// when a SIGINT/SIGTERM/SIGHUP arrives during a measurement.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+
+namespace zc::bench {
+
+// Header sizes on the zc path: a frame of F bytes carries F - 42 bytes of UDP
+// payload (Ethernet 14, IPv4 20, UDP 8).
+inline constexpr size_t eth_ip_udp_overhead = 14 + 20 + 8;
+// The largest UDP payload over IPv4 (65535 - 20 - 8).
+inline constexpr size_t max_udp_payload = 65507;
+// The veth MTU we set: veth allows up to 64 KiB, so 9000 and 65536-byte
+// frames travel as single, unfragmented frames.
+inline constexpr uint32_t veth_mtu = 65535;
+// Every datagram starts with a sequence number and a tag (see kernel_path.cpp),
+// so frames below 42 + 12 = 54 bytes cannot be measured.
+inline constexpr size_t min_udp_payload = 12;
+
+// UDP payload for an Ethernet frame of `frame` bytes: frame - 42, capped at
+// max_udp_payload (*capped tells). 0 when the frame is too small to carry our
+// header.
+size_t udp_payload_for_frame(size_t frame, bool* capped = nullptr) noexcept;
+
+struct kernel_result {
+    std::string proto;        // "udp" or "tcp"
+    size_t frame = 0;         // requested frame size (UDP) or write size (TCP bulk)
+    size_t payload = 0;       // UDP payload per datagram / bytes per TCP write
+    size_t wire_frame = 0;    // frame actually on the veth: payload + 42 (UDP)
+    bool capped = false;      // payload was capped at max_udp_payload
+    uint32_t mtu = 0;         // veth MTU during the run
+    double seconds = 0;       // receiver's window: first to last data frame
+    // Rates over `seconds`, from what the RECEIVER got. UDP: gbps counts
+    // wire_frame bytes (the Ethernet frame, like the zc path), payload_gbps
+    // the UDP payload only. TCP: both count stream bytes; mpps counts writes'
+    // worth of bytes (bytes / payload).
+    double gbps = 0, payload_gbps = 0, mpps = 0;
+    // User + system CPU seconds of the sender and receiver processes (wait4
+    // rusage). The veth hop runs mostly in the sender's softirq context and so
+    // is included; work that ksoftirqd picks up is not.
+    double cpu_seconds = 0, cpu_tx_seconds = 0, cpu_rx_seconds = 0;
+    // Busy CPU seconds of the whole machine (/proc/stat) from sender start to
+    // both children reaped: adds softirq/ksoftirqd work the rusage misses,
+    // but also whatever else runs on this shared machine. -1: unknown.
+    double machine_cpu_seconds = -1;
+    uint64_t frames_sent = 0;      // datagrams (UDP) / writes (TCP) the sender completed
+    uint64_t frames_received = 0;  // datagrams received (UDP) / bytes / payload (TCP)
+    uint64_t bytes_sent = 0;       // payload bytes handed to the kernel
+    uint64_t bytes_received = 0;   // payload bytes received
+    uint64_t frames_lost = 0;      // UDP: frames_sent - frames_received
+    uint64_t reordered = 0;        // UDP: datagrams arriving below the highest seq seen
+    uint64_t bad_frames = 0;       // failed the size/tag/pattern check
+    bool integrity_ok = false;     // something arrived and every byte checked out
+    std::string error;             // non-empty: this row failed (other rows may be fine)
+};
+
+// Called after each row, for live progress.
+using kernel_progress = std::function<void(const kernel_result&)>;
+
+// Whether this process can create network namespaces with `ip netns`; on
+// false, *why says why (not root, iproute2 missing, no netns support).
+bool kernel_path_available(std::string* why);
+
+// UDP: for each frame size, `seconds_per_size` of sendmmsg/recvmmsg between
+// the two namespaces (batches of 32; blocking send, so the socket buffer gives
+// backpressure). One namespace pair serves all sizes. Errors: -EPERM (not
+// root), -ENOTSUP (no `ip netns`), -EIO (setting up the pair failed); *why
+// holds the text. A failure of one size is that row's `error`.
+result<std::vector<kernel_result>> run_kernel_udp(const std::vector<size_t>& frame_sizes,
+                                                  double seconds_per_size, std::string* why,
+                                                  const kernel_progress& progress = {});
+
+// TCP bulk: one connection, writes of `bulk` bytes for `seconds`, then
+// shutdown; the receiver reads until EOF and checks the byte stream.
+result<kernel_result> run_kernel_tcp(size_t bulk, double seconds, std::string* why);
+
+// The prefix of every namespace this process creates ("zcb-<pid>-"), so tests
+// and tools can check that none are left behind.
+std::string kernel_netns_prefix();
+
+// Kills the running measurement's children and detaches its namespaces.
+// Async-signal-safe: a runner with its own signal handlers may call it from
+// them. The handlers this module installs during a run already do.
+void kernel_path_emergency_cleanup() noexcept;
+
+// Removes namespaces named zcb-<pid>-* whose <pid> is no longer alive (left by
+// a SIGKILLed run). Runs at the start of every measurement; returns how many
+// it removed.
+int kernel_path_remove_stale() noexcept;
+
+} // namespace zc::bench

@@ -1,0 +1,420 @@
+// SPDX-License-Identifier: MIT
+#include "netback/backend.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+extern "C" {
+#include <xen/io/xenbus.h>
+}
+
+#include "common/log.hpp"
+#include "netback/toolstack.hpp"
+
+namespace zc::netback {
+
+namespace {
+constexpr const char* tag = "netback";
+constexpr const char* tok_backend = "be";
+constexpr const char* tok_release = "rel";
+constexpr const char* tok_frontend = "fe:"; // + "<fe>/<devid>"
+
+const char* state_name(int s) {
+    static const char* names[] = {"Unknown", "Initialising", "InitWait", "Initialised", "Connected",
+                                  "Closing", "Closed", "Reconfiguring", "Reconfigured"};
+    return s >= 0 && s <= 8 ? names[s] : "Invalid";
+}
+
+// Frontend-written numbers: strict decimal, bounded.
+bool parse_u32(const std::string& s, uint32_t& out, uint64_t max = UINT32_MAX) {
+    if (s.empty() || s.size() > 10) return false;
+    uint64_t v = 0;
+    for (char c : s) {
+        if (c < '0' || c > '9') return false;
+        v = v * 10 + uint64_t(c - '0');
+    }
+    if (v > max) return false;
+    out = uint32_t(v);
+    return true;
+}
+} // namespace
+
+struct backend::device {
+    std::string key; // "<fe>/<devid>"
+    hv::domid_t frontend = 0;
+    uint32_t devid = 0;
+    std::string be_path, fe_path;
+    int state = XenbusStateUnknown;    // ours
+    int fe_state = XenbusStateUnknown; // theirs, last seen
+    bool vif_added = false;
+    std::string last_error;
+};
+
+result<std::unique_ptr<backend>> backend::create(hv::port& port, const backend_options& o, std::string* why) noexcept {
+    if (o.max_queues == 0 || o.max_queues > 64) {
+        if (why) *why = "max-queues must be 1..64";
+        return err(-EINVAL);
+    }
+    std::unique_ptr<backend> b(new backend());
+    b->_port = &port;
+    b->_opts = o;
+    auto x = hv::xs::open(port.xenstore_path());
+    if (!x) {
+        if (why) *why = std::string("cannot open xenstore: ") + std::strerror(-x.error());
+        return err(x.error());
+    }
+    b->_xs = std::move(*x);
+    backend* self = b.get();
+    auto dp = datapath::create(
+        port, o.dp,
+        [self](hv::domid_t fe, uint32_t devid, const std::string& reason) {
+            // Called from a data-path worker: hand it to the control thread.
+            std::lock_guard<std::mutex> g(self->_fatal_lock);
+            self->_fatals.emplace_back(std::to_string(fe) + "/" + std::to_string(devid), reason);
+            uint64_t one = 1;
+            (void)!::write(self->_event_fd, &one, sizeof one);
+        },
+        why);
+    if (!dp) return err(dp.error());
+    b->_dp = std::move(*dp);
+    b->_base = "/local/domain/" + std::to_string(port.self()) + "/backend/vif";
+    b->_event_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (b->_event_fd < 0) return err(-errno);
+    // One fd for the caller to poll: xenstore events and data-path fatals.
+    b->_epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    if (b->_epoll_fd < 0) return err(-errno);
+    for (int f : {b->_xs->fileno(), b->_event_fd}) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.fd = f;
+        ::epoll_ctl(b->_epoll_fd, EPOLL_CTL_ADD, f, &ev);
+    }
+    int rc = b->_xs->watch(b->_base, tok_backend);
+    if (rc == 0) rc = b->_xs->watch("@releaseDomain", tok_release);
+    if (rc < 0) {
+        if (why) *why = std::string("xenstore watch: ") + std::strerror(-rc);
+        return err(rc);
+    }
+    ZC_LOG(info, tag, "dom%u: serving %s (max %u queues, split event channels %s, %u workers)",
+           unsigned(port.self()), b->_base.c_str(), o.max_queues, o.split_event_channels ? "on" : "off",
+           o.dp.workers);
+    return b;
+}
+
+backend::~backend() {
+    for (auto& [k, d] : _devices)
+        if (d->vif_added) _dp->remove_vif(d->frontend, d->devid);
+    _dp.reset();
+    if (_event_fd >= 0) ::close(_event_fd);
+    if (_epoll_fd >= 0) ::close(_epoll_fd);
+}
+
+int backend::fd() const noexcept { return _epoll_fd; }
+
+int backend::process() noexcept {
+    int n = 0;
+    for (;;) {
+        auto ev = _xs->read_watch();
+        if (!ev) break;
+        n++;
+        if (ev->token == tok_backend) on_backend_path(ev->path);
+        else if (ev->token == tok_release) on_release_domain();
+        else if (ev->token.rfind(tok_frontend, 0) == 0) on_frontend_state(ev->token.substr(3));
+    }
+    uint64_t cnt;
+    if (::read(_event_fd, &cnt, sizeof cnt) == sizeof cnt) {
+        handle_fatals();
+        n++;
+    }
+    return n;
+}
+
+void backend::handle_fatals() noexcept {
+    std::vector<std::pair<std::string, std::string>> f;
+    {
+        std::lock_guard<std::mutex> g(_fatal_lock);
+        f.swap(_fatals);
+    }
+    for (auto& [key, reason] : f) {
+        auto it = _devices.find(key);
+        if (it == _devices.end()) continue;
+        // As xenvif_fatal_tx_err(): the vif stops, the xenbus state stays;
+        // the guest has to reconnect. The reason is also left in xenstore
+        // for the operator.
+        it->second->last_error = reason;
+        _xs->write(it->second->be_path + "/zc-disabled", reason);
+        ZC_LOG(warn, tag, "vif %s disabled: %s", key.c_str(), reason.c_str());
+    }
+}
+
+// A change somewhere below backend/vif: a device appeared (the toolstack
+// created it) or went away.
+void backend::on_backend_path(const std::string& path) noexcept {
+    if (path.size() <= _base.size() + 1 || path.compare(0, _base.size(), _base) != 0) {
+        // The watch's first firing, or the whole tree: rescan.
+        auto fes = _xs->directory(_base);
+        if (!fes) return;
+        for (auto& fe : *fes) {
+            auto devs = _xs->directory(_base + "/" + fe);
+            if (!devs) continue;
+            for (auto& dv : *devs) on_backend_path(_base + "/" + fe + "/" + dv);
+        }
+        return;
+    }
+    std::string rest = path.substr(_base.size() + 1); // "<fe>/<devid>[/key...]"
+    size_t s1 = rest.find('/');
+    if (s1 == std::string::npos) {
+        // "<fe>" alone: a new or removed frontend directory.
+        auto devs = _xs->directory(path);
+        if (devs)
+            for (auto& dv : *devs) on_backend_path(path + "/" + dv);
+        else
+            for (auto it = _devices.begin(); it != _devices.end();) {
+                auto next = std::next(it);
+                if (it->first.rfind(rest + "/", 0) == 0) forget(it->first);
+                it = next;
+            }
+        return;
+    }
+    size_t s2 = rest.find('/', s1 + 1);
+    std::string key = rest.substr(0, s2);
+    uint32_t fe = 0, devid = 0;
+    if (!parse_u32(rest.substr(0, s1), fe, 0x7fef) || !parse_u32(key.substr(s1 + 1), devid)) return;
+    std::string be_path = _base + "/" + key;
+    bool exists = bool(_xs->read(be_path + "/frontend"));
+    auto it = _devices.find(key);
+    if (!exists) {
+        if (it != _devices.end() && !_xs->read(be_path)) forget(key);
+        return;
+    }
+    if (it != _devices.end()) return; // our own writes, or toolstack keys: nothing to do
+    auto d = std::make_unique<device>();
+    d->key = key;
+    d->frontend = hv::domid_t(fe);
+    d->devid = devid;
+    d->be_path = be_path;
+    auto fp = _xs->read(be_path + "/frontend");
+    d->fe_path = fp ? *fp : frontend_dir(hv::domid_t(fe), devid);
+    device& ref = *d;
+    _devices.emplace(key, std::move(d));
+    probe(ref);
+    _xs->watch(ref.fe_path + "/state", std::string(tok_frontend) + key);
+}
+
+// netback_probe(): offer the features, then InitWait.
+void backend::probe(device& d) noexcept {
+    const std::pair<const char*, std::string> features[] = {
+        {"feature-sg", "1"},
+        {"feature-gso-tcpv4", "1"},
+        {"feature-gso-tcpv6", "1"},
+        {"feature-ipv6-csum-offload", "1"},
+        {"feature-rx-copy", "1"},
+        {"feature-rx-flip", "0"},
+        {"feature-multicast-control", "0"},
+        {"feature-dynamic-multicast-control", "0"},
+        {"feature-split-event-channels", _opts.split_event_channels ? "1" : "0"},
+        {"multi-queue-max-queues", std::to_string(_opts.max_queues)},
+        {"feature-ctrl-ring", "0"},
+    };
+    for (int attempt = 0; attempt < 16; attempt++) {
+        auto t = _xs->transaction_start();
+        if (!t) break;
+        for (auto& [k, v] : features) _xs->write(d.be_path + "/" + k, v, *t);
+        int rc = _xs->transaction_end(*t, false);
+        if (rc != -EAGAIN) break;
+    }
+    // The hotplug script's job on Xen; zc-netback needs no bridge or
+    // interface, so it signals the toolstack itself.
+    _xs->write(d.be_path + "/hotplug-status", "connected");
+    set_state(d, XenbusStateInitWait);
+    ZC_LOG(info, tag, "vif %s: probed, InitWait", d.key.c_str());
+}
+
+void backend::set_state(device& d, int state) noexcept {
+    if (d.state == state) return;
+    d.state = state;
+    _xs->write(d.be_path + "/state", std::to_string(state));
+}
+
+void backend::on_frontend_state(const std::string& key) noexcept {
+    auto it = _devices.find(key);
+    if (it == _devices.end()) return;
+    frontend_changed(*it->second);
+}
+
+// frontend_changed() + set_backend_state() of Linux netback.
+void backend::frontend_changed(device& d) noexcept {
+    auto v = _xs->read(d.fe_path + "/state");
+    uint32_t st = XenbusStateUnknown;
+    if (v && !parse_u32(*v, st, 8)) st = XenbusStateUnknown;
+    if (!v) st = XenbusStateUnknown;
+    if (int(st) == d.fe_state && st != XenbusStateConnected) return;
+    d.fe_state = int(st);
+    ZC_LOG(debug, tag, "vif %s: frontend %s, backend %s", d.key.c_str(), state_name(int(st)), state_name(d.state));
+    switch (st) {
+    case XenbusStateInitialising:
+        // A frontend coming back after Closed (reboot of the driver).
+        if (d.state == XenbusStateClosed) probe(d);
+        break;
+    case XenbusStateInitialised:
+        break;
+    case XenbusStateConnected: {
+        if (d.state == XenbusStateConnected) break;
+        std::string why;
+        int rc = connect(d, &why);
+        if (rc < 0) {
+            // xenbus_dev_fatal(): log, leave the reason in xenstore, Closing.
+            d.last_error = why;
+            ZC_LOG(warn, tag, "vif %s: connect failed: %s", d.key.c_str(), why.c_str());
+            _xs->write(d.be_path + "/error", why);
+            set_state(d, XenbusStateClosing);
+            break;
+        }
+        set_state(d, XenbusStateConnected);
+        ZC_LOG(info, tag, "vif %s: Connected", d.key.c_str());
+        break;
+    }
+    case XenbusStateClosing:
+        disconnect(d);
+        set_state(d, XenbusStateClosing);
+        break;
+    case XenbusStateClosed:
+        disconnect(d);
+        set_state(d, XenbusStateClosed);
+        break;
+    case XenbusStateUnknown:
+    default:
+        // The frontend directory is gone (guest destroyed) or nonsense.
+        disconnect(d);
+        set_state(d, XenbusStateClosed);
+        break;
+    }
+}
+
+// connect() / connect_data_rings() / read_xenbus_vif_flags() of Linux netback.
+int backend::connect(device& d, std::string* why) noexcept {
+    auto rd = [&](const std::string& k) { return _xs->read(d.fe_path + "/" + k); };
+    vif_params p;
+    p.frontend = d.frontend;
+    p.devid = d.devid;
+    auto mac = _xs->read(d.be_path + "/mac");
+    if (!mac || parse_mac(*mac, p.mac) < 0) p.mac = default_mac(d.frontend, d.devid);
+
+    uint32_t nq = 1;
+    if (auto v = rd("multi-queue-num-queues")) {
+        if (!parse_u32(*v, nq) || nq == 0) {
+            *why = "bad multi-queue-num-queues '" + *v + "'";
+            return -EINVAL;
+        }
+        if (nq > _opts.max_queues) {
+            *why = "guest requested " + std::to_string(nq) + " queues, exceeding the maximum of " +
+                   std::to_string(_opts.max_queues);
+            return -EINVAL;
+        }
+    }
+    for (uint32_t q = 0; q < nq; q++) {
+        std::string dir = nq == 1 ? "" : "queue-" + std::to_string(q) + "/";
+        queue_params qp;
+        uint32_t v = 0;
+        auto tx = rd(dir + "tx-ring-ref"), rx = rd(dir + "rx-ring-ref");
+        if (!tx || !rx || !parse_u32(*tx, v)) {
+            *why = "reading " + d.fe_path + "/" + dir + "tx-ring-ref and rx-ring-ref";
+            return -EINVAL;
+        }
+        qp.tx_ring_ref = v;
+        if (!parse_u32(*rx, v)) {
+            *why = "bad " + dir + "rx-ring-ref";
+            return -EINVAL;
+        }
+        qp.rx_ring_ref = v;
+        auto ev = rd(dir + "event-channel");
+        if (ev) {
+            if (!parse_u32(*ev, v)) {
+                *why = "bad " + dir + "event-channel";
+                return -EINVAL;
+            }
+            qp.tx_evtchn = qp.rx_evtchn = v;
+        } else {
+            auto et = rd(dir + "event-channel-tx"), er = rd(dir + "event-channel-rx");
+            uint32_t a = 0, b = 0;
+            if (!et || !er || !parse_u32(*et, a) || !parse_u32(*er, b)) {
+                *why = "reading " + d.fe_path + "/" + dir + "event-channel(-tx/-rx)";
+                return -EINVAL;
+            }
+            if (!_opts.split_event_channels && a != b) {
+                *why = "split event channels were not offered";
+                return -EINVAL;
+            }
+            qp.tx_evtchn = a;
+            qp.rx_evtchn = b;
+        }
+        p.queues.push_back(qp);
+    }
+    auto flag = [&](const char* k, bool dflt) {
+        auto v = rd(k);
+        uint32_t x = 0;
+        return v ? (parse_u32(*v, x) && x != 0) : dflt;
+    };
+    if (!flag("request-rx-copy", false)) {
+        *why = "frontend does not request rx-copy (flip mode is not supported)";
+        return -EOPNOTSUPP;
+    }
+    p.feature_rx_notify = flag("feature-rx-notify", false);
+    p.feature_sg = flag("feature-sg", false);
+    p.feature_gso_tcpv4 = flag("feature-gso-tcpv4", false);
+    p.feature_gso_tcpv6 = flag("feature-gso-tcpv6", false);
+    p.feature_no_csum_offload = flag("feature-no-csum-offload", false);
+    p.feature_ipv6_csum_offload = flag("feature-ipv6-csum-offload", false);
+
+    if (d.vif_added) disconnect(d);
+    int rc = _dp->add_vif(p, why);
+    if (rc < 0) return rc;
+    d.vif_added = true;
+    d.last_error.clear();
+    _xs->rm(d.be_path + "/zc-disabled");
+    return 0;
+}
+
+void backend::disconnect(device& d) noexcept {
+    if (!d.vif_added) return;
+    _dp->remove_vif(d.frontend, d.devid);
+    d.vif_added = false;
+    ZC_LOG(info, tag, "vif %s: disconnected", d.key.c_str());
+}
+
+void backend::forget(const std::string& key) noexcept {
+    auto it = _devices.find(key);
+    if (it == _devices.end()) return;
+    device& d = *it->second;
+    disconnect(d);
+    _xs->unwatch(d.fe_path + "/state", std::string(tok_frontend) + key);
+    ZC_LOG(info, tag, "vif %s: removed", key.c_str());
+    _devices.erase(it);
+}
+
+// A domain died. Devices whose frontend domain is gone are torn down and,
+// as libxl does after destroying a domain, their backend directory removed.
+void backend::on_release_domain() noexcept {
+    std::vector<std::string> dead;
+    for (auto& [k, d] : _devices)
+        if (!_xs->read("/local/domain/" + std::to_string(d->frontend) + "/domid")) dead.push_back(k);
+    for (auto& k : dead) {
+        auto it = _devices.find(k);
+        std::string be = it->second->be_path;
+        ZC_LOG(info, tag, "vif %s: frontend domain gone", k.c_str());
+        forget(k);
+        _xs->rm(be);
+    }
+}
+
+std::vector<device_info> backend::devices() const {
+    std::vector<device_info> v;
+    for (auto& [k, d] : _devices) v.push_back({d->frontend, d->devid, d->state, d->fe_state, d->last_error});
+    return v;
+}
+
+} // namespace zc::netback

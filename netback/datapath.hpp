@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: MIT
+// zc-netback's data path: the netif TX/RX rings of every connected vif
+// queue, the L2 learning switch between vifs, and VM-to-VM delivery with one
+// gref->gref grant copy per slot.
+//
+// The control plane (netback/backend.*: xenstore, the XenbusState machine)
+// reads the frontend's keys and hands each connected queue to the data path
+// with add_vif(); the data path never touches xenstore. A frontend that
+// breaks the protocol gets its vif disabled (the datapath stops serving it
+// and reports the reason through the on_fatal callback); every other vif
+// carries on.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+#include "hv/hv.hpp"
+
+namespace zc::netback {
+
+using mac_addr = std::array<uint8_t, 6>;
+
+// What one queue of a vif negotiated (frontend keys under
+// device/vif/<devid>[/queue-N]). Event channels: split when tx != rx.
+struct queue_params {
+    hv::gref_t tx_ring_ref = 0;
+    hv::gref_t rx_ring_ref = 0;
+    hv::evtchn_port_t tx_evtchn = 0;  // the frontend's port numbers
+    hv::evtchn_port_t rx_evtchn = 0;  // == tx_evtchn when not split
+};
+
+struct vif_params {
+    hv::domid_t frontend = hv::domid_invalid;
+    uint32_t devid = 0;
+    mac_addr mac{};                     // the frontend's MAC (learning also works without it)
+    std::vector<queue_params> queues;   // 1..max_queues
+    // Features the frontend asked for (its keys); what we offered is fixed.
+    bool feature_sg = false;
+    bool feature_gso_tcpv4 = false;
+    bool feature_gso_tcpv6 = false;
+    bool feature_rx_notify = true;
+    bool feature_no_csum_offload = false;
+    bool feature_ipv6_csum_offload = false;
+};
+
+struct datapath_options {
+    uint32_t workers = 1;                // threads serving queues (queues are spread over them)
+    uint32_t rx_queue_limit = 256;       // frames held for a destination with no RX buffers, per vif
+    uint32_t drain_timeout_ms = 10000;   // then queued frames are dropped and counted (Linux: rx_drain_timeout_msecs)
+    uint32_t batch = 64;                 // packets per TX batch / grant-copy batch
+    bool force_bounce = false;           // copy through a bounce buffer even when a direct copy is possible (benchmark baseline)
+    // A frame waiting for the destination's RX buffers keeps the source's TX
+    // slots (zero copy) for at most this long; then it is copied into a
+    // bounce buffer and the source gets its slots back. Also done at once
+    // when the source has more than half its TX ring waiting, or when the
+    // destination already holds rx_queue_limit such frames.
+    uint32_t hold_ms = 10;
+    // A destination that keeps too few RX slots for the frame at the head of
+    // its queue for this long is stalled: its queue is dropped (counted) and
+    // frames to it are dropped until it posts slots again (Linux
+    // rx_stall_timeout_msecs, XSA-392). 0 disables stall detection.
+    uint32_t stall_timeout_ms = 60000;
+    uint32_t bounce_buffers = 1024;      // 4 KiB bounce buffers shared by all vifs (fallback copies)
+};
+
+// Per-vif counters. Drops are counted by reason; nothing disappears uncounted.
+// Attribution: tx_*, copy counters, fallback_copies, drop_no_dest,
+// drop_malformed, drop_copy_error and drop_unsupported count on the vif that
+// sent the frame (its traffic caused them); rx_*, queued, drop_rx_full,
+// drop_disabled and rx_stalls on the vif the frame was for.
+struct vif_stats {
+    uint64_t tx_packets = 0, tx_bytes = 0;   // from the frontend (its TX ring)
+    uint64_t rx_packets = 0, rx_bytes = 0;   // to the frontend (its RX ring)
+    uint64_t tx_slots = 0, rx_slots = 0;
+    uint64_t grant_copy_segments = 0;        // segments this vif's traffic caused
+    uint64_t grant_copy_batches = 0;         // hypercalls
+    uint64_t header_copy_segments = 0;       // header copies into local memory (switching)
+    uint64_t vm_to_vm_segments = 0;          // gref->gref payload segments (the one copy)
+    uint64_t fallback_copies = 0;            // frames copied through a bounce buffer
+    uint64_t queued = 0;                     // frames that had to wait for RX buffers
+    uint64_t drop_no_dest = 0;               // unknown unicast with nowhere to flood
+    uint64_t drop_rx_full = 0;               // destination never posted buffers (drain timeout / queue full)
+    uint64_t drop_malformed = 0;             // bad packet, answered with NETIF_RSP_ERROR
+    uint64_t drop_copy_error = 0;            // grant copy failed (e.g. revoked grant)
+    uint64_t drop_unsupported = 0;           // destination did not negotiate SG/GSO the frame needs
+    uint64_t drop_disabled = 0;              // destination disabled, removed or stalled
+    uint64_t rx_stalls = 0;                  // times this vif's RX was found stalled (XSA-392)
+    uint64_t notifies_sent = 0;
+    uint64_t events_received = 0;
+    uint64_t batch_hist[8] = {};             // TX batch sizes: 1, 2-3, 4-7, ..., 128+
+};
+
+struct vif_info {
+    hv::domid_t frontend;
+    uint32_t devid;
+    mac_addr mac;
+    uint32_t queues;
+    bool disabled;
+    bool rx_stalled;                 // some queue is stalled (Linux: carrier off)
+    std::string disabled_reason;
+    vif_stats stats;
+};
+
+class datapath {
+public:
+    // Called once per disabled vif, on a worker thread holding no datapath
+    // lock (it may call remove_vif).
+    using fatal_fn = std::function<void(hv::domid_t frontend, uint32_t devid, const std::string& reason)>;
+
+    // `port` must outlive the datapath. Errors: -EINVAL (bad options).
+    static result<std::unique_ptr<datapath>> create(hv::port& port, const datapath_options& o, fatal_fn on_fatal,
+                                                    std::string* why) noexcept;
+    ~datapath(); // stops the workers and removes every vif
+
+    // Map the queue rings, bind the event channels and start serving.
+    // Errors: -EEXIST (frontend/devid already present), -EINVAL (bad
+    // params: no queues, too many; or the frontend's ring already claims more
+    // requests than it holds), -EFAULT (a ring could not be mapped:
+    // the frontend gave a bad gref), -ENOENT (event channel bind failed);
+    // `why` says which.
+    int add_vif(const vif_params& p, std::string* why) noexcept;
+
+    // Stop serving, finish or drop in-flight frames (counted), unmap the
+    // rings and unbind. Safe while the frontend's domain is already dead.
+    // Errors: -ENOENT.
+    int remove_vif(hv::domid_t frontend, uint32_t devid) noexcept;
+
+    std::vector<vif_info> vifs() const;
+
+    // Hypervisor operations of every handle the datapath owns (maps and
+    // unmaps of ring pages, grant-copy batches, notifications).
+    hv::op_counters hv_counters() const noexcept;
+    // Bounce buffers in use (0 once every fallback frame is delivered or dropped).
+    uint32_t bounce_in_use() const noexcept;
+
+    struct impl;
+private:
+    explicit datapath(std::unique_ptr<impl> p) noexcept;
+    std::unique_ptr<impl> _p;
+};
+
+} // namespace zc::netback

@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: MIT
+// zc-netback: a userspace Xen netif backend (drop-in for Linux xen-netback).
+#include <cerrno>
+#include <cinttypes>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <poll.h>
+#include <string>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+extern "C" {
+#include <xen/io/xenbus.h>
+}
+
+#include "common/log.hpp"
+#include "hv/hv.hpp"
+#include "netback/backend.hpp"
+#include "netback/toolstack.hpp"
+
+using namespace zc;
+using namespace zc::netback;
+
+namespace {
+
+const char* usage_text =
+    "usage: zc-netback [run] [--workers N] [--max-queues N] [--no-split-evtchn]\n"
+    "                  [--force-bounce] [--rx-queue N] [--drain-ms MS] [--ctl PATH]\n"
+    "       zc-netback stats [--json] [--ctl PATH]\n"
+    "       zc-netback vif-add --frontend DOM [--devid N] [--mac aa:bb:cc:dd:ee:ff] [--backend DOM]\n"
+    "       zc-netback vif-del --frontend DOM [--devid N] [--backend DOM]\n"
+    "\n"
+    "run      serve every vif whose backend directory is under this domain's\n"
+    "         backend/vif in xenstore (the default command). Stops on SIGINT/SIGTERM.\n"
+    "stats    per-vif counters of a running zc-netback, as a table or JSON.\n"
+    "vif-add  the toolstack's part (xl network-attach): create the frontend and\n"
+    "         backend xenstore directories of a vif. Needs dom0 privilege.\n"
+    "vif-del  remove them again.\n"
+    "\n"
+    "--workers N       data-path threads (default 1)\n"
+    "--max-queues N    multi-queue-max-queues offered to frontends (default 4)\n"
+    "--no-split-evtchn do not offer feature-split-event-channels\n"
+    "--force-bounce    copy every frame through a bounce buffer (the double-copy baseline)\n"
+    "--rx-queue N      frames held per vif while its guest posts no RX buffers (default 256)\n"
+    "--drain-ms MS     then they are dropped and counted (default 10000)\n"
+    "--ctl PATH        control socket (default: next to the emulated host's broker, or\n"
+    "                  /run/zcnet/netback.sock)\n"
+    "The hypervisor is chosen as everywhere in zcnet: ZCNET_HV=xen|emu, else /dev/xen.\n";
+
+std::string default_ctl() {
+    if (const char* e = std::getenv("ZCNET_NETBACK_CTL"); e && *e) return e;
+    if (const char* s = std::getenv("ZCNET_EMU_SOCK"); s && *s) {
+        std::string p = s;
+        auto slash = p.rfind('/');
+        return (slash == std::string::npos ? std::string(".") : p.substr(0, slash)) + "/netback.sock";
+    }
+    return "/run/zcnet/netback.sock";
+}
+
+std::string json_escape(const std::string& s) {
+    std::string o;
+    for (char c : s) {
+        if (c == '"' || c == '\\') o += '\\', o += c;
+        else if (uint8_t(c) < 0x20) o += ' ';
+        else o += c;
+    }
+    return o;
+}
+
+std::string stats_json(backend& b) {
+    std::string out = "{\"vifs\":[";
+    bool first = true;
+    auto devs = b.devices();
+    for (auto& v : b.dp().vifs()) {
+        const auto& s = v.stats;
+        int be_state = -1, fe_state = -1;
+        for (auto& d : devs)
+            if (d.frontend == v.frontend && d.devid == v.devid) be_state = d.backend_state, fe_state = d.frontend_state;
+        char buf[2048];
+        std::snprintf(buf, sizeof buf,
+                      "%s{\"frontend\":%u,\"devid\":%u,\"mac\":\"%s\",\"queues\":%u,\"backend_state\":%d,"
+                      "\"frontend_state\":%d,\"disabled\":%s,\"disabled_reason\":\"%s\","
+                      "\"tx_packets\":%" PRIu64 ",\"tx_bytes\":%" PRIu64 ",\"rx_packets\":%" PRIu64
+                      ",\"rx_bytes\":%" PRIu64 ",\"tx_slots\":%" PRIu64 ",\"rx_slots\":%" PRIu64
+                      ",\"grant_copy_segments\":%" PRIu64 ",\"grant_copy_batches\":%" PRIu64
+                      ",\"header_copy_segments\":%" PRIu64 ",\"vm_to_vm_segments\":%" PRIu64
+                      ",\"fallback_copies\":%" PRIu64 ",\"queued\":%" PRIu64 ",\"drop_no_dest\":%" PRIu64
+                      ",\"drop_rx_full\":%" PRIu64 ",\"drop_malformed\":%" PRIu64 ",\"drop_copy_error\":%" PRIu64
+                      ",\"notifies_sent\":%" PRIu64 ",\"events_received\":%" PRIu64 ",\"batch_hist\":[",
+                      first ? "" : ",", unsigned(v.frontend), v.devid, format_mac(v.mac).c_str(), v.queues, be_state,
+                      fe_state, v.disabled ? "true" : "false", json_escape(v.disabled_reason).c_str(), s.tx_packets,
+                      s.tx_bytes, s.rx_packets, s.rx_bytes, s.tx_slots, s.rx_slots, s.grant_copy_segments,
+                      s.grant_copy_batches, s.header_copy_segments, s.vm_to_vm_segments, s.fallback_copies, s.queued,
+                      s.drop_no_dest, s.drop_rx_full, s.drop_malformed, s.drop_copy_error, s.notifies_sent,
+                      s.events_received);
+        out += buf;
+        for (int i = 0; i < 8; i++) out += (i ? "," : "") + std::to_string(s.batch_hist[i]);
+        out += "]}";
+        first = false;
+    }
+    out += "],\"devices\":[";
+    first = true;
+    for (auto& d : devs) {
+        out += std::string(first ? "" : ",") + "{\"frontend\":" + std::to_string(d.frontend) +
+               ",\"devid\":" + std::to_string(d.devid) + ",\"backend_state\":" + std::to_string(d.backend_state) +
+               ",\"frontend_state\":" + std::to_string(d.frontend_state) + ",\"error\":\"" +
+               json_escape(d.last_error) + "\"}";
+        first = false;
+    }
+    out += "]}\n";
+    return out;
+}
+
+int listen_ctl(const std::string& path) {
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (path.size() >= sizeof sa.sun_path) return -ENAMETOOLONG;
+    std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+    auto slash = path.rfind('/');
+    if (slash != std::string::npos && slash > 0) ::mkdir(path.substr(0, slash).c_str(), 0755);
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -errno;
+    ::unlink(path.c_str());
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0 || ::listen(fd, 8) < 0) {
+        int e = errno;
+        ::close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+void serve_ctl(int lfd, backend& b) {
+    for (;;) {
+        int c = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) return;
+        timeval tv{1, 0};
+        ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        char req[64] = {};
+        ssize_t n = ::read(c, req, sizeof req - 1);
+        std::string reply = n > 0 && std::strncmp(req, "stats", 5) == 0 ? stats_json(b) : "{\"error\":\"unknown request\"}\n";
+        size_t off = 0;
+        while (off < reply.size()) {
+            ssize_t w = ::write(c, reply.data() + off, reply.size() - off);
+            if (w <= 0) break;
+            off += size_t(w);
+        }
+        ::close(c);
+    }
+}
+
+int cmd_run(const backend_options& o, const std::string& ctl) {
+    std::string why;
+    auto port = hv::open(&why);
+    if (!port) {
+        std::fprintf(stderr, "zc-netback: %s\n", why.c_str());
+        return 1;
+    }
+    auto b = backend::create(**port, o, &why);
+    if (!b) {
+        std::fprintf(stderr, "zc-netback: %s\n", why.c_str());
+        return 1;
+    }
+    int lfd = listen_ctl(ctl);
+    if (lfd < 0) {
+        std::fprintf(stderr, "zc-netback: control socket %s: %s\n", ctl.c_str(), std::strerror(-lfd));
+        return 1;
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+    int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    std::signal(SIGPIPE, SIG_IGN);
+    ZC_LOG(info, "netback", "ready; control socket %s", ctl.c_str());
+    (*b)->process();
+    for (;;) {
+        pollfd p[3] = {{(*b)->fd(), POLLIN, 0}, {lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
+        int n = ::poll(p, 3, -1);
+        if (n < 0 && errno != EINTR) break;
+        if (p[2].revents) {
+            signalfd_siginfo si;
+            (void)!::read(sfd, &si, sizeof si);
+            ZC_LOG(info, "netback", "signal %u: shutting down", si.ssi_signo);
+            break;
+        }
+        if (p[0].revents) (*b)->process();
+        if (p[1].revents) serve_ctl(lfd, **b);
+    }
+    // Final counters in the log: what a run did.
+    std::string final_stats = stats_json(**b);
+    ZC_LOG(info, "netback", "final stats: %s", final_stats.c_str());
+    b->reset();
+    ::close(lfd);
+    ::unlink(ctl.c_str());
+    return 0;
+}
+
+int cmd_stats(const std::string& ctl, bool json) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (ctl.size() >= sizeof sa.sun_path) return 2;
+    std::memcpy(sa.sun_path, ctl.c_str(), ctl.size() + 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
+        std::fprintf(stderr, "zc-netback stats: no zc-netback at %s: %s\n", ctl.c_str(), std::strerror(errno));
+        return 1;
+    }
+    (void)!::write(fd, "stats\n", 6);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, size_t(n));
+    ::close(fd);
+    if (json) {
+        std::fputs(out.c_str(), stdout);
+        return 0;
+    }
+    // A compact table from the JSON (our own fixed format: simple scanning).
+    auto field = [](const std::string& obj, const char* k) -> std::string {
+        std::string key = std::string("\"") + k + "\":";
+        auto p = obj.find(key);
+        if (p == std::string::npos) return "?";
+        p += key.size();
+        auto e = obj.find_first_of(",}", p);
+        std::string v = obj.substr(p, e - p);
+        if (!v.empty() && v[0] == '"') v = v.substr(1, v.size() - 2);
+        return v;
+    };
+    std::printf("%-10s %-17s %6s %12s %12s %12s %12s %10s %10s %8s %s\n", "vif", "mac", "queues", "tx_pkts",
+                "rx_pkts", "gcopy_segs", "vm2vm_segs", "fallbacks", "drops", "state", "note");
+    size_t pos = out.find("\"vifs\":[");
+    size_t end = out.find("],\"devices\"");
+    while (pos != std::string::npos && (pos = out.find("{\"frontend\"", pos)) != std::string::npos && pos < end) {
+        size_t close = out.find("]}", pos);
+        std::string obj = out.substr(pos, close - pos);
+        uint64_t drops = std::strtoull(field(obj, "drop_no_dest").c_str(), nullptr, 10) +
+                         std::strtoull(field(obj, "drop_rx_full").c_str(), nullptr, 10) +
+                         std::strtoull(field(obj, "drop_malformed").c_str(), nullptr, 10) +
+                         std::strtoull(field(obj, "drop_copy_error").c_str(), nullptr, 10);
+        std::string vif = "dom" + field(obj, "frontend") + "/" + field(obj, "devid");
+        std::string state = field(obj, "disabled") == "true" ? "disabled" : "ok";
+        std::printf("%-10s %-17s %6s %12s %12s %12s %12s %10s %10" PRIu64 " %8s %s\n", vif.c_str(),
+                    field(obj, "mac").c_str(), field(obj, "queues").c_str(), field(obj, "tx_packets").c_str(),
+                    field(obj, "rx_packets").c_str(), field(obj, "grant_copy_segments").c_str(),
+                    field(obj, "vm_to_vm_segments").c_str(), field(obj, "fallback_copies").c_str(), drops,
+                    state.c_str(), field(obj, "disabled_reason").c_str());
+        pos = close;
+    }
+    return 0;
+}
+
+int cmd_vif(bool add, long be, long fe, long devid, const std::string& mac) {
+    if (fe < 0) {
+        std::fprintf(stderr, "zc-netback: --frontend DOM is required\n");
+        return 2;
+    }
+    std::string why;
+    auto port = hv::open(&why);
+    if (!port) {
+        std::fprintf(stderr, "zc-netback: %s\n", why.c_str());
+        return 1;
+    }
+    auto x = hv::xs::open((*port)->xenstore_path());
+    if (!x) {
+        std::fprintf(stderr, "zc-netback: xenstore: %s\n", std::strerror(-x.error()));
+        return 1;
+    }
+    if (!add) {
+        int rc = vif_destroy(**x, hv::domid_t(be), hv::domid_t(fe), uint32_t(devid));
+        if (rc < 0) std::fprintf(stderr, "zc-netback vif-del: %s\n", std::strerror(-rc));
+        return rc < 0 ? 1 : 0;
+    }
+    vif_spec s;
+    s.backend = hv::domid_t(be);
+    s.frontend = hv::domid_t(fe);
+    s.devid = uint32_t(devid);
+    if (!mac.empty() && parse_mac(mac, s.mac) < 0) {
+        std::fprintf(stderr, "zc-netback vif-add: bad MAC '%s' (want aa:bb:cc:dd:ee:ff)\n", mac.c_str());
+        return 2;
+    }
+    int rc = vif_create(**x, s, &why);
+    if (rc < 0) {
+        std::fprintf(stderr, "zc-netback: %s\n", why.c_str());
+        return 1;
+    }
+    std::printf("vif dom%ld/%ld created: %s\n", fe, devid, backend_dir(s.backend, s.frontend, s.devid).c_str());
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    std::string cmd = "run";
+    int i = 1;
+    if (argc > 1 && argv[1][0] != '-') cmd = argv[i++];
+    backend_options o;
+    std::string ctl = default_ctl(), mac;
+    bool json = false;
+    long fe = -1, be = 0, devid = 0;
+    for (; i < argc; i++) {
+        std::string a = argv[i];
+        auto num = [&](long lo, long hi, long& out) {
+            if (i + 1 >= argc) return false;
+            char* end = nullptr;
+            long v = std::strtol(argv[++i], &end, 10);
+            if (*end || v < lo || v > hi) return false;
+            out = v;
+            return true;
+        };
+        long v = 0;
+        if (a == "-h" || a == "--help") {
+            std::fputs(usage_text, stdout);
+            return 0;
+        } else if (a == "--workers" && num(1, 64, v)) o.dp.workers = uint32_t(v);
+        else if (a == "--max-queues" && num(1, 64, v)) o.max_queues = uint32_t(v);
+        else if (a == "--no-split-evtchn") o.split_event_channels = false;
+        else if (a == "--force-bounce") o.dp.force_bounce = true;
+        else if (a == "--rx-queue" && num(1, 65536, v)) o.dp.rx_queue_limit = uint32_t(v);
+        else if (a == "--drain-ms" && num(1, 3600000, v)) o.dp.drain_timeout_ms = uint32_t(v);
+        else if (a == "--ctl" && i + 1 < argc) ctl = argv[++i];
+        else if (a == "--json") json = true;
+        else if (a == "--frontend" && num(0, 0x7fef, fe)) {
+        } else if (a == "--backend" && num(0, 0x7fef, be)) {
+        } else if (a == "--devid" && num(0, 65535, devid)) {
+        } else if (a == "--mac" && i + 1 < argc) mac = argv[++i];
+        else {
+            std::fprintf(stderr, "zc-netback: bad or incomplete option '%s'\n\n%s", a.c_str(), usage_text);
+            return 2;
+        }
+    }
+    if (cmd == "run") return cmd_run(o, ctl);
+    if (cmd == "stats") return cmd_stats(ctl, json);
+    if (cmd == "vif-add") return cmd_vif(true, be, fe, devid, mac);
+    if (cmd == "vif-del") return cmd_vif(false, be, fe, devid, mac);
+    std::fprintf(stderr, "zc-netback: unknown command '%s'\n\n%s", cmd.c_str(), usage_text);
+    return 2;
+}

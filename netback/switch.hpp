@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: MIT
+// The L2 learning switch between vifs: which vif a destination MAC lives
+// behind. Learned from source MACs of frames a vif sends (and seeded with the
+// MAC the frontend announced). A guest chooses its source MACs, so the table
+// is bounded per vif: a guest spraying random source MACs can only evict its
+// own entries, never grow the table without bound or steal another vif's
+// configured MAC.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "netback/datapath.hpp"
+
+namespace zc::netback {
+
+inline uint64_t mac_key(const uint8_t* m) noexcept {
+    uint64_t k = 0;
+    for (int i = 0; i < 6; ++i) k = (k << 8) | m[i];
+    return k;
+}
+inline bool mac_is_group(const uint8_t* m) noexcept { return m[0] & 1; } // broadcast or multicast
+
+// `Port` is the switch's view of a vif; it is only stored and compared.
+template <class Port>
+class l2_switch {
+public:
+    static constexpr uint32_t max_learned_per_port = 64;
+
+    void add(const std::shared_ptr<Port>& p, const mac_addr& configured) {
+        std::unique_lock g(_lock);
+        _ports.push_back(p);
+        const uint64_t k = mac_key(configured.data());
+        if (k != 0 && !mac_is_group(configured.data())) _table[k] = entry{p, true};
+    }
+
+    void remove(const Port* p) {
+        std::unique_lock g(_lock);
+        std::erase_if(_ports, [p](const auto& q) { return q.get() == p; });
+        std::erase_if(_table, [p](const auto& e) { return e.second.port.get() == p; });
+        _learned.erase(p);
+    }
+
+    // Learn `mac` behind `p` (cheap when already known: read lock only).
+    void learn(const uint8_t* mac, const std::shared_ptr<Port>& p) {
+        if (mac_is_group(mac)) return;
+        const uint64_t k = mac_key(mac);
+        if (k == 0) return;
+        {
+            std::shared_lock g(_lock);
+            auto it = _table.find(k);
+            if (it != _table.end() && (it->second.port == p || it->second.pinned)) return;
+        }
+        std::unique_lock g(_lock);
+        auto it = _table.find(k);
+        if (it != _table.end()) {
+            if (it->second.pinned || it->second.port == p) return;
+            if (_learned[p.get()] >= max_learned_per_port) return;
+            --_learned[it->second.port.get()];
+            it->second.port = p;
+        } else {
+            if (_learned[p.get()] >= max_learned_per_port) return; // keep flooding to it instead
+            _table.emplace(k, entry{p, false});
+        }
+        ++_learned[p.get()];
+    }
+
+    // Destinations of a frame to `dst` from `src`: the learned port, or every
+    // other port (flood). Returns true when it flooded.
+    bool lookup(const uint8_t* dst, const Port* src, std::vector<std::shared_ptr<Port>>& out) {
+        out.clear();
+        std::shared_lock g(_lock);
+        if (!mac_is_group(dst)) {
+            auto it = _table.find(mac_key(dst));
+            if (it != _table.end()) {
+                if (it->second.port.get() != src) out.push_back(it->second.port);
+                return false; // known: never flood, even if it is the sender itself
+            }
+        }
+        for (auto& p : _ports)
+            if (p.get() != src) out.push_back(p);
+        return true;
+    }
+
+private:
+    struct entry {
+        std::shared_ptr<Port> port;
+        bool pinned; // the frontend's configured MAC: not moved by learning
+    };
+    std::shared_mutex _lock; // protects everything below
+    std::vector<std::shared_ptr<Port>> _ports;
+    std::unordered_map<uint64_t, entry> _table;
+    std::unordered_map<const Port*, uint32_t> _learned;
+};
+
+} // namespace zc::netback

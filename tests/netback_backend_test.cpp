@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: MIT
+// zc-netback's control plane against a frontend scripted through xenstore:
+// the keys and states Linux xen-netfront writes, and the ones a buggy or
+// hostile frontend writes.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+#include <poll.h>
+
+extern "C" {
+#include <xen/io/netif.h>
+#include <xen/io/xenbus.h>
+}
+
+#include "emu_host.hpp"
+#include "hv/xs.hpp"
+#include "netback/backend.hpp"
+#include "netback/toolstack.hpp"
+
+using namespace zc;
+using namespace zc::netback;
+
+namespace {
+
+struct rig {
+    test::emu_host host;
+    std::unique_ptr<hv::port> dom0, guest;
+    std::unique_ptr<hv::xs> xs0, xsg;
+    std::unique_ptr<backend> be;
+    std::unique_ptr<hv::gntshr> shr;
+    std::unique_ptr<hv::evtchn> ev;
+    hv::shared_pages rings;
+    hv::domid_t fe = 1;
+
+    explicit rig(backend_options o = {}) {
+        dom0 = host.domain(0);
+        guest = host.domain(fe);
+        if (!dom0 || !guest) return;
+        xs0 = std::move(*hv::xs::open(dom0->xenstore_path()));
+        xsg = std::move(*hv::xs::open(guest->xenstore_path()));
+        std::string why;
+        auto b = backend::create(*dom0, o, &why);
+        EXPECT_TRUE(b) << why;
+        if (b) be = std::move(*b);
+        shr = std::move(*guest->open_gntshr());
+        ev = std::move(*guest->open_evtchn());
+    }
+    ~rig() {
+        be.reset();
+        if (shr && rings.count) shr->unshare(rings);
+    }
+
+    std::string fe_dir(uint32_t devid = 0) { return frontend_dir(fe, devid); }
+    std::string be_dir(uint32_t devid = 0) { return backend_dir(0, fe, devid); }
+
+    // Run the backend until `cond` holds (bounded: 5 s).
+    bool until(const std::function<bool()>& cond) {
+        for (int i = 0; i < 500; i++) {
+            if (cond()) return true;
+            pollfd p{be->fd(), POLLIN, 0};
+            ::poll(&p, 1, 10);
+            be->process();
+        }
+        return cond();
+    }
+    std::string be_key(const std::string& k, uint32_t devid = 0) {
+        auto v = xs0->read(be_dir(devid) + "/" + k);
+        return v ? *v : "";
+    }
+    bool be_state_is(int s, uint32_t devid = 0) { return be_key("state", devid) == std::to_string(s); }
+
+    // What xen-netfront's setup_netfront() and talk_to_netback() do: two
+    // shared ring pages, an event channel, the keys.
+    void frontend_keys(bool rx_copy = true, int queues = 0) {
+        if (!rings.count) {
+            auto p = shr->share(0, 2, true);
+            ASSERT_TRUE(p);
+            rings = std::move(*p);
+            auto* tx = static_cast<netif_tx_sring*>(rings.addr);
+            auto* rx = reinterpret_cast<netif_rx_sring*>(static_cast<uint8_t*>(rings.addr) + hv::page_size);
+            SHARED_RING_INIT(tx);
+            SHARED_RING_INIT(rx);
+        }
+        auto port = ev->bind_unbound(0);
+        ASSERT_TRUE(port);
+        std::string d = fe_dir();
+        if (queues > 0) {
+            xsg->write(d + "/multi-queue-num-queues", std::to_string(queues));
+            d += "/queue-0";
+        }
+        xsg->write(d + "/tx-ring-ref", std::to_string(rings.refs[0]));
+        xsg->write(d + "/rx-ring-ref", std::to_string(rings.refs[1]));
+        xsg->write(d + "/event-channel", std::to_string(*port));
+        if (rx_copy) xsg->write(fe_dir() + "/request-rx-copy", "1");
+        xsg->write(fe_dir() + "/feature-rx-notify", "1");
+        xsg->write(fe_dir() + "/feature-sg", "1");
+        xsg->write(fe_dir() + "/feature-gso-tcpv4", "1");
+    }
+    void fe_state(int s) { xsg->write(fe_dir() + "/state", std::to_string(s)); }
+};
+
+TEST(NetbackToolstack, MacParsing) {
+    mac_addr m{};
+    EXPECT_EQ(parse_mac("00:16:3e:0a:0B:ff", m), 0);
+    EXPECT_EQ(m, (mac_addr{0x00, 0x16, 0x3e, 0x0a, 0x0b, 0xff}));
+    EXPECT_EQ(format_mac(m), "00:16:3e:0a:0b:ff");
+    for (const char* bad : {"", "00:16:3e:0a:0b", "00:16:3e:0a:0b:fg", "00-16-3e-0a-0b-ff", "00:16:3e:0a:0b:ff:"})
+        EXPECT_EQ(parse_mac(bad, m), -EINVAL) << bad;
+}
+
+TEST(NetbackToolstack, CreatesBothDirectoriesWithPermissions) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    std::string why;
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, &why), 0) << why;
+    EXPECT_EQ(vif_create(*r.xs0, s, &why), -EEXIST);
+    EXPECT_EQ(*r.xs0->read(r.fe_dir() + "/backend"), r.be_dir());
+    EXPECT_EQ(*r.xs0->read(r.be_dir() + "/frontend"), r.fe_dir());
+    // The guest owns its frontend directory and can read the backend's.
+    EXPECT_EQ(r.xsg->write(r.fe_dir() + "/probe", "x"), 0);
+    EXPECT_TRUE(r.xsg->read(r.be_dir() + "/mac"));
+    EXPECT_EQ(r.xsg->write(r.be_dir() + "/state", "4"), -EACCES) << "a guest must not write the backend's state";
+    s.frontend = 0;
+    EXPECT_EQ(vif_create(*r.xs0, s, &why), -EINVAL);
+}
+
+TEST(NetbackBackend, ProbeOffersFeaturesAndWaits) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+    // xen-netfront refuses a backend without feature-rx-copy (-ENODEV).
+    EXPECT_EQ(r.be_key("feature-rx-copy"), "1");
+    EXPECT_EQ(r.be_key("feature-rx-flip"), "0");
+    EXPECT_EQ(r.be_key("feature-sg"), "1");
+    EXPECT_EQ(r.be_key("feature-gso-tcpv4"), "1");
+    EXPECT_EQ(r.be_key("feature-gso-tcpv6"), "1");
+    EXPECT_EQ(r.be_key("feature-ipv6-csum-offload"), "1");
+    EXPECT_EQ(r.be_key("feature-split-event-channels"), "1");
+    EXPECT_EQ(r.be_key("multi-queue-max-queues"), "4");
+    EXPECT_EQ(r.be_key("hotplug-status"), "connected");
+}
+
+TEST(NetbackBackend, ConnectsWhenFrontendConnects) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+    r.frontend_keys();
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateConnected); })) << r.be_key("error");
+    auto vifs = r.be->dp().vifs();
+    ASSERT_EQ(vifs.size(), 1u);
+    EXPECT_EQ(vifs[0].frontend, r.fe);
+    EXPECT_EQ(vifs[0].queues, 1u);
+    EXPECT_EQ(vifs[0].mac, default_mac(r.fe, 0));
+
+    // Closing and Closed tear the vif down; Initialising again re-probes.
+    r.fe_state(XenbusStateClosing);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing); }));
+    EXPECT_TRUE(r.be->dp().vifs().empty());
+    r.fe_state(XenbusStateClosed);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosed); }));
+    r.fe_state(XenbusStateInitialising);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+    r.frontend_keys();
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateConnected); })) << r.be_key("error");
+    EXPECT_EQ(r.be->dp().vifs().size(), 1u);
+}
+
+TEST(NetbackBackend, RefusesFrontendWithoutRxCopy) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+    r.frontend_keys(false);
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing); }));
+    EXPECT_NE(r.be_key("error").find("rx-copy"), std::string::npos) << r.be_key("error");
+    EXPECT_TRUE(r.be->dp().vifs().empty());
+}
+
+TEST(NetbackBackend, RefusesTooManyQueues) {
+    backend_options o;
+    o.max_queues = 2;
+    rig r(o);
+    ASSERT_TRUE(r.be);
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+    r.frontend_keys(true, 3);
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing); }));
+    EXPECT_NE(r.be_key("error").find("exceeding the maximum of 2"), std::string::npos) << r.be_key("error");
+}
+
+TEST(NetbackBackend, GarbageRingRefsAreRefusedNotTrusted) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+    r.frontend_keys();
+    r.xsg->write(r.fe_dir() + "/tx-ring-ref", "12abc");
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing); }));
+    EXPECT_TRUE(r.be->dp().vifs().empty());
+    // A well-formed number that is not a grant for us: the map fails.
+    r.fe_state(XenbusStateClosed);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosed); }));
+    r.fe_state(XenbusStateInitialising);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+    r.xsg->write(r.fe_dir() + "/tx-ring-ref", "4000");
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing); }));
+    EXPECT_FALSE(r.be_key("error").empty());
+}
+
+TEST(NetbackBackend, FrontendDeathRemovesTheVif) {
+    test::emu_host host;
+    ASSERT_TRUE(host.ok());
+    auto dom0 = host.domain(0);
+    ASSERT_TRUE(dom0);
+    auto xs0 = std::move(*hv::xs::open(dom0->xenstore_path()));
+    std::string why;
+    auto be = backend::create(*dom0, {}, &why);
+    ASSERT_TRUE(be) << why;
+    test::chan ready;
+    pid_t pid = test::spawn([&]() -> int {
+        auto g = host.domain(2);
+        if (!g) return 10;
+        auto xsg = hv::xs::open(g->xenstore_path());
+        auto shr = g->open_gntshr();
+        auto ev = g->open_evtchn();
+        if (!xsg || !shr || !ev) return 11;
+        auto rings = (*shr)->share(0, 2, true);
+        if (!rings) return 12;
+        SHARED_RING_INIT(static_cast<netif_tx_sring*>(rings->addr));
+        SHARED_RING_INIT(reinterpret_cast<netif_rx_sring*>(static_cast<uint8_t*>(rings->addr) + hv::page_size));
+        auto port = (*ev)->bind_unbound(0);
+        int go;
+        if (!port || !ready.get(go)) return 13;
+        std::string d = frontend_dir(2, 0);
+        (*xsg)->write(d + "/tx-ring-ref", std::to_string(rings->refs[0]));
+        (*xsg)->write(d + "/rx-ring-ref", std::to_string(rings->refs[1]));
+        (*xsg)->write(d + "/event-channel", std::to_string(*port));
+        (*xsg)->write(d + "/request-rx-copy", "1");
+        (*xsg)->write(d + "/state", "4");
+        ::pause();
+        return 0;
+    });
+    vif_spec s;
+    s.frontend = 2;
+    // The child must exist as a domain before its directories are made.
+    auto* cli = hv::emu::client_of(*dom0);
+    for (int i = 0; i < 500 && !cli->alive(2); i++) ::usleep(10000);
+    ASSERT_EQ(vif_create(*xs0, s, &why), 0) << why;
+    ready.put(1);
+    auto until = [&](const std::function<bool()>& c) {
+        for (int i = 0; i < 500 && !c(); i++) {
+            pollfd p{(*be)->fd(), POLLIN, 0};
+            ::poll(&p, 1, 10);
+            (*be)->process();
+        }
+        return c();
+    };
+    ASSERT_TRUE(until([&] { return (*be)->dp().vifs().size() == 1; }));
+    ::kill(pid, SIGKILL);
+    test::reap(pid);
+    ASSERT_TRUE(until([&] { return (*be)->dp().vifs().empty(); })) << "vif not torn down after the guest died";
+    EXPECT_TRUE(until([&] { return !xs0->read(backend_dir(0, 2, 0)); })) << "backend directory left behind";
+    EXPECT_TRUE((*be)->devices().empty());
+}
+
+} // namespace

@@ -1,0 +1,993 @@
+// SPDX-License-Identifier: MIT
+// zc-netback's data path against a raw frontend: guest domains (in this
+// process) grant their ring and buffer pages to dom0 and write netif requests
+// by hand, so that a test can be as hostile as it likes. dom0 runs the
+// datapath. Every rule test names the Linux rule (and XSA) it checks.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+extern "C" {
+#include <xen/io/netif.h>
+}
+
+#include "emu_host.hpp"
+#include "hv/emu/grant.hpp"
+#include "netback/datapath.hpp"
+
+using namespace zc;
+using netback::mac_addr;
+
+namespace {
+
+constexpr uint32_t ring_size = 256;
+constexpr uint32_t tx_pages = 96;
+constexpr uint32_t rx_pages = 256;
+
+mac_addr mac_of(uint8_t n) { return {0x02, 0x00, 0x00, 0x00, 0x00, n}; }
+const mac_addr bcast = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+std::vector<uint8_t> make_frame(const mac_addr& dst, const mac_addr& src, uint32_t len, uint32_t seed) {
+    std::vector<uint8_t> f(len);
+    std::memcpy(f.data(), dst.data(), 6);
+    std::memcpy(f.data() + 6, src.data(), 6);
+    if (len >= 14) {
+        f[12] = 0x08;
+        f[13] = 0x00;
+    }
+    uint32_t x = seed * 2654435761u + 1;
+    for (uint32_t i = 14; i < len; ++i) {
+        x = x * 1103515245u + 12345u;
+        f[i] = uint8_t(x >> 16);
+    }
+    return f;
+}
+
+struct rx_packet {
+    std::vector<uint8_t> data;
+    uint16_t flags0 = 0;
+    uint32_t data_slots = 0;
+    bool has_gso = false;
+    netif_extra_info gso{};
+    int16_t error = 0; // first negative status seen
+};
+
+// A netif frontend written by hand: correct by default, hostile on request.
+class raw_frontend {
+public:
+    hv::domid_t dom = 0;
+    mac_addr mac{};
+    std::unique_ptr<hv::port> port;
+    std::unique_ptr<hv::gntshr> shr;
+    std::unique_ptr<hv::evtchn> ev;
+    hv::shared_pages rings, txbuf, rxbuf;
+    netif_tx_sring* txs = nullptr;
+    netif_rx_sring* rxs = nullptr;
+    hv::evtchn_port_t port_tx = 0, port_rx = 0;
+    RING_IDX tx_prod = 0, tx_cons = 0, rx_prod = 0, rx_cons = 0;
+    uint32_t next_page = 0;
+    // RX reassembly state across calls.
+    rx_packet cur;
+    bool in_pkt = false, want_extra = false, more = false;
+
+    bool init(test::emu_host& host, hv::domid_t d, const mac_addr& m, bool split) {
+        dom = d;
+        mac = m;
+        port = host.domain(d);
+        if (!port) return false;
+        auto s = port->open_gntshr();
+        auto e = port->open_evtchn();
+        if (!s || !e) return false;
+        shr = std::move(*s);
+        ev = std::move(*e);
+        auto r = shr->share(0, 2, true);
+        auto t = shr->share(0, tx_pages, true);
+        auto x = shr->share(0, rx_pages, true);
+        if (!r || !t || !x) return false;
+        rings = std::move(*r);
+        txbuf = std::move(*t);
+        rxbuf = std::move(*x);
+        txs = static_cast<netif_tx_sring*>(rings.addr);
+        rxs = reinterpret_cast<netif_rx_sring*>(static_cast<uint8_t*>(rings.addr) + hv::page_size);
+        // SHARED_RING_INIT.
+        txs->req_prod = txs->rsp_prod = 0;
+        txs->req_event = txs->rsp_event = 1;
+        rxs->req_prod = rxs->rsp_prod = 0;
+        rxs->req_event = rxs->rsp_event = 1;
+        auto p = ev->bind_unbound(0);
+        if (!p) return false;
+        port_tx = port_rx = *p;
+        if (split) {
+            auto q = ev->bind_unbound(0);
+            if (!q) return false;
+            port_rx = *q;
+        }
+        return true;
+    }
+
+    netback::vif_params params(uint32_t devid = 0, bool configured_mac = true) const {
+        netback::vif_params v;
+        v.frontend = dom;
+        v.devid = devid;
+        if (configured_mac) v.mac = mac;
+        netback::queue_params q;
+        q.tx_ring_ref = rings.refs[0];
+        q.rx_ring_ref = rings.refs[1];
+        q.tx_evtchn = port_tx;
+        q.rx_evtchn = port_rx;
+        v.queues.push_back(q);
+        v.feature_sg = v.feature_gso_tcpv4 = v.feature_gso_tcpv6 = true;
+        return v;
+    }
+
+    uint8_t* tx_page(uint32_t i) { return static_cast<uint8_t*>(txbuf.addr) + size_t(i) * hv::page_size; }
+    uint8_t* rx_page(uint32_t i) { return static_cast<uint8_t*>(rxbuf.addr) + size_t(i) * hv::page_size; }
+
+    // ---- TX -----------------------------------------------------------------
+    void put_tx(const netif_tx_request& r) {
+        std::memcpy(&txs->ring[tx_prod++ & (ring_size - 1)].req, &r, sizeof r);
+    }
+    void put_extra(const netif_extra_info& e) {
+        std::memcpy(&txs->ring[tx_prod++ & (ring_size - 1)].req, &e, sizeof e);
+    }
+    // RING_PUSH_REQUESTS_AND_CHECK_NOTIFY.
+    void push_tx() {
+        const RING_IDX old = __atomic_load_n(&txs->req_prod, __ATOMIC_RELAXED);
+        __atomic_store_n(&txs->req_prod, tx_prod, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        const RING_IDX ev_idx = __atomic_load_n(&txs->req_event, __ATOMIC_RELAXED);
+        if (RING_IDX(tx_prod - ev_idx) < RING_IDX(tx_prod - old)) ev->notify(port_tx);
+    }
+    // Force a notification (a hostile frontend does not care about req_event).
+    void kick_tx() { ev->notify(port_tx); }
+
+    // Write `f` over slots of the given sizes (sum must be f.size()), the
+    // first at `first_off`. Returns the ids used (one per slot).
+    std::vector<uint16_t> send(const std::vector<uint8_t>& f, std::vector<uint16_t> sizes = {},
+                               uint16_t first_off = 0, uint8_t gso_type = 0, uint16_t gso_size = 0,
+                               uint16_t flags = 0) {
+        if (sizes.empty()) sizes = default_layout(uint32_t(f.size()), first_off);
+        std::vector<uint16_t> ids;
+        uint32_t done = 0;
+        for (size_t i = 0; i < sizes.size(); ++i) {
+            const uint32_t pg = next_page++ % tx_pages;
+            const uint16_t off = i == 0 ? first_off : 0;
+            std::memcpy(tx_page(pg) + off, f.data() + done, sizes[i]);
+            netif_tx_request r{};
+            r.gref = txbuf.refs[pg];
+            r.offset = off;
+            r.id = uint16_t(tx_prod & (ring_size - 1));
+            r.size = i == 0 ? uint16_t(f.size()) : sizes[i];
+            r.flags = uint16_t((i + 1 < sizes.size() ? NETTXF_more_data : 0) | (i == 0 ? flags : 0));
+            if (i == 0 && gso_type) r.flags |= NETTXF_extra_info;
+            ids.push_back(r.id);
+            put_tx(r);
+            if (i == 0 && gso_type) {
+                netif_extra_info e{};
+                e.type = XEN_NETIF_EXTRA_TYPE_GSO;
+                e.u.gso.size = gso_size;
+                e.u.gso.type = gso_type;
+                put_extra(e);
+            }
+            done += sizes[i];
+        }
+        push_tx();
+        return ids;
+    }
+    static std::vector<uint16_t> default_layout(uint32_t len, uint16_t first_off) {
+        std::vector<uint16_t> s;
+        uint32_t left = len;
+        uint32_t first = std::min<uint32_t>(left, uint32_t(hv::page_size) - first_off);
+        s.push_back(uint16_t(first));
+        left -= first;
+        while (left) {
+            uint32_t k = std::min<uint32_t>(left, hv::page_size);
+            s.push_back(uint16_t(k));
+            left -= k;
+        }
+        return s;
+    }
+
+    // Wait on our event channel (bounded), then unmask what fired.
+    void wait_event(int ms) {
+        if (!test::readable(ev->fd(), ms)) return;
+        for (;;) {
+            auto p = ev->pending();
+            if (!p) break;
+            ev->unmask(*p);
+        }
+    }
+
+    // Collect `n` TX responses (ignoring NULL ones for extras).
+    bool wait_tx(size_t n, std::vector<netif_tx_response>& out, int timeout_ms = 5000) {
+        const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+        for (;;) {
+            RING_IDX prod = __atomic_load_n(&txs->rsp_prod, __ATOMIC_ACQUIRE);
+            while (tx_cons != prod) {
+                netif_tx_response r;
+                std::memcpy(&r, &txs->ring[tx_cons++ & (ring_size - 1)].rsp, sizeof r);
+                if (r.status != NETIF_RSP_NULL) out.push_back(r);
+            }
+            if (out.size() >= n) return true;
+            // RING_FINAL_CHECK_FOR_RESPONSES, then sleep on the channel.
+            __atomic_store_n(&txs->rsp_event, tx_cons + 1, __ATOMIC_RELAXED);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&txs->rsp_prod, __ATOMIC_ACQUIRE) != tx_cons) continue;
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  end - std::chrono::steady_clock::now()).count();
+            if (left <= 0) return false;
+            wait_event(int(std::min<int64_t>(left, 50)));
+        }
+    }
+    size_t tx_pending_responses() {
+        return __atomic_load_n(&txs->rsp_prod, __ATOMIC_ACQUIRE) - tx_cons;
+    }
+
+    // ---- RX -----------------------------------------------------------------
+    void post_rx(uint32_t n) {
+        for (uint32_t i = 0; i < n; ++i) {
+            netif_rx_request r{};
+            r.id = uint16_t(rx_prod & (ring_size - 1));
+            r.gref = rxbuf.refs[r.id % rx_pages];
+            std::memcpy(&rxs->ring[rx_prod++ & (ring_size - 1)].req, &r, sizeof r);
+        }
+        const RING_IDX old = __atomic_load_n(&rxs->req_prod, __ATOMIC_RELAXED);
+        __atomic_store_n(&rxs->req_prod, rx_prod, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        const RING_IDX ev_idx = __atomic_load_n(&rxs->req_event, __ATOMIC_RELAXED);
+        if (RING_IDX(rx_prod - ev_idx) < RING_IDX(rx_prod - old)) ev->notify(port_rx);
+    }
+
+    // Reassemble packets from RX responses (as xennet_get_responses does).
+    bool wait_rx(size_t n, std::vector<rx_packet>& out, int timeout_ms = 5000, bool repost = true) {
+        const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+        for (;;) {
+            RING_IDX prod = __atomic_load_n(&rxs->rsp_prod, __ATOMIC_ACQUIRE);
+            uint32_t consumed = 0;
+            while (rx_cons != prod) {
+                const RING_IDX idx = rx_cons++;
+                ++consumed;
+                const void* slot = &rxs->ring[idx & (ring_size - 1)];
+                if (!in_pkt) {
+                    cur = rx_packet{};
+                    in_pkt = true;
+                }
+                if (want_extra) {
+                    netif_extra_info e;
+                    std::memcpy(&e, slot, sizeof e);
+                    if (e.type == XEN_NETIF_EXTRA_TYPE_GSO) {
+                        cur.has_gso = true;
+                        cur.gso = e;
+                    }
+                    want_extra = e.flags & XEN_NETIF_EXTRA_FLAG_MORE;
+                } else {
+                    netif_rx_response r;
+                    std::memcpy(&r, slot, sizeof r);
+                    if (cur.data_slots == 0) {
+                        cur.flags0 = r.flags;
+                        want_extra = r.flags & NETRXF_extra_info;
+                    }
+                    ++cur.data_slots;
+                    if (r.status < 0) {
+                        if (!cur.error) cur.error = r.status;
+                    } else {
+                        const uint8_t* p = rx_page(r.id % rx_pages) + r.offset;
+                        cur.data.insert(cur.data.end(), p, p + r.status);
+                    }
+                    more = r.flags & NETRXF_more_data;
+                }
+                if (!want_extra && !more) {
+                    out.push_back(std::move(cur));
+                    in_pkt = false;
+                }
+            }
+            if (repost && consumed) post_rx(consumed);
+            if (out.size() >= n) return true;
+            __atomic_store_n(&rxs->rsp_event, rx_cons + 1, __ATOMIC_RELAXED);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&rxs->rsp_prod, __ATOMIC_ACQUIRE) != rx_cons) continue;
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  end - std::chrono::steady_clock::now()).count();
+            if (left <= 0) return false;
+            wait_event(int(std::min<int64_t>(left, 50)));
+        }
+    }
+};
+
+class NetbackDatapath : public ::testing::Test {
+public:
+    test::emu_host host;
+    std::unique_ptr<hv::port> dom0;
+    std::unique_ptr<netback::datapath> dp;
+    std::mutex lock;
+    std::condition_variable cv;
+    std::vector<std::pair<hv::domid_t, std::string>> fatals;
+    // Frontends outlive the datapath (dom0 maps their rings until it is gone).
+    std::vector<std::unique_ptr<raw_frontend>> guests;
+
+    void SetUp() override {
+        ASSERT_TRUE(host.ok());
+        dom0 = host.domain(0);
+        ASSERT_TRUE(dom0);
+    }
+    void TearDown() override {
+        hv::emu::test_hooks::set_copy_hook(nullptr, nullptr);
+        dp.reset();
+        guests.clear();
+    }
+    // The frontend's domain dies (its process would exit).
+    void kill(raw_frontend*& g) {
+        for (auto& p : guests)
+            if (p.get() == g) p.reset();
+        g = nullptr;
+    }
+
+    void start(netback::datapath_options o = {}) {
+        std::string why;
+        auto r = netback::datapath::create(
+            *dom0, o,
+            [this](hv::domid_t d, uint32_t, const std::string& reason) {
+                std::lock_guard g(lock);
+                fatals.emplace_back(d, reason);
+                cv.notify_all();
+            },
+            &why);
+        ASSERT_TRUE(r) << why;
+        dp = std::move(*r);
+    }
+
+    raw_frontend* guest(hv::domid_t d, bool split = false, bool configured_mac = true, uint32_t post = rx_pages) {
+        auto g = std::make_unique<raw_frontend>();
+        if (!g->init(host, d, mac_of(uint8_t(d)), split)) {
+            ADD_FAILURE() << "guest " << d;
+            return nullptr;
+        }
+        std::string why;
+        int rc = dp->add_vif(g->params(0, configured_mac), &why);
+        if (rc != 0) {
+            ADD_FAILURE() << "add_vif d" << d << ": " << rc << " " << why;
+            return nullptr;
+        }
+        if (post) g->post_rx(post);
+        guests.push_back(std::move(g));
+        return guests.back().get();
+    }
+
+    netback::vif_info info(hv::domid_t d) {
+        for (auto& v : dp->vifs())
+            if (v.frontend == d) return v;
+        ADD_FAILURE() << "no vif for d" << d;
+        return {};
+    }
+
+    // Wait for the datapath to disable `d`; returns its reason.
+    std::string wait_fatal(hv::domid_t d, int ms = 5000) {
+        std::unique_lock g(lock);
+        std::string reason;
+        cv.wait_for(g, std::chrono::milliseconds(ms), [&] {
+            for (auto& f : fatals)
+                if (f.first == d) {
+                    reason = f.second;
+                    return true;
+                }
+            return false;
+        });
+        return reason;
+    }
+
+    // Bounded wait for a condition on the counters (sleeps, never spins).
+    template <class F>
+    bool eventually(F f, int ms = 5000) {
+        for (int waited = 0; waited < ms; waited += 5) {
+            if (f()) return true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        return f();
+    }
+
+    // `from` sends one frame to `to`; `to` must receive it intact.
+    void expect_delivery(raw_frontend& from, raw_frontend& to, uint32_t len = 200, uint32_t seed = 7) {
+        auto f = make_frame(to.mac, from.mac, len, seed);
+        auto ids = from.send(f);
+        std::vector<netif_tx_response> tr;
+        ASSERT_TRUE(from.wait_tx(ids.size(), tr));
+        for (auto& r : tr) EXPECT_EQ(r.status, NETIF_RSP_OKAY);
+        std::vector<rx_packet> rx;
+        ASSERT_TRUE(to.wait_rx(1, rx)) << "d" << from.dom << " -> d" << to.dom;
+        EXPECT_EQ(rx[0].data, f);
+    }
+
+    // A hostile vif `bad` is disabled with a reason containing `what`, and
+    // the other two still talk to each other.
+    void expect_fatal(raw_frontend& bad, raw_frontend& b, raw_frontend& c, const char* what) {
+        const std::string reason = wait_fatal(bad.dom);
+        EXPECT_NE(reason.find(what), std::string::npos) << "reason: '" << reason << "'";
+        auto i = info(bad.dom);
+        EXPECT_TRUE(i.disabled);
+        EXPECT_EQ(i.disabled_reason, reason);
+        expect_delivery(b, c);
+        expect_delivery(c, b);
+        // Frames for the disabled vif go nowhere (counted), others carry on.
+        auto f = make_frame(bad.mac, b.mac, 100, 1);
+        auto ids = b.send(f);
+        std::vector<netif_tx_response> tr;
+        ASSERT_TRUE(b.wait_tx(ids.size(), tr));
+        EXPECT_TRUE(eventually([&] { return info(bad.dom).stats.drop_disabled >= 1; }));
+        EXPECT_EQ(info(bad.dom).stats.rx_packets, 0u);
+    }
+
+    void expect_balanced() {
+        auto c = dp->hv_counters();
+        EXPECT_EQ(c.maps, c.unmaps);
+        EXPECT_EQ(dp->bounce_in_use(), 0u);
+    }
+};
+
+// ---- VM to VM ------------------------------------------------------------------
+
+void exchange_all_sizes(NetbackDatapath& t, raw_frontend& a, raw_frontend& b) {
+    const uint32_t sizes[] = {60, 64, 128, 129, 1514, 2000, 4096, 4097, 9000, 32768, 65535};
+    uint64_t expect_slots[2] = {0, 0};
+    uint32_t seed = 1;
+    for (uint32_t len : sizes) {
+        for (int dir = 0; dir < 2; ++dir) {
+            raw_frontend& from = dir ? b : a;
+            raw_frontend& to = dir ? a : b;
+            auto f = make_frame(to.mac, from.mac, len, seed++);
+            // SG layout: a short first slot at an offset, then full pages.
+            std::vector<uint16_t> sizes_v;
+            const uint16_t off = len > 1000 ? 24 : 0;
+            uint32_t left = len;
+            uint32_t first = std::min<uint32_t>(left, len > 1000 ? 1000 : left);
+            sizes_v.push_back(uint16_t(first));
+            left -= first;
+            while (left) {
+                uint32_t k = std::min<uint32_t>(left, hv::page_size);
+                sizes_v.push_back(uint16_t(k));
+                left -= k;
+            }
+            const bool gso = len > 1514;
+            const uint8_t gtype = dir ? XEN_NETIF_GSO_TYPE_TCPV6 : XEN_NETIF_GSO_TYPE_TCPV4;
+            const uint16_t txflags = (seed % 2) ? NETTXF_csum_blank : NETTXF_data_validated;
+            auto ids = from.send(f, sizes_v, off, gso ? gtype : 0, gso ? 1448 : 0, txflags);
+            std::vector<netif_tx_response> tr;
+            ASSERT_TRUE(from.wait_tx(ids.size(), tr)) << len;
+            ASSERT_EQ(tr.size(), ids.size());
+            for (size_t i = 0; i < tr.size(); ++i) {
+                EXPECT_EQ(tr[i].id, ids[i]);
+                EXPECT_EQ(tr[i].status, NETIF_RSP_OKAY);
+            }
+            std::vector<rx_packet> rx;
+            ASSERT_TRUE(to.wait_rx(1, rx)) << len;
+            ASSERT_EQ(rx.size(), 1u);
+            EXPECT_EQ(rx[0].error, 0);
+            EXPECT_TRUE(rx[0].data == f) << "payload differs at size " << len;
+            EXPECT_EQ(rx[0].data_slots, sizes_v.size()) << "one RX slot per TX slot";
+            expect_slots[dir ? 0 : 1] += sizes_v.size();
+            EXPECT_EQ(rx[0].has_gso, gso);
+            if (gso) {
+                EXPECT_TRUE(rx[0].flags0 & NETRXF_extra_info);
+                EXPECT_EQ(rx[0].gso.u.gso.type, gtype);
+                EXPECT_EQ(rx[0].gso.u.gso.size, 1448);
+            }
+            // Checksum flags carried as Linux maps them (xenvif_rx_data_slot).
+            if (txflags & NETTXF_csum_blank)
+                EXPECT_EQ(rx[0].flags0 & (NETRXF_csum_blank | NETRXF_data_validated),
+                          NETRXF_csum_blank | NETRXF_data_validated);
+            else
+                EXPECT_EQ(rx[0].flags0 & (NETRXF_csum_blank | NETRXF_data_validated), NETRXF_data_validated);
+        }
+    }
+    auto ia = t.info(a.dom), ib = t.info(b.dom);
+    EXPECT_EQ(ia.stats.rx_slots, expect_slots[0]);
+    EXPECT_EQ(ib.stats.rx_slots, expect_slots[1]);
+    // The one copy: exactly one gref->gref segment per destination slot.
+    EXPECT_EQ(ia.stats.vm_to_vm_segments, ib.stats.rx_slots);
+    EXPECT_EQ(ib.stats.vm_to_vm_segments, ia.stats.rx_slots);
+    EXPECT_EQ(ia.stats.fallback_copies, 0u);
+    EXPECT_EQ(ib.stats.fallback_copies, 0u);
+    EXPECT_EQ(ia.stats.header_copy_segments, ia.stats.tx_packets);
+    // Every segment is a header copy or the one VM-to-VM copy.
+    EXPECT_EQ(ia.stats.grant_copy_segments, ia.stats.header_copy_segments + ia.stats.vm_to_vm_segments);
+    EXPECT_EQ(ia.stats.tx_packets, std::size(sizes));
+    EXPECT_EQ(ib.stats.rx_packets, std::size(sizes));
+    EXPECT_EQ(ia.stats.drop_malformed + ia.stats.drop_copy_error + ia.stats.drop_rx_full, 0u);
+}
+
+TEST_F(NetbackDatapath, TwoVifsExchangeFrames60BTo64KiBWithOneCopyPerSlot) {
+    start();
+    auto a = guest(1), b = guest(2);
+    ASSERT_TRUE(a && b);
+    exchange_all_sizes(*this, *a, *b);
+}
+
+TEST_F(NetbackDatapath, TwoWorkersSplitEventChannelsExchangeFrames) {
+    netback::datapath_options o;
+    o.workers = 2;
+    start(o);
+    auto a = guest(1, true), b = guest(2, true);
+    ASSERT_TRUE(a && b);
+    exchange_all_sizes(*this, *a, *b);
+}
+
+// Both directions at once from two threads, two workers: RX rings are filled
+// by the worker of the other vif (the cross-worker path).
+TEST_F(NetbackDatapath, ConcurrentBidirectionalTrafficAcrossWorkers) {
+    netback::datapath_options o;
+    o.workers = 2;
+    start(o);
+    auto a = guest(1), b = guest(2);
+    ASSERT_TRUE(a && b);
+    constexpr int n = 200;
+    auto run = [&](raw_frontend& me, raw_frontend& peer, uint32_t base, std::atomic<int>& ok) {
+        std::vector<rx_packet> got;
+        for (int i = 0; i < n; ++i) {
+            const uint32_t len = 60 + (uint32_t(i) * 977u) % 9000u;
+            auto f = make_frame(peer.mac, me.mac, len, base + uint32_t(i));
+            auto ids = me.send(f);
+            std::vector<netif_tx_response> tr;
+            if (!me.wait_tx(ids.size(), tr)) return;
+            me.wait_rx(0, got, 0);
+        }
+        if (!me.wait_rx(n, got, 10000)) return;
+        int good = 0;
+        for (int i = 0; i < n; ++i) {
+            const uint32_t len = 60 + (uint32_t(i) * 977u) % 9000u;
+            good += got[size_t(i)].data == make_frame(me.mac, peer.mac, len, (base ^ 1000u) + uint32_t(i));
+        }
+        ok = good;
+    };
+    std::atomic<int> ok_a{0}, ok_b{0};
+    std::thread ta([&] { run(*a, *b, 0, ok_a); });
+    std::thread tb([&] { run(*b, *a, 1000, ok_b); });
+    ta.join();
+    tb.join();
+    EXPECT_EQ(ok_a.load(), n);
+    EXPECT_EQ(ok_b.load(), n);
+    EXPECT_EQ(info(1).stats.fallback_copies, 0u);
+    EXPECT_EQ(info(1).stats.vm_to_vm_segments, info(2).stats.rx_slots);
+}
+
+// ---- switch ----------------------------------------------------------------------
+
+TEST_F(NetbackDatapath, UnknownUnicastFloodsLearnedMacUnicasts) {
+    start();
+    auto a = guest(1, false, false), b = guest(2, false, false), c = guest(3, false, false);
+    ASSERT_TRUE(a && b && c);
+    const mac_addr x = {0x02, 0xaa, 0, 0, 0, 0x42}; // C will use this MAC
+    // Unknown unicast: flooded to every other vif, each with its own copy.
+    auto f1 = make_frame(x, a->mac, 300, 1);
+    a->send(f1);
+    std::vector<rx_packet> rb, rc;
+    ASSERT_TRUE(b->wait_rx(1, rb));
+    ASSERT_TRUE(c->wait_rx(1, rc));
+    EXPECT_EQ(rb[0].data, f1);
+    EXPECT_EQ(rc[0].data, f1);
+    // C speaks from X: learned.
+    auto f2 = make_frame(bcast, x, 100, 2);
+    c->send(f2);
+    std::vector<rx_packet> ra;
+    ASSERT_TRUE(a->wait_rx(1, ra));
+    rb.clear();
+    ASSERT_TRUE(b->wait_rx(1, rb));
+    EXPECT_EQ(rb[0].data, f2) << "broadcast floods";
+    // Now unicast to X reaches C only; then a frame for B (learned from
+    // nothing yet: floods) must be the next thing B sees.
+    auto f3 = make_frame(x, a->mac, 500, 3);
+    a->send(f3);
+    rc.clear();
+    ASSERT_TRUE(c->wait_rx(1, rc));
+    EXPECT_EQ(rc[0].data, f3);
+    // B sends once so that it is learned, then A unicasts to B.
+    auto f4 = make_frame(bcast, b->mac, 80, 4);
+    b->send(f4);
+    ra.clear();
+    ASSERT_TRUE(a->wait_rx(1, ra));
+    auto f5 = make_frame(b->mac, a->mac, 90, 5);
+    a->send(f5);
+    rb.clear();
+    ASSERT_TRUE(b->wait_rx(1, rb));
+    EXPECT_EQ(rb[0].data, f5) << "B must not have seen the frame for X";
+    rc.clear();
+    c->wait_rx(1, rc, 0);
+    EXPECT_TRUE(rc.empty() || rc[0].data == f4) << "C saw only the broadcast";
+    EXPECT_EQ(info(1).stats.drop_no_dest, 0u);
+}
+
+TEST_F(NetbackDatapath, FrameToOwnMacHasNowhereToGoAndIsCounted) {
+    start();
+    auto a = guest(1), b = guest(2);
+    ASSERT_TRUE(a && b);
+    auto f = make_frame(a->mac, a->mac, 100, 1);
+    auto ids = a->send(f);
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(ids.size(), tr));
+    EXPECT_EQ(tr[0].status, NETIF_RSP_OKAY);
+    EXPECT_TRUE(eventually([&] { return info(1).stats.drop_no_dest == 1; }));
+    EXPECT_EQ(info(2).stats.rx_packets, 0u);
+}
+
+// ---- validation rules (Linux xenvif_tx_build_gops and helpers) -----------------
+
+class NetbackRules : public NetbackDatapath {
+protected:
+    raw_frontend *a = nullptr, *b = nullptr, *c = nullptr;
+    void SetUp() override {
+        NetbackDatapath::SetUp();
+        start();
+        a = guest(1);
+        b = guest(2);
+        c = guest(3);
+        ASSERT_TRUE(a && b && c);
+    }
+    netif_tx_request req(uint32_t page, uint16_t off, uint16_t size, uint16_t flags) {
+        netif_tx_request r{};
+        r.gref = a->txbuf.refs[page];
+        r.offset = off;
+        r.size = size;
+        r.flags = flags;
+        r.id = uint16_t(a->tx_prod & (ring_size - 1));
+        return r;
+    }
+    // A packet of `nslots` slots of `each` bytes: first has the total.
+    void put_chain(uint32_t nslots, uint16_t each) {
+        auto f = make_frame(b->mac, a->mac, nslots * each, 9);
+        for (uint32_t i = 0; i < nslots; ++i) {
+            std::memcpy(a->tx_page(i), f.data() + i * each, each);
+            a->put_tx(req(i, 0, i == 0 ? uint16_t(nslots * each) : each,
+                          i + 1 < nslots ? NETTXF_more_data : 0));
+        }
+    }
+    void expect_dropped_with_error(size_t nresponses) {
+        std::vector<netif_tx_response> tr;
+        ASSERT_TRUE(a->wait_tx(nresponses, tr));
+        EXPECT_EQ(tr.size(), nresponses);
+        for (auto& r : tr) EXPECT_EQ(r.status, NETIF_RSP_ERROR);
+        EXPECT_EQ(info(1).stats.drop_malformed, 1u);
+        EXPECT_FALSE(info(1).disabled);
+        EXPECT_EQ(info(2).stats.rx_packets, 0u);
+        // Not fatal: the same vif still sends.
+        expect_delivery(*a, *b);
+    }
+};
+
+// xenvif_tx_build_gops: "Impossible number of requests".
+TEST_F(NetbackRules, TxRequestsOutstandingBeyondRingSizeIsFatal) {
+    __atomic_store_n(&a->txs->req_prod, ring_size + 1, __ATOMIC_RELEASE);
+    a->kick_tx();
+    expect_fatal(*a, *b, *c, "impossible number of requests");
+}
+
+// xenvif_count_requests: more than XEN_NETBK_LEGACY_SLOTS_MAX (18) frags
+// after the first slot: the packet is dropped, every slot answered ERROR.
+TEST_F(NetbackRules, TxMoreThan18SlotsIsDroppedWithErrorResponses) {
+    put_chain(1 + 19, 100);
+    a->push_tx();
+    expect_dropped_with_error(20);
+}
+
+// Boundary: the first slot plus 18 frags is accepted (and packed into RX
+// slots a netfront accepts).
+TEST_F(NetbackRules, TxFirstSlotPlus18FragsIsAccepted) {
+    put_chain(1 + 18, 100);
+    a->push_tx();
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(19, tr));
+    for (auto& r : tr) EXPECT_EQ(r.status, NETIF_RSP_OKAY);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(1, rx));
+    EXPECT_EQ(rx[0].data, make_frame(b->mac, a->mac, 1900, 9));
+    EXPECT_LE(rx[0].data_slots, 18u);
+}
+
+// xenvif_count_requests: fatal_skb_slots (20) frags is malicious.
+TEST_F(NetbackRules, TxMoreThanFatalSkbSlotsIsFatal) {
+    put_chain(1 + 21, 100);
+    a->push_tx();
+    expect_fatal(*a, *b, *c, "malicious frontend");
+}
+
+// xenvif_count_requests: "Asked for %d slots but exceeds this limit".
+TEST_F(NetbackRules, TxMoreDataBeyondProducedRequestsIsFatal) {
+    a->put_tx(req(0, 0, 200, NETTXF_more_data));
+    a->push_tx();
+    expect_fatal(*a, *b, *c, "only 0 requests");
+}
+
+// xenvif_count_requests: "Cross page boundary".
+TEST_F(NetbackRules, TxFragCrossingItsPageIsFatal) {
+    a->put_tx(req(0, 0, 300, NETTXF_more_data));
+    a->put_tx(req(1, 4000, 200, 0));
+    a->push_tx();
+    expect_fatal(*a, *b, *c, "slot crosses its page");
+}
+
+// xenvif_tx_build_gops: the first slot must not cross its page either.
+TEST_F(NetbackRules, TxFirstSlotCrossingItsPageIsFatal) {
+    a->put_tx(req(0, 4000, 200, 0));
+    a->push_tx();
+    expect_fatal(*a, *b, *c, "first slot crosses its page");
+}
+
+// xenvif_count_requests: a slot larger than what remains of the first
+// request's size (a >= 64 KiB frame overflowing size) is dropped, not fatal.
+TEST_F(NetbackRules, TxSlotLargerThanRemainingSizeIsDropped) {
+    a->put_tx(req(0, 0, 100, NETTXF_more_data));
+    a->put_tx(req(1, 0, 200, 0));
+    a->push_tx();
+    expect_dropped_with_error(2);
+}
+
+// xenvif_get_extras: "Missing extra info".
+TEST_F(NetbackRules, TxMissingExtraInfoIsFatal) {
+    a->put_tx(req(0, 0, 100, NETTXF_extra_info));
+    a->push_tx();
+    expect_fatal(*a, *b, *c, "missing extra info");
+}
+
+// xenvif_get_extras: "Invalid extra type".
+TEST_F(NetbackRules, TxUnknownExtraTypeIsFatal) {
+    a->put_tx(req(0, 0, 100, NETTXF_extra_info));
+    netif_extra_info e{};
+    e.type = XEN_NETIF_EXTRA_TYPE_MAX;
+    a->put_extra(e);
+    a->push_tx();
+    expect_fatal(*a, *b, *c, "invalid extra type");
+}
+
+// xenvif_set_skb_gso: "GSO size must not be zero".
+TEST_F(NetbackRules, TxGsoSizeZeroIsFatal) {
+    a->put_tx(req(0, 0, 100, NETTXF_extra_info));
+    netif_extra_info e{};
+    e.type = XEN_NETIF_EXTRA_TYPE_GSO;
+    e.u.gso.type = XEN_NETIF_GSO_TYPE_TCPV4;
+    e.u.gso.size = 0;
+    a->put_extra(e);
+    a->push_tx();
+    expect_fatal(*a, *b, *c, "GSO size must not be zero");
+}
+
+// xenvif_set_skb_gso: "Bad GSO type".
+TEST_F(NetbackRules, TxUnknownGsoTypeIsFatal) {
+    a->put_tx(req(0, 0, 100, NETTXF_extra_info));
+    netif_extra_info e{};
+    e.type = XEN_NETIF_EXTRA_TYPE_GSO;
+    e.u.gso.type = 3;
+    e.u.gso.size = 1448;
+    a->put_extra(e);
+    a->push_tx();
+    expect_fatal(*a, *b, *c, "bad GSO type");
+}
+
+// xenvif_tx_build_gops: "Bad packet size" (< ETH_HLEN): error, not fatal.
+TEST_F(NetbackRules, TxShorterThanEthernetHeaderIsDroppedWithError) {
+    a->put_tx(req(0, 0, 10, 0));
+    a->push_tx();
+    expect_dropped_with_error(1);
+}
+
+// XSA-155 (RING_COPY_REQUEST): the frontend rewrites its request while the
+// backend works on it (here: during the header grant copy). The backend
+// must act on the copy it took, never re-read the ring.
+struct rewrite_ctx {
+    netif_tx_sring* s;
+    RING_IDX idx;
+    std::atomic<int> fired{0};
+};
+void rewrite_request(void* arg) noexcept {
+    auto* c = static_cast<rewrite_ctx*>(arg);
+    if (c->fired.fetch_add(1) != 0) return;
+    netif_tx_request evil{};
+    evil.gref = 1;
+    evil.offset = 4000;
+    evil.size = 0xffff;
+    evil.flags = NETTXF_more_data | NETTXF_extra_info;
+    evil.id = 0x7777;
+    std::memcpy(&c->s->ring[c->idx & (ring_size - 1)].req, &evil, sizeof evil);
+}
+
+TEST_F(NetbackRules, Xsa155RequestRewrittenAfterReadDoesNotMatter) {
+    auto f = make_frame(b->mac, a->mac, 700, 5);
+    rewrite_ctx ctx{a->txs, a->tx_prod};
+    hv::emu::test_hooks::set_copy_hook(rewrite_request, &ctx);
+    auto ids = a->send(f);
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(1, tr));
+    hv::emu::test_hooks::set_copy_hook(nullptr, nullptr);
+    EXPECT_GE(ctx.fired.load(), 1) << "the hook must have rewritten the request mid-flight";
+    EXPECT_EQ(tr[0].id, ids[0]);
+    EXPECT_EQ(tr[0].status, NETIF_RSP_OKAY);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(1, rx));
+    EXPECT_EQ(rx[0].data, f);
+    EXPECT_FALSE(info(1).disabled);
+    EXPECT_EQ(info(1).stats.drop_malformed, 0u);
+}
+
+// ---- no RX buffers: queue, fallback, drain timeout, XSA-392 ---------------------
+
+TEST_F(NetbackDatapath, NoRxBuffersQueuedThenBouncedThenDelivered) {
+    netback::datapath_options o;
+    o.hold_ms = 20;
+    start(o);
+    auto a = guest(1), b = guest(2, false, true, /*post=*/0);
+    ASSERT_TRUE(a && b);
+    std::vector<std::vector<uint8_t>> sent;
+    size_t slots = 0;
+    for (uint32_t i = 0; i < 8; ++i) {
+        auto f = make_frame(b->mac, a->mac, 100 + i * 1500, i);
+        slots += a->send(f).size();
+        sent.push_back(std::move(f));
+    }
+    // The source gets its slots back although B posted nothing: the frames
+    // were copied into bounce buffers.
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(slots, tr));
+    for (auto& r : tr) EXPECT_EQ(r.status, NETIF_RSP_OKAY);
+    EXPECT_EQ(info(2).stats.queued, 8u);
+    EXPECT_EQ(info(1).stats.fallback_copies, 8u);
+    EXPECT_GT(dp->bounce_in_use(), 0u);
+    EXPECT_EQ(info(2).stats.rx_packets, 0u);
+    // Buffers appear: delivered in order, intact, from the bounce buffers.
+    b->post_rx(rx_pages);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(8, rx));
+    for (size_t i = 0; i < 8; ++i) EXPECT_EQ(rx[i].data, sent[i]) << i;
+    EXPECT_EQ(info(1).stats.vm_to_vm_segments, 0u);
+    EXPECT_EQ(info(2).stats.drop_rx_full, 0u);
+    EXPECT_TRUE(eventually([&] { return dp->bounce_in_use() == 0; }));
+    // And the direct path is back.
+    expect_delivery(*a, *b, 1000, 99);
+    EXPECT_GT(info(1).stats.vm_to_vm_segments, 0u);
+}
+
+TEST_F(NetbackDatapath, NoRxBuffersDroppedAfterDrainTimeoutAndCounted) {
+    netback::datapath_options o;
+    o.hold_ms = 5;
+    o.drain_timeout_ms = 200;
+    start(o);
+    auto a = guest(1), b = guest(2, false, true, 0);
+    ASSERT_TRUE(a && b);
+    size_t slots = 0;
+    for (uint32_t i = 0; i < 4; ++i) slots += a->send(make_frame(b->mac, a->mac, 500, i)).size();
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(slots, tr));
+    ASSERT_TRUE(eventually([&] { return info(2).stats.drop_rx_full == 4; }));
+    EXPECT_TRUE(eventually([&] { return dp->bounce_in_use() == 0; }));
+    // Nothing stale is delivered later: the next frame is the first B sees.
+    b->post_rx(rx_pages);
+    expect_delivery(*a, *b, 333, 42);
+    EXPECT_EQ(info(2).stats.rx_packets, 1u);
+}
+
+// XSA-392: a frontend that keeps one RX slot free while the frame at the head
+// needs more must not hold the backend (or the sender) forever: the queue is
+// found stalled (xenvif_rx_queue_stalled compares with the slots needed),
+// further frames are dropped at once, and everything else carries on.
+TEST_F(NetbackDatapath, Xsa392RxStallWithOneFreeSlotIsDetected) {
+    netback::datapath_options o;
+    o.hold_ms = 5;
+    o.stall_timeout_ms = 100;
+    o.drain_timeout_ms = 60000; // only the stall logic can help here
+    start(o);
+    auto a = guest(1), b = guest(2, false, true, /*post=*/1), c = guest(3);
+    ASSERT_TRUE(a && b && c);
+    // Needs two RX slots (two TX slots, SG).
+    auto f = make_frame(b->mac, a->mac, 6000, 1);
+    size_t slots = a->send(f).size();
+    ASSERT_EQ(slots, 2u);
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(slots, tr)) << "the sender must get its slots back";
+    ASSERT_TRUE(eventually([&] { return info(2).rx_stalled; })) << "stall not detected";
+    EXPECT_EQ(info(2).stats.rx_stalls, 1u);
+    // While stalled, frames for B are dropped at once (carrier off).
+    tr.clear();
+    slots = a->send(make_frame(b->mac, a->mac, 6000, 2)).size();
+    ASSERT_TRUE(a->wait_tx(slots, tr));
+    EXPECT_TRUE(eventually([&] { return info(2).stats.drop_disabled >= 1; }));
+    // The backend is not wedged: other vifs talk.
+    expect_delivery(*a, *c);
+    expect_delivery(*c, *a);
+    // B posts enough: the waiting head frame goes out, the queue is ready again.
+    b->post_rx(8);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(1, rx));
+    EXPECT_EQ(rx[0].data, f);
+    EXPECT_TRUE(eventually([&] { return !info(2).rx_stalled; }));
+    expect_delivery(*a, *b, 5000, 3);
+}
+
+TEST_F(NetbackDatapath, ForceBounceCopiesTwiceAndCountsIt) {
+    netback::datapath_options o;
+    o.force_bounce = true;
+    start(o);
+    auto a = guest(1), b = guest(2);
+    ASSERT_TRUE(a && b);
+    for (uint32_t len : {60u, 1514u, 9000u, 65535u}) expect_delivery(*a, *b, len, len);
+    EXPECT_EQ(info(1).stats.fallback_copies, 4u);
+    EXPECT_EQ(info(1).stats.vm_to_vm_segments, 0u);
+    EXPECT_TRUE(eventually([&] { return dp->bounce_in_use() == 0; }));
+}
+
+// ---- teardown -------------------------------------------------------------------
+
+TEST_F(NetbackDatapath, RemoveVifWithFramesInFlightLeaksNothing) {
+    netback::datapath_options o;
+    o.hold_ms = 60000; // frames keep the sender's slots (zero copy) while they wait
+    start(o);
+    auto a = guest(1), b = guest(2, false, true, 0), c = guest(3, false, true, 0);
+    ASSERT_TRUE(a && b && c);
+    // Four frames wait in B's queue holding A's TX slots.
+    size_t slots = 0;
+    for (uint32_t i = 0; i < 4; ++i) slots += a->send(make_frame(b->mac, a->mac, 5000, i)).size();
+    ASSERT_TRUE(eventually([&] { return info(2).stats.queued == 4; }));
+    EXPECT_EQ(a->tx_pending_responses(), 0u) << "held: no response before the copy";
+    // Remove B: its waiting frames are dropped (counted) and A gets its slots back.
+    ASSERT_EQ(dp->remove_vif(2, 0), 0);
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(slots, tr));
+    for (auto& r : tr) EXPECT_EQ(r.status, NETIF_RSP_OKAY);
+    EXPECT_EQ(dp->remove_vif(2, 0), -ENOENT);
+    // Frames from A wait in C's queue; then A goes away (its domain too).
+    for (uint32_t i = 0; i < 3; ++i) a->send(make_frame(c->mac, a->mac, 3000, 10 + i));
+    ASSERT_TRUE(eventually([&] { return info(3).stats.queued == 3; }));
+    ASSERT_EQ(dp->remove_vif(1, 0), 0);
+    kill(a); // the frontend is dead now
+    // C posts buffers: nothing of the dead sender's frames is delivered.
+    c->post_rx(rx_pages);
+    auto d = guest(4);
+    ASSERT_TRUE(d);
+    expect_delivery(*d, *c, 800, 77);
+    EXPECT_EQ(info(3).stats.rx_packets, 1u);
+    ASSERT_EQ(dp->remove_vif(3, 0), 0);
+    ASSERT_EQ(dp->remove_vif(4, 0), 0);
+    EXPECT_TRUE(dp->vifs().empty());
+    expect_balanced();
+}
+
+// The frontend dies while frames flow to it, then the control plane removes it.
+TEST_F(NetbackDatapath, DeadFrontendWithTrafficInFlightThenRemoved) {
+    netback::datapath_options o;
+    o.workers = 2;
+    start(o);
+    auto a = guest(1), b = guest(2), c = guest(3);
+    ASSERT_TRUE(a && b && c);
+    expect_delivery(*a, *b);
+    for (uint32_t i = 0; i < 6; ++i) a->send(make_frame(b->mac, a->mac, 9000, i));
+    kill(b); // domain 2 destroyed with its rings still mapped by dom0
+    std::vector<netif_tx_response> tr;
+    EXPECT_TRUE(a->wait_tx(6 * 3, tr));
+    ASSERT_EQ(dp->remove_vif(2, 0), 0);
+    expect_delivery(*a, *c);
+    expect_delivery(*c, *a);
+    ASSERT_EQ(dp->remove_vif(1, 0), 0);
+    ASSERT_EQ(dp->remove_vif(3, 0), 0);
+    expect_balanced();
+}
+
+TEST_F(NetbackDatapath, AddVifRejectsBadParams) {
+    start();
+    auto a = guest(1);
+    ASSERT_TRUE(a);
+    std::string why;
+    EXPECT_EQ(dp->add_vif(a->params(), &why), -EEXIST);
+    auto p = a->params(1);
+    p.queues.clear();
+    EXPECT_EQ(dp->add_vif(p, &why), -EINVAL);
+    p = a->params(2);
+    p.queues[0].tx_ring_ref = 4000; // not granted
+    EXPECT_EQ(dp->add_vif(p, &why), -EFAULT) << why;
+    p = a->params(3);
+    p.queues[0].tx_evtchn = 999;
+    EXPECT_EQ(dp->add_vif(p, &why), -ENOENT) << why;
+    ASSERT_EQ(dp->remove_vif(1, 0), 0);
+    expect_balanced();
+}
+
+} // namespace
