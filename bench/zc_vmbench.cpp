@@ -237,7 +237,7 @@ int run_guest(const guest_opts& o) {
             double secs = 0;
             char mac[32] = {};
             int k = std::sscanf(line.c_str(), "run %u %zu %lf %31s", &phase, &size, &secs, mac);
-            if (k < 3 || size < 60 || size > 65536) {
+            if (k < 3 || size < 60 || size > 65535) {
                 say("{\"error\":\"bad command\"}");
                 continue;
             }
@@ -412,7 +412,7 @@ struct row {
 };
 
 struct run_opts {
-    std::vector<size_t> sizes{64, 256, 1500, 4096, 9000, 65536};
+    std::vector<size_t> sizes{64, 256, 1500, 4096, 9000, 65535}; // 65535: XEN_NETIF_MAX_TX_SIZE
     std::vector<std::string> modes{"zc", "double-copy", "pressure", "kernel", "memcpy"};
     std::vector<uint32_t> pairs{1};
     uint32_t queues = 1;
@@ -615,7 +615,8 @@ const char* usage_text =
     "VM-to-VM throughput through zc-netback on an emulated Xen host, with the kernel\n"
     "path (two network namespaces joined by veth, UDP) and memcpy measured in the same run.\n"
     "\n"
-    "  --sizes LIST    frame sizes in bytes (default 64,256,1500,4096,9000,65536)\n"
+    "  --sizes LIST    frame sizes in bytes (default 64,256,1500,4096,9000,65535; 65535 is\n"
+    "                  the largest netif frame, XEN_NETIF_MAX_TX_SIZE)\n"
     "  --modes LIST    zc,double-copy,pressure,kernel,memcpy (default all)\n"
     "                  zc: one gref->gref grant copy per slot; double-copy: through a bounce\n"
     "                  buffer (zc-netback --force-bounce); pressure: receivers post few RX\n"
@@ -744,7 +745,7 @@ int run(run_opts o) {
     }
     std::string plot = ZC_PLOT_SH;
     if (!o.png.empty() && ::access(plot.c_str(), X_OK) == 0) {
-        std::string cmd = "'" + plot + "' '" + o.json + "' '" + o.png + "' >/dev/null 2>&1";
+        std::string cmd = "ZC_PLOT_LOGY=1 '" + plot + "' '" + o.json + "' '" + o.png + "' >/dev/null 2>&1";
         if (std::system(cmd.c_str()) == 0) std::printf("plot: %s\n", o.png.c_str());
     }
     std::printf("json: %s  csv: %s\n", o.json.c_str(), o.csv.c_str());
@@ -786,8 +787,8 @@ int main(int argc, char** argv) {
             o.sizes.clear();
             for (auto& s : split(argv[++i])) {
                 long v = std::atol(s.c_str());
-                if (v < 60 || v > 65536) {
-                    std::fprintf(stderr, "zc-vmbench: frame sizes are 60..65536, not '%s'\n", s.c_str());
+                if (v < 60 || v > 65535) {
+                    std::fprintf(stderr, "zc-vmbench: frame sizes are 60..65535, not '%s'\n", s.c_str());
                     return 2;
                 }
                 o.sizes.push_back(size_t(v));

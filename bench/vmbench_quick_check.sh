@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# CI check of the runner: --quick produces JSON whose rows are sane (frames
+# delivered, integrity verified, non-zero rates). Never a speed threshold.
+set -euo pipefail
+bin=${1:?usage: vmbench_quick_check.sh ZC_VMBENCH}
+dir=$(mktemp -d /tmp/zcnet-vmbq-XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+"$bin" --quick --modes zc,double-copy,pressure,memcpy --json "$dir/r.json" --csv "$dir/r.csv" --png "" 
+jq -e '.rows | length >= 12' "$dir/r.json" >/dev/null || { echo "too few rows"; exit 1; }
+jq -e '[.rows[] | select(.intact != true)] | length == 0' "$dir/r.json" >/dev/null || { echo "a row is not intact"; jq '.rows[] | select(.intact != true)' "$dir/r.json"; exit 1; }
+jq -e '[.rows[] | select(.gbps <= 0 or .frames == 0)] | length == 0' "$dir/r.json" >/dev/null || { echo "a row moved nothing"; exit 1; }
+jq -e '[.rows[] | select(.mode == "zc" and .fallbacks_per_pkt > 0.5)] | length == 0' "$dir/r.json" >/dev/null || { echo "zc mode fell back for most frames"; exit 1; }
+jq -e '[.rows[] | select(.mode == "double-copy" and .fallbacks_per_pkt < 0.9)] | length == 0' "$dir/r.json" >/dev/null || { echo "double-copy did not bounce"; exit 1; }
+jq -e '[.rows[] | select(.mode == "pressure")] | length == 3' "$dir/r.json" >/dev/null || { echo "pressure rows missing"; exit 1; }
+head -c 300 "$dir/r.csv" | head -1 | grep -q '^mode,frame' || { echo "bad CSV"; exit 1; }
+echo "vmbench quick: ok"
