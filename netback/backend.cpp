@@ -411,6 +411,11 @@ void backend::on_release_domain() noexcept {
     }
 }
 
+bool backend::xenstore_alive() noexcept {
+    auto v = _xs->read("/local/domain/" + std::to_string(_port->self()) + "/domid");
+    return v || v.error() == -ENOENT || v.error() == -EACCES;
+}
+
 std::vector<device_info> backend::devices() const {
     std::vector<device_info> v;
     for (auto& [k, d] : _devices) v.push_back({d->frontend, d->devid, d->state, d->fe_state, d->last_error});

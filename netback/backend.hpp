@@ -50,6 +50,9 @@ public:
     int process() noexcept;
 
     std::vector<device_info> devices() const;
+    // False once xenstore is unreachable (the hypervisor or xenstored went
+    // away): the daemon should exit rather than serve a dead host.
+    bool xenstore_alive() noexcept;
     datapath& dp() noexcept { return *_dp; }
 
 private:

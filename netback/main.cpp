@@ -182,8 +182,15 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
     (*b)->process();
     for (;;) {
         pollfd p[3] = {{(*b)->fd(), POLLIN, 0}, {lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
-        int n = ::poll(p, 3, -1);
+        int n = ::poll(p, 3, 2000);
         if (n < 0 && errno != EINTR) break;
+        if (n == 0) {
+            if (!(*b)->xenstore_alive()) {
+                ZC_LOG(error, "netback", "xenstore is gone (hypervisor stopped?): exiting");
+                break;
+            }
+            continue;
+        }
         if (p[2].revents) {
             signalfd_siginfo si;
             (void)!::read(sfd, &si, sizeof si);

@@ -115,6 +115,12 @@ TEST(EmuTool, UpRunStatusDown) {
     out = run(tool + " run --dir " + dir + " --dom 6 -- " + tool + " status --dir " + dir, &rc);
     EXPECT_EQ(rc, 0) << out;
     EXPECT_NE(out.find("dom6"), std::string::npos) << "domain 6 is alive while its program runs: " << out;
+    out = run(tool + " run --dir " + dir + " --dom 6 -- " + tool + " run --dir " + dir + " --dom 6 -- true", &rc);
+    EXPECT_NE(rc, 0) << "a second process may not create a running domain: " << out;
+    out = run(tool + " run --dir " + dir + " --dom 6 -- " + tool + " run --dir " + dir +
+                  " --dom 6 --attach -- sh -c 'echo attached=$ZCNET_DOMID'", &rc);
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_NE(out.find("attached=6"), std::string::npos) << out;
     out = run(tool + " status --dir " + dir, &rc);
     EXPECT_NE(out.find("0 domain(s)"), std::string::npos) << "domain 6 died with its program: " << out;
     out = run(tool + " run --dir " + dir + " --dom 99999 -- true", &rc);

@@ -34,9 +34,11 @@ const char* usage_text =
     "commands:\n"
     "  up [--foreground]           start the emulated host (daemonizes unless --foreground)\n"
     "  status                      list live domains\n"
-    "  run --dom N [--mem SIZE] -- PROGRAM [ARGS...]\n"
+    "  run --dom N [--mem SIZE] [--attach] -- PROGRAM [ARGS...]\n"
     "                              run PROGRAM as domain N (0..1023); the domain lives\n"
-    "                              until PROGRAM exits. SIZE: guest memory, e.g. 64M (default)\n"
+    "                              until PROGRAM exits. SIZE: guest memory, e.g. 64M (default).\n"
+    "                              --attach: N is running already; PROGRAM is another of its\n"
+    "                              processes (e.g. a tool in dom0 beside zc-netback)\n"
     "  down                        stop the emulated host; every domain is destroyed\n"
     "\n"
     "options:\n"
@@ -184,11 +186,12 @@ bool parse_size(const char* s, uint64_t& out) {
     return true;
 }
 
-int cmd_run(const std::string& dir, long dom, uint64_t mem, char** argv) {
+int cmd_run(const std::string& dir, long dom, uint64_t mem, bool attach, char** argv) {
     connect_options o;
     o.sock = dir + "/broker.sock";
     o.dom = zc::hv::domid_t(dom);
     o.mem_pages = uint32_t(mem / 4096);
+    o.attach = attach;
     std::string why;
     auto c = client::connect(o, &why);
     if (!c) {
@@ -231,6 +234,7 @@ int main(int argc, char** argv) {
     if (cmd == "-h" || cmd == "--help" || cmd == "help") return usage(0);
     std::string dir = default_dir();
     bool foreground = false;
+    bool attach = false;
     long dom = -1;
     uint64_t mem = uint64_t(default_mem_pages) * 4096;
     int i = 2;
@@ -241,6 +245,8 @@ int main(int argc, char** argv) {
             break;
         } else if (a == "--dir" && i + 1 < argc) {
             dir = argv[++i];
+        } else if (a == "--attach") {
+            attach = true;
         } else if (a == "--foreground") {
             foreground = true;
         } else if (a == "--dom" && i + 1 < argc) {
@@ -276,7 +282,7 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "zc-emu run: no program given (zc-emu run --dom N -- PROGRAM ...)\n");
             return 2;
         }
-        return cmd_run(dir, dom, mem, argv + i);
+        return cmd_run(dir, dom, mem, attach, argv + i);
     }
     std::fprintf(stderr, "zc-emu: unknown command '%s'\n", cmd.c_str());
     return usage(2);
