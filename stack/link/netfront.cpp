@@ -418,10 +418,11 @@ struct netfront::impl {
             q.st_rx.rx_posted++;
         }
         q.rx.req_prod_pvt = req_prod;
-        // Linux does not push fewer than NET_RX_SLOTS_MIN buffers: a backend
-        // must be able to place a maximal packet (XSA-392 is about a
-        // backend that waits forever for that).
-        if (req_prod - q.rx.rsp_cons < netif_rx_slots_min) return;
+        // Linux holds back a push of fewer than NET_RX_SLOTS_MIN buffers (a
+        // backend must be able to place a maximal packet; XSA-392 is about a
+        // backend waiting forever for that). Here every free page is posted
+        // and rx_buffers >= NET_RX_SLOTS_MIN (connect checks), so a push
+        // always leaves at least that many.
         int note = 0;
         RING_PUSH_REQUESTS_AND_CHECK_NOTIFY(&q.rx, note);
         q.rx_pushed = req_prod;
