@@ -49,7 +49,7 @@ struct backend::device {
     uint32_t devid = 0;
     std::string be_path, fe_path;
     int state = XenbusStateUnknown;    // ours
-    int fe_state = XenbusStateUnknown; // theirs, last seen
+    int fe_state = -1;                 // theirs, last seen (-1: not yet read)
     bool vif_added = false;
     std::string last_error;
 };
@@ -192,6 +192,14 @@ void backend::on_backend_path(const std::string& path) noexcept {
         return;
     }
     if (it != _devices.end()) return; // our own writes, or toolstack keys: nothing to do
+    if (!_xs->read("/local/domain/" + std::to_string(fe) + "/domid")) {
+        // The frontend's domain died before we saw its device, so its
+        // @releaseDomain has come and gone: clean up now, as the toolstack
+        // would, instead of waiting for a frontend that will never come.
+        ZC_LOG(info, tag, "vif %s: frontend domain already gone", key.c_str());
+        _xs->rm(be_path);
+        return;
+    }
     auto d = std::make_unique<device>();
     d->key = key;
     d->frontend = hv::domid_t(fe);
@@ -291,6 +299,15 @@ void backend::frontend_changed(device& d) noexcept {
         // The frontend directory is gone (guest destroyed) or nonsense.
         disconnect(d);
         set_state(d, XenbusStateClosed);
+        // If its whole domain is gone, finish the teardown here: the
+        // @releaseDomain for it may have been handled before we knew the
+        // device. `d` is destroyed by this.
+        if (!_xs->read("/local/domain/" + std::to_string(d.frontend) + "/domid")) {
+            std::string key = d.key, be = d.be_path;
+            ZC_LOG(info, tag, "vif %s: frontend domain gone", key.c_str());
+            forget(key);
+            _xs->rm(be);
+        }
         break;
     }
 }

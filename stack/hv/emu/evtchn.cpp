@@ -86,28 +86,54 @@ public:
         return 0;
     }
 
+    // The fd is readable while a deliverable (pending, unmasked) port may
+    // exist, as the Linux driver's is while its ring holds ports. Callers
+    // loop pending() until -EAGAIN after each wake-up, so the eventfd is
+    // drained only when the port returned is the last deliverable one (or
+    // nothing is), not on every call: the old drain-then-kick_self() cost a
+    // read and a write per port. Invariant kept: after every drain we scan
+    // again, so a port that became deliverable before the drain is either
+    // returned or re-signalled (kick_self), and one that becomes deliverable
+    // after it is signalled by its notifier; no event is lost.
     result<evtchn_port_t> pending() noexcept override {
-        uint64_t cnt;
-        (void)!::read(_efd, &cnt, sizeof cnt); // drain; EAGAIN is fine
         auto* bm = _c.self_view().bitmaps;
         std::lock_guard<std::mutex> g(_lock);
         size_t n = _ports.size();
-        for (size_t i = 0; i < n; i++) {
-            evtchn_port_t p = _ports[(_next + i) % n];
-            if (word(bm->mask, p).load() & bit(p)) continue;
-            if (!(word(bm->pending, p).fetch_and(~bit(p)) & bit(p))) continue;
-            word(bm->mask, p).fetch_or(bit(p));
-            _next = (_next + i + 1) % n; // round robin: no port starves the others
-            // More may be pending: keep the fd readable so the caller's poll
-            // comes back.
-            for (size_t j = 0; j < n; j++) {
-                evtchn_port_t q = _ports[j];
-                if ((word(bm->pending, q).load() & bit(q)) && !(word(bm->mask, q).load() & bit(q))) {
-                    kick_self();
-                    break;
+        auto deliverable = [&](evtchn_port_t q) {
+            return (word(bm->pending, q).load() & bit(q)) && !(word(bm->mask, q).load() & bit(q));
+        };
+        auto any_deliverable = [&] {
+            for (size_t j = 0; j < n; j++)
+                if (deliverable(_ports[j])) return true;
+            return false;
+        };
+        for (int pass = 0; pass < 2; pass++) {
+            for (size_t i = 0; i < n; i++) {
+                evtchn_port_t p = _ports[(_next + i) % n];
+                if (word(bm->mask, p).load() & bit(p)) continue;
+                if (!(word(bm->pending, p).fetch_and(~bit(p)) & bit(p))) continue;
+                word(bm->mask, p).fetch_or(bit(p));
+                _next = (_next + i + 1) % n; // round robin: no port starves the others
+                if (!any_deliverable()) {
+                    // Last one: the fd must not stay readable for nothing.
+                    drain();
+                    _just_drained = true;
+                    if (any_deliverable()) kick_self(); // raced with a notifier
                 }
+                return p;
             }
-            return p;
+            // Nothing deliverable. The previous call drained after its scan
+            // found nothing more: a notifier's write that landed since only
+            // makes the fd spuriously readable once (the next -EAGAIN call
+            // drains), so skip this read.
+            if (_just_drained) {
+                _just_drained = false;
+                break;
+            }
+            drain();
+            _just_drained = false;
+            // Rescan: a port may have become deliverable between the scan
+            // and the drain, its notifier's write now consumed.
         }
         return err(-EAGAIN);
     }
@@ -127,6 +153,10 @@ private:
         uint64_t one = 1;
         (void)!::write(_efd, &one, sizeof one);
     }
+    void drain() noexcept {
+        uint64_t cnt;
+        (void)!::read(_efd, &cnt, sizeof cnt); // EAGAIN is fine
+    }
     void add_port(evtchn_port_t p) noexcept {
         std::lock_guard<std::mutex> g(_lock);
         _ports.push_back(p);
@@ -145,6 +175,7 @@ private:
     std::mutex _lock;                  // protects _ports, _next
     std::vector<evtchn_port_t> _ports; // ports bound through this handle
     size_t _next = 0;
+    bool _just_drained = false; // the last pending() drained after its final scan
     op_counters _counters;
 };
 

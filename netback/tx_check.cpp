@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: MIT
+// TX request checks; see tx_check.hpp. The order of the checks is Linux's and
+// matters: it decides which error a frontend that breaks several rules gets,
+// and how far req_cons has moved when the vif is disabled.
+#include "netback/tx_check.hpp"
+
+#include <cstdio>
+
+namespace zc::netback {
+
+void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx_check_result& c) noexcept {
+    c.verdict = tx_verdict::accept;
+    c.fault = tx_fault::none;
+    c.drop = tx_drop_reason::none;
+    c.gso_type = XEN_NETIF_GSO_TYPE_NONE;
+    c.gso_size = 0;
+    c.extra_count = 0;
+    c.nfrags = 0;
+    auto fail = [&c](tx_fault f, int32_t a = 0, int32_t b = 0) {
+        c.verdict = tx_verdict::fatal;
+        c.fault = f;
+        c.fault_arg[0] = a;
+        c.fault_arg[1] = b;
+    };
+
+    RING_IDX idx = cons;
+    c.first = ring.read_request<netif_tx_request>(idx); // RING_COPY_REQUEST (XSA-155)
+    --work_to_do;
+    ++idx;
+    c.consumed = 1;
+
+    // xenvif_get_extras.
+    netif_extra_info extras[XEN_NETIF_EXTRA_TYPE_MAX - 1] = {};
+    if (c.first.flags & NETTXF_extra_info) {
+        netif_extra_info extra;
+        do {
+            if (work_to_do-- <= 0) {
+                fail(tx_fault::missing_extra);
+                return;
+            }
+            extra = ring.read_request<netif_extra_info>(idx++);
+            ++c.extra_count;
+            c.consumed = 1 + c.extra_count;
+            if (!extra.type || extra.type >= XEN_NETIF_EXTRA_TYPE_MAX) {
+                fail(tx_fault::bad_extra_type, int32_t(extra.type));
+                return;
+            }
+            extras[extra.type - 1] = extra;
+        } while (extra.flags & XEN_NETIF_EXTRA_FLAG_MORE);
+    }
+
+    // Multicast filter updates: nothing to count or send.
+    if (extras[XEN_NETIF_EXTRA_TYPE_MCAST_ADD - 1].type || extras[XEN_NETIF_EXTRA_TYPE_MCAST_DEL - 1].type) {
+        c.verdict = tx_verdict::mcast;
+        return;
+    }
+
+    // xenvif_count_requests. The frags are read but not consumed until the
+    // chain is known to be complete (a fatal chain leaves req_cons after the
+    // extras, as in Linux).
+    int slots = 0;
+    if (c.first.flags & NETTXF_more_data) {
+        bool drop = false;
+        bool more_data;
+        do {
+            if (slots >= work_to_do) {
+                fail(tx_fault::missing_slots, slots + 1, work_to_do);
+                return;
+            }
+            if (uint32_t(slots) >= fatal_skb_slots) {
+                fail(tx_fault::malicious_slots, slots + 1, int32_t(fatal_skb_slots));
+                return;
+            }
+            if (!drop && uint32_t(slots) >= legacy_slots_max) {
+                c.drop = tx_drop_reason::too_many_slots;
+                c.drop_arg[0] = uint32_t(slots + 1);
+                c.drop_arg[1] = legacy_slots_max;
+                drop = true;
+            }
+            netif_tx_request& txp = c.frags[slots];
+            txp = ring.read_request<netif_tx_request>(idx + RING_IDX(slots));
+            // A frame >= 64 KiB overflows the first size: not fatal, buggy
+            // frontends do it; consume and drop.
+            if (!drop && txp.size > c.first.size) {
+                c.drop = tx_drop_reason::slot_oversize;
+                c.drop_arg[0] = txp.size;
+                c.drop_arg[1] = c.first.size;
+                drop = true;
+            }
+            c.first.size = uint16_t(c.first.size - txp.size);
+            ++slots;
+            if (uint32_t(txp.offset) + txp.size > hv::page_size) {
+                fail(tx_fault::slot_crosses_page, txp.offset, txp.size);
+                return;
+            }
+            more_data = txp.flags & NETTXF_more_data;
+        } while (more_data);
+        c.nfrags = uint32_t(slots);
+        if (drop) {
+            c.verdict = tx_verdict::drop;
+            c.consumed += uint32_t(slots);
+            return;
+        }
+    }
+
+    // xenvif_tx_build_gops: the first slot must hold an Ethernet header
+    // (after count_requests, first.size is its own size).
+    if (c.first.size < eth_hlen) {
+        c.verdict = tx_verdict::drop;
+        c.drop = tx_drop_reason::runt;
+        c.drop_arg[0] = c.first.size;
+        c.drop_arg[1] = 0;
+        c.consumed += uint32_t(slots);
+        return;
+    }
+    if (uint32_t(c.first.offset) + c.first.size > hv::page_size) {
+        fail(tx_fault::first_crosses_page, c.first.offset, c.first.size);
+        return;
+    }
+    // xenvif_set_skb_gso.
+    if (extras[XEN_NETIF_EXTRA_TYPE_GSO - 1].type) {
+        const netif_extra_info& gso = extras[XEN_NETIF_EXTRA_TYPE_GSO - 1];
+        if (!gso.u.gso.size) {
+            fail(tx_fault::gso_size_zero);
+            return;
+        }
+        if (gso.u.gso.type != XEN_NETIF_GSO_TYPE_TCPV4 && gso.u.gso.type != XEN_NETIF_GSO_TYPE_TCPV6) {
+            fail(tx_fault::bad_gso_type, int32_t(gso.u.gso.type));
+            return;
+        }
+        c.gso_type = gso.u.gso.type;
+        c.gso_size = gso.u.gso.size;
+    }
+    c.consumed += uint32_t(slots);
+}
+
+std::string tx_fault_text(const tx_check_result& r) {
+    char buf[128] = {};
+    const int a = r.fault_arg[0], b = r.fault_arg[1];
+    switch (r.fault) {
+    case tx_fault::none: return "";
+    case tx_fault::missing_extra: return "missing extra info";
+    case tx_fault::bad_extra_type: std::snprintf(buf, sizeof buf, "invalid extra type: %u", unsigned(a)); break;
+    case tx_fault::missing_slots:
+        std::snprintf(buf, sizeof buf, "asked for %d slots but only %d requests are there", a, b);
+        break;
+    case tx_fault::malicious_slots:
+        std::snprintf(buf, sizeof buf, "malicious frontend using %d slots, threshold %u", a, unsigned(b));
+        break;
+    case tx_fault::slot_crosses_page:
+        std::snprintf(buf, sizeof buf, "slot crosses its page: offset %u size %u", unsigned(a), unsigned(b));
+        break;
+    case tx_fault::first_crosses_page:
+        std::snprintf(buf, sizeof buf, "first slot crosses its page: offset %u size %u", unsigned(a), unsigned(b));
+        break;
+    case tx_fault::gso_size_zero: return "GSO size must not be zero";
+    case tx_fault::bad_gso_type: std::snprintf(buf, sizeof buf, "bad GSO type %u", unsigned(a)); break;
+    }
+    return buf;
+}
+
+} // namespace zc::netback
