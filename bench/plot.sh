@@ -25,26 +25,30 @@ trap 'rm -rf "$tmp"' EXIT
 
 # Modes in a fixed order (the known ones first, as the runner lists them),
 # then any others in the order they appear.
+# One series per mode, and per guest-pair/queue count when a run has several
+# (zc-vmbench --pairs 1,2 --queues 1,2): "zc 2p1q".
+series='def series: .mode + (if ((.pairs // 1) != 1 or (.queues // 1) != 1)
+                          then " \(.pairs // 1)p\(.queues // 1)q" else "" end);'
 known=(zc double-copy pressure kernel-udp kernel-tcp memcpy)
-mapfile -t present < <(jq -r '[.rows[]? | .mode | strings] | unique | .[]' "$json")
+mapfile -t present < <(jq -r "$series"' [.rows[]? | select(.mode | type == "string") | series] | unique | .[]' "$json")
 modes=()
 for m in "${known[@]}"; do
-  for p in "${present[@]}"; do [ "$p" = "$m" ] && modes+=("$m"); done
+  for p in "${present[@]}"; do
+    case "$p" in "$m"|"$m "*) modes+=("$p") ;; esac
+  done
 done
 for p in "${present[@]}"; do
-  case " ${known[*]} " in *" $p "*) ;; *) modes+=("$p") ;; esac
+  case " ${modes[*]} " in *" $p "*) ;; *) modes+=("$p") ;; esac
 done
 [ ${#modes[@]} -gt 0 ] || { echo "plot: no rows with a mode in $json" >&2; exit 1; }
 
-# One data file per mode: frame gbps, sorted by frame. gnuplot gets plain
-# file names (mode names are data, never spliced into its commands).
 plot_cmds=()
 i=0
 for m in "${modes[@]}"; do
   f="$tmp/mode$i.dat"
-  jq -r --arg m "$m" '
-    [.rows[] | select(.mode == $m and (.frame|type) == "number" and (.gbps|type) == "number"
-                      and .frame > 0 and ((.error // "") == ""))]
+  jq -r --arg m "$m" "$series"'
+    [.rows[] | select((.mode | type) == "string" and series == $m and (.frame|type) == "number"
+                      and (.gbps|type) == "number" and .frame > 0 and ((.error // "") == ""))]
     | sort_by(.frame) | .[] | "\(.frame) \(.gbps)"' "$json" >"$f"
   if [ -s "$f" ]; then
     label=${m//[\"\\]/}

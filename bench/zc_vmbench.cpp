@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -415,7 +416,8 @@ struct run_opts {
     std::vector<size_t> sizes{64, 256, 1500, 4096, 9000, 65535}; // 65535: XEN_NETIF_MAX_TX_SIZE
     std::vector<std::string> modes{"zc", "double-copy", "pressure", "kernel", "memcpy"};
     std::vector<uint32_t> pairs{1};
-    uint32_t queues = 1;
+    std::vector<uint32_t> queues{1};
+    uint32_t workers = 0; // zc-netback data-path threads; 0: one per queue, at most the CPUs
     double seconds = 1.0;
     std::string json = "zc-vmbench.json", csv = "zc-vmbench.csv", png = "zc-vmbench.png";
     std::string netback, self;
@@ -602,15 +604,16 @@ void print_row(const row& r, const row* mc, const row* kern) {
     char rm[32] = "-", rk[32] = "-";
     if (mc && mc->gbps > 0) std::snprintf(rm, sizeof rm, "%.3f", r.gbps / mc->gbps);
     if (kern && kern->gbps > 0) std::snprintf(rk, sizeof rk, "%.2f", r.gbps / kern->gbps);
-    std::printf("%-12s %7zu %5u %9.3f %8.3f %9.2f %8s %8s %7.2f %7.3f %7.2f %6.2f %-6s %s\n", r.mode.c_str(), r.frame,
-                r.pairs, r.gbps, r.mpps, r.cpu_s_per_gb, rm, rk, r.segs_per_pkt, r.batches_per_pkt,
+    std::printf("%-12s %7zu %5u %3u %9.3f %8.3f %9.2f %8s %8s %7.2f %7.3f %7.2f %6.2f %-6s %s\n", r.mode.c_str(),
+                r.frame, r.pairs, r.queues, r.gbps, r.mpps, r.cpu_s_per_gb, rm, rk, r.segs_per_pkt, r.batches_per_pkt,
                 r.notifies_per_pkt, r.fallbacks_per_pkt, r.intact ? "yes" : "NO", r.note.c_str());
     std::fflush(stdout);
 }
 
 const char* usage_text =
-    "usage: zc-vmbench [--quick] [--sizes LIST] [--modes LIST] [--pairs LIST] [--queues N]\n"
-    "                  [--seconds S] [--json FILE] [--csv FILE] [--png FILE] [--netback PATH]\n"
+    "usage: zc-vmbench [--quick] [--sizes LIST] [--modes LIST] [--pairs LIST] [--queues LIST]\n"
+    "                  [--workers N] [--seconds S] [--json FILE] [--csv FILE] [--png FILE]\n"
+    "                  [--netback PATH]\n"
     "\n"
     "VM-to-VM throughput through zc-netback on an emulated Xen host, with the kernel\n"
     "path (two network namespaces joined by veth, UDP) and memcpy measured in the same run.\n"
@@ -622,7 +625,8 @@ const char* usage_text =
     "                  buffer (zc-netback --force-bounce); pressure: receivers post few RX\n"
     "                  buffers so fallback engages\n"
     "  --pairs LIST    guest pairs, e.g. 1,2,4,8 (default 1)\n"
-    "  --queues N      netif queues per vif (default 1)\n"
+    "  --queues LIST   netif queues per vif, e.g. 1,2 (default 1)\n"
+    "  --workers N     zc-netback data-path threads (default: one per queue, at most the CPUs)\n"
     "  --seconds S     per measurement (default 1.0)\n"
     "  --quick         sizes 64,1500,9000, 0.3 s each (what CI runs)\n"
     "  --json/--csv/--png FILE   outputs (default zc-vmbench.{json,csv,png}); the PNG needs gnuplot\n";
@@ -639,17 +643,78 @@ std::vector<std::string> split(const std::string& s) {
     return v;
 }
 
+// Live progress on a terminal: one line on stderr, rewritten before each
+// measurement and erased before the row it announces is printed. Nothing when
+// stderr is not a terminal (logs get the rows, each printed as it completes).
+struct progress {
+    bool tty = ::isatty(2) == 1;
+    uint32_t done = 0, total = 0;
+    void step(const std::string& what, double seconds) {
+        ++done;
+        if (!tty) return;
+        std::fprintf(stderr, "\r\033[K[%u/%u] %s (%.1f s)...", done, total, what.c_str(), seconds);
+        std::fflush(stderr);
+    }
+    void clear() {
+        if (!tty) return;
+        std::fprintf(stderr, "\r\033[K");
+        std::fflush(stderr);
+    }
+};
+
+// After the table: the zc rows next to every baseline of the same run, the
+// ratios the README and the closing notes quote.
+void print_summary(const std::vector<row>& rows, std::map<size_t, row>& mc, std::map<size_t, row>& kern) {
+    auto find = [&](const char* mode, const row& like) -> const row* {
+        for (auto& r : rows)
+            if (r.mode == mode && r.frame == like.frame && r.pairs == like.pairs && r.queues == like.queues) return &r;
+        return nullptr;
+    };
+    bool header = false;
+    for (auto& z : rows) {
+        if (z.mode != "zc") continue;
+        if (!header) {
+            std::printf("\nzc against the baselines of this run (ratios of Gbit/s):\n");
+            std::printf("%7s %5s %6s %9s %9s %9s %12s %9s\n", "frame", "pairs", "queues", "zc", "zc/memcpy",
+                        "zc/kernel", "zc/dbl-copy", "zc/press");
+            header = true;
+        }
+        auto ratio = [](double a, const row* b, char* out, size_t n) {
+            if (b && b->gbps > 0) std::snprintf(out, n, "%.3f", a / b->gbps);
+            else std::snprintf(out, n, "-");
+        };
+        char rm[32], rk[32], rd[32], rp[32];
+        ratio(z.gbps, mc.count(z.frame) ? &mc[z.frame] : nullptr, rm, sizeof rm);
+        ratio(z.gbps, kern.count(z.frame) ? &kern[z.frame] : nullptr, rk, sizeof rk);
+        ratio(z.gbps, find("double-copy", z), rd, sizeof rd);
+        ratio(z.gbps, find("pressure", z), rp, sizeof rp);
+        std::printf("%7zu %5u %6u %9.3f %9s %9s %12s %9s\n", z.frame, z.pairs, z.queues, z.gbps, rm, rk, rd, rp);
+    }
+}
+
 int run(run_opts o) {
     std::signal(SIGPIPE, SIG_IGN);
     std::vector<row> rows;
-    std::printf("%-12s %7s %5s %9s %8s %9s %8s %8s %7s %7s %7s %6s %-6s %s\n", "mode", "frame", "pairs", "Gbit/s",
+    progress prog;
+    {
+        uint32_t zc_modes = 0;
+        for (const char* m : {"zc", "double-copy", "pressure"})
+            zc_modes += std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end();
+        bool kernel = std::find(o.modes.begin(), o.modes.end(), "kernel") != o.modes.end();
+        prog.total = uint32_t(o.sizes.size()) * (1 + (kernel ? 1 : 0) +
+                                                 zc_modes * uint32_t(o.pairs.size() * o.queues.size())) +
+                     (kernel ? 1 : 0);
+    }
+    std::printf("%-12s %7s %5s %3s %9s %8s %9s %8s %8s %7s %7s %7s %6s %-6s %s\n", "mode", "frame", "pairs", "q", "Gbit/s",
                 "Mpps", "cpu-s/GB", "/memcpy", "/kernel", "seg/pkt", "hc/pkt", "ntf/pkt", "fb/pkt", "intact",
                 "note");
     std::map<size_t, row> mc, kern;
     auto want = [&](const char* m) { return std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end(); };
     // Baselines first, so every later row prints its ratios.
     for (size_t s : o.sizes) {
+        prog.step("memcpy " + std::to_string(s) + " B", std::min(o.seconds, 0.5));
         mc[s] = memcpy_row(s, std::min(o.seconds, 0.5));
+        prog.clear();
         if (want("memcpy")) {
             rows.push_back(mc[s]);
             print_row(mc[s], nullptr, nullptr);
@@ -657,7 +722,15 @@ int run(run_opts o) {
     }
     if (want("kernel")) {
         std::string why;
-        auto k = bench::run_kernel_udp(o.sizes, o.seconds, &why);
+        prog.step("kernel-udp " + std::to_string(o.sizes.front()) + " B", o.seconds);
+        size_t ki = 0;
+        auto k = bench::run_kernel_udp(o.sizes, o.seconds, &why, [&](const bench::kernel_result&) {
+            if (++ki < o.sizes.size()) {
+                prog.clear();
+                prog.step("kernel-udp " + std::to_string(o.sizes[ki]) + " B", o.seconds);
+            }
+        });
+        prog.clear();
         if (!k) {
             std::printf("%-12s skipped: %s\n", "kernel-udp", why.c_str());
         } else {
@@ -678,14 +751,44 @@ int run(run_opts o) {
                 rows.push_back(r);
                 print_row(r, &mc[r.frame], nullptr);
             }
+            // TCP bulk: the kernel's best case (segmentation offload on the
+            // veth), shown beside the frame-by-frame UDP rows.
+            const size_t bulk = 65536;
+            prog.step("kernel-tcp bulk", o.seconds);
+            auto t = bench::run_kernel_tcp(bulk, o.seconds, &why);
+            prog.clear();
+            if (!t) {
+                std::printf("%-12s skipped: %s\n", "kernel-tcp", why.c_str());
+            } else {
+                row r;
+                r.mode = "kernel-tcp";
+                r.frame = bulk;
+                r.gbps = t->gbps;
+                r.mpps = t->mpps;
+                r.frames = t->frames_received;
+                r.sent = t->frames_sent;
+                r.intact = t->integrity_ok;
+                r.cpu_s_per_gb = t->bytes_received ? t->cpu_seconds / (double(t->bytes_received) / 1e9) : 0;
+                r.note = "bulk stream, 64 KiB writes";
+                if (!t->error.empty()) r.note = t->error;
+                rows.push_back(r);
+                print_row(r, nullptr, nullptr);
+            }
         }
     }
     uint32_t phase = 0;
     bool ok = true;
     for (const char* mode : {"zc", "double-copy", "pressure"}) {
         if (!want(mode)) continue;
-        for (uint32_t pairs : o.pairs) {
+        for (uint32_t pairs : o.pairs)
+        for (uint32_t queues : o.queues) {
             std::vector<std::string> nb;
+            // One data-path thread per queue (as Linux netback has a kthread
+            // per queue), at most one per CPU: these guests share the CPUs.
+            uint32_t workers = o.workers ? o.workers
+                                         : std::max(1u, std::min(queues, uint32_t(std::thread::hardware_concurrency())));
+            nb.insert(nb.end(), {"--workers", std::to_string(workers), "--max-queues",
+                                 std::to_string(std::max(queues, 4u))});
             uint32_t rxb = link::netif_rx_ring_size;
             if (!std::strcmp(mode, "double-copy")) nb.push_back("--force-bounce");
             if (!std::strcmp(mode, "pressure")) {
@@ -694,7 +797,7 @@ int run(run_opts o) {
             }
             host h;
             std::string why;
-            if (!h.start(o, pairs, nb, rxb, o.queues, &why)) {
+            if (!h.start(o, pairs, nb, rxb, queues, &why)) {
                 std::fprintf(stderr, "zc-vmbench: %s: cannot start the emulated host: %s\n", mode, why.c_str());
                 ok = false;
                 continue;
@@ -703,8 +806,13 @@ int run(run_opts o) {
                 row r;
                 r.mode = mode;
                 r.pairs = pairs;
-                r.queues = o.queues;
-                if (!h.measure(++phase, s, o.seconds, r, &why)) {
+                r.queues = queues;
+                prog.step(std::string(mode) + " " + std::to_string(s) + " B, " + std::to_string(pairs) +
+                              " pair(s), " + std::to_string(queues) + " queue(s)",
+                          o.seconds);
+                bool measured = h.measure(++phase, s, o.seconds, r, &why);
+                prog.clear();
+                if (!measured) {
                     std::fprintf(stderr, "zc-vmbench: %s %zu B: %s\n", mode, s, why.c_str());
                     ok = false;
                     break;
@@ -715,6 +823,7 @@ int run(run_opts o) {
             }
         }
     }
+    print_summary(rows, mc, kern);
     // Machine-readable outputs.
     if (FILE* f = std::fopen(o.json.c_str(), "w")) {
         std::fprintf(f, "{\"tool\":\"zc-vmbench\",\"seconds\":%.3f,\"rows\":[", o.seconds);
@@ -811,7 +920,22 @@ int main(int argc, char** argv) {
                 o.pairs.push_back(uint32_t(v));
             }
         } else if (a == "--queues" && has) {
-            o.queues = uint32_t(std::max(1, std::atoi(argv[++i])));
+            o.queues.clear();
+            for (auto& s : split(argv[++i])) {
+                long v = std::atol(s.c_str());
+                if (v < 1 || v > 8) {
+                    std::fprintf(stderr, "zc-vmbench: queues are 1..8, not '%s'\n", s.c_str());
+                    return 2;
+                }
+                o.queues.push_back(uint32_t(v));
+            }
+        } else if (a == "--workers" && has) {
+            long v = std::atol(argv[++i]);
+            if (v < 1 || v > 64) {
+                std::fprintf(stderr, "zc-vmbench: --workers takes 1..64\n");
+                return 2;
+            }
+            o.workers = uint32_t(v);
         } else if (a == "--seconds" && has) {
             o.seconds = std::atof(argv[++i]);
             if (!(o.seconds >= 0.05 && o.seconds <= 600)) {

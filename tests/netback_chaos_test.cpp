@@ -163,8 +163,14 @@ TEST(NetbackChaos, GuestKilledAtRandomMomentsHundredTimes) {
     go1.put(1);
     go2.put(1);
     // Wait until both are connected, then a first round of traffic.
-    for (int i = 0; i < 500 && (*be)->dp().vifs().size() < 2; i++) ::usleep(10000);
-    ASSERT_EQ((*be)->dp().vifs().size(), 2u);
+    // Bounded by the netfronts' own connect timeout (10 s), plus slack for
+    // sanitizer builds sharing two cores with other tests.
+    for (int i = 0; i < 2000 && (*be)->dp().vifs().size() < 2; i++) ::usleep(10000);
+    auto fe_state = [&](hv::domid_t d) {
+        auto v = xs0->read(frontend_dir(d, 0) + "/state");
+        return v ? *v : std::string("-");
+    };
+    ASSERT_EQ((*be)->dp().vifs().size(), 2u) << "frontend states: dom1 " << fe_state(1) << ", dom2 " << fe_state(2);
     auto round = [&](int n, uint32_t& good, uint32_t& bad) {
         cmd2.put(n);
         int done;
