@@ -269,6 +269,7 @@ TEST(proto_ipv4, every_malformed_header_is_refused) {
     EXPECT_EQ(parse_ipv4(fixed(with([](bytes& m) { m[0] = 0x65; })), v), ipv4_error::bad_version);
     EXPECT_EQ(parse_ipv4(fixed(with([](bytes& m) { m[0] = 0x44; })), v), ipv4_error::bad_ihl);
     EXPECT_EQ(parse_ipv4(with([](bytes& m) { m[0] = 0x4f; }), v), ipv4_error::bad_ihl);  // 60 > 32 bytes
+    EXPECT_EQ(parse_ipv4(std::span(with([](bytes& m) { m[0] = 0x46; }).data(), 23), v), ipv4_error::bad_ihl);
     EXPECT_EQ(parse_ipv4(fixed(with([](bytes& m) { store_be16(&m[2], 19); })), v), ipv4_error::bad_total_len);
     EXPECT_EQ(parse_ipv4(fixed(with([](bytes& m) { store_be16(&m[2], uint16_t(m.size() + 1)); })), v),
               ipv4_error::bad_total_len);
