@@ -931,6 +931,8 @@ TEST(proto_host, every_drop_reason_has_its_counter) {
          &host_counters::bad_icmp_csum},
         {"icmp reply", ip_frame(mac_a, mac_b, ip_b, ip_a, ip_proto::icmp, icmp_echo_l4(1, 2, pl, 0)),
          drop_reason::icmp_ignored, &host_counters::icmp_ignored},
+        {"ping from 0.0.0.0", ip_frame(mac_a, mac_b, ipv4_addr{}, ip_a, ip_proto::icmp, icmp_echo_l4(1, 2, pl)),
+         drop_reason::icmp_ignored, &host_counters::icmp_ignored},
         {"icmp unreachable", ip_frame(mac_a, mac_b, ip_b, ip_a, ip_proto::icmp, icmp_echo_l4(1, 2, pl, 3)),
          drop_reason::icmp_ignored, &host_counters::icmp_ignored},
         {"arp bad", mut(arp_frame(1, mac_addr::broadcast(), mac_b, ip_b, mac_addr{}, ip_a),

@@ -78,7 +78,7 @@ struct host_counters {
     uint64_t bad_udp_csum = 0;
     uint64_t bad_icmp = 0;              // too short
     uint64_t bad_icmp_csum = 0;
-    uint64_t icmp_ignored = 0;          // not an echo request, or a broadcast ping
+    uint64_t icmp_ignored = 0;          // not an echo request, a broadcast ping, or from 0.0.0.0
     uint64_t arp_bad = 0;               // malformed / not Ethernet-IPv4 / multicast sender
     uint64_t arp_conflict = 0;          // someone else claims our IP (logged, rate limited)
     uint64_t arp_ignored = 0;           // valid, not for us, nothing to learn
