@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -86,7 +87,7 @@ inline std::vector<uint8_t> ip_frame(const mac_addr& dst_mac, const mac_addr& sr
     src.store(ip + 12);
     dst.store(ip + 16);
     for (size_t i = 0; i < opts; i++) ip[20 + i] = 1;  // NOP options
-    std::memcpy(ip + 20 + opts, l4.data(), l4.size());
+    std::copy(l4.begin(), l4.end(), ip + 20 + opts);
     fix_ip_csum(f);
     return f;
 }
@@ -100,7 +101,7 @@ inline std::vector<uint8_t> udp_l4(ipv4_addr src, ipv4_addr dst, uint16_t sport,
     u[3] = uint8_t(dport);
     u[4] = uint8_t(u.size() >> 8);
     u[5] = uint8_t(u.size());
-    std::memcpy(u.data() + 8, payload.data(), payload.size());
+    std::copy(payload.begin(), payload.end(), u.begin() + 8);
     if (with_csum) {
         uint8_t s[4], d[4];
         src.store(s);
@@ -120,7 +121,7 @@ inline std::vector<uint8_t> icmp_echo_l4(uint16_t id, uint16_t seq, const std::v
     m[5] = uint8_t(id);
     m[6] = uint8_t(seq >> 8);
     m[7] = uint8_t(seq);
-    std::memcpy(m.data() + 8, data.data(), data.size());
+    std::copy(data.begin(), data.end(), m.begin() + 8);
     uint16_t c = ref_checksum(m.data(), m.size());
     m[2] = uint8_t(c >> 8);
     m[3] = uint8_t(c);
@@ -135,7 +136,7 @@ inline std::vector<uint8_t> arp_frame(uint16_t op, const mac_addr& eth_dst, cons
     f[12] = 0x08;
     f[13] = 0x06;
     const uint8_t hdr[] = {0, 1, 8, 0, 6, 4, uint8_t(op >> 8), uint8_t(op)};
-    std::memcpy(&f[14], hdr, 8);
+    std::copy(hdr, hdr + 8, f.begin() + 14);
     sha.store(&f[22]);
     spa.store(&f[28]);
     tha.store(&f[32]);
