@@ -1078,9 +1078,25 @@ TEST(proto_host_tx, resolve_routes) {
     auto h = host::create(c);
     ASSERT_TRUE(h.ok());
     EXPECT_EQ(h->resolve(ipv4_addr::of(8, 8, 8, 8), 0, nullptr).st, arp_cache::status::unknown);
+    EXPECT_EQ(a.resolve(ip_a, 0, nullptr).st, arp_cache::status::unknown);  // ourselves
     // ARP retries through the host.
     arp_cache::event ev;
     EXPECT_TRUE(a.arp_expire(1000, ev));
     EXPECT_EQ(ev.what, arp_cache::event::kind::retry);
     EXPECT_EQ(ev.ip, ipv4_addr::of(10, 0, 0, 254));
+}
+
+TEST(proto_host, point_to_point_31_has_no_broadcast) {
+    // RFC 3021: in a /31 both addresses are hosts, neither is a broadcast.
+    host_config c = cfg(mac_a, ipv4_addr::of(10, 0, 0, 0));
+    c.netmask = ipv4_addr::of(255, 255, 255, 254);
+    c.gateway = {};
+    auto h = host::create(c);
+    ASSERT_TRUE(h.ok());
+    const ipv4_addr peer = ipv4_addr::of(10, 0, 0, 1);
+    bytes f = ip_frame(mac_a, mac_b, peer, c.ip, ip_proto::udp, udp_l4(peer, c.ip, 1, 2, bytes(4, 4)));
+    rx_verdict v = h->receive(f, rx_csum::verify, {}, 0);
+    ASSERT_EQ(v.action, rx_action::udp) << drop_reason_name(v.reason);
+    EXPECT_FALSE(v.udp.broadcast);
+    EXPECT_EQ(h->resolve(peer, 0, nullptr).st, arp_cache::status::pending);  // ARP, not broadcast MAC
 }

@@ -64,7 +64,8 @@ result<host> host::create(const host_config& c) {
 }
 
 host::host(const host_config& c, arp_cache&& a) noexcept
-    : _c(c), _arp(std::move(a)), _bcast{c.ip.v | ~c.netmask.v} {}
+    // /31 (RFC 3021) and /32 have no subnet broadcast: both addresses are hosts.
+    : _c(c), _arp(std::move(a)), _bcast{~c.netmask.v <= 1 ? 0xffffffffu : c.ip.v | ~c.netmask.v} {}
 
 rx_verdict host::dropped(drop_reason r) noexcept {
     switch (r) {
@@ -262,6 +263,7 @@ host::resolution host::resolve(ipv4_addr dst, uint64_t now_ms, const uint64_t* c
         r.mac = {{0x01, 0x00, 0x5e, uint8_t((dst.v >> 16) & 0x7f), uint8_t(dst.v >> 8), uint8_t(dst.v)}};
         return r;
     }
+    if (dst == _c.ip) return r;  // unknown: proto has no loopback
     const ipv4_addr hop = next_hop(dst);
     if (hop.is_zero()) return r;  // unknown: no route
     auto l = _arp.resolve(hop, now_ms, cookie);

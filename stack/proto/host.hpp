@@ -203,7 +203,9 @@ public:
     // starting resolution and queueing `cookie` (if non-null) on a miss.
     // When send_request is set, build_arp_request(result target) and send it.
     struct resolution {
-        arp_cache::status st = arp_cache::status::unknown;  // unknown: unreachable (no route)
+        // unknown: unreachable (off-link without a gateway, or our own
+        // address: proto has no loopback)
+        arp_cache::status st = arp_cache::status::unknown;
         mac_addr mac;
         bool send_request = false;
         ipv4_addr target;  // the address to ARP for
