@@ -9,7 +9,9 @@
 // exercising the first parse check.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -161,6 +163,19 @@ size_t input_count() {
     return 200000;
 }
 
+// ZCNET_FUZZ_SEED_DIR=DIR also writes the first 1000 inputs there: a seed
+// corpus for the libFuzzer binary, which on its own rarely gets past the
+// IPv4 header checksum.
+void save_seed(size_t i, const bytes& in) {
+    static const char* dir = std::getenv("ZCNET_FUZZ_SEED_DIR");
+    if (!dir || i >= 1000) return;
+    std::string path = std::string(dir) + "/seed-" + std::to_string(i);
+    if (FILE* f = std::fopen(path.c_str(), "wb")) {
+        std::fwrite(in.data(), 1, in.size(), f);
+        std::fclose(f);
+    }
+}
+
 } // namespace
 
 TEST(proto_fuzz, deterministic_inputs_keep_every_invariant) {
@@ -168,6 +183,7 @@ TEST(proto_fuzz, deterministic_inputs_keep_every_invariant) {
     const size_t n = input_count();
     for (size_t i = 0; i < n; i++) {
         bytes in = g.input();
+        save_seed(i, in);
         LLVMFuzzerTestOneInput(in.data(), in.size());
     }
     const auto& t = fuzz::stats();
