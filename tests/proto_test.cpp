@@ -1100,3 +1100,35 @@ TEST(proto_host, point_to_point_31_has_no_broadcast) {
     EXPECT_FALSE(v.udp.broadcast);
     EXPECT_EQ(h->resolve(peer, 0, nullptr).st, arp_cache::status::pending);  // ARP, not broadcast MAC
 }
+
+TEST(proto_host, counter_table_names_every_field_once) {
+    auto t = host_counter_table();
+    host_counters n;
+    // Give every field a distinct value through the table, then check the
+    // struct: a field listed twice or not at all shows up here.
+    uint64_t v = 1;
+    for (const auto& c : t) n.*c.field = v++;
+    std::vector<uint64_t> seen;
+    for (const auto& c : t) seen.push_back(n.*c.field);
+    std::sort(seen.begin(), seen.end());
+    EXPECT_EQ(std::adjacent_find(seen.begin(), seen.end()), seen.end());
+    EXPECT_EQ(t.size(), sizeof(host_counters) / sizeof(uint64_t));
+    uint64_t sum = 0;
+    for (const auto& c : t)
+        if (c.outcome) sum += n.*c.field;
+    EXPECT_EQ(sum, outcomes(n));  // the table agrees with the documented outcome set
+    EXPECT_STREQ(t[0].name, "rx_frames");
+}
+
+TEST(proto_host_tx, gratuitous_arp_announce) {
+    host a = make_host();
+    bytes out(42);
+    ASSERT_EQ(a.build_arp_announce(out), 42u);
+    EXPECT_EQ(out, arp_frame(arp_op::request, mac_addr::broadcast(), mac_a, ip_a, mac_addr{}, ip_a));
+    // A peer that knows us refreshes its entry from it.
+    host b = make_host(mac_b, ip_b);
+    b.arp().update(ip_a, mac_addr{{0x02, 0, 0, 0, 0, 0x99}}, 0, true);
+    EXPECT_EQ(b.receive(out, rx_csum::verify, {}, 1).action, rx_action::consumed);
+    EXPECT_EQ(b.arp().lookup(ip_a, 1).mac, mac_a);
+    EXPECT_EQ(a.build_arp_announce(std::span(out.data(), 41)), 0u);
+}

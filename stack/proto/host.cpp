@@ -44,6 +44,26 @@ const char* drop_reason_name(drop_reason r) noexcept {
     return "?";
 }
 
+std::span<const host_counter_info> host_counter_table() noexcept {
+#define ZC_C(f, o) {#f, &host_counters::f, o}
+    static const host_counter_info t[] = {
+        ZC_C(rx_frames, false),
+        ZC_C(udp_delivered, true), ZC_C(icmp_echo_replied, true), ZC_C(arp_request_replied, true),
+        ZC_C(arp_learned, true), ZC_C(bad_eth, true), ZC_C(vlan_tagged, true), ZC_C(not_for_us_mac, true),
+        ZC_C(unknown_ethertype, true), ZC_C(bad_ip_hdr, true), ZC_C(bad_ip_csum, true),
+        ZC_C(ip_fragments, true), ZC_C(ip_bad_src, true), ZC_C(not_for_us, true),
+        ZC_C(unknown_ip_proto, true), ZC_C(bad_udp, true), ZC_C(bad_udp_csum, true), ZC_C(bad_icmp, true),
+        ZC_C(bad_icmp_csum, true), ZC_C(icmp_ignored, true), ZC_C(arp_bad, true), ZC_C(arp_conflict, true),
+        ZC_C(arp_ignored, true), ZC_C(reply_no_space, true),
+        ZC_C(ip_options, false), ZC_C(udp_no_csum, false), ZC_C(l4_csum_trusted, false),
+        ZC_C(arp_table_full, false), ZC_C(tx_udp, false), ZC_C(tx_arp_requests, false),
+    };
+#undef ZC_C
+    // A field added to host_counters but not here fails this.
+    static_assert(sizeof t / sizeof t[0] == sizeof(host_counters) / sizeof(uint64_t));
+    return t;
+}
+
 bool set_eth_dst(std::span<uint8_t> frame, const mac_addr& dst) noexcept {
     if (frame.size() < 6) return false;
     dst.store(frame.data());
@@ -279,6 +299,14 @@ size_t host::build_arp_request(ipv4_addr target, std::span<uint8_t> out) noexcep
     if (out.size() < arp_frame_len) return 0;
     write_eth(out, mac_addr::broadcast(), _c.mac, ethertype::arp);
     write_arp(out.subspan(eth_hdr_len), arp_op::request, _c.mac, _c.ip, mac_addr{}, target);
+    _n.tx_arp_requests++;
+    return arp_frame_len;
+}
+
+size_t host::build_arp_announce(std::span<uint8_t> out) noexcept {
+    if (out.size() < arp_frame_len) return 0;
+    write_eth(out, mac_addr::broadcast(), _c.mac, ethertype::arp);
+    write_arp(out.subspan(eth_hdr_len), arp_op::request, _c.mac, _c.ip, mac_addr{}, _c.ip);
     _n.tx_arp_requests++;
     return arp_frame_len;
 }

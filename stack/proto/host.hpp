@@ -111,6 +111,15 @@ struct host_counters {
     uint64_t tx_arp_requests = 0;       // ARP requests built
 };
 
+// Every counter by name, for stats output; `outcome` marks the fields that
+// add up to rx_frames.
+struct host_counter_info {
+    const char* name;
+    uint64_t host_counters::*field;
+    bool outcome;
+};
+std::span<const host_counter_info> host_counter_table() noexcept;
+
 // Why receive() dropped a frame: one value per drop counter above.
 enum class drop_reason : uint8_t {
     none = 0,
@@ -215,6 +224,12 @@ public:
     // Writes a broadcast ARP request for `target` into out[0 .. 42).
     // Returns 42, or 0 when `out` is too short.
     size_t build_arp_request(ipv4_addr target, std::span<uint8_t> out) noexcept;
+
+    // Writes a gratuitous ARP announcement of our own address (RFC 5227
+    // section 2.3: a request with sender and target both our IP) into
+    // out[0 .. 42): send it when the link comes up so that peers and the
+    // switch learn the MAC. Returns 42, or 0 when `out` is too short.
+    size_t build_arp_announce(std::span<uint8_t> out) noexcept;
 
     // ARP timer work (retries and failures), as arp_cache::expire. For a
     // retry, build_arp_request(ev.ip, ...) and send it; for a failure, drop
