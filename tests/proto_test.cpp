@@ -1132,3 +1132,61 @@ TEST(proto_host_tx, gratuitous_arp_announce) {
     EXPECT_EQ(b.arp().lookup(ip_a, 1).mac, mac_a);
     EXPECT_EQ(a.build_arp_announce(std::span(out.data(), 41)), 0u);
 }
+
+TEST(proto_icmp, echo_request_builder_and_reply_parser) {
+    const bytes data = {1, 2, 3, 4, 5};
+    bytes m(13);
+    ASSERT_EQ(write_icmp_echo_request(m, 0x0102, 0x0304, data), 13u);
+    EXPECT_EQ(m, icmp_echo_l4(0x0102, 0x0304, data, 8));  // the reference request
+    EXPECT_EQ(write_icmp_echo_request(std::span(m.data(), 12), 1, 1, data), 0u);
+    icmp_echo_view e;
+    ASSERT_EQ(parse_icmp_echo(m, rx_csum::verify, e), icmp_error::none);
+    EXPECT_EQ(e.type, icmp_type::echo_request);
+    bytes r = icmp_echo_l4(7, 8, data, 0);
+    ASSERT_EQ(parse_icmp_echo(r, rx_csum::verify, e), icmp_error::none);
+    EXPECT_EQ(e.type, icmp_type::echo_reply);
+    EXPECT_EQ(e.id, 7);
+    EXPECT_EQ(e.seq, 8);
+    EXPECT_EQ(parse_icmp_echo_request(r, rx_csum::verify, e), icmp_error::not_echo_request);
+    EXPECT_EQ(parse_icmp_echo(icmp_echo_l4(7, 8, data, 3), rx_csum::verify, e), icmp_error::not_echo_request);
+}
+
+TEST(proto_host, guest_pings_a_peer) {
+    host a = make_host(mac_a, ip_a);
+    host b = make_host(mac_b, ip_b);
+    bytes data(56);
+    for (size_t i = 0; i < data.size(); i++) data[i] = uint8_t(i);
+    bytes req(200);
+    const size_t n = a.build_echo_request(req, mac_b, ip_b, 0x77, 3, data);
+    ASSERT_EQ(n, 42u + 56);
+    req.resize(n);
+    EXPECT_EQ(ref_sum(&req[14], 20), 0xffff);
+    EXPECT_EQ(a.counters().tx_echo_requests, 1u);
+    // B answers it in place; A sees the reply.
+    rx_verdict v = b.receive_inplace(req, rx_csum::verify, 0);
+    ASSERT_EQ(v.action, rx_action::reply);
+    v = a.receive(std::span(req.data(), v.reply_len), rx_csum::verify, {}, 0);
+    EXPECT_EQ(v.reason, drop_reason::icmp_ignored);  // proto answers pings, it does not track them
+    ASSERT_TRUE(v.echo.valid);
+    EXPECT_EQ(v.echo.src, ip_b);
+    EXPECT_EQ(v.echo.id, 0x77);
+    EXPECT_EQ(v.echo.seq, 3);
+    ASSERT_EQ(v.echo.data_off, 42u);
+    ASSERT_EQ(v.echo.data_len, 56u);
+    EXPECT_EQ(bytes(req.begin() + 42, req.begin() + 98), data);
+    EXPECT_EQ(a.counters().icmp_echo_reply_seen, 1u);
+    EXPECT_EQ(outcomes(a.counters()), a.counters().rx_frames);
+    // A corrupt reply is no answer.
+    req[60] ^= 1;
+    v = a.receive(req, rx_csum::verify, {}, 0);
+    EXPECT_EQ(v.reason, drop_reason::bad_icmp_csum);
+    EXPECT_FALSE(v.echo.valid);
+    // Other ICMP types say nothing either.
+    bytes u = ip_frame(mac_a, mac_b, ip_b, ip_a, ip_proto::icmp, icmp_echo_l4(1, 2, data, 3));
+    EXPECT_FALSE(a.receive(u, rx_csum::verify, {}, 0).echo.valid);
+    // Too big for the MTU, or for the buffer.
+    bytes big(2000);
+    EXPECT_EQ(a.build_echo_request(big, mac_b, ip_b, 1, 1, bytes(1473, 0)), 0u);
+    EXPECT_EQ(a.build_echo_request(big, mac_b, ip_b, 1, 1, bytes(1472, 0)), 1514u);
+    EXPECT_EQ(a.build_echo_request(std::span(big.data(), 41), mac_b, ip_b, 1, 1, {}), 0u);
+}

@@ -92,7 +92,8 @@ struct gen {
         case 2: {
             bytes d = rand_bytes(u(3) ? u(64) : u(1500));
             return ip_frame(dst_mac(), mac_b, src, dst_ip(), ip_proto::icmp,
-                            icmp_echo_l4(uint16_t(rng()), uint16_t(rng()), d, u(5) ? 8 : uint8_t(u(20))), opts);
+                            icmp_echo_l4(uint16_t(rng()), uint16_t(rng()), d, u(5) ? 8 : u(2) ? 0 : uint8_t(u(20))),
+                            opts);
         }
         case 3: {
             bytes f = ip_frame(mac_a, mac_b, src, ip_a, ip_proto::udp,
@@ -196,6 +197,7 @@ TEST(proto_fuzz, deterministic_inputs_keep_every_invariant) {
         EXPECT_GT(t.by_reason[r], 0u) << drop_reason_name(drop_reason(r));
     EXPECT_GT(t.released, 0u);
     EXPECT_GT(t.failed, 0u);
+    EXPECT_GT(t.echo_replies, 0u);
 }
 
 TEST(proto_fuzz, edge_inputs) {
