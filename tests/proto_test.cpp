@@ -89,9 +89,16 @@ TEST(proto_checksum, matches_reference_any_length_and_alignment) {
                 << "len " << len << " off " << off;
     for (size_t len : {1499u, 1500u, 4095u, 4096u})
         EXPECT_EQ(internet_checksum(&buf[3], len), ref_checksum(&buf[3], len));
-    // All-ones data: the sum saturates at 0xffff and never wraps to 0.
-    bytes ones(9000, 0xff);
-    EXPECT_EQ(csum_partial(ones.data(), ones.size()), 0xffffu);
+    // All-ones data: the sum saturates at 0xffff and never wraps to 0; also
+    // past the vector loop's 32 KiB lane flush (a 32-bit lane would overflow
+    // after 1 MiB without it).
+    for (size_t n : {size_t(9000), size_t(65534), size_t(2) << 20}) {
+        bytes ones(n, 0xff);
+        EXPECT_EQ(csum_partial(ones.data(), ones.size()), 0xffffu) << n;
+        bytes r(n);
+        for (auto& b : r) b = uint8_t(rng());
+        EXPECT_EQ(internet_checksum(r.data(), n), ref_checksum(r.data(), n)) << n;
+    }
 }
 
 TEST(proto_checksum, initial_sum_is_added) {
