@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: MIT
+// zc-stackd: the stack service of a guest domain (see stackd.hpp).
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include <arpa/inet.h>
+
+#include "common/log.hpp"
+#include "hv/hv.hpp"
+#include "stackd/stackd.hpp"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void on_signal(int) { g_stop = true; }
+
+const char* usage_text =
+    "usage: zc-stackd --ip A.B.C.D [--netmask A.B.C.D] [--listen PATH] [--devid N]\n"
+    "                 [--max-sockets N] [--csum full|offload]\n"
+    "\n"
+    "Owns this domain's netfront vif (device/vif/N) and an IPv4 host on it\n"
+    "(answers ARP and ping) and serves zc sockets (zc.h) to applications that\n"
+    "connect to PATH (default: $ZCNET_STACK_SOCK, else /run/zcnet/stackd.sock).\n"
+    "Stops on SIGINT/SIGTERM. The hypervisor is chosen as everywhere in zcnet.\n";
+
+int usage() {
+    std::fputs(usage_text, stderr);
+    return 2;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    zc::stackd::options o;
+    if (const char* e = std::getenv("ZCNET_STACK_SOCK"); e && *e) o.listen = e;
+    else o.listen = "/run/zcnet/stackd.sock";
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        auto val = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+        if (a == "--help" || a == "-h") {
+            std::fputs(usage_text, stdout);
+            return 0;
+        }
+        const char* v = val();
+        if (!v) return usage();
+        in_addr ia{};
+        if (a == "--ip" || a == "--netmask") {
+            if (inet_pton(AF_INET, v, &ia) != 1) return usage();
+            (a == "--ip" ? o.ip : o.netmask) = ntohl(ia.s_addr);
+        } else if (a == "--listen") {
+            o.listen = v;
+        } else if (a == "--devid") {
+            o.nf.devid = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--max-sockets") {
+            o.max_sockets = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--csum") {
+            o.csum_offload = std::strcmp(v, "full") != 0;
+        } else {
+            return usage();
+        }
+    }
+    if (!o.ip) return usage();
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    std::signal(SIGPIPE, SIG_IGN);
+    std::string why;
+    auto port = zc::hv::open(&why);
+    if (!port) {
+        std::fprintf(stderr, "zc-stackd: hypervisor: %s\n", why.c_str());
+        return 1;
+    }
+    auto svc = zc::stackd::service::create(**port, o, &why);
+    if (!svc) {
+        std::fprintf(stderr, "zc-stackd: %s (%s)\n", why.c_str(), std::strerror(-svc.error()));
+        return 1;
+    }
+    std::fprintf(stderr, "zc-stackd: d%u serving %s\n", unsigned((*port)->self()), o.listen.c_str());
+    int rc = (*svc)->run(g_stop);
+    if (rc < 0) std::fprintf(stderr, "zc-stackd: link: %s\n", std::strerror(-rc));
+    return rc < 0 ? 1 : 0;
+}
