@@ -110,3 +110,492 @@ TEST_F(Uapi, ZeroCopySendCompletesAndArrivesIntact) {
     ASSERT_EQ(zc_socket_stats(p.rx, &st), 0);
     EXPECT_GE(st.rx_packets, 1u);
 }
+
+TEST_F(Uapi, OpenRejectsBadOptions) {
+    EXPECT_EQ(zc_socket(nullptr), -EINVAL);
+    zc_socket_opts o{};
+    o.sz = sizeof o - 1;
+    EXPECT_EQ(zc_socket(&o), -EINVAL); // sz too small
+    o.sz = sizeof o;
+    o.service = rig->g[1].sock.c_str();
+    o.flags = 1u << 7;
+    EXPECT_EQ(zc_socket(&o), -EINVAL); // unknown flag
+    o.flags = 0;
+    o.tx_bufs = 3;
+    EXPECT_EQ(zc_socket(&o), -EINVAL); // odd
+    o.tx_bufs = 8192;
+    EXPECT_EQ(zc_socket(&o), -EINVAL); // too many
+    o.tx_bufs = 0;
+    o.rx_bufs = 1;
+    EXPECT_EQ(zc_socket(&o), -EINVAL);
+    o.rx_bufs = 0;
+    o.ring_entries = 100;
+    EXPECT_EQ(zc_socket(&o), -EINVAL); // not a power of two
+    o.ring_entries = 4;
+    EXPECT_EQ(zc_socket(&o), -EINVAL); // too small
+    o.ring_entries = 0;
+    // A larger struct from a newer header: trailing bytes must be zero.
+    struct {
+        zc_socket_opts o;
+        uint64_t future;
+    } big{};
+    big.o = o;
+    big.o.sz = sizeof big;
+    big.future = 1;
+    EXPECT_EQ(zc_socket(&big.o), -EINVAL);
+    big.future = 0;
+    int s = zc_socket(&big.o);
+    EXPECT_GE(s, 0);
+    EXPECT_EQ(zc_close(s), 0);
+    o.service = "/nonexistent/stackd.sock";
+    EXPECT_EQ(zc_socket(&o), -ENOENT);
+}
+
+TEST_F(Uapi, ClosedSocketGivesEbadfEverywhere) {
+    int s = rig->open(1);
+    ASSERT_GE(s, 0);
+    zc_pool_info pi{};
+    pi.sz = sizeof pi;
+    ASSERT_EQ(zc_pool_mmap(s, &pi), 0);
+    void* b = nullptr;
+    ASSERT_EQ(zc_buf_alloc(s, &b), 0);
+    ASSERT_EQ(zc_close(s), 0);
+    sockaddr_in a = addr_of(guest_ip(2), 9);
+    zc_completion c;
+    zc_rxd d;
+    zc_stats st{};
+    st.sz = sizeof st;
+    zc_iov v{b, 1, 0, 0};
+    EXPECT_EQ(zc_close(s), -EBADF); // double close
+    EXPECT_EQ(zc_bind(s, &a), -EBADF);
+    EXPECT_EQ(zc_connect(s, &a), -EBADF);
+    EXPECT_EQ(zc_pool_mmap(s, &pi), -EBADF);
+    EXPECT_EQ(zc_buf_alloc(s, &b), -EBADF);
+    EXPECT_EQ(zc_buf_free(s, b), -EBADF);
+    EXPECT_EQ(zc_send(s, b, 1, &a, 0, 0), -EBADF);
+    EXPECT_EQ(zc_sendv(s, &v, 1, &a, 0, nullptr), -EBADF);
+    EXPECT_EQ(zc_completions(s, &c, 1), -EBADF);
+    EXPECT_EQ(zc_recv(s, &d, 1), -EBADF);
+    EXPECT_EQ(zc_rx_release(s, b), -EBADF);
+    EXPECT_EQ(zc_socket_stats(s, &st), -EBADF);
+    EXPECT_EQ(zc_send(-1, b, 1, &a, 0, 0), -EBADF);
+}
+
+TEST_F(Uapi, BindAndConnectErrors) {
+    int s = rig->open(2), t = rig->open(2);
+    ASSERT_GE(s, 0);
+    ASSERT_GE(t, 0);
+    sockaddr_in a = addr_of(0, 7100);
+    EXPECT_EQ(zc_bind(s, nullptr), -EINVAL);
+    sockaddr_in bad = a;
+    bad.sin_family = AF_INET6;
+    EXPECT_EQ(zc_bind(s, &bad), -EINVAL);
+    sockaddr_in other = addr_of(0x0a000063, 7100); // 10.0.0.99: not ours
+    EXPECT_EQ(zc_bind(s, &other), -EADDRNOTAVAIL);
+    EXPECT_EQ(zc_bind(s, &a), 0);
+    EXPECT_EQ(zc_bind(s, &a), -EINVAL);     // already bound
+    EXPECT_EQ(zc_bind(t, &a), -EADDRINUSE); // port taken
+    sockaddr_in mine = addr_of(guest_ip(2), 7101);
+    EXPECT_EQ(zc_bind(t, &mine), 0);        // our own address is fine
+    sockaddr_in z = addr_of(guest_ip(1), 0);
+    EXPECT_EQ(zc_connect(s, &z), -EINVAL);  // port 0
+    z = addr_of(0, 7);
+    EXPECT_EQ(zc_connect(s, &z), -EINVAL);  // address 0
+    EXPECT_EQ(zc_connect(s, nullptr), -EINVAL);
+    // Not connected: send needs a destination.
+    void* b = nullptr;
+    ASSERT_EQ(zc_buf_alloc(s, &b), 0);
+    EXPECT_EQ(zc_send(s, b, 1, nullptr, 0, 0), -EDESTADDRREQ);
+    EXPECT_EQ(zc_send(s, b, 1, &z, 0, 0), -EINVAL); // to with address 0
+    EXPECT_EQ(zc_send(s, b, 1, &bad, 0, 0), -EINVAL);
+    EXPECT_EQ(zc_send(s, b, 1, nullptr, 1u << 5, 0), -EINVAL); // unknown flag
+    zc_close(s);
+    // A closed socket's port is free again.
+    int u = rig->open(2);
+    EXPECT_EQ(zc_bind(u, &a), 0);
+    zc_close(u);
+    zc_close(t);
+}
+
+TEST_F(Uapi, PoolBuffersAndTheirErrors) {
+    int s = rig->open(1, ZC_SOCK_STRICT, 8, 8);
+    ASSERT_GE(s, 0);
+    zc_pool_info pi{};
+    EXPECT_EQ(zc_pool_mmap(s, nullptr), -EINVAL);
+    pi.sz = 8;
+    EXPECT_EQ(zc_pool_mmap(s, &pi), -EINVAL);
+    pi.sz = sizeof pi;
+    ASSERT_EQ(zc_pool_mmap(s, &pi), 0);
+    zc_pool_info again{};
+    again.sz = sizeof again;
+    ASSERT_EQ(zc_pool_mmap(s, &again), 0);
+    EXPECT_EQ(again.base, pi.base); // idempotent
+    EXPECT_EQ(pi.tx_bufs, 8u);
+    EXPECT_EQ(pi.rx_bufs, 8u);
+    EXPECT_EQ(pi.max_payload, 1472u);
+    EXPECT_GE(pi.headroom, 42u);
+    EXPECT_EQ(pi.size, size_t(16) * pi.buf_size);
+    std::vector<void*> bufs;
+    EXPECT_EQ(zc_buf_alloc(s, nullptr), -EINVAL);
+    for (;;) {
+        void* b = nullptr;
+        int rc = zc_buf_alloc(s, &b);
+        if (rc < 0) {
+            EXPECT_EQ(rc, -ENOBUFS);
+            break;
+        }
+        uint8_t* p = static_cast<uint8_t*>(b);
+        EXPECT_TRUE(p >= static_cast<uint8_t*>(pi.base) && p + pi.max_payload <= static_cast<uint8_t*>(pi.base) + pi.size);
+        std::memset(b, 0xab, pi.max_payload); // the whole payload area is ours
+        bufs.push_back(b);
+    }
+    EXPECT_EQ(bufs.size(), 8u);
+    int local = 0;
+    EXPECT_EQ(zc_buf_free(s, &local), -EFAULT);       // foreign pointer
+    EXPECT_EQ(zc_buf_free(s, nullptr), -EFAULT);
+    EXPECT_EQ(zc_buf_free(s, static_cast<uint8_t*>(bufs[0]) + 1), -EINVAL); // not a buffer start
+    uint8_t* rx_area = static_cast<uint8_t*>(pi.base) + size_t(pi.tx_bufs) * pi.buf_size + pi.headroom;
+    EXPECT_EQ(zc_buf_free(s, rx_area), -EINVAL);      // a receive buffer
+    for (void* b : bufs) EXPECT_EQ(zc_buf_free(s, b), 0);
+    EXPECT_EQ(zc_buf_free(s, bufs[3]), -EALREADY);    // double free
+    // Sending a FREE buffer is a use after free.
+    sockaddr_in to = addr_of(guest_ip(2), 9);
+    EXPECT_EQ(zc_send(s, bufs[3], 10, &to, 0, 0), -EINVAL);
+    zc_close(s);
+}
+
+TEST_F(Uapi, SendArgumentErrors) {
+    pair p(*rig, 7002);
+    void* b = nullptr;
+    ASSERT_EQ(zc_buf_alloc(p.tx, &b), 0);
+    EXPECT_EQ(zc_send(p.tx, nullptr, 0, nullptr, 0, 0), -EINVAL);
+    EXPECT_EQ(zc_send(p.tx, b, 1473, nullptr, 0, 0), -EMSGSIZE);
+    EXPECT_EQ(zc_send(p.tx, static_cast<uint8_t*>(b) + 8, 10, nullptr, 0, 0), -EINVAL); // inside, not a start
+    uint8_t* rx_area = static_cast<uint8_t*>(p.ti.base) + size_t(p.ti.tx_bufs) * p.ti.buf_size + p.ti.headroom;
+    EXPECT_EQ(zc_send(p.tx, rx_area, 10, nullptr, 0, 0), -EINVAL);
+    EXPECT_EQ(zc_sendv(p.tx, nullptr, 1, nullptr, 0, nullptr), -EINVAL);
+    zc_iov v{b, 10, 0, 1};
+    EXPECT_EQ(zc_sendv(p.tx, &v, 0, nullptr, 0, nullptr), -EINVAL);
+    EXPECT_EQ(zc_sendv(p.tx, &v, 1025, nullptr, 0, nullptr), -EINVAL);
+    v.pad = 1;
+    EXPECT_EQ(zc_sendv(p.tx, &v, 1, nullptr, 0, nullptr), -EINVAL);
+    zc_completion c;
+    EXPECT_EQ(zc_completions(p.tx, nullptr, 1), -EINVAL);
+    EXPECT_EQ(zc_completions(p.tx, &c, 0), 0);
+    zc_rxd d;
+    EXPECT_EQ(zc_recv(p.rx, nullptr, 1), -EINVAL);
+    EXPECT_EQ(zc_recv(p.rx, &d, 0), -EINVAL);
+    EXPECT_EQ(zc_recv(p.rx, &d, 1), -EAGAIN);
+    int local = 0;
+    EXPECT_EQ(zc_rx_release(p.rx, &local), -EFAULT);
+    EXPECT_EQ(zc_rx_release(p.rx, nullptr), -EFAULT);
+    void* rb = nullptr;
+    ASSERT_EQ(zc_buf_alloc(p.rx, &rb), 0);
+    EXPECT_EQ(zc_rx_release(p.rx, rb), -EINVAL);     // a send buffer
+    uint8_t* rxa = static_cast<uint8_t*>(p.ri.base) + size_t(p.ri.tx_bufs) * p.ri.buf_size + p.ri.headroom;
+    EXPECT_EQ(zc_rx_release(p.rx, rxa), -EALREADY);  // never handed out
+    zc_stats st{};
+    EXPECT_EQ(zc_socket_stats(p.tx, nullptr), -EINVAL);
+    st.sz = 8;
+    EXPECT_EQ(zc_socket_stats(p.tx, &st), -EINVAL);
+    // Zero-length datagrams are datagrams.
+    ASSERT_EQ(zc_send(p.tx, b, 0, nullptr, 0, 5), ZC_SENT_ZEROCOPY);
+    ASSERT_EQ(reap(p.tx, &c, 1), 1);
+    EXPECT_EQ(c.res, 0);
+    ASSERT_EQ(recv_some(p.rx, &d, 1), 1);
+    EXPECT_EQ(d.len, 0u);
+    EXPECT_EQ(zc_rx_release(p.rx, d.data), 0);
+}
+
+TEST_F(Uapi, StrictRefusesForeignMemoryFallbackCopiesAndSaysSo) {
+    pair strict(*rig, 7003);
+    std::vector<uint8_t> heap(1200);
+    fill(heap.data(), heap.size(), 7);
+    EXPECT_EQ(zc_send(strict.tx, heap.data(), heap.size(), nullptr, 0, 1), -EFAULT);
+    zc_iov v{heap.data(), 100, 0, 1};
+    EXPECT_EQ(zc_sendv(strict.tx, &v, 1, nullptr, 0, nullptr), -EFAULT);
+    zc_stats st{};
+    st.sz = sizeof st;
+    ASSERT_EQ(zc_socket_stats(strict.tx, &st), 0);
+    EXPECT_EQ(st.strict_refused, 2u);
+    EXPECT_EQ(st.zc_sends + st.copied_sends, 0u);
+
+    pair fb(*rig, 7004, ZC_SOCK_COPY_FALLBACK);
+    ASSERT_EQ(zc_send(fb.tx, heap.data(), heap.size(), nullptr, 0, 9), ZC_SENT_COPIED);
+    std::memset(heap.data(), 0, heap.size()); // ours again at once
+    zc_completion c;
+    ASSERT_EQ(reap(fb.tx, &c, 1), 1);
+    EXPECT_EQ(c.user_data, 9u);
+    EXPECT_EQ(c.flags, unsigned(ZC_CQE_F_COPIED));
+    EXPECT_EQ(c.res, 1200);
+    zc_rxd d;
+    ASSERT_EQ(recv_some(fb.rx, &d, 1), 1);
+    EXPECT_EQ(d.len, 1200u);
+    EXPECT_TRUE(check(static_cast<const uint8_t*>(d.data), 1200, 7));
+    zc_rx_release(fb.rx, d.data);
+    // Pool buffers still go without a copy on a fallback socket.
+    void* b = nullptr;
+    ASSERT_EQ(zc_buf_alloc(fb.tx, &b), 0);
+    ASSERT_EQ(zc_send(fb.tx, b, 64, nullptr, 0, 10), ZC_SENT_ZEROCOPY);
+    ASSERT_EQ(reap(fb.tx, &c, 1), 1);
+    EXPECT_EQ(c.flags, 0u);
+    ASSERT_EQ(zc_socket_stats(fb.tx, &st), 0);
+    EXPECT_EQ(st.copied_sends, 1u);
+    EXPECT_EQ(st.zc_sends, 1u);
+    EXPECT_EQ(st.completions, 2u);
+}
+
+TEST_F(Uapi, SendvBatchesWithOneWakeup) {
+    pair p(*rig, 7005, ZC_SOCK_COPY_FALLBACK);
+    zc_iov v[16];
+    uint8_t heap[4][100];
+    for (int i = 0; i < 16; i++) {
+        void* b = nullptr;
+        if (i < 12) {
+            ASSERT_EQ(zc_buf_alloc(p.tx, &b), 0);
+            fill(static_cast<uint8_t*>(b), 500, uint32_t(i));
+        } else {
+            b = heap[i - 12];
+            fill(heap[i - 12], 100, uint32_t(i));
+        }
+        v[i] = zc_iov{b, i < 12 ? 500u : 100u, 0, uint64_t(100 + i)};
+    }
+    unsigned copied = 99;
+    ASSERT_EQ(zc_sendv(p.tx, v, 16, nullptr, 0, &copied), 16);
+    EXPECT_EQ(copied, 4u);
+    zc_completion c[16];
+    ASSERT_EQ(reap(p.tx, c, 16), 16);
+    for (int i = 0; i < 16; i++) EXPECT_EQ(c[i].user_data, uint64_t(100 + i)); // in order
+    int got = 0;
+    while (got < 16) {
+        zc_rxd d[16];
+        int n = recv_some(p.rx, d, 16);
+        ASSERT_GT(n, 0);
+        for (int k = 0; k < n; k++) {
+            int i = got + k;
+            EXPECT_TRUE(check(static_cast<const uint8_t*>(d[k].data), d[k].len, uint32_t(i))) << i;
+            EXPECT_EQ(zc_rx_release(p.rx, d[k].data), 0);
+        }
+        got += n;
+    }
+    // A batch whose third element is in flight stops there.
+    void* a = nullptr;
+    ASSERT_EQ(zc_buf_alloc(p.tx, &a), 0);
+    ASSERT_EQ(zc_send(p.tx, a, 10, nullptr, 0, 1), 0);
+    zc_iov w[3] = {{v[0].base, 10, 0, 2}, {v[1].base, 10, 0, 3}, {a, 10, 0, 4}};
+    EXPECT_EQ(zc_sendv(p.tx, w, 3, nullptr, 0, nullptr), 2);
+    ASSERT_EQ(reap(p.tx, c, 3), 3);
+}
+
+TEST_F(Uapi, PollAndEpollReportTheSocket) {
+    pair p(*rig, 7006);
+    int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    ASSERT_GE(ep, 0);
+    epoll_event e{};
+    e.events = EPOLLIN | EPOLLOUT;
+    e.data.fd = p.rx;
+    ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, p.rx, &e), 0);
+    epoll_event out{};
+    ASSERT_EQ(::epoll_wait(ep, &out, 1, 0), 1);
+    EXPECT_EQ(out.events, uint32_t(EPOLLOUT)); // writable, nothing to read
+    void* b = nullptr;
+    ASSERT_EQ(zc_buf_alloc(p.tx, &b), 0);
+    ASSERT_EQ(zc_send(p.tx, b, 32, nullptr, 0, 0), 0);
+    // The sender becomes readable for the completion, the receiver for the datagram.
+    EXPECT_TRUE(wait_readable(p.tx));
+    EXPECT_TRUE(wait_readable(p.rx));
+    ASSERT_EQ(::epoll_wait(ep, &out, 1, 0), 1);
+    EXPECT_EQ(out.events, uint32_t(EPOLLIN | EPOLLOUT));
+    // Level-triggered: taking the completion does not hide the datagram.
+    zc_completion c;
+    ASSERT_EQ(reap(p.tx, &c, 1), 1);
+    zc_rxd d;
+    ASSERT_EQ(zc_recv(p.rx, &d, 1), 1);
+    EXPECT_EQ(zc_rx_release(p.rx, d.data), 0);
+    ASSERT_EQ(::epoll_wait(ep, &out, 1, 0), 1);
+    EXPECT_FALSE(out.events & EPOLLIN); // drained
+    ::close(ep);
+}
+
+TEST_F(Uapi, ReceiverWithoutBuffersDropsAndCounts) {
+    pair p(*rig, 7007, ZC_SOCK_STRICT, 2); // two RX buffers, never released
+    zc_completion c[8];
+    for (int i = 0; i < 6; i++) {
+        void* b = nullptr;
+        ASSERT_EQ(zc_buf_alloc(p.tx, &b), 0);
+        ASSERT_EQ(zc_send(p.tx, b, 100, nullptr, 0, uint64_t(i)), 0);
+    }
+    ASSERT_EQ(reap(p.tx, c, 6), 6);
+    zc_stats st{};
+    st.sz = sizeof st;
+    for (int i = 0; i < 500; i++) {
+        ASSERT_EQ(zc_socket_stats(p.rx, &st), 0);
+        if (st.rx_packets + st.rx_drops >= 6) break;
+        ::usleep(10000);
+    }
+    EXPECT_EQ(st.rx_packets, 2u);
+    EXPECT_EQ(st.rx_drops, 4u);
+    zc_rxd d[4];
+    ASSERT_EQ(recv_some(p.rx, d, 4), 2);
+    EXPECT_EQ(zc_rx_release(p.rx, d[0].data), 0);
+    EXPECT_EQ(zc_rx_release(p.rx, d[1].data), 0);
+}
+
+TEST_F(Uapi, TwoApplicationsOnOneGuestAtOnce) {
+    // Two sockets of guest 2 (two applications) receive from guest 1 while
+    // each also sends back: ports keep them apart, pools are separate.
+    int a = rig->open(2), b = rig->open(2), tx = rig->open(1);
+    ASSERT_GE(a, 0);
+    ASSERT_GE(b, 0);
+    ASSERT_GE(tx, 0);
+    sockaddr_in pa = addr_of(0, 7010), pb = addr_of(0, 7011);
+    ASSERT_EQ(zc_bind(a, &pa), 0);
+    ASSERT_EQ(zc_bind(b, &pb), 0);
+    zc_pool_info ia{}, ib{};
+    ia.sz = ib.sz = sizeof ia;
+    ASSERT_EQ(zc_pool_mmap(a, &ia), 0);
+    ASSERT_EQ(zc_pool_mmap(b, &ib), 0);
+    EXPECT_NE(ia.base, ib.base);
+    sockaddr_in ta = addr_of(guest_ip(2), 7010), tb = addr_of(guest_ip(2), 7011);
+    for (int i = 0; i < 20; i++) {
+        void* buf = nullptr;
+        ASSERT_EQ(zc_buf_alloc(tx, &buf), 0);
+        fill(static_cast<uint8_t*>(buf), 200, uint32_t(i));
+        ASSERT_EQ(zc_send(tx, buf, 200, i % 2 ? &tb : &ta, 0, uint64_t(i)), 0);
+    }
+    zc_completion c[20];
+    ASSERT_EQ(reap(tx, c, 20), 20);
+    int got_a = 0, got_b = 0;
+    for (int round = 0; round < 400 && got_a + got_b < 20; round++) {
+        for (int s : {a, b}) {
+            zc_rxd d[8];
+            int n = zc_recv(s, d, 8);
+            for (int k = 0; k < n; k++) {
+                const uint8_t* p = static_cast<const uint8_t*>(d[k].data);
+                const zc_pool_info& pi = s == a ? ia : ib;
+                EXPECT_TRUE(p >= static_cast<uint8_t*>(pi.base) && p < static_cast<uint8_t*>(pi.base) + pi.size);
+                (s == a ? got_a : got_b)++;
+                zc_rx_release(s, d[k].data);
+                // Answer from this application's own pool.
+                void* r = nullptr;
+                ASSERT_EQ(zc_buf_alloc(s, &r), 0);
+                std::memcpy(r, p, 8);
+                ASSERT_EQ(zc_send(s, r, 8, &d[k].from, 0, 0), 0);
+            }
+            zc_completion cc[8];
+            int m = zc_completions(s, cc, 8);
+            for (int k = 0; k < m; k++) EXPECT_EQ(cc[k].res, 8);
+        }
+        ::usleep(5000);
+    }
+    EXPECT_EQ(got_a, 10);
+    EXPECT_EQ(got_b, 10);
+    int answers = 0;
+    for (int round = 0; round < 400 && answers < 20; round++) {
+        zc_rxd d[20];
+        int n = zc_recv(tx, d, 20);
+        for (int k = 0; k < n; k++) zc_rx_release(tx, d[k].data);
+        if (n > 0) answers += n;
+        else wait_readable(tx, 10);
+    }
+    EXPECT_EQ(answers, 20);
+    zc_close(a);
+    zc_close(b);
+    zc_close(tx);
+}
+
+TEST_F(Uapi, PingBetweenGuests) {
+    sockaddr_in dst = addr_of(guest_ip(2), 0);
+    int rtt = zc_ping(rig->g[1].sock.c_str(), &dst, 3000);
+    EXPECT_GE(rtt, 0) << std::strerror(-rtt);
+    dst = addr_of(guest_ip(1), 0);
+    rtt = zc_ping(rig->g[2].sock.c_str(), &dst, 3000);
+    EXPECT_GE(rtt, 0) << std::strerror(-rtt);
+    EXPECT_EQ(zc_ping(rig->g[1].sock.c_str(), nullptr, 100), -EINVAL);
+    EXPECT_EQ(zc_ping(rig->g[1].sock.c_str(), &dst, 0), -EINVAL);
+    EXPECT_EQ(zc_ping("/nonexistent/stackd.sock", &dst, 100), -ENOENT);
+    sockaddr_in nobody = addr_of(0x0a000063, 0); // 10.0.0.99
+    EXPECT_EQ(zc_ping(rig->g[1].sock.c_str(), &nobody, 300), -ETIMEDOUT);
+    EXPECT_GE(rig->g[2].svc->stats().echo_replies, 1u);
+}
+
+TEST_F(Uapi, UnreachableDestinationCompletesWithError) {
+    int s = rig->open(1);
+    ASSERT_GE(s, 0);
+    sockaddr_in nobody = addr_of(0x0a000062, 9); // 10.0.0.98: nobody answers ARP
+    void* b = nullptr;
+    ASSERT_EQ(zc_buf_alloc(s, &b), 0);
+    ASSERT_EQ(zc_send(s, b, 10, &nobody, 0, 77), 0);
+    zc_completion c;
+    ASSERT_EQ(reap(s, &c, 1, 10000), 1);
+    EXPECT_EQ(c.user_data, 77u);
+    EXPECT_EQ(c.res, -ENETUNREACH);
+    zc_stats st{};
+    st.sz = sizeof st;
+    ASSERT_EQ(zc_socket_stats(s, &st), 0);
+    EXPECT_EQ(st.send_errors, 1u);
+    EXPECT_EQ(zc_buf_free(s, b), 0); // the buffer came back
+    zc_close(s);
+}
+
+TEST_F(Uapi, SendRingFullIsEagainNotACrash) {
+    // A ring of 8 entries and 64 buffers: the ninth send before the stack
+    // takes any may see a full ring; every send either goes or says EAGAIN.
+    zc_socket_opts o{};
+    o.sz = sizeof o;
+    o.tx_bufs = 64;
+    o.ring_entries = 8;
+    o.service = rig->g[1].sock.c_str();
+    int s = zc_socket(&o);
+    ASSERT_GE(s, 0);
+    sockaddr_in to = addr_of(guest_ip(2), 7099);
+    int sent = 0, again = 0;
+    for (int i = 0; i < 64; i++) {
+        void* b = nullptr;
+        ASSERT_EQ(zc_buf_alloc(s, &b), 0);
+        int rc = zc_send(s, b, 16, &to, 0, uint64_t(i));
+        if (rc == 0) sent++;
+        else {
+            EXPECT_EQ(rc, -EAGAIN);
+            again++;
+        }
+    }
+    EXPECT_GT(sent, 0);
+    zc_completion c[64];
+    EXPECT_EQ(reap(s, c, sent), sent);
+    zc_close(s);
+}
+
+TEST_F(Uapi, CloseWithSendsInFlightAndAppsThatDie) {
+    // Close right after sending: the stack finishes the sends, ends the
+    // pool's grants later, and serves new sockets meanwhile.
+    for (int round = 0; round < 5; round++) {
+        pair p(*rig, uint16_t(7020 + round));
+        for (int i = 0; i < 8; i++) {
+            void* b = nullptr;
+            ASSERT_EQ(zc_buf_alloc(p.tx, &b), 0);
+            ASSERT_EQ(zc_send(p.tx, b, 1400, nullptr, 0, 0), 0);
+        }
+    }
+    // A process that dies holding sockets.
+    pid_t pid = test::spawn([&] {
+        int s = rig->open(1);
+        void* b = nullptr;
+        zc_buf_alloc(s, &b);
+        sockaddr_in to = addr_of(guest_ip(2), 9);
+        zc_send(s, b, 100, &to, 0, 0);
+        std::_Exit(0);
+        return 0;
+    });
+    EXPECT_EQ(test::reap(pid), 0);
+    pair p(*rig, 7030);
+    void* b = nullptr;
+    ASSERT_EQ(zc_buf_alloc(p.tx, &b), 0);
+    ASSERT_EQ(zc_send(p.tx, b, 100, nullptr, 0, 0), 0);
+    zc_completion c;
+    EXPECT_EQ(reap(p.tx, &c, 1), 1);
+    for (int i = 0; i < 300 && rig->g[1].svc->stats().sockets_closed < rig->g[1].svc->stats().sockets_opened - 1; i++)
+        ::usleep(10000);
+    auto st = rig->g[1].svc->stats();
+    EXPECT_EQ(st.sockets_opened - st.sockets_closed, 1u); // only p.tx is still open
+}

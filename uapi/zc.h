@@ -123,9 +123,11 @@ struct zc_pool_info {
 };
 
 /*
- * Map the socket's pool into this process (idempotent: a second call
- * returns the same mapping). Needed before zc_buf_alloc() and zc_recv().
- * Errors: -EBADF, -EINVAL (info NULL or sz too small), -ENOMEM (mmap failed).
+ * Where the socket's pool is mapped in this process. zc_socket() maps it
+ * (MAP_SHARED, read-write) from the file descriptor the stack service
+ * passed; this call reports the mapping, idempotently. The mapping lives
+ * until zc_close(). Bytes of `info` past what this library knows are zeroed.
+ * Errors: -EBADF, -EINVAL (info NULL or sz too small).
  */
 int zc_pool_mmap(int s, struct zc_pool_info *info);
 
@@ -133,8 +135,7 @@ int zc_pool_mmap(int s, struct zc_pool_info *info);
  * Take a FREE buffer: *data receives the start of its payload area
  * (max_payload bytes, headroom already reserved in front of it). Owner
  * afterwards: the application (APP).
- * Errors: -EBADF, -EINVAL (data NULL), -ENXIO (pool not mapped),
- * -ENOBUFS (every send buffer is APP or STACK: wait for completions).
+ * Errors: -EBADF, -EINVAL (data NULL), -ENOBUFS (every send buffer is APP or STACK: wait for completions).
  */
 int zc_buf_alloc(int s, void **data);
 
@@ -165,12 +166,12 @@ int zc_buf_free(int s, void *data);
  * fallback sockets copy the bytes into a pool buffer the library owns,
  * count a copied send, and return ZC_SENT_COPIED (the caller's memory is
  * free at once; the completion still comes, flagged ZC_CQE_F_COPIED).
- * Errors: -EBADF, -EINVAL (unknown flags, len 0 and data NULL, `to` not
+ * Errors: -EBADF, -EINVAL (unknown flags, data NULL, `to` not
  * AF_INET or port/address 0, `data` inside the pool but not a send
  * buffer's payload start or in a FREE buffer), -EMSGSIZE (len >
  * max_payload), -EFAULT (strict: outside the pool), -EBUSY (the buffer is
  * STACK: reused before its completion), -EDESTADDRREQ (to NULL and not
- * connected), -ENXIO (pool not mapped), -EAGAIN (send ring full, or
+ * connected), -EAGAIN (send ring full, or
  * fallback with no FREE buffer to copy into: wait until readable and reap
  * completions), -ENOTCONN / -EPIPE (the stack service went away).
  */
@@ -226,8 +227,7 @@ struct zc_rxd {
 /*
  * Take up to `max` received datagrams. Each descriptor's buffer is RX until
  * zc_rx_release(). Returns the count; -EAGAIN when none is pending.
- * Errors: -EBADF, -EINVAL (out NULL or max 0), -ENXIO (pool not mapped),
- * -EAGAIN, -ENOTCONN (the stack service went away and nothing is left).
+ * Errors: -EBADF, -EINVAL (out NULL or max 0), -EAGAIN, -ENOTCONN (the stack service went away and nothing is left).
  */
 int zc_recv(int s, struct zc_rxd *out, unsigned max);
 

@@ -474,6 +474,7 @@ struct service::impl {
     void drain_tx(zsock& s) noexcept {
         if (!s.open || s.closing || s.arp_wait) return;
         uint32_t avail = s.tx.avail(s.tx_cons);
+        if (avail && !s.port) (void)do_bind(s, 0, 0, true); // sendto on an unbound socket, as UDP does
         if (avail > s.entries) avail = 0; // a producer index we cannot believe: ignore until sane
         while (avail) {
             // Room for the completion must exist before we take the entry.
