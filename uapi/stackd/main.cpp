@@ -7,6 +7,8 @@
 #include <cstring>
 #include <string>
 
+#include <unistd.h>
+
 #include <arpa/inet.h>
 
 #include "common/log.hpp"
@@ -20,7 +22,7 @@ void on_signal(int) { g_stop = true; }
 
 const char* usage_text =
     "usage: zc-stackd --ip A.B.C.D [--netmask A.B.C.D] [--listen PATH] [--devid N]\n"
-    "                 [--max-sockets N] [--csum full|offload]\n"
+    "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
     "\n"
     "Owns this domain's netfront vif (device/vif/N) and an IPv4 host on it\n"
     "(answers ARP and ping) and serves zc sockets (zc.h) to applications that\n"
@@ -36,6 +38,7 @@ int usage() {
 
 int main(int argc, char** argv) {
     zc::stackd::options o;
+    int wait_vif_ms = 10000;
     if (const char* e = std::getenv("ZCNET_STACK_SOCK"); e && *e) o.listen = e;
     else o.listen = "/run/zcnet/stackd.sock";
     for (int i = 1; i < argc; i++) {
@@ -57,6 +60,8 @@ int main(int argc, char** argv) {
             o.nf.devid = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--max-sockets") {
             o.max_sockets = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--wait-vif") {
+            wait_vif_ms = std::atoi(v) * 1000;
         } else if (a == "--csum") {
             o.csum_offload = std::strcmp(v, "full") != 0;
         } else {
@@ -73,7 +78,13 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "zc-stackd: hypervisor: %s\n", why.c_str());
         return 1;
     }
+    // The toolstack may add our vif after we start (xl network-attach): wait
+    // for the frontend directory rather than fail.
     auto svc = zc::stackd::service::create(**port, o, &why);
+    for (int i = 0; !svc && svc.error() == -ENOENT && i < wait_vif_ms / 100 && !g_stop; i++) {
+        ::usleep(100000);
+        svc = zc::stackd::service::create(**port, o, &why);
+    }
     if (!svc) {
         std::fprintf(stderr, "zc-stackd: %s (%s)\n", why.c_str(), std::strerror(-svc.error()));
         return 1;
