@@ -599,3 +599,26 @@ TEST_F(Uapi, CloseWithSendsInFlightAndAppsThatDie) {
     auto st = rig->g[1].svc->stats();
     EXPECT_EQ(st.sockets_opened - st.sockets_closed, 1u); // only p.tx is still open
 }
+
+TEST(UapiService, StackServiceGoingAwayIsReported) {
+    uapi_rig r;
+    ASSERT_TRUE(r.ok());
+    int s = r.open(1);
+    ASSERT_GE(s, 0);
+    void* b = nullptr;
+    ASSERT_EQ(zc_buf_alloc(s, &b), 0);
+    sockaddr_in to = addr_of(guest_ip(2), 9);
+    r.g[1].halt();
+    r.g[1].svc.reset(); // zc-stackd stops: the socket's connection closes
+    EXPECT_TRUE(wait_readable(s, 1000) || true);
+    zc_rxd d;
+    EXPECT_EQ(zc_recv(s, &d, 1), -ENOTCONN);
+    EXPECT_EQ(zc_send(s, b, 10, &to, 0, 0), -EPIPE);
+    EXPECT_EQ(zc_buf_free(s, b), 0); // local state stays usable
+    sockaddr_in any = addr_of(0, 9);
+    EXPECT_EQ(zc_bind(s, &any), -ENOTCONN);
+    EXPECT_EQ(zc_connect(s, &to), -ENOTCONN);
+    EXPECT_EQ(zc_close(s), 0);
+    // And a new socket finds nobody.
+    EXPECT_EQ(r.open(1), -ENOENT); // its socket path is gone too
+}

@@ -86,7 +86,8 @@ struct zc_socket_opts {
  * trailing bytes, bad counts), -ENOENT / -ECONNREFUSED (no stack service at
  * that path), -ENOMEM (no memory, or the service could not grant the pool),
  * -ENOSPC (the service's grant budget is exhausted), -EMFILE, -EPROTO (the
- * service speaks another version of the protocol).
+ * service speaks another version of the protocol), -ENAMETOOLONG (service
+ * path), -ENOTCONN / -ETIMEDOUT (the service went away or did not answer).
  */
 int zc_socket(const struct zc_socket_opts *opts);
 
@@ -100,12 +101,14 @@ int zc_close(int s);
 
 /* Local address. sin_port 0 picks a free port (49152..65535); sin_addr must
  * be INADDR_ANY or the guest's address. Errors: -EBADF, -EINVAL (addr NULL,
- * not AF_INET, already bound), -EADDRINUSE, -EADDRNOTAVAIL. */
+ * not AF_INET, already bound), -EADDRINUSE, -EADDRNOTAVAIL, -ENOTCONN (the
+ * stack service went away), -ETIMEDOUT (it did not answer in 10 s). */
 int zc_bind(int s, const struct sockaddr_in *addr);
 
 /* Default destination for zc_send(); binds an ephemeral port first if
  * unbound. Errors: -EBADF, -EINVAL (addr NULL, not AF_INET, port 0 or
- * address 0), -EADDRINUSE (no free ephemeral port). */
+ * address 0), -EADDRINUSE (no free ephemeral port), -ENOTCONN, -ETIMEDOUT
+ * (as zc_bind). */
 int zc_connect(int s, const struct sockaddr_in *addr);
 
 /* ---- the pool -------------------------------------------------------------- */
@@ -264,8 +267,10 @@ int zc_socket_stats(int s, struct zc_stats *st);
 /*
  * Send an ICMP echo request from the guest's stack to `dst` and wait up to
  * timeout_ms for the reply. Returns the round-trip time in microseconds.
- * `service` as in zc_socket_opts. Errors: -EINVAL, -ENOENT/-ECONNREFUSED,
- * -ETIMEDOUT, -ENETUNREACH (no ARP answer).
+ * `service` as in zc_socket_opts. Errors: -EINVAL (dst NULL, not AF_INET,
+ * address 0, timeout_ms <= 0), -ENOENT/-ECONNREFUSED (no stack service),
+ * -ENAMETOOLONG (service path), -ETIMEDOUT (no reply, including no ARP
+ * answer), -ENOTCONN (the service went away).
  */
 int zc_ping(const char *service, const struct sockaddr_in *dst, int timeout_ms);
 

@@ -93,7 +93,8 @@ struct shm_layout {
     uint32_t pad0;
     uint64_t tx_off, cq_off, rx_off, fr_off; // of each ring_hdr; entries follow the header
     uint64_t size;      // of the whole region
-    uint8_t pad1[64 - 8];
+    std::atomic<uint32_t> closed; // set by zc-stackd when it stops serving the socket
+    uint8_t pad1[64 - 8 - 4];
     alignas(64) shm_stats stats;
 };
 static_assert(offsetof(shm_layout, tx_off) == 24 && offsetof(shm_layout, stats) == 128);

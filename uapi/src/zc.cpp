@@ -101,7 +101,7 @@ int dial(const char* path) noexcept {
 
 // One request, one response (with up to ctl_nfds fds). timeout_ms bounds the wait.
 int call(int ctl, const ctl_req& rq, ctl_rsp& rs, int* fds, int* nfds, int timeout_ms) noexcept {
-    if (::send(ctl, &rq, sizeof rq, MSG_NOSIGNAL) != ssize_t(sizeof rq)) return errno == EPIPE ? -EPIPE : -ENOTCONN;
+    if (::send(ctl, &rq, sizeof rq, MSG_NOSIGNAL) != ssize_t(sizeof rq)) return -ENOTCONN;
     pollfd p{ctl, POLLIN, 0};
     int pr;
     do pr = ::poll(&p, 1, timeout_ms);
@@ -165,6 +165,7 @@ void rearm_notify(zsock& k) noexcept {
 
 bool service_gone(zsock& k) noexcept {
     if (k.dead) return true;
+    if (k.lay->closed.load(std::memory_order_acquire)) return k.dead = true;
     pollfd p{k.ctl, POLLIN, 0};
     if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) k.dead = true;
     return k.dead;
@@ -225,7 +226,12 @@ int send_prologue(zsock* k, uint32_t flags, const sockaddr_in* to, sockaddr_in& 
         if (!k->connected) return -EDESTADDRREQ;
         dst = k->peer;
     }
-    if (k->dead) return -EPIPE;
+    // A load, not a system call: zc-stackd sets it when it stops serving us
+    // (a crashed zc-stackd is noticed by service_gone() on -EAGAIN).
+    if (k->dead || k->lay->closed.load(std::memory_order_acquire)) {
+        k->dead = true;
+        return -EPIPE;
+    }
     return 0;
 }
 

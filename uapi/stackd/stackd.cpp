@@ -196,6 +196,7 @@ struct service::impl {
             }
         }
         if (s.open) n.sockets_closed++;
+        if (s.lay) s.lay->closed.store(1, std::memory_order_release);
         s.closing = true;
         s.arp_wait = false;
     }
