@@ -93,6 +93,7 @@ struct uapi_rig {
         o.listen = G.sock;
         o.ip = G.ip;
         o.nf.tx_buffers = 256;
+        o.max_pool_pages = 8192; // 32 MiB of the guest's 64 for sockets' pools: the budget can be hit
         auto svc = stackd::service::create(*G.port, o, &why);
         EXPECT_TRUE(svc) << why;
         if (!svc) return false;

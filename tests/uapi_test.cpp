@@ -8,6 +8,8 @@
 #include <vector>
 
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "uapi_rig.hpp"
 
@@ -621,4 +623,112 @@ TEST(UapiService, StackServiceGoingAwayIsReported) {
     EXPECT_EQ(zc_close(s), 0);
     // And a new socket finds nobody.
     EXPECT_EQ(r.open(1), -ENOENT); // its socket path is gone too
+}
+
+TEST_F(Uapi, PoolBudgetAndGuestMemoryLimitsAreErrors) {
+    // Two sockets of 4096 + 4096 buffers take 8192 pages: the budget.
+    int a = rig->open(1, ZC_SOCK_STRICT, 4096, 4096);
+    ASSERT_GE(a, 0) << std::strerror(-a);
+    int b = rig->open(1, ZC_SOCK_STRICT, 4096, 4096);
+    if (b >= 0) {
+        EXPECT_EQ(rig->open(1, ZC_SOCK_STRICT, 4096, 4096), -ENOSPC);
+        zc_close(b);
+    } else {
+        EXPECT_TRUE(b == -ENOSPC || b == -ENOMEM) << b; // other tests' sockets may hold pages
+    }
+    zc_close(a);
+    // Once closed, the pages come back (grants end when nothing is in flight).
+    int c = -1;
+    for (int i = 0; i < 100 && (c = rig->open(1, ZC_SOCK_STRICT, 4096, 4096)) < 0; i++) ::usleep(10000);
+    EXPECT_GE(c, 0);
+    zc_close(c);
+}
+
+TEST_F(Uapi, FallbackWithoutFreeBuffersIsEagain) {
+    int s = rig->open(1, ZC_SOCK_COPY_FALLBACK, 2, 2);
+    ASSERT_GE(s, 0);
+    void *x = nullptr, *y = nullptr;
+    ASSERT_EQ(zc_buf_alloc(s, &x), 0);
+    ASSERT_EQ(zc_buf_alloc(s, &y), 0);
+    sockaddr_in to = addr_of(guest_ip(2), 9);
+    char heap[100] = {};
+    EXPECT_EQ(zc_send(s, heap, sizeof heap, &to, 0, 0), -EAGAIN); // nothing to copy into
+    EXPECT_EQ(zc_buf_free(s, y), 0);
+    EXPECT_EQ(zc_send(s, heap, sizeof heap, &to, 0, 0), ZC_SENT_COPIED);
+    zc_completion c;
+    EXPECT_EQ(reap(s, &c, 1), 1);
+    zc_close(s);
+}
+
+namespace {
+// A stand-in service that answers OPEN with `rsp` and no fds.
+struct fake_service {
+    std::string path;
+    int lfd = -1;
+    std::thread th;
+    fake_service(const std::string& p, int32_t rc, uint32_t version) : path(p) {
+        lfd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::snprintf(a.sun_path, sizeof a.sun_path, "%s", p.c_str());
+        EXPECT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+        EXPECT_EQ(::listen(lfd, 4), 0);
+        th = std::thread([this, rc, version] {
+            int c = ::accept(lfd, nullptr, nullptr);
+            if (c < 0) return;
+            char req[64];
+            (void)!::read(c, req, sizeof req);
+            struct {
+                int32_t rc;
+                uint32_t version;
+                uint64_t rest[3];
+                uint32_t ip;
+                uint16_t port, pad;
+            } r{};
+            static_assert(sizeof r == 40);
+            r.rc = rc;
+            r.version = version;
+            (void)!::write(c, &r, sizeof r);
+            char tmp[8];
+            (void)!::read(c, tmp, sizeof tmp); // until the client hangs up
+            ::close(c);
+        });
+    }
+    ~fake_service() {
+        th.join();
+        ::close(lfd);
+        ::unlink(path.c_str());
+    }
+};
+} // namespace
+
+TEST_F(Uapi, ServiceProtocolErrors) {
+    zc_socket_opts o{};
+    o.sz = sizeof o;
+    std::string p = rig->host.dir() + "/fake.sock";
+    o.service = p.c_str();
+    {
+        fake_service f(p, 0, 99); // another protocol version
+        EXPECT_EQ(zc_socket(&o), -EPROTO);
+    }
+    {
+        fake_service f(p, 0, 1); // claims success but passes no fds
+        EXPECT_EQ(zc_socket(&o), -EPROTO);
+    }
+    {
+        fake_service f(p, -ENOMEM, 1); // the service's own error comes through
+        EXPECT_EQ(zc_socket(&o), -ENOMEM);
+    }
+    // A socket file nobody listens on.
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", p.c_str());
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(zc_socket(&o), -ECONNREFUSED);
+    ::close(fd);
+    ::unlink(p.c_str());
+    std::string longp(200, 'x');
+    o.service = longp.c_str();
+    EXPECT_EQ(zc_socket(&o), -ENAMETOOLONG);
 }

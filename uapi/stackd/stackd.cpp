@@ -206,9 +206,10 @@ struct service::impl {
         if (!s.closing) close_sock(s);
         if (s.inflight_n && !force) return false;
         if (s.pool.addr) {
+            uint32_t pages = s.pool.count; // unshare() clears s.pool
             int rc = shr->unshare(s.pool);
             if (rc == -EBUSY && !force) return false;
-            if (rc == 0) pool_pages -= s.pool.count;
+            if (rc == 0) pool_pages -= pages;
         }
         if (s.shm) ::munmap(s.shm, s.shm_size);
         if (s.shm_fd >= 0) ::close(s.shm_fd);
