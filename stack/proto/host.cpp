@@ -214,7 +214,9 @@ rx_verdict host::dispatch(const uint8_t* in, size_t len, rx_csum csum, uint8_t* 
         case icmp_error::bad_csum: return dropped(drop_reason::bad_icmp_csum);
         case icmp_error::not_echo_request: return dropped(drop_reason::icmp_ignored);
         }
-        if (bcast && !_c.reply_broadcast_ping) return dropped(drop_reason::icmp_ignored);
+        // A broadcast ping is a smurf amplifier (RFC 1122 3.2.2.6 lets us
+        // ignore it); a source of 0.0.0.0 has nobody to answer to.
+        if ((bcast && !_c.reply_broadcast_ping) || ip.src.is_zero()) return dropped(drop_reason::icmp_ignored);
         const size_t msg_len = l4.size();
         const size_t reply_len = l4_off + msg_len;
         if (out_cap < reply_len) return dropped(drop_reason::reply_no_space);

@@ -22,6 +22,25 @@
 //
 // Not thread-safe: one host per thread (per guest); counters are plain
 // integers, read them from the same thread (or copy them under your lock).
+//
+// Use, in a guest's stack service (buffers are the caller's; proto never
+// keeps a pointer to a frame after the call returns):
+//
+//   auto h = zc::proto::host::create(cfg);          // once; allocates the ARP table
+//   // receive: frame from netfront, flags from its rx_info
+//   auto v = h->receive_inplace(frame, rx_csum_from_netrxf(info.flags), now_ms);
+//   if (v.action == rx_action::reply) send(frame.first(v.reply_len));   // ARP/echo reply, same buffer
+//   if (v.action == rx_action::udp)   deliver(v.udp.dst_port, frame.subspan(v.udp.payload_off, v.udp.payload_len));
+//   for (uint64_t cookie : v.released) { set_eth_dst(frame_of(cookie), v.released_mac); send(cookie); }
+//   // transmit: payload already at buf[128 ..), the pool's headroom
+//   auto r = h->resolve(dst_ip, now_ms, &cookie);    // if r.send_request: build_arp_request(r.target, ...)
+//   // r.st: resolved -> go on; pending -> cookie queued, comes back in v.released
+//   // (or failed in arp_expire); queue_full / table_full / unknown -> drop it
+//   udp_flow f{r.mac, dst_ip, src_port, dst_port};
+//   tx_headers t;
+//   h->udp_in_headroom(buf, 128, len, f, tx_csum::offload, t);   // frame = buf[t.frame_off, +t.frame_len)
+//   // timers, every few hundred ms: retries and failed resolutions
+//   for (arp_cache::event ev; h->arp_expire(now_ms, ev);) ...
 #pragma once
 
 #include <cstddef>
@@ -78,7 +97,7 @@ struct host_counters {
     uint64_t bad_udp_csum = 0;
     uint64_t bad_icmp = 0;              // too short
     uint64_t bad_icmp_csum = 0;
-    uint64_t icmp_ignored = 0;          // not an echo request, or a broadcast ping
+    uint64_t icmp_ignored = 0;          // not an echo request, a broadcast ping, or from 0.0.0.0
     uint64_t arp_bad = 0;               // malformed / not Ethernet-IPv4 / multicast sender
     uint64_t arp_conflict = 0;          // someone else claims our IP (logged, rate limited)
     uint64_t arp_ignored = 0;           // valid, not for us, nothing to learn
