@@ -640,7 +640,7 @@ struct app_host {
         }
     }
 
-    bool start(const run_opts& o, std::string* why) {
+    bool start(const run_opts& o, const std::string& tx_headers, std::string* why) {
         char tmpl[] = "/tmp/zcnet-vmbench-app-XXXXXX";
         if (!::mkdtemp(tmpl)) return *why = "mkdtemp", false;
         dir = tmpl;
@@ -670,7 +670,9 @@ struct app_host {
             auto genv = env;
             genv.push_back({"ZCNET_DOMID", std::to_string(g + 1)});
             sock[g] = dir + "/stack" + std::to_string(g + 1) + ".sock";
-            stackd[g] = spawn({o.stackd, "--ip", "10.0.0." + std::to_string(g + 1), "--listen", sock[g]}, genv, false);
+            stackd[g] = spawn({o.stackd, "--ip", "10.0.0." + std::to_string(g + 1), "--listen", sock[g],
+                               "--tx-headers", tx_headers},
+                              genv, false);
             // The domain exists once zc-stackd is connected to the broker; it
             // waits for its vif (--wait-vif), which we create as the toolstack.
             for (int i = 0; i < 500; i++) {
@@ -719,7 +721,7 @@ struct app_host {
         std::string s = srv == std::string::npos ? "" : l.substr(srv);
         double t = jnum(l, "seconds");
         uint64_t received = uint64_t(jnum(s, "received"));
-        r.mode = "app";
+        r.mode = mode;
         r.frame = payload + 42;
         r.frames = received;
         r.sent = uint64_t(jnum(l, "sent"));
@@ -747,6 +749,7 @@ struct app_host {
         return true;
     }
     std::string o_perf;
+    std::string mode = "app";
 };
 
 void print_row(const row& r, const row* mc, const row* kern) {
@@ -768,11 +771,13 @@ const char* usage_text =
     "\n"
     "  --sizes LIST    frame sizes in bytes (default 64,256,1500,4096,9000,65535; 65535 is\n"
     "                  the largest netif frame, XEN_NETIF_MAX_TX_SIZE)\n"
-    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy,app (default all)\n"
+    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy,app,app-headroom (default all but\n"
+    "                  app-headroom)\n"
     "                  zc: one gref->gref grant copy per slot; double-copy: through a bounce\n"
     "                  buffer (zc-netback --force-bounce); pressure: receivers post few RX\n"
     "                  buffers so fallback engages; app: zc-perf between applications through\n"
-    "                  zc-stackd in each guest (zc socket API, frames up to 1514 bytes)\n"
+    "                  zc-stackd in each guest (zc socket API, frames up to 1514 bytes);\n"
+    "                  app-headroom: the same with zc-stackd --tx-headers headroom (one slot)\n"
     "  --pairs LIST    guest pairs, e.g. 1,2,4,8 (default 1)\n"
     "  --queues N      netif queues per vif (default 1)\n"
     "  --seconds S     per measurement (default 1.0)\n"
@@ -867,14 +872,16 @@ int run(run_opts o) {
             }
         }
     }
-    if (want("app")) {
+    for (const char* amode : {"app", "app-headroom"}) {
+        if (!want(amode)) continue;
         app_host h;
         h.o_perf = o.perf;
+        h.mode = amode;
         std::string why;
         if (::access(o.stackd.c_str(), X_OK) != 0 || ::access(o.perf.c_str(), X_OK) != 0) {
             std::printf("%-12s skipped: zc-stackd or zc-perf not found (%s, %s)\n", "app", o.stackd.c_str(),
                         o.perf.c_str());
-        } else if (!h.start(o, &why)) {
+        } else if (!h.start(o, std::strcmp(amode, "app") ? "headroom" : "private", &why)) {
             std::fprintf(stderr, "zc-vmbench: app: cannot start the emulated host: %s\n", why.c_str());
             ok = false;
         } else {
@@ -894,7 +901,7 @@ int run(run_opts o) {
                 for (auto& z : rows)
                     if (z.mode == "zc" && z.frame == s && z.pairs == 1 && z.gbps > 0)
                         std::printf("%-12s %7zu  app/raw = %.3f (zc-perf app to app over raw netfront frames)\n",
-                                    "app/zc", s, r.gbps / z.gbps);
+                                    (std::string(amode) + "/zc").c_str(), s, r.gbps / z.gbps);
             }
         }
     }
@@ -982,7 +989,7 @@ int main(int argc, char** argv) {
             o.modes = split(argv[++i]);
             for (auto& m : o.modes)
                 if (m != "zc" && m != "double-copy" && m != "pressure" && m != "kernel" && m != "memcpy" &&
-                    m != "app") {
+                    m != "app" && m != "app-headroom") {
                     std::fprintf(stderr, "zc-vmbench: unknown mode '%s'\n", m.c_str());
                     return 2;
                 }

@@ -156,3 +156,44 @@ TEST(HvEmuExport, SharedPagesAreVisibleThroughTheExportedFd) {
     hv::shared_pages gone;
     EXPECT_EQ((*shr)->export_fd(gone).error(), -EINVAL);
 }
+
+TEST(NetfrontGranted, HeaderFromOurPagePayloadFromCallersGrant) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    auto a = r.guest(1);
+    auto b = r.guest(2);
+    ASSERT_TRUE(a && b);
+    auto shr = r.ports[0]->open_gntshr();
+    auto pg = (*shr)->share(a->backend_id(), 1, false);
+    ASSERT_TRUE(pg);
+    uint8_t hdr[42];
+    for (size_t i = 0; i < sizeof hdr; i++) hdr[i] = uint8_t(0x40 + i);
+    std::memcpy(hdr, b->mac().data(), 6);
+    std::memcpy(hdr + 6, a->mac().data(), 6);
+    hdr[12] = 0x88, hdr[13] = 0xb5;
+    uint8_t* pay = static_cast<uint8_t*>(pg->addr) + 2048 + 64;
+    for (int i = 0; i < 300; i++) pay[i] = uint8_t(i * 3);
+    EXPECT_EQ(a->tx_submit_granted_sg(nullptr, 42, pg->refs[0], 2112, 300, 1), -EINVAL);
+    EXPECT_EQ(a->tx_submit_granted_sg(hdr, 10, pg->refs[0], 2112, 300, 1), -EINVAL);
+    EXPECT_EQ(a->tx_submit_granted_sg(hdr, 42, pg->refs[0], 2112, 0, 1), -EINVAL);
+    EXPECT_EQ(a->tx_submit_granted_sg(hdr, 42, pg->refs[0], 4000, 300, 1), -EMSGSIZE);
+    ASSERT_EQ(a->tx_submit_granted_sg(hdr, 42, pg->refs[0], 2112, 300, 77), 0);
+    std::memset(hdr, 0, sizeof hdr); // ours again at once: netfront copied it
+    seen s;
+    for (int i = 0; i < 500 && s.calls == 0; i++)
+        if (!b->recv_view(on_view, &s)) b->wait(10);
+    ASSERT_EQ(s.calls, 1);
+    ASSERT_EQ(s.frame.size(), 342u);
+    EXPECT_EQ(s.frame[14], 0x40 + 14);
+    EXPECT_EQ(std::memcmp(s.frame.data() + 42, pay, 300), 0);
+    link::tx_done done[4];
+    uint32_t n = 0;
+    for (int i = 0; i < 500 && n == 0; i++)
+        if (!(n = a->tx_reap_granted(done, 4))) a->wait(10);
+    ASSERT_EQ(n, 1u);
+    EXPECT_EQ(done[0].cookie, 77u);
+    EXPECT_EQ(done[0].status, 0);
+    for (int i = 0; i < 20; i++) a->wait(5); // the header slot's response too
+    EXPECT_EQ(a->stats().tx_completed, a->stats().tx_slots);
+    EXPECT_EQ((*shr)->unshare(*pg), 0);
+}

@@ -57,7 +57,9 @@ struct uapi_rig {
     std::atomic<bool> stop{false};
     stack_guest g[3]; // g[1], g[2]; index 0 unused
 
-    uapi_rig() {
+    bool private_headers = true;
+
+    explicit uapi_rig(bool private_hdrs = true) : private_headers(private_hdrs) {
         dom0 = host.domain(0);
         if (!dom0) return;
         auto x = hv::xs::open(dom0->xenstore_path());
@@ -93,6 +95,7 @@ struct uapi_rig {
         o.listen = G.sock;
         o.ip = G.ip;
         o.nf.tx_buffers = 256;
+        o.private_headers = private_headers;
         o.max_pool_pages = 8192; // 32 MiB of the guest's 64 for sockets' pools: the budget can be hit
         auto svc = stackd::service::create(*G.port, o, &why);
         EXPECT_TRUE(svc) << why;

@@ -732,3 +732,43 @@ TEST_F(Uapi, ServiceProtocolErrors) {
     o.service = longp.c_str();
     EXPECT_EQ(zc_socket(&o), -ENAMETOOLONG);
 }
+
+TEST(UapiService, HeadroomHeadersModeCarriesTheSameDatagrams) {
+    // zc-stackd --tx-headers headroom: one slot, headers in the buffer.
+    uapi_rig r(false);
+    ASSERT_TRUE(r.ok());
+    pair p(r, 7200);
+    zc_completion c[8];
+    for (uint32_t len : {0u, 1u, 100u, 1472u}) {
+        void* b = nullptr;
+        ASSERT_EQ(zc_buf_alloc(p.tx, &b), 0);
+        fill(static_cast<uint8_t*>(b), len, len);
+        ASSERT_EQ(zc_send(p.tx, b, len, nullptr, 0, len), 0);
+        ASSERT_EQ(reap(p.tx, c, 1), 1);
+        EXPECT_EQ(c[0].res, int32_t(len));
+        zc_rxd d;
+        ASSERT_EQ(recv_some(p.rx, &d, 1), 1);
+        ASSERT_EQ(d.len, len);
+        EXPECT_TRUE(check(static_cast<const uint8_t*>(d.data), len, len));
+        zc_rx_release(p.rx, d.data);
+    }
+}
+
+TEST_F(Uapi, PayloadOfEveryLengthArrivesIntact) {
+    pair p(*rig, 7201);
+    zc_completion c[8];
+    for (uint32_t len : {1u, 2u, 41u, 63u, 64u, 65u, 511u, 1000u, 1471u, 1472u}) {
+        void* b = nullptr;
+        ASSERT_EQ(zc_buf_alloc(p.tx, &b), 0);
+        fill(static_cast<uint8_t*>(b), len, len + 5);
+        ASSERT_EQ(zc_send(p.tx, b, len, nullptr, 0, len), 0);
+        ASSERT_EQ(reap(p.tx, c, 1), 1);
+        EXPECT_EQ(c[0].res, int32_t(len));
+        zc_buf_free(p.tx, b);
+        zc_rxd d;
+        ASSERT_EQ(recv_some(p.rx, &d, 1), 1);
+        ASSERT_EQ(d.len, len);
+        EXPECT_TRUE(check(static_cast<const uint8_t*>(d.data), len, len + 5)) << len;
+        zc_rx_release(p.rx, d.data);
+    }
+}

@@ -503,13 +503,16 @@ struct netfront::impl {
     // one slot per further page; NETTXF_more_data on all but the last.
     // ids[i] holds the i-th page of the frame. Called with tx_lock held and
     // room checked.
-    // `ext` (tx_submit_granted): one slot from the caller's grant instead of the id's page.
+    // `ext` (tx_submit_granted*): slot `ext->slot` comes from the caller's
+    // grant instead of its id's page.
     struct ext_slot {
         hv::gref_t gref;
         uint16_t offset;
+        uint32_t slot = 0;
     };
+    // With ext and two slots, slot 1 (the caller's) holds ext_len bytes.
     void post_tx(nf_queue& q, const uint16_t* ids, uint32_t nslots, size_t len, const tx_offload* off,
-                 const ext_slot* ext = nullptr) noexcept {
+                 const ext_slot* ext = nullptr, size_t ext_len = 0) noexcept {
         bool gso = off && off->gso_size;
         uint16_t csum = 0;
         if (gso || (off && off->csum_blank))
@@ -520,17 +523,19 @@ struct netfront::impl {
         RING_IDX i = q.tx.req_prod_pvt;
         size_t left = len;
         for (uint32_t s = 0; s < nslots; s++) {
+            bool from_ext = ext && ext->slot == s;
             uint16_t chunk = uint16_t(std::min(left, hv::page_size));
+            if (ext && nslots == 2) chunk = uint16_t(s == 0 ? len - ext_len : ext_len); // header | payload
             left -= chunk;
             netif_tx_request_t req{};
-            req.gref = ext ? ext->gref : q.tx_pages.refs[ids[s]];
-            req.offset = ext ? ext->offset : 0;
+            req.gref = from_ext ? ext->gref : q.tx_pages.refs[ids[s]];
+            req.offset = from_ext ? ext->offset : 0;
             req.id = ids[s];
             req.size = s == 0 ? uint16_t(len) : chunk; // first slot: whole frame
             req.flags = uint16_t((s == 0 ? csum : 0) | (s + 1 < nslots ? NETTXF_more_data : 0) |
                                  (s == 0 && gso ? NETTXF_extra_info : 0));
             *RING_GET_REQUEST(&q.tx, i++) = req;
-            q.tx_state[ids[s]] = ext ? tx_granted : tx_pending;
+            q.tx_state[ids[s]] = from_ext ? tx_granted : tx_pending;
             if (s == 0 && gso) {
                 netif_extra_info_t ex{};
                 ex.type = XEN_NETIF_EXTRA_TYPE_GSO;
@@ -1022,6 +1027,36 @@ int netfront::tx_submit_granted(hv::gref_t gref, uint16_t offset, size_t len, ui
     q.tx_cookie[id] = cookie;
     impl::ext_slot ext{gref, offset};
     m.post_tx(q, &id, 1, len, off, &ext);
+    return 0;
+}
+
+int netfront::tx_submit_granted_sg(const void* hdr, size_t hdr_len, hv::gref_t gref, uint16_t offset, size_t len,
+                                   uint64_t cookie, uint32_t queue, const tx_offload* off) noexcept {
+    impl& m = *_p;
+    if (queue >= m.qs.size() || !hdr || hdr_len < eth_hlen || hdr_len > hv::page_size || len == 0) return -EINVAL;
+    if (size_t{offset} + len > hv::page_size) return -EMSGSIZE;
+    if (off && off->gso_size) return -EINVAL;
+    if (!m.be_sg) return -EOPNOTSUPP; // two slots need feature-sg
+    if (int rc = m.check_offload(hdr_len + len, off); rc) return rc;
+    nf_queue& q = *m.qs[queue];
+    std::lock_guard g(q.tx_lock);
+    if (int rc = m.tx_check(q); rc) return rc;
+    if (!m.tx_room(q, 2, 0)) {
+        if (!m.tx_gc(q)) return -EIO;
+        if (!m.tx_room(q, 2, 0)) {
+            q.st_tx.tx_busy++;
+            return -EAGAIN;
+        }
+    }
+    uint16_t ids[2];
+    for (auto& id : ids) {
+        id = q.tx_free.back();
+        q.tx_free.pop_back();
+    }
+    std::memcpy(q.tx_page(ids[0]), hdr, hdr_len); // our page: the caller cannot touch it afterwards
+    q.tx_cookie[ids[1]] = cookie;
+    impl::ext_slot ext{gref, offset, 1};
+    m.post_tx(q, ids, 2, hdr_len + len, off, &ext, len);
     return 0;
 }
 

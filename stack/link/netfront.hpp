@@ -213,7 +213,16 @@ public:
     // end the grants with gntshr::unshare and retry on -EBUSY).
     int tx_submit_granted(hv::gref_t gref, uint16_t offset, size_t len, uint64_t cookie, uint32_t queue = 0,
                           const tx_offload* off = nullptr) noexcept;
-    // Completions of tx_submit_granted() requests, oldest first, up to max.
+    // The same frame in two slots: `hdr_len` header bytes copied into one of
+    // our own TX pages (so the caller cannot change them once submitted),
+    // then `len` payload bytes from [offset, offset + len) of the caller's
+    // granted page. Needs the backend's feature-sg. The completion (cookie)
+    // comes when the payload slot's response does.
+    // Errors: as tx_submit_granted(), -EINVAL also for hdr_len < 14 or len 0,
+    // -EOPNOTSUPP (the backend offered no feature-sg).
+    int tx_submit_granted_sg(const void* hdr, size_t hdr_len, hv::gref_t gref, uint16_t offset, size_t len,
+                             uint64_t cookie, uint32_t queue = 0, const tx_offload* off = nullptr) noexcept;
+    // Completions of tx_submit_granted*() requests, oldest first, up to max.
     // Runs the TX garbage collection if none is queued. Returns the count.
     uint32_t tx_reap_granted(tx_done* out, uint32_t max, uint32_t queue = 0) noexcept;
 

@@ -23,10 +23,14 @@ void on_signal(int) { g_stop = true; }
 const char* usage_text =
     "usage: zc-stackd --ip A.B.C.D [--netmask A.B.C.D] [--listen PATH] [--devid N]\n"
     "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
+    "                 [--tx-headers private|headroom]\n"
     "\n"
     "Owns this domain's netfront vif (device/vif/N) and an IPv4 host on it\n"
     "(answers ARP and ping) and serves zc sockets (zc.h) to applications that\n"
     "connect to PATH (default: $ZCNET_STACK_SOCK, else /run/zcnet/stackd.sock).\n"
+    "--tx-headers private (default): headers in a slot of the service's own, payload\n"
+    "from the application's pool (two slots); headroom: one slot, headers written in\n"
+    "front of the payload in the application's buffer.\n"
     "Stops on SIGINT/SIGTERM. The hypervisor is chosen as everywhere in zcnet.\n";
 
 int usage() {
@@ -62,6 +66,9 @@ int main(int argc, char** argv) {
             o.max_sockets = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--wait-vif") {
             wait_vif_ms = std::atoi(v) * 1000;
+        } else if (a == "--tx-headers") {
+            if (std::strcmp(v, "private") && std::strcmp(v, "headroom")) return usage();
+            o.private_headers = !std::strcmp(v, "private");
         } else if (a == "--csum") {
             o.csum_offload = std::strcmp(v, "full") != 0;
         } else {

@@ -424,18 +424,48 @@ struct service::impl {
         f.src_port = ntohs(s.port);
         f.dst_port = ntohs(d.dst_port);
         proto::tx_headers h;
-        int rc = host->udp_in_headroom(std::span<uint8_t>(b, buf_size), d.off, d.len, f,
-                                       opt.csum_offload ? proto::tx_csum::offload : proto::tx_csum::full, h);
+        const proto::tx_csum mode = opt.csum_offload ? proto::tx_csum::offload : proto::tx_csum::full;
+        link::tx_offload off{};
+        const uint64_t ck = cookie_of(s.slot, s.gen, d.buf);
+        if (opt.private_headers && d.len > 0) {
+            // Headers in a page of ours (netfront copies the 42 bytes into
+            // its TX page), the payload from the application's pool page:
+            // two slots, and the application cannot rewrite the headers
+            // between here and the backend's copy.
+            uint8_t hdr[proto::udp_headroom];
+            const uint8_t* pay = b + d.off;
+            uint32_t sum = mode == proto::tx_csum::full ? proto::csum_partial(pay, d.len) : 0;
+            int rc = host->udp_headers(std::span<uint8_t>(hdr, sizeof hdr), d.len, sum, f, mode, h);
+            if (rc < 0) {
+                complete(s, d, rc);
+                return true;
+            }
+            size_t at = size_t{d.buf} * buf_size + d.off;
+            off.csum_blank = h.csum_blank;
+            rc = nf->tx_submit_granted_sg(hdr, sizeof hdr, s.pool.refs[at / hv::page_size],
+                                          uint16_t(at % hv::page_size), d.len, ck, 0, &off);
+            if (rc == -EAGAIN) return false;
+            if (rc != -EOPNOTSUPP) { // no feature-sg: the one-slot path below
+                if (rc < 0) {
+                    complete(s, d, rc);
+                    return true;
+                }
+                s.inflight[d.buf] = 1;
+                s.inflight_n++;
+                n.tx_zc++;
+                inflight_desc[ck] = d;
+                return true;
+            }
+        }
+        int rc = host->udp_in_headroom(std::span<uint8_t>(b, buf_size), d.off, d.len, f, mode, h);
         if (rc < 0) {
             complete(s, d, rc);
             return true;
         }
         size_t at = size_t{d.buf} * buf_size + h.frame_off;
         uint32_t page = uint32_t(at / hv::page_size);
-        link::tx_offload off{};
         off.csum_blank = h.csum_blank;
-        rc = nf->tx_submit_granted(s.pool.refs[page], uint16_t(at % hv::page_size), h.frame_len,
-                                   cookie_of(s.slot, s.gen, d.buf), 0, &off);
+        rc = nf->tx_submit_granted(s.pool.refs[page], uint16_t(at % hv::page_size), h.frame_len, ck, 0, &off);
         if (rc == -EAGAIN) return false;
         if (rc < 0) {
             complete(s, d, rc);
@@ -444,7 +474,7 @@ struct service::impl {
         s.inflight[d.buf] = 1;
         s.inflight_n++;
         n.tx_zc++;
-        inflight_desc[cookie_of(s.slot, s.gen, d.buf)] = d;
+        inflight_desc[ck] = d;
         return true;
     }
     std::unordered_map<uint64_t, tx_desc> inflight_desc;

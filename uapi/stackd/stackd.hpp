@@ -40,6 +40,12 @@ struct options {
     uint32_t max_sockets = 64;
     uint32_t max_pool_pages = 16384; // grant budget for all sockets' pools
     bool csum_offload = true;     // UDP checksum left to offload (CHECKSUM_PARTIAL), as Linux guests do
+    // Headers in a slot of our own and the payload in a second slot from the
+    // pool (needs feature-sg), so that an application cannot rewrite them
+    // after zc_send (spoofing another socket's port or another MAC). false:
+    // one slot, headers written into the buffer's headroom (one segment
+    // fewer for the backend, but the application could change them).
+    bool private_headers = true;
     link::netfront_options nf;
 };
 
