@@ -149,14 +149,16 @@ void kick(zsock& k) noexcept {
     (void)!::write(k.kick, &one, sizeof one);
 }
 
-// Clear the notify fd, and set it again if entries are still pending after
-// the caller took what it wanted: the fd stays readable while RX or CQ
-// entries wait (level-triggered), whichever call drained it.
-void drain_notify(zsock& k) noexcept {
+// The notify fd must be readable exactly while RX or CQ entries wait
+// (level-triggered, whichever call takes them). zc-stackd writes it after
+// producing; we clear it only once both rings look empty, then look again:
+// an entry published between our look and the read would otherwise be
+// pending with the fd clear, so then we set it again. While entries keep
+// coming this costs no system call at all.
+void settle_notify(zsock& k) noexcept {
+    if (k.cq.avail(k.cq_cons) || k.rx.avail(k.rx_cons)) return;
     uint64_t v;
-    (void)!::read(k.notify, &v, sizeof v);
-}
-void rearm_notify(zsock& k) noexcept {
+    if (::read(k.notify, &v, sizeof v) < 0) return; // already clear
     if (k.cq.avail(k.cq_cons) || k.rx.avail(k.rx_cons)) {
         uint64_t one = 1;
         (void)!::write(k.notify, &one, sizeof one);
@@ -441,7 +443,6 @@ int zc_completions(int s, struct zc_completion* out, unsigned max) {
     zsock* k = find(s);
     if (!k) return -EBADF;
     if (!out && max) return -EINVAL;
-    drain_notify(*k);
     uint32_t avail = k->cq.avail(k->cq_cons);
     unsigned n = 0;
     while (n < max && avail) {
@@ -467,7 +468,7 @@ int zc_completions(int s, struct zc_completion* out, unsigned max) {
         n++;
     }
     k->cq.release(k->cq_cons);
-    rearm_notify(*k);
+    settle_notify(*k);
     return int(n);
 }
 
@@ -475,7 +476,6 @@ int zc_recv(int s, struct zc_rxd* out, unsigned max) {
     zsock* k = find(s);
     if (!k) return -EBADF;
     if (!out || max == 0) return -EINVAL;
-    drain_notify(*k);
     uint32_t avail = k->rx.avail(k->rx_cons);
     unsigned n = 0;
     while (n < max && avail) {
@@ -493,7 +493,7 @@ int zc_recv(int s, struct zc_rxd* out, unsigned max) {
         n++;
     }
     k->rx.release(k->rx_cons);
-    rearm_notify(*k);
+    settle_notify(*k);
     if (n) return int(n);
     return service_gone(*k) ? -ENOTCONN : -EAGAIN;
 }
@@ -507,11 +507,17 @@ int zc_rx_release(int s, const void* data) {
     if (b < k->tx_bufs || b >= k->tx_bufs + k->rx_bufs) return -EINVAL;
     b -= k->tx_bufs;
     if (!k->rx_held[b]) return -EALREADY;
-    if (k->fr.free_slots(k->fr_prod) == 0) return -EAGAIN;
+    if (k->fr.free_slots(k->fr_prod) == 0) {
+        kick(*k);
+        return -EAGAIN;
+    }
     k->rx_held[b] = 0;
     k->fr.write(k->fr_prod++, fr_desc{b});
     k->fr.publish(k->fr_prod);
-    kick(*k);
+    // No wake-up per release (AF_XDP's fill ring has none either): zc-stackd
+    // drains this ring before every delivery, and a delivery is what wakes
+    // it. Only a ring filling up while it sleeps needs a kick.
+    if (k->fr.free_slots(k->fr_prod) < (k->entries >> 1)) kick(*k);
     return 0;
 }
 

@@ -796,12 +796,13 @@ struct service::impl {
         if (rc < 0) return rc;
         if (!nf->connected()) return -ENOTCONN;
         reap_tx();
+        // Releases first: they are the buffers the deliveries below need
+        // (applications do not wake us for them).
+        for (auto& s : socks)
+            if (s) drain_fr(*s);
         rx_all();
-        for (auto& s : socks) {
-            if (!s) continue;
-            drain_fr(*s);
-            drain_tx(*s);
-        }
+        for (auto& s : socks)
+            if (s) drain_tx(*s);
         reap_tx();
         timers();
         reap_closed();
