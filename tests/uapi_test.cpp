@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <sys/mman.h>
+
 #include "uapi_rig.hpp"
 
 using namespace zc;
@@ -771,4 +773,125 @@ TEST_F(Uapi, PayloadOfEveryLengthArrivesIntact) {
         EXPECT_TRUE(check(static_cast<const uint8_t*>(d.data), len, len + 5)) << len;
         zc_rx_release(p.rx, d.data);
     }
+}
+
+// ---- a hostile application: it speaks the ring protocol itself --------------
+#include "shm.hpp"
+
+namespace {
+struct raw_sock {
+    int ctl = -1;
+    int fds[4] = {-1, -1, -1, -1};
+    void* shm = nullptr;
+    size_t shm_size = 0;
+    uapi::shm_layout* lay = nullptr;
+    uapi::ring<uapi::tx_desc> tx;
+    uapi::ring<uapi::cq_desc> cq;
+    uapi::ring<uapi::fr_desc> fr;
+
+    bool open(const std::string& path, uint32_t entries) {
+        ctl = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+        if (::connect(ctl, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) return false;
+        uapi::ctl_req rq{};
+        rq.op = uint32_t(uapi::op::open);
+        rq.version = uapi::proto_version;
+        rq.tx_bufs = 8;
+        rq.rx_bufs = 8;
+        rq.entries = entries;
+        if (::send(ctl, &rq, sizeof rq, 0) != ssize_t(sizeof rq)) return false;
+        uapi::ctl_rsp rs{};
+        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+        iovec iov{&rs, sizeof rs};
+        msghdr m{};
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = cbuf;
+        m.msg_controllen = sizeof cbuf;
+        if (::recvmsg(ctl, &m, 0) != ssize_t(sizeof rs) || rs.rc < 0) return false;
+        cmsghdr* c = CMSG_FIRSTHDR(&m);
+        if (!c) return false;
+        std::memcpy(fds, CMSG_DATA(c), sizeof fds);
+        shm_size = rs.shm_size;
+        shm = ::mmap(nullptr, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[uapi::fd_shm], 0);
+        if (shm == MAP_FAILED) return false;
+        lay = static_cast<uapi::shm_layout*>(shm);
+        tx.attach(shm, lay->tx_off, entries);
+        cq.attach(shm, lay->cq_off, entries);
+        fr.attach(shm, lay->fr_off, entries);
+        return true;
+    }
+    void kick() {
+        uint64_t one = 1;
+        (void)!::write(fds[uapi::fd_kick], &one, sizeof one);
+    }
+    ~raw_sock() {
+        if (shm && shm != MAP_FAILED) ::munmap(shm, shm_size);
+        for (int fd : fds)
+            if (fd >= 0) ::close(fd);
+        if (ctl >= 0) ::close(ctl);
+    }
+};
+} // namespace
+
+TEST_F(Uapi, HostileRingEntriesAreRefusedAndTheServiceCarriesOn) {
+    raw_sock h;
+    ASSERT_TRUE(h.open(rig->g[1].sock, 16));
+    auto before = rig->g[1].svc->stats();
+    uint32_t dst = htonl(guest_ip(2));
+    uint16_t port = htons(9);
+    const uapi::tx_desc bad[] = {
+        {8, 64, 10, dst, port, 0, 1},      // buffer out of range (tx_bufs = 8)
+        {~0u, 64, 10, dst, port, 0, 2},    // way out of range
+        {0, 10, 10, dst, port, 0, 3},      // offset inside the header room
+        {0, 64, 1473, dst, port, 0, 4},    // too long
+        {0, 2000, 100, dst, port, 0, 5},   // past the buffer
+        {0, 64, 10, 0, port, 0, 6},        // no destination
+        {0, 64, 10, dst, 0, 0, 7},         // no port
+        {1, 64, 10, dst, port, 0, 8},      // fine
+        {1, 64, 10, dst, port, 0, 9},      // the same buffer again, in flight
+    };
+    uint32_t prod = 0;
+    for (auto& d : bad) h.tx.write(prod++, d);
+    h.tx.publish(prod);
+    h.kick();
+    uapi::cq_desc got[16];
+    uint32_t n = 0, cons = 0;
+    for (int i = 0; i < 500 && n < 9; i++) {
+        while (h.cq.avail(cons) && n < 16) got[n++] = h.cq.read(cons++);
+        h.cq.release(cons);
+        ::usleep(5000);
+    }
+    ASSERT_EQ(n, 9u);
+    int invalid = 0, busy = 0, ok = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (got[i].res == -EINVAL) invalid++;
+        else if (got[i].res == -EBUSY) busy++;
+        else if (got[i].res == 10) ok++;
+    }
+    EXPECT_EQ(invalid, 7);
+    EXPECT_EQ(ok, 1);
+    EXPECT_EQ(busy + ok + invalid, 9); // the in-flight duplicate: -EBUSY, or fine if the first had completed
+    // A producer index that cannot be true is ignored; garbage releases are counted.
+    h.tx.publish(prod + 1000000);
+    const uapi::fr_desc frs[] = {{0}, {7}, {1000}, {~0u}};
+    uint32_t fp = 0;
+    for (auto& f : frs) h.fr.write(fp++, f);
+    h.fr.publish(fp);
+    h.kick();
+    ::usleep(50000);
+    auto after = rig->g[1].svc->stats();
+    EXPECT_GE(after.tx_bad_desc - before.tx_bad_desc, 7u);
+    EXPECT_EQ(after.fr_bad - before.fr_bad, 4u); // none of those buffers was handed out
+    // Everyone else is served as before.
+    pair p(*rig, 7300);
+    void* b = nullptr;
+    ASSERT_EQ(zc_buf_alloc(p.tx, &b), 0);
+    ASSERT_EQ(zc_send(p.tx, b, 20, nullptr, 0, 1), 0);
+    zc_completion c;
+    EXPECT_EQ(reap(p.tx, &c, 1), 1);
+    zc_rxd d;
+    EXPECT_EQ(recv_some(p.rx, &d, 1), 1);
 }
