@@ -83,4 +83,12 @@ wait $perf_cli
 jq -e '.server.report == true and .server.corrupt == 0 and .server.received > 0' "$dir/perf-concurrent.json" \
     >/dev/null || { echo "concurrent zc-perf: bad result"; cat "$dir/perf-concurrent.json"; exit 1; }
 wait $echo_srv
+
+echo "== apps/PORTING.md's port, against zc-echo"
+"$bin/apps/zc-echo" -s --service "$s2" --port 8 --count 20 >"$dir/echo-server2.log" 2>&1 &
+echo_srv=$!
+pids+=($echo_srv)
+sleep 0.2
+"$bin/apps/udp-sender-zc" 10.0.0.2 8 20 "$s1"
+wait $echo_srv
 echo "uapi e2e: ok"
