@@ -34,6 +34,10 @@
  *             may read (and write) it until zc_rx_release() -> back to the
  *             stack, which reuses it for later datagrams.
  *
+ * The `headroom` bytes in front of a buffer's payload are never the
+ * application's: the stack may write headers there while the buffer is STACK.
+ * After zc_close() every pointer into the pool (APP or RX) is invalid.
+ *
  * Memory outside the pool is never owned by the library: a copy-fallback
  * send copies it before zc_send() returns, so the caller may reuse it at
  * once; the completion of such a send carries ZC_CQE_F_COPIED.
