@@ -106,8 +106,10 @@ struct zsock {
     // Addressing.
     uint32_t ip = 0;     // bound address (network order; 0 = any)
     uint16_t port = 0;   // bound port (network order; 0 = unbound)
-    bool arp_wait = false;           // the head TX entry waits for ARP
-    tx_desc arp_desc{};
+    // A TX entry taken from the ring but not yet submitted: waiting for ARP,
+    // or for room in netfront. Nothing behind it is taken meanwhile.
+    enum class hold : uint8_t { none, arp, retry } held = hold::none;
+    tx_desc held_desc{};
     uint64_t arp_deadline = 0;
     // A ping request on this connection.
     bool ping = false;
@@ -198,7 +200,7 @@ struct service::impl {
         if (s.open) n.sockets_closed++;
         if (s.lay) s.lay->closed.store(1, std::memory_order_release);
         s.closing = true;
-        s.arp_wait = false;
+        s.held = zsock::hold::none;
     }
 
     // Returns true when the slot could be freed.
@@ -479,17 +481,21 @@ struct service::impl {
     }
     std::unordered_map<uint64_t, tx_desc> inflight_desc;
 
-    // Returns false when the socket must wait (netfront full or ARP).
+    // Returns false when the entry is held (ARP pending, or netfront full).
     bool send_one(zsock& s, const tx_desc& d) noexcept {
         proto::ipv4_addr dst{ntohl(d.dst_ip)};
         uint64_t ck = cookie_of(s.slot, s.gen, d.buf);
         auto r = host->resolve(dst, now, &ck);
         if (r.send_request) send_arp_request(r.target);
         switch (r.st) {
-        case proto::arp_cache::status::resolved: return submit(s, d, r.mac);
+        case proto::arp_cache::status::resolved:
+            if (submit(s, d, r.mac)) return true;
+            s.held = zsock::hold::retry;
+            s.held_desc = d;
+            return false;
         case proto::arp_cache::status::pending:
-            s.arp_wait = true;
-            s.arp_desc = d;
+            s.held = zsock::hold::arp;
+            s.held_desc = d;
             s.arp_deadline = now + 5000;
             return false;
         case proto::arp_cache::status::unknown: complete(s, d, -ENETUNREACH); return true;
@@ -504,7 +510,11 @@ struct service::impl {
     }
 
     void drain_tx(zsock& s) noexcept {
-        if (!s.open || s.closing || s.arp_wait) return;
+        if (!s.open || s.closing || s.held == zsock::hold::arp) return;
+        if (s.held == zsock::hold::retry) {
+            s.held = zsock::hold::none;
+            if (!send_one(s, s.held_desc)) return;
+        }
         uint32_t avail = s.tx.avail(s.tx_cons);
         if (avail && !s.port) (void)do_bind(s, 0, 0, true); // sendto on an unbound socket, as UDP does
         if (avail > s.entries) avail = 0; // a producer index we cannot believe: ignore until sane
@@ -523,13 +533,7 @@ struct service::impl {
                 complete(s, d, d.buf < s.tx_bufs && s.inflight[d.buf] ? -EBUSY : -EINVAL);
                 continue;
             }
-            if (!send_one(s, d)) {
-                if (!s.arp_wait) { // netfront full: put it back
-                    s.tx_cons--;
-                    s.cq_reserved--;
-                }
-                break;
-            }
+            if (!send_one(s, d)) break; // held
         }
         s.tx.release(s.tx_cons);
     }
@@ -561,15 +565,10 @@ struct service::impl {
             uint32_t slot = uint32_t(ck >> 48);
             if (slot >= socks.size() || !socks[slot]) continue;
             zsock& s = *socks[slot];
-            if ((s.gen & 0xffff) != ((ck >> 32) & 0xffff) || !s.arp_wait) continue;
-            s.arp_wait = false;
-            if (!mac) complete(s, s.arp_desc, -ENETUNREACH);
-            else if (!submit(s, s.arp_desc, *mac)) {
-                // netfront full: resolve() will hit the cache next time
-                s.tx_cons--;
-                s.tx.release(s.tx_cons);
-                s.cq_reserved--;
-            }
+            if ((s.gen & 0xffff) != ((ck >> 32) & 0xffff) || s.held != zsock::hold::arp) continue;
+            s.held = zsock::hold::none;
+            if (!mac) complete(s, s.held_desc, -ENETUNREACH);
+            else if (!submit(s, s.held_desc, *mac)) s.held = zsock::hold::retry; // netfront full
         }
     }
 
@@ -583,9 +582,9 @@ struct service::impl {
         for (auto& sp : socks) {
             if (!sp) continue;
             zsock& s = *sp;
-            if (s.arp_wait && t > s.arp_deadline) {
-                s.arp_wait = false;
-                complete(s, s.arp_desc, -ENETUNREACH);
+            if (s.held == zsock::hold::arp && t > s.arp_deadline) {
+                s.held = zsock::hold::none;
+                complete(s, s.held_desc, -ENETUNREACH);
             }
             if (s.ping && t > s.ping_deadline) {
                 s.ping = false;
