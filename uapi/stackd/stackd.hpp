@@ -13,8 +13,10 @@
 //   - a notify eventfd (the application's socket fd) and a kick eventfd.
 //
 // Copies per datagram (payload bytes):
-//   send, zero copy    0 here; the backend's grant copy pool page -> the
-//                      destination guest's RX page is the only one.
+//   send, zero copy    0 here (the 42 header bytes go into a TX page of
+//                      ours, the payload slot is the pool page's grant); the
+//                      backend's grant copy pool page -> the destination
+//                      guest's RX page is the only one.
 //   send, fallback     +1 in libzcnet (application memory -> pool).
 //   receive            1 here (netfront RX page -> the socket's pool buffer),
 //                      after the backend's grant copy into the RX page.
