@@ -958,3 +958,57 @@ TEST_F(Uapi, BurstLargerThanTheNetfrontRingIsHeldNotLost) {
     zc_close(tx);
     zc_close(rx);
 }
+
+TEST(UapiService, ReleaseRingFullIsEagainUntilTheServiceDrainsIt) {
+    uapi_rig r;
+    ASSERT_TRUE(r.ok());
+    zc_socket_opts o{};
+    o.sz = sizeof o;
+    o.rx_bufs = 64;
+    o.ring_entries = 8;
+    o.service = r.g[2].sock.c_str();
+    int rx = zc_socket(&o);
+    ASSERT_GE(rx, 0);
+    sockaddr_in b = addr_of(0, 7500), to = addr_of(guest_ip(2), 7500);
+    ASSERT_EQ(zc_bind(rx, &b), 0);
+    int tx = r.open(1);
+    ASSERT_GE(tx, 0);
+    // Hold 16 received buffers: more than the release ring's 8 entries.
+    std::vector<const void*> held;
+    for (int i = 0; i < 16; i++) {
+        void* p = nullptr;
+        ASSERT_EQ(zc_buf_alloc(tx, &p), 0);
+        ASSERT_EQ(zc_send(tx, p, 8, &to, 0, 0), 0);
+        zc_rxd d;
+        ASSERT_EQ(recv_some(rx, &d, 1), 1);
+        held.push_back(d.data);
+    }
+    r.g[2].halt(); // zc-stackd of guest 2 stops draining (its sockets stay connected)
+    int ok = 0, again = 0;
+    for (const void* p : held) {
+        int rc = zc_rx_release(rx, p);
+        if (rc == 0) ok++;
+        else {
+            EXPECT_EQ(rc, -EAGAIN);
+            again++;
+        }
+    }
+    EXPECT_EQ(ok, 8);
+    EXPECT_EQ(again, 8);
+    // The refused ones are still the application's: releasing them again
+    // once there is room works (here: the service runs one iteration).
+    r.g[2].stop = false;
+    r.g[2].loop = std::thread([&G = r.g[2]] { (void)G.svc->run(G.stop); });
+    int later = 0;
+    for (int round = 0; round < 200 && later < 8; round++) {
+        for (size_t i = 8; i < held.size(); i++)
+            if (held[i] && zc_rx_release(rx, held[i]) == 0) {
+                held[i] = nullptr;
+                later++;
+            }
+        ::usleep(5000);
+    }
+    EXPECT_EQ(later, 8);
+    zc_close(rx);
+    zc_close(tx);
+}
