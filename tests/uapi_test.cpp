@@ -1012,3 +1012,18 @@ TEST(UapiService, ReleaseRingFullIsEagainUntilTheServiceDrainsIt) {
     zc_close(rx);
     zc_close(tx);
 }
+
+TEST_F(Uapi, CloseWithClose2InsteadOfZcCloseDoesNotHurtTheNextSocket) {
+    int a = rig->open(1);
+    ASSERT_GE(a, 0);
+    ::close(a); // misuse: the number is free again for whatever comes next
+    int b = rig->open(1); // its control connection typically takes that number
+    ASSERT_GE(b, 0);
+    void* p = nullptr;
+    ASSERT_EQ(zc_buf_alloc(b, &p), 0);
+    sockaddr_in to = addr_of(guest_ip(2), 9);
+    ASSERT_EQ(zc_send(b, p, 10, &to, 0, 0), 0);
+    zc_completion c;
+    EXPECT_EQ(reap(b, &c, 1), 1);
+    EXPECT_EQ(zc_close(b), 0);
+}

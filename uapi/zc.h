@@ -85,7 +85,8 @@ struct zc_socket_opts {
  * readable while received datagrams or send completions are pending, and
  * always writable (sends never block: -EAGAIN means wait for readable, since
  * only completions free send resources). Close it with zc_close(), not
- * close(2).
+ * close(2): close(2) leaves the mappings behind (until a later socket gets
+ * the same number, which then replaces them).
  * Errors: -EINVAL (opts NULL, sz too small, unknown flags, non-zero unknown
  * trailing bytes, bad counts), -ENOENT / -ECONNREFUSED (no stack service at
  * that path), -ENOMEM (no memory, or the service could not grant the pool),

@@ -313,7 +313,12 @@ int zc_socket(const struct zc_socket_opts* o) {
     for (uint32_t i = tx; i-- > 0;) k->free_list.push_back(i);
     int s = k->notify;
     std::lock_guard g(g_lock);
-    g_socks[s] = std::move(k);
+    auto& slot = g_socks[s];
+    // An entry under this number means the application closed an earlier
+    // socket with close(2) instead of zc_close(): that number is ours now,
+    // so drop the stale entry without closing it.
+    if (slot) slot->notify = -1;
+    slot = std::move(k);
     return s;
 }
 
