@@ -6,6 +6,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <mutex>
 #include <new>
 #include <span>
 #include <unordered_map>
@@ -133,7 +134,9 @@ struct service::impl {
     uint32_t pool_pages = 0;
     uint16_t next_ephemeral = 49152;
     uint16_t ping_id = 0x5a00;
-    counters n;
+    counters n;                        // the loop's own
+    mutable std::mutex published_lock; // protects published
+    counters published;                // n as of the end of the last iteration, for stats()
     std::vector<link::tx_done> done;
     uint8_t reply[2048];
 
@@ -817,6 +820,8 @@ struct service::impl {
             }
             if (s) s->dirty = false;
         }
+        std::lock_guard g(published_lock);
+        published = n;
         return 0;
     }
 };
@@ -824,7 +829,10 @@ struct service::impl {
 service::service(std::unique_ptr<impl> p) noexcept : _p(std::move(p)) {}
 service::~service() = default;
 link::netfront& service::link() noexcept { return *_p->nf; }
-counters service::stats() const noexcept { return _p->n; }
+counters service::stats() const noexcept {
+    std::lock_guard g(_p->published_lock);
+    return _p->published;
+}
 int service::step(int timeout_ms) noexcept { return _p->step(timeout_ms); }
 
 int service::run(const std::atomic<bool>& stop) noexcept {

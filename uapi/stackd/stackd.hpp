@@ -81,6 +81,7 @@ public:
     // One iteration: wait up to timeout_ms, then do all pending work.
     int step(int timeout_ms) noexcept;
 
+    // As of the end of the last loop iteration; callable from any thread.
     counters stats() const noexcept;
     link::netfront& link() noexcept;
 
