@@ -47,6 +47,12 @@ uint64_t now_ms() noexcept {
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
     return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
 }
+// Counters in shared memory have one writer (us): a relaxed load and store,
+// no locked read-modify-write per packet.
+void bump(std::atomic<uint64_t>& c, uint64_t v) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+}
+
 uint64_t now_us() noexcept {
     timespec ts;
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -100,6 +106,7 @@ struct zsock {
     uint32_t tx_cons = 0, cq_prod = 0, rx_prod = 0, fr_cons = 0;
     uint32_t cq_reserved = 0;        // TX entries taken whose completion is not yet written
     std::vector<uint8_t> inflight;   // per TX buffer
+    std::vector<tx_desc> sent;       // per TX buffer: the entry in flight (for its completion)
     std::vector<uint8_t> rx_given;   // per RX buffer: handed to the application
     std::vector<uint32_t> rx_free;   // RX buffers we own
     uint32_t inflight_n = 0;
@@ -287,6 +294,7 @@ struct service::impl {
         s.rx_bufs = rx;
         s.entries = ent;
         s.inflight.assign(tx, 0);
+        s.sent.assign(tx, tx_desc{});
         s.rx_given.assign(rx, 0);
         s.rx_free.clear();
         for (uint32_t i = rx; i-- > 0;) s.rx_free.push_back(i);
@@ -410,7 +418,7 @@ struct service::impl {
         if (s.cq_reserved) s.cq_reserved--;
         if (res < 0) {
             n.tx_errors++;
-            if (s.lay) s.lay->stats.tx_errors.fetch_add(1, std::memory_order_relaxed);
+            if (s.lay) bump(s.lay->stats.tx_errors, 1);
         }
         if (s.closing) return;
         cq_desc c{d.user_data, res, d.buf | ((d.flags & tx_f_copied) ? cq_buf_copied : 0)};
@@ -458,7 +466,7 @@ struct service::impl {
                 s.inflight[d.buf] = 1;
                 s.inflight_n++;
                 n.tx_zc++;
-                inflight_desc[ck] = d;
+                s.sent[d.buf] = d;
                 return true;
             }
         }
@@ -479,10 +487,9 @@ struct service::impl {
         s.inflight[d.buf] = 1;
         s.inflight_n++;
         n.tx_zc++;
-        inflight_desc[ck] = d;
+        s.sent[d.buf] = d;
         return true;
     }
-    std::unordered_map<uint64_t, tx_desc> inflight_desc;
 
     // Returns false when the entry is held (ARP pending, or netfront full).
     bool send_one(zsock& s, const tx_desc& d) noexcept {
@@ -546,14 +553,14 @@ struct service::impl {
         for (;;) {
             uint32_t k = nf->tx_reap_granted(buf, 64);
             for (uint32_t i = 0; i < k; i++) {
-                auto it = inflight_desc.find(buf[i].cookie);
-                if (it == inflight_desc.end()) continue;
-                tx_desc d = it->second;
-                inflight_desc.erase(it);
-                uint32_t slot = uint32_t(buf[i].cookie >> 48);
+                // A slot is reused only once nothing of it is in flight, so
+                // the socket is there; the checks guard against our own bugs.
+                uint32_t slot = uint32_t(buf[i].cookie >> 48), b = uint32_t(buf[i].cookie & 0xffffffffu);
                 if (slot >= socks.size() || !socks[slot]) continue;
                 zsock& s = *socks[slot];
-                if ((s.gen & 0xffff) != ((buf[i].cookie >> 32) & 0xffff)) continue;
+                if ((s.gen & 0xffff) != ((buf[i].cookie >> 32) & 0xffff) || b >= s.tx_bufs || !s.inflight[b])
+                    continue;
+                const tx_desc d = s.sent[b];
                 s.inflight[d.buf] = 0;
                 s.inflight_n--;
                 complete(s, d, buf[i].status == NETIF_RSP_OKAY ? int32_t(d.len) : -EIO);
@@ -731,7 +738,7 @@ struct service::impl {
         }
         if (s.rx_free.empty() || s.rx.free_slots(s.rx_prod) == 0 || u.payload_len > buf_size - headroom) {
             n.rx_drops++;
-            s.lay->stats.rx_drops.fetch_add(1, std::memory_order_relaxed);
+            bump(s.lay->stats.rx_drops, 1);
             return;
         }
         uint32_t b = s.rx_free.back();
@@ -749,8 +756,8 @@ struct service::impl {
         s.rx.publish(s.rx_prod);
         s.dirty = true;
         n.rx_udp++;
-        s.lay->stats.rx_packets.fetch_add(1, std::memory_order_relaxed);
-        s.lay->stats.rx_bytes.fetch_add(u.payload_len, std::memory_order_relaxed);
+        bump(s.lay->stats.rx_packets, 1);
+        bump(s.lay->stats.rx_bytes, u.payload_len);
     }
 
     void drain_fr(zsock& s) noexcept {
