@@ -40,7 +40,11 @@ for d in 1 2; do
         >"$dir/stackd$d.log" 2>&1 &
     pids+=($!)
 done
-sleep 0.3 # the domains exist once their zc-stackd connected to the broker
+# The domains exist once their zc-stackd connected to the broker; it then
+# waits for its vif (--wait-vif), which we add as the toolstack does.
+for d in 1 2; do
+    for _ in $(seq 1 300); do "$emu" status --dir "$dir" | grep -qx "  dom$d" && break; sleep 0.05; done
+done
 for d in 1 2; do
     "$emu" run --dir "$dir" --dom 0 --attach -- "$bin/netback/zc-netback" vif-add --frontend $d >/dev/null
 done
