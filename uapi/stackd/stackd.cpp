@@ -5,7 +5,6 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <deque>
 #include <mutex>
 #include <new>
 #include <span>
@@ -137,14 +136,16 @@ struct service::impl {
     std::unique_ptr<proto::host> host;
     int ep = -1, lfd = -1;
     std::vector<std::unique_ptr<zsock>> socks; // by slot
-    std::unordered_map<uint16_t, uint32_t> ports; // bound port (network order) -> slot
+    // Bound port (network order) -> socket slot; no_slot when free. A flat
+    // table: one load per received datagram.
+    static constexpr uint32_t no_slot = ~0u;
+    std::vector<uint32_t> ports = std::vector<uint32_t>(65536, no_slot);
     uint32_t pool_pages = 0;
     uint16_t next_ephemeral = 49152;
     uint16_t ping_id = 0x5a00;
     counters n;                        // the loop's own
     mutable std::mutex published_lock; // protects published
     counters published;                // n as of the end of the last iteration, for stats()
-    std::vector<link::tx_done> done;
     uint8_t reply[2048];
 
     ~impl() {
@@ -198,7 +199,7 @@ struct service::impl {
     // its pool lives on until no send is in flight (the backend may still
     // copy from it), then its grants end.
     void close_sock(zsock& s) noexcept {
-        if (s.port) ports.erase(s.port);
+        if (s.port) ports[s.port] = no_slot;
         s.port = 0;
         for (int* fd : {&s.ctl, &s.kick, &s.notify}) {
             if (*fd >= 0) {
@@ -315,13 +316,13 @@ struct service::impl {
             for (uint32_t tries = 0; tries < 16384; tries++) {
                 uint16_t p = htons(next_ephemeral);
                 next_ephemeral = uint16_t(next_ephemeral == 65535 ? 49152 : next_ephemeral + 1);
-                if (!ports.count(p)) {
+                if (ports[p] == no_slot) {
                     port = p;
                     break;
                 }
             }
             if (!port) return -EADDRINUSE;
-        } else if (ports.count(port)) {
+        } else if (ports[port] != no_slot) {
             return -EADDRINUSE;
         }
         ports[port] = s.slot;
@@ -725,12 +726,12 @@ struct service::impl {
     }
 
     void deliver(const uint8_t* f, const proto::udp_delivery& u) noexcept {
-        auto it = ports.find(htons(u.dst_port));
-        if (it == ports.end()) {
+        uint32_t slot = ports[htons(u.dst_port)];
+        if (slot == no_slot) {
             n.rx_no_socket++;
             return;
         }
-        zsock& s = *socks[it->second];
+        zsock& s = *socks[slot];
         if (s.closing || !s.open) return;
         if (s.ip && s.ip != htonl(u.dst_ip.v)) {
             n.rx_no_socket++;
