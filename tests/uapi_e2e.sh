@@ -95,4 +95,8 @@ pids+=($echo_srv)
 sleep 0.2
 "$bin/apps/udp-sender-zc" 10.0.0.2 8 20 "$s1"
 wait $echo_srv
+echo "== zc-stackd stats"
+"$bin/uapi/zc-stackd" stats --listen "$s2" --json | tee "$dir/stackd2.json"
+jq -e '.echo_replies > 0 and .arp_replies > 0 and .rx_udp > 0 and .sockets_opened >= 3' "$dir/stackd2.json" \
+    >/dev/null || { echo "zc-stackd stats: counters missing"; exit 1; }
 echo "uapi e2e: ok"

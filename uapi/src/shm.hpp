@@ -139,7 +139,9 @@ struct ring {
 };
 
 // ---- control protocol (SOCK_SEQPACKET, one connection per zc socket) ------
-enum class op : uint32_t { open = 1, bind = 2, connect = 3, ping = 4 };
+// stats: the reply is a ctl_rsp followed by zc::stackd::counters (zc-stackd's
+// own tool only; not part of libzcnet).
+enum class op : uint32_t { open = 1, bind = 2, connect = 3, ping = 4, stats = 5 };
 
 struct ctl_req {
     uint32_t op;

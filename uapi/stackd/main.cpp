@@ -1,18 +1,25 @@
 // SPDX-License-Identifier: MIT
 // zc-stackd: the stack service of a guest domain (see stackd.hpp).
 #include <atomic>
+#include <cerrno>
+#include <iterator>
+#include <utility>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
 
 #include "common/log.hpp"
 #include "hv/hv.hpp"
+#include "shm.hpp"
 #include "stackd/stackd.hpp"
 
 namespace {
@@ -21,9 +28,10 @@ std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 
 const char* usage_text =
-    "usage: zc-stackd --ip A.B.C.D [--netmask A.B.C.D] [--listen PATH] [--devid N]\n"
+    "usage: zc-stackd [run] --ip A.B.C.D [--netmask A.B.C.D] [--listen PATH] [--devid N]\n"
     "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
     "                 [--tx-headers private|headroom]\n"
+    "       zc-stackd stats [--listen PATH] [--json]      counters of a running zc-stackd\n"
     "\n"
     "Owns this domain's netfront vif (device/vif/N) and an IPv4 host on it\n"
     "(answers ARP and ping) and serves zc sockets (zc.h) to applications that\n"
@@ -40,13 +48,63 @@ int usage() {
 
 } // namespace
 
+// zc-stackd stats: ask a running zc-stackd for its counters.
+int stats_cmd(const std::string& path, bool json) {
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) {
+        std::fprintf(stderr, "zc-stackd stats: %s: %s\n", path.c_str(), std::strerror(errno));
+        return 1;
+    }
+    zc::uapi::ctl_req rq{};
+    rq.op = uint32_t(zc::uapi::op::stats);
+    rq.version = zc::uapi::proto_version;
+    struct {
+        zc::uapi::ctl_rsp h;
+        zc::stackd::counters c;
+    } m{};
+    pollfd p{fd, POLLIN, 0};
+    if (::send(fd, &rq, sizeof rq, MSG_NOSIGNAL) != ssize_t(sizeof rq) || ::poll(&p, 1, 5000) != 1 ||
+        ::recv(fd, &m, sizeof m, 0) != ssize_t(sizeof m) || m.h.rc != int32_t(sizeof m.c)) {
+        std::fprintf(stderr, "zc-stackd stats: no answer\n");
+        ::close(fd);
+        return 1;
+    }
+    ::close(fd);
+    const auto& c = m.c;
+    const std::pair<const char*, uint64_t> f[] = {
+        {"sockets_opened", c.sockets_opened}, {"sockets_closed", c.sockets_closed}, {"tx_zc", c.tx_zc},
+        {"tx_bad_desc", c.tx_bad_desc},       {"tx_errors", c.tx_errors},           {"rx_frames", c.rx_frames},
+        {"rx_udp", c.rx_udp},                 {"rx_no_socket", c.rx_no_socket},     {"rx_drops", c.rx_drops},
+        {"fr_bad", c.fr_bad},                 {"arp_replies", c.arp_replies},       {"echo_replies", c.echo_replies},
+        {"pings_sent", c.pings_sent},         {"pings_answered", c.pings_answered},
+    };
+    if (json) std::printf("{");
+    for (size_t i = 0; i < std::size(f); i++) {
+        if (json) std::printf("%s\"%s\":%llu", i ? "," : "", f[i].first, (unsigned long long)f[i].second);
+        else std::printf("%-16s %llu\n", f[i].first, (unsigned long long)f[i].second);
+    }
+    if (json) std::printf("}\n");
+    return 0;
+}
+
 int main(int argc, char** argv) {
     zc::stackd::options o;
     int wait_vif_ms = 10000;
     if (const char* e = std::getenv("ZCNET_STACK_SOCK"); e && *e) o.listen = e;
     else o.listen = "/run/zcnet/stackd.sock";
-    for (int i = 1; i < argc; i++) {
+    int first = 1;
+    bool stats = false, json = false;
+    if (argc > 1 && !std::strcmp(argv[1], "stats")) stats = true, first = 2;
+    else if (argc > 1 && !std::strcmp(argv[1], "run")) first = 2;
+    for (int i = first; i < argc; i++) {
         std::string a = argv[i];
+        if (a == "--json") {
+            json = true;
+            continue;
+        }
         auto val = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
         if (a == "--help" || a == "-h") {
             std::fputs(usage_text, stdout);
@@ -75,6 +133,7 @@ int main(int argc, char** argv) {
             return usage();
         }
     }
+    if (stats) return stats_cmd(o.listen, json);
     if (!o.ip) return usage();
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);

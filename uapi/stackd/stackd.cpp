@@ -402,6 +402,15 @@ struct service::impl {
                 r.port = s.port;
                 (void)send_rsp(s.ctl, r, nullptr, 0);
                 break;
+            case op::stats: {
+                struct {
+                    ctl_rsp h;
+                    counters c;
+                } m{r, n};
+                m.h.rc = int32_t(sizeof m.c);
+                (void)::send(s.ctl, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT);
+                break;
+            }
             case op::ping:
                 r.rc = start_ping(s, rq);
                 if (r.rc < 0) (void)send_rsp(s.ctl, r, nullptr, 0);
