@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include <sys/epoll.h>
@@ -1027,4 +1028,91 @@ TEST_F(Uapi, CloseWithClose2InsteadOfZcCloseDoesNotHurtTheNextSocket) {
     zc_completion c;
     EXPECT_EQ(reap(b, &c, 1), 1);
     EXPECT_EQ(zc_close(b), 0);
+}
+
+TEST_F(Uapi, RandomRingEntriesAndControlMessagesNeverHurtTheService) {
+    // A seeded storm of random TX descriptors, releases, producer indices and
+    // control messages from hostile connections (the deterministic stand-in
+    // for a fuzzer of zc-stackd's peer input); then everyone else is served.
+    std::mt19937 rng(12345);
+    auto r32 = [&] { return uint32_t(rng()); };
+    for (int conn = 0; conn < 4; conn++) {
+        raw_sock h;
+        ASSERT_TRUE(h.open(rig->g[1].sock, 32));
+        uint32_t prod = 0, fprod = 0;
+        for (int round = 0; round < 50; round++) {
+            int k = int(r32() % 32);
+            for (int i = 0; i < k; i++) {
+                uapi::tx_desc d{};
+                d.buf = r32() % 3 ? r32() % 10 : r32();
+                d.off = uint16_t(r32() % 3 ? 64 : r32());
+                d.len = uint16_t(r32() % 3 ? r32() % 1600 : r32());
+                d.dst_ip = r32() % 4 ? htonl(guest_ip(2)) : r32();
+                d.dst_port = uint16_t(r32() % 4 ? htons(9) : r32());
+                d.flags = uint16_t(r32());
+                d.user_data = r32();
+                h.tx.write(prod++, d);
+            }
+            h.tx.publish(r32() % 20 ? prod : r32()); // now and then an index that cannot be true
+            int f = int(r32() % 8);
+            for (int i = 0; i < f; i++) h.fr.write(fprod++, uapi::fr_desc{r32() % 3 ? r32() % 12 : r32()});
+            h.fr.publish(fprod);
+            h.kick();
+            // Reap what comes back, as a sloppy application would.
+            uint32_t cons = h.cq.h->cons.v.load();
+            h.cq.release(cons + h.cq.avail(cons));
+            if (round % 10 == 0) ::usleep(2000);
+        }
+        // Garbage on the control connection too: wrong sizes, ops, versions, with fds.
+        for (int i = 0; i < 20; i++) {
+            uint8_t junk[64];
+            for (auto& b : junk) b = uint8_t(r32());
+            size_t len = r32() % sizeof junk;
+            if (i % 3 == 0) {
+                uapi::ctl_req rq{};
+                rq.op = r32() % 8;
+                rq.version = i % 2 ? uapi::proto_version : r32();
+                rq.ip = r32();
+                rq.port = uint16_t(r32());
+                std::memcpy(junk, &rq, sizeof rq);
+                len = sizeof rq;
+            }
+            int pfd[2];
+            ASSERT_EQ(::pipe(pfd), 0);
+            alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+            iovec iov{junk, len};
+            msghdr m{};
+            m.msg_iov = &iov;
+            m.msg_iovlen = 1;
+            if (i % 4 == 1) { // an fd nobody asked for
+                m.msg_control = cbuf;
+                m.msg_controllen = sizeof cbuf;
+                cmsghdr* c = CMSG_FIRSTHDR(&m);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                std::memcpy(CMSG_DATA(c), &pfd[0], sizeof(int));
+            }
+            (void)::sendmsg(h.ctl, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+            ::close(pfd[0]);
+            ::close(pfd[1]);
+            char sink[128];
+            (void)::recv(h.ctl, sink, sizeof sink, MSG_DONTWAIT);
+        }
+    }
+    ::usleep(100000);
+    pair p(*rig, 7600);
+    void* b = nullptr;
+    ASSERT_EQ(zc_buf_alloc(p.tx, &b), 0);
+    fill(static_cast<uint8_t*>(b), 500, 3);
+    ASSERT_EQ(zc_send(p.tx, b, 500, nullptr, 0, 1), 0);
+    zc_completion c;
+    EXPECT_EQ(reap(p.tx, &c, 1), 1);
+    EXPECT_EQ(c.res, 500);
+    zc_rxd d;
+    ASSERT_EQ(recv_some(p.rx, &d, 1), 1);
+    EXPECT_TRUE(check(static_cast<const uint8_t*>(d.data), 500, 3));
+    auto st = rig->g[1].svc->stats();
+    EXPECT_GT(st.tx_bad_desc, 0u);
+    EXPECT_GT(st.fr_bad, 0u);
 }
