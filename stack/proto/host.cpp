@@ -44,6 +44,27 @@ const char* drop_reason_name(drop_reason r) noexcept {
     return "?";
 }
 
+std::span<const host_counter_info> host_counter_table() noexcept {
+#define ZC_C(f, o) {#f, &host_counters::f, o}
+    static const host_counter_info t[] = {
+        ZC_C(rx_frames, false),
+        ZC_C(udp_delivered, true), ZC_C(icmp_echo_replied, true), ZC_C(arp_request_replied, true),
+        ZC_C(arp_learned, true), ZC_C(bad_eth, true), ZC_C(vlan_tagged, true), ZC_C(not_for_us_mac, true),
+        ZC_C(unknown_ethertype, true), ZC_C(bad_ip_hdr, true), ZC_C(bad_ip_csum, true),
+        ZC_C(ip_fragments, true), ZC_C(ip_bad_src, true), ZC_C(not_for_us, true),
+        ZC_C(unknown_ip_proto, true), ZC_C(bad_udp, true), ZC_C(bad_udp_csum, true), ZC_C(bad_icmp, true),
+        ZC_C(bad_icmp_csum, true), ZC_C(icmp_ignored, true), ZC_C(arp_bad, true), ZC_C(arp_conflict, true),
+        ZC_C(arp_ignored, true), ZC_C(reply_no_space, true),
+        ZC_C(ip_options, false), ZC_C(udp_no_csum, false), ZC_C(l4_csum_trusted, false),
+        ZC_C(arp_table_full, false), ZC_C(tx_udp, false), ZC_C(tx_arp_requests, false),
+        ZC_C(icmp_echo_reply_seen, false), ZC_C(tx_echo_requests, false),
+    };
+#undef ZC_C
+    // A field added to host_counters but not here fails this.
+    static_assert(sizeof t / sizeof t[0] == sizeof(host_counters) / sizeof(uint64_t));
+    return t;
+}
+
 bool set_eth_dst(std::span<uint8_t> frame, const mac_addr& dst) noexcept {
     if (frame.size() < 6) return false;
     dst.store(frame.data());
@@ -64,7 +85,8 @@ result<host> host::create(const host_config& c) {
 }
 
 host::host(const host_config& c, arp_cache&& a) noexcept
-    : _c(c), _arp(std::move(a)), _bcast{c.ip.v | ~c.netmask.v} {}
+    // /31 (RFC 3021) and /32 have no subnet broadcast: both addresses are hosts.
+    : _c(c), _arp(std::move(a)), _bcast{~c.netmask.v <= 1 ? 0xffffffffu : c.ip.v | ~c.netmask.v} {}
 
 rx_verdict host::dropped(drop_reason r) noexcept {
     switch (r) {
@@ -208,11 +230,25 @@ rx_verdict host::dispatch(const uint8_t* in, size_t len, rx_csum csum, uint8_t* 
 
     if (ip.proto == ip_proto::icmp) {
         icmp_echo_view e;
-        switch (parse_icmp_echo_request(l4, csum, e)) {
+        switch (parse_icmp_echo(l4, csum, e)) {
         case icmp_error::none: break;
         case icmp_error::too_short: return dropped(drop_reason::bad_icmp);
         case icmp_error::bad_csum: return dropped(drop_reason::bad_icmp_csum);
         case icmp_error::not_echo_request: return dropped(drop_reason::icmp_ignored);
+        }
+        if (e.type == icmp_type::echo_reply) {
+            // Not ours to act on, but the caller may be waiting for it.
+            rx_verdict v = dropped(drop_reason::icmp_ignored);
+            if (!bcast) {
+                _n.icmp_echo_reply_seen++;
+                v.echo.valid = true;
+                v.echo.src = ip.src;
+                v.echo.id = e.id;
+                v.echo.seq = e.seq;
+                v.echo.data_off = uint32_t(eth.hdr_len + ip.hdr_len + icmp_echo_hdr_len);
+                v.echo.data_len = uint32_t(l4.size() - icmp_echo_hdr_len);
+            }
+            return v;
         }
         // A broadcast ping is a smurf amplifier (RFC 1122 3.2.2.6 lets us
         // ignore it); a source of 0.0.0.0 has nobody to answer to.
@@ -262,6 +298,7 @@ host::resolution host::resolve(ipv4_addr dst, uint64_t now_ms, const uint64_t* c
         r.mac = {{0x01, 0x00, 0x5e, uint8_t((dst.v >> 16) & 0x7f), uint8_t(dst.v >> 8), uint8_t(dst.v)}};
         return r;
     }
+    if (dst == _c.ip) return r;  // unknown: proto has no loopback
     const ipv4_addr hop = next_hop(dst);
     if (hop.is_zero()) return r;  // unknown: no route
     auto l = _arp.resolve(hop, now_ms, cookie);
@@ -279,6 +316,32 @@ size_t host::build_arp_request(ipv4_addr target, std::span<uint8_t> out) noexcep
     write_arp(out.subspan(eth_hdr_len), arp_op::request, _c.mac, _c.ip, mac_addr{}, target);
     _n.tx_arp_requests++;
     return arp_frame_len;
+}
+
+size_t host::build_arp_announce(std::span<uint8_t> out) noexcept {
+    if (out.size() < arp_frame_len) return 0;
+    write_eth(out, mac_addr::broadcast(), _c.mac, ethertype::arp);
+    write_arp(out.subspan(eth_hdr_len), arp_op::request, _c.mac, _c.ip, mac_addr{}, _c.ip);
+    _n.tx_arp_requests++;
+    return arp_frame_len;
+}
+
+size_t host::build_echo_request(std::span<uint8_t> out, const mac_addr& dst_mac, ipv4_addr dst, uint16_t id,
+                                uint16_t seq, std::span<const uint8_t> data) noexcept {
+    const size_t msg_len = icmp_echo_hdr_len + data.size();
+    if (ipv4_min_hdr_len + msg_len > _c.mtu || out.size() < l4_off + msg_len) return 0;
+    write_icmp_echo_request(out.subspan(l4_off), id, seq, data);
+    write_eth(out, dst_mac, _c.mac, ethertype::ipv4);
+    ipv4_params p;
+    p.src = _c.ip;
+    p.dst = dst;
+    p.proto = ip_proto::icmp;
+    p.df = false;
+    p.id = _ip_id++;
+    p.payload_len = uint16_t(msg_len);
+    write_ipv4(out.subspan(ip_off), p);
+    _n.tx_echo_requests++;
+    return l4_off + msg_len;
 }
 
 int host::udp_headers(std::span<uint8_t> hdr, size_t payload_len, uint32_t payload_sum, const udp_flow& f,

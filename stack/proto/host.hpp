@@ -109,7 +109,18 @@ struct host_counters {
     uint64_t arp_table_full = 0;        // an address could not be learned or resolved
     uint64_t tx_udp = 0;                // UDP header sets built
     uint64_t tx_arp_requests = 0;       // ARP requests built
+    uint64_t icmp_echo_reply_seen = 0;  // echo replies for us (counted in icmp_ignored too), see rx_verdict::echo
+    uint64_t tx_echo_requests = 0;      // echo requests built
 };
+
+// Every counter by name, for stats output; `outcome` marks the fields that
+// add up to rx_frames.
+struct host_counter_info {
+    const char* name;
+    uint64_t host_counters::*field;
+    bool outcome;
+};
+std::span<const host_counter_info> host_counter_table() noexcept;
 
 // Why receive() dropped a frame: one value per drop counter above.
 enum class drop_reason : uint8_t {
@@ -131,6 +142,16 @@ struct udp_delivery {
     bool broadcast = false;    // sent to 255.255.255.255 or our subnet's broadcast
 };
 
+// An ICMP echo reply addressed to us (the answer to a ping the caller sent
+// with build_echo_request). Offsets are from the start of the frame.
+struct echo_reply_info {
+    bool valid = false;
+    ipv4_addr src;             // who answered
+    uint16_t id = 0, seq = 0;
+    uint32_t data_off = 0;     // frame[data_off .. data_off + data_len): the echoed data
+    uint32_t data_len = 0;
+};
+
 enum class rx_action : uint8_t {
     drop,     // see `reason`
     reply,    // send the reply_len bytes of the reply (see receive / receive_inplace)
@@ -149,6 +170,9 @@ struct rx_verdict {
     // non-const call on the host.
     std::span<const uint64_t> released;
     mac_addr released_mac;
+    // drop / icmp_ignored of an echo reply for us, checksum good (or trusted):
+    // echo.valid is set. proto keeps no ping state; match id/seq yourself.
+    echo_reply_info echo;
 };
 
 // Where the headers of an outgoing frame are, and what offload to ask for.
@@ -203,7 +227,9 @@ public:
     // starting resolution and queueing `cookie` (if non-null) on a miss.
     // When send_request is set, build_arp_request(result target) and send it.
     struct resolution {
-        arp_cache::status st = arp_cache::status::unknown;  // unknown: unreachable (no route)
+        // unknown: unreachable (off-link without a gateway, or our own
+        // address: proto has no loopback)
+        arp_cache::status st = arp_cache::status::unknown;
         mac_addr mac;
         bool send_request = false;
         ipv4_addr target;  // the address to ARP for
@@ -213,6 +239,19 @@ public:
     // Writes a broadcast ARP request for `target` into out[0 .. 42).
     // Returns 42, or 0 when `out` is too short.
     size_t build_arp_request(ipv4_addr target, std::span<uint8_t> out) noexcept;
+
+    // Writes a gratuitous ARP announcement of our own address (RFC 5227
+    // section 2.3: a request with sender and target both our IP) into
+    // out[0 .. 42): send it when the link comes up so that peers and the
+    // switch learn the MAC. Returns 42, or 0 when `out` is too short.
+    size_t build_arp_announce(std::span<uint8_t> out) noexcept;
+
+    // Writes an echo request to `dst` (via `dst_mac`, from resolve()) with
+    // identifier `id`, sequence `seq` and `data` into `out`. Returns the
+    // frame length (42 + data.size()), or 0 when `out` is too short or the
+    // datagram would exceed the MTU.
+    size_t build_echo_request(std::span<uint8_t> out, const mac_addr& dst_mac, ipv4_addr dst, uint16_t id,
+                              uint16_t seq, std::span<const uint8_t> data) noexcept;
 
     // ARP timer work (retries and failures), as arp_cache::expire. For a
     // retry, build_arp_request(ev.ip, ...) and send it; for a failure, drop

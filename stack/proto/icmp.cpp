@@ -8,7 +8,7 @@
 
 namespace zc::proto {
 
-icmp_error parse_icmp_echo_request(std::span<const uint8_t> l4, rx_csum csum, icmp_echo_view& out) noexcept {
+icmp_error parse_icmp_echo(std::span<const uint8_t> l4, rx_csum csum, icmp_echo_view& out) noexcept {
     if (l4.size() < icmp_echo_hdr_len) return icmp_error::too_short;
     const uint8_t* p = l4.data();
     out.csum_checked = false;
@@ -16,11 +16,34 @@ icmp_error parse_icmp_echo_request(std::span<const uint8_t> l4, rx_csum csum, ic
         if (!csum_verify(p, l4.size())) return icmp_error::bad_csum;
         out.csum_checked = true;
     }
-    if (p[0] != icmp_type::echo_request || p[1] != 0) return icmp_error::not_echo_request;
+    if ((p[0] != icmp_type::echo_request && p[0] != icmp_type::echo_reply) || p[1] != 0)
+        return icmp_error::not_echo_request;
+    out.type = p[0];
     out.csum = load_be16(p + 2);
     out.id = load_be16(p + 4);
     out.seq = load_be16(p + 6);
     return icmp_error::none;
+}
+
+icmp_error parse_icmp_echo_request(std::span<const uint8_t> l4, rx_csum csum, icmp_echo_view& out) noexcept {
+    icmp_error e = parse_icmp_echo(l4, csum, out);
+    if (e == icmp_error::none && out.type != icmp_type::echo_request) return icmp_error::not_echo_request;
+    return e;
+}
+
+size_t write_icmp_echo_request(std::span<uint8_t> out, uint16_t id, uint16_t seq,
+                               std::span<const uint8_t> data) noexcept {
+    if (out.size() < icmp_echo_hdr_len || data.size() > out.size() - icmp_echo_hdr_len) return 0;
+    uint8_t* p = out.data();
+    p[0] = icmp_type::echo_request;
+    p[1] = 0;
+    store_be16(p + 2, 0);
+    store_be16(p + 4, id);
+    store_be16(p + 6, seq);
+    if (!data.empty()) std::memmove(p + icmp_echo_hdr_len, data.data(), data.size());
+    const size_t len = icmp_echo_hdr_len + data.size();
+    store_be16(p + 2, internet_checksum(p, len));
+    return len;
 }
 
 namespace {

@@ -154,6 +154,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             FUZZ_CHECK(v.reply_len == 0);
             break;
         }
+        if (v.echo.valid) {
+            FUZZ_CHECK(v.reason == drop_reason::icmp_ignored);
+            FUZZ_CHECK(v.echo.data_off >= 42 && size_t(v.echo.data_off) + v.echo.data_len <= len);
+            t.echo_replies++;
+        }
         for (uint64_t k : v.released) w.back(k);
         t.released += v.released.size();
 

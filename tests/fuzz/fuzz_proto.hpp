@@ -31,6 +31,7 @@ struct totals {
     uint64_t by_reason[32] = {};
     uint64_t released = 0;  // ARP waiters handed back by a reply
     uint64_t failed = 0;    // ARP waiters handed back by expiry/drain
+    uint64_t echo_replies = 0;  // echo replies surfaced to the caller
 };
 totals& stats() noexcept;
 
