@@ -30,6 +30,7 @@
 #include <string>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -414,13 +415,14 @@ struct row {
 
 struct run_opts {
     std::vector<size_t> sizes{64, 256, 1500, 4096, 9000, 65535}; // 65535: XEN_NETIF_MAX_TX_SIZE
-    std::vector<std::string> modes{"zc", "double-copy", "pressure", "kernel", "memcpy"};
+    std::vector<std::string> modes{"zc", "double-copy", "pressure", "kernel", "memcpy", "app"};
     std::vector<uint32_t> pairs{1};
     std::vector<uint32_t> queues{1};
     uint32_t workers = 0; // zc-netback data-path threads; 0: one per queue, at most the CPUs
     double seconds = 1.0;
     std::string json = "zc-vmbench.json", csv = "zc-vmbench.csv", png = "zc-vmbench.png";
     std::string netback, self;
+    std::string stackd, perf; // app mode: zc-stackd and zc-perf
 };
 
 std::string exe_dir(const std::string& self) {
@@ -600,6 +602,158 @@ row memcpy_row(size_t size, double seconds) {
     return r;
 }
 
+// ---------------------------------------------------------------------------
+// app mode: application to application. zc-netback in dom0, zc-stackd in
+// guests 1 and 2 (10.0.0.1, 10.0.0.2), a zc-perf server attached to guest 2's
+// stack and, per frame size, a zc-perf client on guest 1's stack sending
+// strict zero-copy UDP with every payload verified. The row counts Ethernet
+// frame bytes (UDP payload + 42) as the raw rows do, so app/zc is the cost of
+// the socket layer (rings, stack service, headers, the RX copy into the
+// socket's pool) over raw netfront frames.
+struct app_host {
+    std::string dir;
+    std::unique_ptr<hv::emu::broker> broker;
+    std::unique_ptr<hv::port> dom0;
+    std::unique_ptr<hv::xs> xs;
+    child netback, server;
+    child stackd[2];
+    std::string ctl, sock[2];
+
+    ~app_host() {
+        for (child* c : {&server, &stackd[0], &stackd[1], &netback}) {
+            if (c->pid <= 0) continue;
+            ::kill(c->pid, SIGTERM);
+            for (int i = 0; i < 300 && ::waitpid(c->pid, nullptr, WNOHANG) != c->pid; i++) ::usleep(10000);
+            if (::waitpid(c->pid, nullptr, WNOHANG) == 0) {
+                ::kill(c->pid, SIGKILL);
+                ::waitpid(c->pid, nullptr, 0);
+            }
+            if (c->in >= 0) ::close(c->in);
+            if (c->out >= 0) ::close(c->out);
+            c->pid = -1;
+        }
+        xs.reset();
+        dom0.reset();
+        if (broker) broker->stop();
+        broker.reset();
+        if (!dir.empty()) {
+            std::error_code ec;
+            std::filesystem::remove_all(dir, ec);
+        }
+    }
+
+    bool start(const run_opts& o, const std::string& tx_headers, std::string* why) {
+        char tmpl[] = "/tmp/zcnet-vmbench-app-XXXXXX";
+        if (!::mkdtemp(tmpl)) return *why = "mkdtemp", false;
+        dir = tmpl;
+        auto b = hv::emu::broker::create({dir, true}, why);
+        if (!b) return false;
+        broker = std::move(*b);
+        broker->start_thread();
+        hv::emu::connect_options co;
+        co.sock = broker->socket_path();
+        co.dom = 0;
+        auto p = hv::emu::open_port(co, why);
+        if (!p) return false;
+        dom0 = std::move(*p);
+        auto x = hv::xs::open(dom0->xenstore_path());
+        if (!x) return *why = "xenstore", false;
+        xs = std::move(*x);
+        std::vector<std::pair<std::string, std::string>> env{
+            {"ZCNET_HV", "emu"}, {"ZCNET_EMU_SOCK", broker->socket_path()}, {"ZCNET_LOG", "warn"}};
+        ctl = dir + "/netback.sock";
+        auto nbenv = env;
+        nbenv.push_back({"ZCNET_DOMID", "0"});
+        nbenv.push_back({"ZCNET_EMU_ATTACH", "1"});
+        netback = spawn({o.netback, "run", "--ctl", ctl}, nbenv, false);
+        for (int i = 0; i < 500 && ::access(ctl.c_str(), F_OK) != 0; i++) ::usleep(10000);
+        if (::access(ctl.c_str(), F_OK) != 0) return *why = "zc-netback did not start", false;
+        for (int g = 0; g < 2; g++) {
+            auto genv = env;
+            genv.push_back({"ZCNET_DOMID", std::to_string(g + 1)});
+            sock[g] = dir + "/stack" + std::to_string(g + 1) + ".sock";
+            stackd[g] = spawn({o.stackd, "--ip", "10.0.0." + std::to_string(g + 1), "--listen", sock[g],
+                               "--tx-headers", tx_headers},
+                              genv, false);
+            // The domain exists once zc-stackd is connected to the broker; it
+            // waits for its vif (--wait-vif), which we create as the toolstack.
+            for (int i = 0; i < 500; i++) {
+                auto l = hv::emu::client_of(*dom0)->list_domains();
+                if (l && std::find(l->begin(), l->end(), hv::domid_t(g + 1)) != l->end()) break;
+                ::usleep(10000);
+            }
+            netback::vif_spec vs;
+            vs.frontend = hv::domid_t(g + 1);
+            if (netback::vif_create(*xs, vs, why) < 0) return false;
+        }
+        for (int g = 0; g < 2; g++) {
+            for (int i = 0; i < 1000 && ::access(sock[g].c_str(), F_OK) != 0; i++) ::usleep(10000);
+            if (::access(sock[g].c_str(), F_OK) != 0) return *why = "zc-stackd did not start", false;
+        }
+        server = spawn({o.perf, "-s", "--service", sock[1], "--port", "5201"}, {}, false);
+        ::usleep(200000);
+        return true;
+    }
+
+    bool measure(size_t frame, double seconds, row& r, std::string* why) {
+        size_t payload = std::max<size_t>(32, frame - 42);
+        std::vector<pid_t> pids{netback.pid, stackd[0].pid, stackd[1].pid, server.pid};
+        std::string s0 = netback_stats(ctl);
+        double cpu0 = 0;
+        for (pid_t p : pids) cpu0 += cpu_of(p);
+        char secs[32];
+        std::snprintf(secs, sizeof secs, "%.3f", seconds);
+        child c = spawn({o_perf, "-c", "10.0.0.2", "--service", sock[0], "--port", "5201", "--size",
+                         std::to_string(payload), "--time", secs, "--verify", "--rtt", "200", "--json"},
+                        {}, true);
+        std::string l;
+        bool got = c.line(l, int(seconds * 1000) + 30000);
+        int st = 0;
+        rusage ru{};
+        ::wait4(c.pid, &st, 0, &ru);
+        c.pid = -1;
+        if (c.in >= 0) ::close(c.in);
+        if (c.out >= 0) ::close(c.out);
+        if (!got) return *why = "zc-perf client did not report", false;
+        double cpu1 = 0;
+        for (pid_t p : pids) cpu1 += cpu_of(p);
+        double client_cpu = double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                            double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+        auto srv = l.find("\"server\":");
+        std::string s = srv == std::string::npos ? "" : l.substr(srv);
+        double t = jnum(l, "seconds");
+        uint64_t received = uint64_t(jnum(s, "received"));
+        r.mode = mode;
+        r.frame = payload + 42;
+        r.frames = received;
+        r.sent = uint64_t(jnum(l, "sent"));
+        r.intact = jfield(s, "report") == "true" && jnum(s, "corrupt") == 0 && received > 0;
+        r.gbps = t > 0 ? double(received) * double(r.frame) * 8 / t / 1e9 : 0;
+        r.mpps = t > 0 ? double(received) / t / 1e6 : 0;
+        double bytes = double(received) * double(r.frame);
+        r.cpu_s_per_gb = bytes > 0 ? (cpu1 - cpu0 + client_cpu) / (bytes / 1e9) : 0;
+        // Per frame zc-netback moved (data, control and ping-pong frames alike).
+        std::string s1 = netback_stats(ctl);
+        auto d = [&](const char* k) { return double(sum_field(s1, k) - sum_field(s0, k)); };
+        double pk = std::max(1.0, d("rx_packets"));
+        r.segs_per_pkt = d("grant_copy_segments") / pk;
+        r.batches_per_pkt = d("grant_copy_batches") / pk;
+        r.notifies_per_pkt = d("notifies_sent") / pk;
+        r.fallbacks_per_pkt = d("fallback_copies") / pk;
+        auto lat = l.find("\"latency_us\":");
+        char note[160];
+        std::snprintf(note, sizeof note, "zc-perf strict, p50 %.0f us p99 %.0f us%s%s",
+                      lat == std::string::npos ? 0.0 : jnum(l.substr(lat), "p50"),
+                      lat == std::string::npos ? 0.0 : jnum(l.substr(lat), "p99"),
+                      r.sent > received ? ", UDP loss " : "",
+                      r.sent > received ? std::to_string(r.sent - received).c_str() : "");
+        r.note = note;
+        return true;
+    }
+    std::string o_perf;
+    std::string mode = "app";
+};
+
 void print_row(const row& r, const row* mc, const row* kern) {
     char rm[32] = "-", rk[32] = "-";
     if (mc && mc->gbps > 0) std::snprintf(rm, sizeof rm, "%.3f", r.gbps / mc->gbps);
@@ -620,10 +774,13 @@ const char* usage_text =
     "\n"
     "  --sizes LIST    frame sizes in bytes (default 64,256,1500,4096,9000,65535; 65535 is\n"
     "                  the largest netif frame, XEN_NETIF_MAX_TX_SIZE)\n"
-    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy (default all)\n"
+    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy,app,app-headroom (default all but\n"
+    "                  app-headroom)\n"
     "                  zc: one gref->gref grant copy per slot; double-copy: through a bounce\n"
     "                  buffer (zc-netback --force-bounce); pressure: receivers post few RX\n"
-    "                  buffers so fallback engages\n"
+    "                  buffers so fallback engages; app: zc-perf between applications through\n"
+    "                  zc-stackd in each guest (zc socket API, frames up to 1514 bytes);\n"
+    "                  app-headroom: the same with zc-stackd --tx-headers headroom (one slot)\n"
     "  --pairs LIST    guest pairs, e.g. 1,2,4,8 (default 1)\n"
     "  --queues LIST   netif queues per vif, e.g. 1,2 (default 1)\n"
     "  --workers N     zc-netback data-path threads (default: one per queue, at most the CPUs)\n"
@@ -701,9 +858,14 @@ int run(run_opts o) {
         for (const char* m : {"zc", "double-copy", "pressure"})
             zc_modes += std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end();
         bool kernel = std::find(o.modes.begin(), o.modes.end(), "kernel") != o.modes.end();
+        uint32_t app_sizes = 0;
+        for (size_t s : o.sizes) app_sizes += s <= link::eth_frame_len;
+        uint32_t app_modes = 0;
+        for (const char* m : {"app", "app-headroom"})
+            app_modes += std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end();
         prog.total = uint32_t(o.sizes.size()) * (1 + (kernel ? 1 : 0) +
                                                  zc_modes * uint32_t(o.pairs.size() * o.queues.size())) +
-                     (kernel ? 1 : 0);
+                     (kernel ? 1 : 0) + app_modes * app_sizes;
     }
     std::printf("%-12s %7s %5s %3s %9s %8s %9s %8s %8s %7s %7s %7s %6s %-6s %s\n", "mode", "frame", "pairs", "q", "Gbit/s",
                 "Mpps", "cpu-s/GB", "/memcpy", "/kernel", "seg/pkt", "hc/pkt", "ntf/pkt", "fb/pkt", "intact",
@@ -823,6 +985,42 @@ int run(run_opts o) {
             }
         }
     }
+    for (const char* amode : {"app", "app-headroom"}) {
+        if (!want(amode)) continue;
+        app_host h;
+        h.o_perf = o.perf;
+        h.mode = amode;
+        std::string why;
+        if (::access(o.stackd.c_str(), X_OK) != 0 || ::access(o.perf.c_str(), X_OK) != 0) {
+            std::printf("%-12s skipped: zc-stackd or zc-perf not found (%s, %s)\n", "app", o.stackd.c_str(),
+                        o.perf.c_str());
+        } else if (!h.start(o, std::strcmp(amode, "app") ? "headroom" : "private", &why)) {
+            std::fprintf(stderr, "zc-vmbench: app: cannot start the emulated host: %s\n", why.c_str());
+            ok = false;
+        } else {
+            for (size_t s : o.sizes) {
+                if (s > link::eth_frame_len) continue; // one datagram per frame: no IP fragments
+                row r;
+                prog.step(std::string(amode) + " " + std::to_string(s) + " B", o.seconds);
+                bool measured = h.measure(s, o.seconds, r, &why);
+                prog.clear();
+                if (!measured) {
+                    std::fprintf(stderr, "zc-vmbench: app %zu B: %s\n", s, why.c_str());
+                    ok = false;
+                    break;
+                }
+                r.pairs = 1;
+                r.queues = 1;
+                rows.push_back(r);
+                print_row(r, &mc[s], kern.count(s) ? &kern[s] : nullptr);
+                ok = ok && r.intact;
+                for (auto& z : rows)
+                    if (z.mode == "zc" && z.frame == s && z.pairs == 1 && z.queues == 1 && z.gbps > 0)
+                        std::printf("%-12s %7zu  app/raw = %.3f (zc-perf app to app over raw netfront frames)\n",
+                                    (std::string(amode) + "/zc").c_str(), s, r.gbps / z.gbps);
+            }
+        }
+    }
     print_summary(rows, mc, kern);
     // Machine-readable outputs.
     if (FILE* f = std::fopen(o.json.c_str(), "w")) {
@@ -883,6 +1081,8 @@ int main(int argc, char** argv) {
     ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
     o.self = n > 0 ? std::string(self, size_t(n)) : argv[0];
     o.netback = exe_dir(o.self) + "/../netback/zc-netback";
+    o.stackd = exe_dir(o.self) + "/../uapi/zc-stackd";
+    o.perf = exe_dir(o.self) + "/../apps/zc-perf";
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         bool has = i + 1 < argc;
@@ -905,7 +1105,8 @@ int main(int argc, char** argv) {
         } else if (a == "--modes" && has) {
             o.modes = split(argv[++i]);
             for (auto& m : o.modes)
-                if (m != "zc" && m != "double-copy" && m != "pressure" && m != "kernel" && m != "memcpy") {
+                if (m != "zc" && m != "double-copy" && m != "pressure" && m != "kernel" && m != "memcpy" &&
+                    m != "app" && m != "app-headroom") {
                     std::fprintf(stderr, "zc-vmbench: unknown mode '%s'\n", m.c_str());
                     return 2;
                 }

@@ -10,10 +10,11 @@ build=${1:?usage: demo.sh BUILD_DIR [zc-vmbench options]}
 shift
 out=${ZCNET_DEMO_OUT:-$PWD/zcnet-demo}
 mkdir -p "$out"
-args=(--modes zc,double-copy,kernel,memcpy --sizes 64,1500,9000,65535 --seconds 1
+args=(--modes zc,double-copy,kernel,memcpy,app --sizes 64,1500,9000,65535 --seconds 1
       --json "$out/vmbench.json" --csv "$out/vmbench.csv" --png "$out/vmbench.png")
 echo "== zcnet demo: emulated Xen host, zc-netback (dom0), guests dom1 -> dom2"
 echo "== modes: zc (one gref->gref grant copy per slot), double-copy (through a bounce"
-echo "   buffer), kernel (veth + UDP between two network namespaces), memcpy (one core)"
+echo "   buffer), kernel (veth + UDP between two network namespaces), memcpy (one core),"
+echo "   app (zc-perf between applications on the zc socket API, through zc-stackd in each guest)"
 echo
 exec "$build/bench/zc-vmbench" "${args[@]}" "$@"

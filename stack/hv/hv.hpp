@@ -79,6 +79,25 @@ public:
     // returned; the kernel defers the revocation until the peer unmaps.
     virtual int unshare(shared_pages& p) noexcept = 0;
     virtual op_counters counters() const noexcept = 0;
+
+    // Let another process of this domain see the pages of a live share: a
+    // new file descriptor (the caller closes it) whose bytes
+    // [offset, offset + count * 4096) are those pages, for mmap(MAP_SHARED)
+    // after passing it with SCM_RIGHTS. The fd may expose more than the
+    // range (emu: it is the guest-memory memfd), so hand it only to
+    // processes trusted with this domain's memory.
+    // Errors: -EINVAL (not a live share of this handle), -EMFILE,
+    // -EOPNOTSUPP (xen: not wired up; gntalloc would do it by allocating
+    // the share on its own /dev/xen/gntalloc fd and passing that fd with
+    // the IOCTL_GNTALLOC_ALLOC_GREF index as the mmap offset).
+    struct exported_fd {
+        int fd = -1;
+        uint64_t offset = 0;
+    };
+    virtual result<exported_fd> export_fd(const shared_pages& p) noexcept {
+        (void)p;
+        return err(-EOPNOTSUPP);
+    }
 };
 
 // ---------------------------------------------------------------------------

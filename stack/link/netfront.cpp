@@ -11,6 +11,7 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <new>
 #include <type_traits>
 #include <vector>
 
@@ -52,7 +53,9 @@ static_assert(netif_max_tx_size == XEN_NETIF_MAX_TX_SIZE);
 static_assert(sizeof(netif_extra_info_t) == 8 && sizeof(netif_rx_response_t) == 8);
 static_assert(sizeof(netif_tx_response_t) == 4 && sizeof(netif_tx_request_t) == 12);
 
-enum : uint8_t { tx_free = 0, tx_reserved = 1, tx_pending = 2 };
+// tx_granted: in flight from a page the caller granted (tx_submit_granted);
+// the id's own TX page is idle meanwhile.
+enum : uint8_t { tx_free = 0, tx_reserved = 1, tx_pending = 2, tx_granted = 3 };
 
 int64_t now_ms() noexcept {
     timespec ts;
@@ -125,6 +128,8 @@ struct nf_queue {
     RING_IDX tx_pushed = 0;          // last req_prod we published (the shared copy is writable by the backend)
     std::vector<uint8_t> tx_state;   // per id
     std::vector<uint16_t> tx_free;   // LIFO of free ids
+    std::vector<uint64_t> tx_cookie; // per id: the caller's cookie of a tx_granted request
+    std::vector<tx_done> tx_done_q;  // completions of tx_granted requests not yet reaped
     queue_stats st_tx;
 
     // RX. Request ids are ring positions (xennet_rxidx); rx_buf says which
@@ -133,6 +138,7 @@ struct nf_queue {
     RING_IDX rx_pushed = 0;
     std::array<uint16_t, netif_rx_ring_size> rx_buf{};
     std::vector<uint16_t> rx_free;
+    std::unique_ptr<uint8_t[]> rx_scratch; // recv_view of chained frames; allocated on first use
     queue_stats st_rx;
 
     uint8_t* tx_page(uint16_t id) const noexcept { return static_cast<uint8_t*>(tx_pages.addr) + size_t{id} * hv::page_size; }
@@ -290,6 +296,9 @@ struct netfront::impl {
         if (int rc = sh(opts.tx_buffers, false, q.tx_pages, "TX buffers"); rc) return rc;
         if (int rc = sh(opts.rx_buffers, true, q.rx_pages, "RX buffers"); rc) return rc;
         q.tx_state.assign(opts.tx_buffers, tx_free);
+        q.tx_cookie.assign(opts.tx_buffers, 0);
+        q.tx_done_q.clear();
+        q.tx_done_q.reserve(opts.tx_buffers);
         q.tx_free.clear();
         for (uint32_t i = opts.tx_buffers; i-- > 0;) q.tx_free.push_back(uint16_t(i));
         q.rx_free.clear();
@@ -450,11 +459,14 @@ struct netfront::impl {
                     mark_broken("TX: response has incorrect id " + std::to_string(rsp.id));
                     return false;
                 }
-                if (rsp.id >= q.tx_state.size() || q.tx_state[rsp.id] != tx_pending) {
+                if (rsp.id >= q.tx_state.size() ||
+                    (q.tx_state[rsp.id] != tx_pending && q.tx_state[rsp.id] != tx_granted)) {
                     q.st_tx.bad.tx_inactive_id++;
                     mark_broken("TX: response for inactive request " + std::to_string(rsp.id));
                     return false;
                 }
+                if (q.tx_state[rsp.id] == tx_granted)
+                    q.tx_done_q.push_back(tx_done{q.tx_cookie[rsp.id], rsp.status});
                 q.tx_state[rsp.id] = tx_free;
                 q.tx_free.push_back(rsp.id);
                 q.st_tx.tx_completed++;
@@ -491,7 +503,16 @@ struct netfront::impl {
     // one slot per further page; NETTXF_more_data on all but the last.
     // ids[i] holds the i-th page of the frame. Called with tx_lock held and
     // room checked.
-    void post_tx(nf_queue& q, const uint16_t* ids, uint32_t nslots, size_t len, const tx_offload* off) noexcept {
+    // `ext` (tx_submit_granted*): slot `ext->slot` comes from the caller's
+    // grant instead of its id's page.
+    struct ext_slot {
+        hv::gref_t gref;
+        uint16_t offset;
+        uint32_t slot = 0;
+    };
+    // With ext and two slots, slot 1 (the caller's) holds ext_len bytes.
+    void post_tx(nf_queue& q, const uint16_t* ids, uint32_t nslots, size_t len, const tx_offload* off,
+                 const ext_slot* ext = nullptr, size_t ext_len = 0) noexcept {
         bool gso = off && off->gso_size;
         uint16_t csum = 0;
         if (gso || (off && off->csum_blank))
@@ -502,17 +523,19 @@ struct netfront::impl {
         RING_IDX i = q.tx.req_prod_pvt;
         size_t left = len;
         for (uint32_t s = 0; s < nslots; s++) {
+            bool from_ext = ext && ext->slot == s;
             uint16_t chunk = uint16_t(std::min(left, hv::page_size));
+            if (ext && nslots == 2) chunk = uint16_t(s == 0 ? len - ext_len : ext_len); // header | payload
             left -= chunk;
             netif_tx_request_t req{};
-            req.gref = q.tx_pages.refs[ids[s]];
-            req.offset = 0;
+            req.gref = from_ext ? ext->gref : q.tx_pages.refs[ids[s]];
+            req.offset = from_ext ? ext->offset : 0;
             req.id = ids[s];
             req.size = s == 0 ? uint16_t(len) : chunk; // first slot: whole frame
             req.flags = uint16_t((s == 0 ? csum : 0) | (s + 1 < nslots ? NETTXF_more_data : 0) |
                                  (s == 0 && gso ? NETTXF_extra_info : 0));
             *RING_GET_REQUEST(&q.tx, i++) = req;
-            q.tx_state[ids[s]] = tx_pending;
+            q.tx_state[ids[s]] = from_ext ? tx_granted : tx_pending;
             if (s == 0 && gso) {
                 netif_extra_info_t ex{};
                 ex.type = XEN_NETIF_EXTRA_TYPE_GSO;
@@ -982,10 +1005,88 @@ int netfront::tx_release(const tx_buffer& b, uint32_t queue) noexcept {
     return 0;
 }
 
+int netfront::tx_submit_granted(hv::gref_t gref, uint16_t offset, size_t len, uint64_t cookie, uint32_t queue,
+                                const tx_offload* off) noexcept {
+    impl& m = *_p;
+    if (queue >= m.qs.size() || len < eth_hlen) return -EINVAL;
+    if (size_t{offset} + len > hv::page_size) return -EMSGSIZE;
+    if (off && off->gso_size) return -EINVAL; // one slot: nothing to segment
+    if (int rc = m.check_offload(len, off); rc) return rc;
+    nf_queue& q = *m.qs[queue];
+    std::lock_guard g(q.tx_lock);
+    if (int rc = m.tx_check(q); rc) return rc;
+    if (!m.tx_room(q, 1, 0)) {
+        if (!m.tx_gc(q)) return -EIO;
+        if (!m.tx_room(q, 1, 0)) {
+            q.st_tx.tx_busy++;
+            return -EAGAIN;
+        }
+    }
+    uint16_t id = q.tx_free.back();
+    q.tx_free.pop_back();
+    q.tx_cookie[id] = cookie;
+    impl::ext_slot ext{gref, offset};
+    m.post_tx(q, &id, 1, len, off, &ext);
+    return 0;
+}
+
+int netfront::tx_submit_granted_sg(const void* hdr, size_t hdr_len, hv::gref_t gref, uint16_t offset, size_t len,
+                                   uint64_t cookie, uint32_t queue, const tx_offload* off) noexcept {
+    impl& m = *_p;
+    if (queue >= m.qs.size() || !hdr || hdr_len < eth_hlen || hdr_len > hv::page_size || len == 0) return -EINVAL;
+    if (size_t{offset} + len > hv::page_size) return -EMSGSIZE;
+    if (off && off->gso_size) return -EINVAL;
+    if (!m.be_sg) return -EOPNOTSUPP; // two slots need feature-sg
+    if (int rc = m.check_offload(hdr_len + len, off); rc) return rc;
+    nf_queue& q = *m.qs[queue];
+    std::lock_guard g(q.tx_lock);
+    if (int rc = m.tx_check(q); rc) return rc;
+    if (!m.tx_room(q, 2, 0)) {
+        if (!m.tx_gc(q)) return -EIO;
+        if (!m.tx_room(q, 2, 0)) {
+            q.st_tx.tx_busy++;
+            return -EAGAIN;
+        }
+    }
+    uint16_t ids[2];
+    for (auto& id : ids) {
+        id = q.tx_free.back();
+        q.tx_free.pop_back();
+    }
+    std::memcpy(q.tx_page(ids[0]), hdr, hdr_len); // our page: the caller cannot touch it afterwards
+    q.tx_cookie[ids[1]] = cookie;
+    impl::ext_slot ext{gref, offset, 1};
+    m.post_tx(q, ids, 2, hdr_len + len, off, &ext, len);
+    return 0;
+}
+
+uint32_t netfront::tx_reap_granted(tx_done* out, uint32_t max, uint32_t queue) noexcept {
+    impl& m = *_p;
+    if (queue >= m.qs.size() || !out) return 0;
+    nf_queue& q = *m.qs[queue];
+    std::lock_guard g(q.tx_lock);
+    if (q.tx_done_q.empty()) (void)m.tx_gc(q);
+    uint32_t n = uint32_t(std::min<size_t>(max, q.tx_done_q.size()));
+    std::copy_n(q.tx_done_q.begin(), n, out);
+    q.tx_done_q.erase(q.tx_done_q.begin(), q.tx_done_q.begin() + n);
+    return n;
+}
+
 // xennet_poll, one frame at a time.
 result<size_t> netfront::recv(void* buf, size_t cap, uint32_t queue, rx_info* info) noexcept {
+    if (!buf && cap) return err(-EINVAL);
+    return recv_impl(buf, cap, queue, info, nullptr, nullptr);
+}
+
+result<size_t> netfront::recv_view(rx_view_fn fn, void* arg, uint32_t queue, rx_info* info) noexcept {
+    if (!fn) return err(-EINVAL);
+    return recv_impl(nullptr, 0, queue, info, fn, arg);
+}
+
+result<size_t> netfront::recv_impl(void* buf, size_t cap, uint32_t queue, rx_info* info, rx_view_fn fn,
+                                   void* arg) noexcept {
     impl& m = *_p;
-    if (queue >= m.qs.size() || (!buf && cap)) return err(-EINVAL);
+    if (queue >= m.qs.size()) return err(-EINVAL);
     nf_queue& q = *m.qs[queue];
     std::lock_guard g(q.rx_lock);
     if (m.is_broken) return err(-EIO);
@@ -1023,6 +1124,39 @@ result<size_t> netfront::recv(void* buf, size_t cap, uint32_t queue, rx_info* in
             info->gso_type = c.gso ? c.gso_type : 0;
             info->slots = c.nslots;
             info->extras = c.extras;
+        }
+        if (fn && c.nslots == 1) {
+            // The frame lies in one RX page: show it in place.
+            const auto& pc = c.pieces[0];
+            uint16_t b = q.rx_buf[pc.pos & (netif_rx_ring_size - 1)];
+            ZC_CHECK(b != no_buf);
+            fn(q.rx_page(b) + pc.offset, pc.len, arg);
+        } else if (fn) {
+            // Chained frame: assemble it in a scratch buffer (once per queue).
+            if (!q.rx_scratch) q.rx_scratch.reset(new (std::nothrow) uint8_t[netif_max_tx_size + 1]);
+            if (!q.rx_scratch || c.len > netif_max_tx_size + 1) {
+                m.consume_rx(q, c.end);
+                q.st_rx.rx_errors++;
+                continue;
+            }
+            uint8_t* dst = q.rx_scratch.get();
+            for (uint32_t i = 0; i < c.nslots; i++) {
+                const auto& pc = c.pieces[i];
+                uint16_t b = q.rx_buf[pc.pos & (netif_rx_ring_size - 1)];
+                ZC_CHECK(b != no_buf);
+                std::memcpy(dst, q.rx_page(b) + pc.offset, pc.len);
+                dst += pc.len;
+            }
+            fn(q.rx_scratch.get(), c.len, arg);
+        }
+        if (fn) {
+            m.consume_rx(q, c.end);
+            q.st_rx.rx_packets++;
+            q.st_rx.rx_bytes += c.len;
+            q.st_rx.rx_slots += c.nslots;
+            q.st_rx.rx_extras += c.extras;
+            if (q.rx_free.size() >= refill_batch) m.alloc_rx_buffers(q);
+            return c.len;
         }
         if (c.len > cap) return err(-EMSGSIZE); // stays queued
         uint8_t* dst = static_cast<uint8_t*>(buf);

@@ -140,6 +140,15 @@ struct tx_buffer {
     uint16_t id = 0xFFFF;
 };
 
+// Completion of a tx_submit_granted() request.
+struct tx_done {
+    uint64_t cookie;
+    int16_t status; // NETIF_RSP_OKAY (0), _ERROR (-1), _DROPPED (-2)
+};
+
+// recv_view() callback: the frame, valid only during the call.
+using rx_view_fn = void (*)(const uint8_t* frame, size_t len, void* arg) noexcept;
+
 class netfront {
 public:
     // The guest side of `xl network-attach`: the toolstack must have written
@@ -193,6 +202,36 @@ public:
     int tx_submit(const tx_buffer& b, size_t len, uint32_t queue = 0, const tx_offload* off = nullptr) noexcept;
     int tx_release(const tx_buffer& b, uint32_t queue = 0) noexcept;
 
+    // TX from a page the caller granted to backend_id() (read-only is
+    // enough): the frame is [offset, offset + len) of that page. The caller
+    // keeps the page unchanged until tx_reap_granted() returns `cookie`;
+    // until then the backend may read it. One slot, no GSO.
+    // Errors: -EINVAL (len < 14, queue out of range, GSO asked),
+    // -EMSGSIZE (offset + len > page), -EAGAIN (ring or ids full),
+    // -ENOTCONN, -EIO. After disconnect() no completion comes for requests
+    // still in flight (the backend may keep a page mapped until it unmaps:
+    // end the grants with gntshr::unshare and retry on -EBUSY).
+    int tx_submit_granted(hv::gref_t gref, uint16_t offset, size_t len, uint64_t cookie, uint32_t queue = 0,
+                          const tx_offload* off = nullptr) noexcept;
+    // The same frame in two slots: `hdr_len` header bytes copied into one of
+    // our own TX pages (so the caller cannot change them once submitted),
+    // then `len` payload bytes from [offset, offset + len) of the caller's
+    // granted page. Needs the backend's feature-sg. The completion (cookie)
+    // comes when the payload slot's response does.
+    // Errors: as tx_submit_granted(), -EINVAL also for hdr_len < 14 or len 0,
+    // -EOPNOTSUPP (the backend offered no feature-sg).
+    int tx_submit_granted_sg(const void* hdr, size_t hdr_len, hv::gref_t gref, uint16_t offset, size_t len,
+                             uint64_t cookie, uint32_t queue = 0, const tx_offload* off = nullptr) noexcept;
+    // Completions of tx_submit_granted*() requests, oldest first, up to max.
+    // Runs the TX garbage collection if none is queued. Returns the count.
+    uint32_t tx_reap_granted(tx_done* out, uint32_t max, uint32_t queue = 0) noexcept;
+
+    // recv() without the copy: `fn` sees the frame where it lies (the RX
+    // page; a chained frame is assembled in a per-queue scratch buffer
+    // first) and the slots are reposted when it returns. Returns the frame
+    // length; errors as recv() (no -EMSGSIZE).
+    result<size_t> recv_view(rx_view_fn fn, void* arg, uint32_t queue = 0, rx_info* info = nullptr) noexcept;
+
     // Receive one frame, assembled from its NETRXF_more_data chain, into
     // buf. Bad chains are dropped and counted (stats().rx_errors) and the
     // next frame is tried. Returns the frame length.
@@ -238,6 +277,7 @@ public:
 
 private:
     explicit netfront(std::unique_ptr<impl> p) noexcept;
+    result<size_t> recv_impl(void* buf, size_t cap, uint32_t queue, rx_info* info, rx_view_fn fn, void* arg) noexcept;
     std::unique_ptr<impl> _p;
 };
 

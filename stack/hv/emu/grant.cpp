@@ -6,6 +6,8 @@
 #include "hv/emu/grant.hpp"
 
 #include <sched.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/mman.h>
 
 #include <atomic>
@@ -278,6 +280,15 @@ public:
     }
 
     op_counters counters() const noexcept override { return _ctr.snapshot(); }
+
+    result<exported_fd> export_fd(const shared_pages& p) noexcept override {
+        std::lock_guard g(_lock);
+        auto it = _live.find(reinterpret_cast<uintptr_t>(p.addr));
+        if (it == _live.end() || it->second.count != p.count) return err(-EINVAL);
+        int fd = ::fcntl(_c.self_view().mem_fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) return err(-errno);
+        return exported_fd{fd, uint64_t{it->second.first} * page_size};
+    }
 
 private:
     struct record {

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* A tiny consumer of zc.h, compiled as C11 (consumer.c) and as C++20
+ * (consumer.cpp includes this file): the header must be clean in both. It
+ * needs no stack service: it checks argument validation only. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "zc.h"
+
+#ifdef __cplusplus
+#define CONSUMER_LANG "C++"
+#else
+#define CONSUMER_LANG "C"
+#endif
+
+int main(void) {
+	struct zc_socket_opts o;
+	struct zc_stats st;
+	memset(&o, 0, sizeof o);
+	if (zc_socket(NULL) != -EINVAL) return 1;
+	o.sz = sizeof o - 1; /* too small */
+	if (zc_socket(&o) != -EINVAL) return 2;
+	o.sz = sizeof o;
+	o.flags = 0x80; /* unknown flag */
+	if (zc_socket(&o) != -EINVAL) return 3;
+	o.flags = ZC_SOCK_COPY_FALLBACK;
+	o.service = "/nonexistent/zc-stackd.sock";
+	if (zc_socket(&o) != -ENOENT) return 4;
+	memset(&st, 0, sizeof st);
+	st.sz = sizeof st;
+	if (zc_socket_stats(12345, &st) != -EBADF) return 5;
+	if (zc_close(-1) != -EBADF) return 6;
+	if (strcmp(zc_version(), "1.0") != 0) return 7;
+	printf("zc.h consumer (%s) ok, libzcnet %s\n", CONSUMER_LANG, zc_version());
+	return 0;
+}

@@ -1,0 +1,3 @@
+// SPDX-License-Identifier: MIT
+// The same consumer as consumer.c, compiled as C++.
+#include "consumer.c"

@@ -1,0 +1,564 @@
+// SPDX-License-Identifier: MIT
+// libzcnet: the application side of the zc socket API (zc.h). Each socket is
+// a SOCK_SEQPACKET connection to zc-stackd, a shared region with four rings
+// (uapi/src/shm.hpp) and the socket's pool, both mmapped here. The socket's
+// descriptor is the notify eventfd zc-stackd signals.
+//
+// Buffer states are tracked here (the application's view) and again in
+// zc-stackd (which must not trust this process); errors for misuse come from
+// here, before anything reaches shared memory.
+#include "zc.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <unordered_map>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm.hpp"
+
+using namespace zc::uapi;
+
+namespace {
+
+enum : uint8_t { b_free = 0, b_app = 1, b_stack = 2, b_copy = 3 /* library-owned, in flight */ };
+
+struct zsock {
+    int ctl = -1, notify = -1, kick = -1;
+    uint32_t flags = 0;
+    void* shm = nullptr;
+    size_t shm_size = 0;
+    uint8_t* pool = nullptr;
+    size_t pool_size = 0;
+    shm_layout* lay = nullptr;
+    uint32_t tx_bufs = 0, rx_bufs = 0, entries = 0;
+    ring<tx_desc> tx;
+    ring<cq_desc> cq;
+    ring<rx_desc> rx;
+    ring<fr_desc> fr;
+    uint32_t tx_prod = 0, cq_cons = 0, rx_cons = 0, fr_prod = 0; // private copies
+    std::vector<uint8_t> state;   // per TX buffer
+    std::vector<uint32_t> free_list;
+    std::vector<uint8_t> rx_held; // per RX buffer: handed to the app by zc_recv
+    bool connected = false;
+    sockaddr_in peer{};
+    bool dead = false;
+    // Local counters (the stack service keeps rx ones in shared memory).
+    uint64_t zc_sends = 0, copied_sends = 0, completions = 0, send_errors = 0, tx_bytes = 0, strict_refused = 0;
+
+    ~zsock() {
+        if (pool) ::munmap(pool, pool_size);
+        if (shm) ::munmap(shm, shm_size);
+        for (int fd : {ctl, notify, kick})
+            if (fd >= 0) ::close(fd);
+    }
+};
+
+// fd -> socket. The map is shared by all threads; each socket is used by one
+// thread at a time (zc.h), so the lock only guards lookups and changes.
+std::mutex g_lock;
+std::unordered_map<int, std::unique_ptr<zsock>> g_socks;
+
+zsock* find(int s) noexcept {
+    std::lock_guard g(g_lock);
+    auto it = g_socks.find(s);
+    return it == g_socks.end() ? nullptr : it->second.get();
+}
+
+const char* service_path(const char* p) noexcept {
+    if (p && *p) return p;
+    const char* e = std::getenv("ZCNET_STACK_SOCK");
+    return e && *e ? e : default_service;
+}
+
+int dial(const char* path) noexcept {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (std::strlen(path) >= sizeof a.sun_path) return -ENAMETOOLONG;
+    std::strcpy(a.sun_path, path);
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) {
+        int e = errno;
+        ::close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+// One request, one response (with up to ctl_nfds fds). timeout_ms bounds the wait.
+int call(int ctl, const ctl_req& rq, ctl_rsp& rs, int* fds, int* nfds, int timeout_ms) noexcept {
+    if (::send(ctl, &rq, sizeof rq, MSG_NOSIGNAL) != ssize_t(sizeof rq)) return -ENOTCONN;
+    pollfd p{ctl, POLLIN, 0};
+    int pr;
+    do pr = ::poll(&p, 1, timeout_ms);
+    while (pr < 0 && errno == EINTR);
+    if (pr == 0) return -ETIMEDOUT;
+    if (pr < 0) return -errno;
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * ctl_nfds)];
+    iovec iov{&rs, sizeof rs};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cbuf;
+    m.msg_controllen = sizeof cbuf;
+    ssize_t n = ::recvmsg(ctl, &m, MSG_CMSG_CLOEXEC);
+    if (n <= 0) return -ENOTCONN;
+    int got = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int k = int((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int i = 0; i < k; i++) {
+            int fd;
+            std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (fds && got < ctl_nfds) fds[got++] = fd;
+            else ::close(fd);
+        }
+    }
+    if (nfds) *nfds = got;
+    else
+        for (int i = 0; i < got; i++) ::close(fds[i]);
+    if (n != ssize_t(sizeof rs)) return -EPROTO;
+    return 0;
+}
+
+bool trailing_zero(const void* o, size_t known, size_t sz) noexcept {
+    const uint8_t* p = static_cast<const uint8_t*>(o);
+    for (size_t i = known; i < sz; i++)
+        if (p[i]) return false;
+    return true;
+}
+
+bool valid_count(uint32_t n) noexcept { return n >= 2 && n <= 4096 && n % 2 == 0; }
+
+void kick(zsock& k) noexcept {
+    uint64_t one = 1;
+    (void)!::write(k.kick, &one, sizeof one);
+}
+
+// The notify fd must be readable exactly while RX or CQ entries wait
+// (level-triggered, whichever call takes them). zc-stackd writes it after
+// producing; we clear it only once both rings look empty, then look again:
+// an entry published between our look and the read would otherwise be
+// pending with the fd clear, so then we set it again. While entries keep
+// coming this costs no system call at all.
+void settle_notify(zsock& k) noexcept {
+    if (k.cq.avail(k.cq_cons) || k.rx.avail(k.rx_cons)) return;
+    uint64_t v;
+    if (::read(k.notify, &v, sizeof v) < 0) return; // already clear
+    if (k.cq.avail(k.cq_cons) || k.rx.avail(k.rx_cons)) {
+        uint64_t one = 1;
+        (void)!::write(k.notify, &one, sizeof one);
+    }
+}
+
+bool service_gone(zsock& k) noexcept {
+    if (k.dead) return true;
+    if (k.lay->closed.load(std::memory_order_acquire)) return k.dead = true;
+    pollfd p{k.ctl, POLLIN, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) k.dead = true;
+    return k.dead;
+}
+
+bool valid_dst(const sockaddr_in* to) noexcept {
+    return to->sin_family == AF_INET && to->sin_port != 0 && to->sin_addr.s_addr != 0;
+}
+
+// One datagram into the TX ring (not published). Returns ZC_SENT_* or -errno.
+int enqueue(zsock& k, const void* data, size_t len, const sockaddr_in& dst, uint64_t user_data) noexcept {
+    if (!data) return -EINVAL;
+    if (len > max_payload) return -EMSGSIZE;
+    const uint8_t* p = static_cast<const uint8_t*>(data);
+    uint32_t buf;
+    bool copied = false;
+    if (p >= k.pool && p < k.pool + k.pool_size) {
+        size_t at = size_t(p - k.pool);
+        buf = uint32_t(at / buf_size);
+        if (buf >= k.tx_bufs || at % buf_size != headroom) return -EINVAL;
+        if (k.state[buf] == b_stack || k.state[buf] == b_copy) return -EBUSY;
+        if (k.state[buf] != b_app) return -EINVAL;
+        if (k.tx.free_slots(k.tx_prod) == 0) return -EAGAIN;
+    } else {
+        if (!(k.flags & ZC_SOCK_COPY_FALLBACK)) {
+            k.strict_refused++;
+            return -EFAULT;
+        }
+        if (k.tx.free_slots(k.tx_prod) == 0 || k.free_list.empty()) return -EAGAIN;
+        buf = k.free_list.back();
+        k.free_list.pop_back();
+        std::memcpy(k.pool + size_t{buf} * buf_size + headroom, p, len);
+        copied = true;
+    }
+    k.state[buf] = copied ? b_copy : b_stack;
+    tx_desc d{};
+    d.buf = buf;
+    d.off = uint16_t(headroom);
+    d.len = uint16_t(len);
+    d.dst_ip = dst.sin_addr.s_addr;
+    d.dst_port = dst.sin_port;
+    d.flags = copied ? tx_f_copied : 0;
+    d.user_data = user_data;
+    k.tx.write(k.tx_prod++, d);
+    k.tx_bytes += len;
+    if (copied) k.copied_sends++;
+    else k.zc_sends++;
+    return copied ? ZC_SENT_COPIED : ZC_SENT_ZEROCOPY;
+}
+
+int send_prologue(zsock* k, uint32_t flags, const sockaddr_in* to, sockaddr_in& dst) noexcept {
+    if (!k) return -EBADF;
+    if (flags & ~ZC_SEND_FLAGS_ALL) return -EINVAL;
+    if (to) {
+        if (!valid_dst(to)) return -EINVAL;
+        dst = *to;
+    } else {
+        if (!k->connected) return -EDESTADDRREQ;
+        dst = k->peer;
+    }
+    // A load, not a system call: zc-stackd sets it when it stops serving us
+    // (a crashed zc-stackd is noticed by service_gone() on -EAGAIN).
+    if (k->dead || k->lay->closed.load(std::memory_order_acquire)) {
+        k->dead = true;
+        return -EPIPE;
+    }
+    return 0;
+}
+
+int fail_eagain(zsock& k) noexcept { return service_gone(k) ? -EPIPE : -EAGAIN; }
+
+} // namespace
+
+extern "C" {
+
+const char* zc_version(void) { return "1.0"; }
+
+int zc_socket(const struct zc_socket_opts* o) {
+    constexpr size_t known = sizeof(zc_socket_opts);
+    if (!o || o->sz < known || !trailing_zero(o, known, o->sz)) return -EINVAL;
+    if (o->flags & ~ZC_SOCK_FLAGS_ALL) return -EINVAL;
+    uint32_t tx = o->tx_bufs ? o->tx_bufs : 256, rx = o->rx_bufs ? o->rx_bufs : 256;
+    uint32_t ent = o->ring_entries ? o->ring_entries : 512;
+    if (!valid_count(tx) || !valid_count(rx) || ent < 8 || ent > 4096 || (ent & (ent - 1))) return -EINVAL;
+
+    auto k = std::unique_ptr<zsock>(new (std::nothrow) zsock);
+    if (!k) return -ENOMEM;
+    k->flags = o->flags;
+    int fd = dial(service_path(o->service));
+    if (fd < 0) return fd;
+    k->ctl = fd;
+    ctl_req rq{};
+    rq.op = uint32_t(op::open);
+    rq.version = proto_version;
+    rq.tx_bufs = tx;
+    rq.rx_bufs = rx;
+    rq.entries = ent;
+    ctl_rsp rs{};
+    int fds[ctl_nfds] = {-1, -1, -1, -1};
+    int nfds = 0;
+    if (int rc = call(k->ctl, rq, rs, fds, &nfds, 10000); rc < 0) return rc;
+    auto close_fds = [&] {
+        for (int i = 0; i < nfds; i++) ::close(fds[i]);
+    };
+    if (rs.rc < 0) {
+        close_fds();
+        return rs.rc;
+    }
+    if (rs.version != proto_version || nfds != ctl_nfds) {
+        close_fds();
+        return -EPROTO;
+    }
+    k->notify = fds[fd_notify];
+    k->kick = fds[fd_kick];
+    k->shm_size = size_t(rs.shm_size);
+    k->pool_size = size_t(rs.pool_size);
+    void* shm = ::mmap(nullptr, k->shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[fd_shm], 0);
+    void* pool = ::mmap(nullptr, k->pool_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[fd_pool], off_t(rs.pool_off));
+    ::close(fds[fd_shm]);
+    ::close(fds[fd_pool]);
+    if (shm == MAP_FAILED || pool == MAP_FAILED) {
+        if (shm != MAP_FAILED) ::munmap(shm, k->shm_size);
+        if (pool != MAP_FAILED) ::munmap(pool, k->pool_size);
+        return -ENOMEM;
+    }
+    k->shm = shm;
+    k->pool = static_cast<uint8_t*>(pool);
+    k->lay = static_cast<shm_layout*>(shm);
+    const shm_layout& L = *k->lay;
+    if (L.magic != shm_magic || L.version != proto_version || L.entries != ent || L.tx_bufs != tx ||
+        L.rx_bufs != rx || L.size > k->shm_size || size_t{tx + rx} * buf_size > k->pool_size)
+        return -EPROTO;
+    k->tx_bufs = tx;
+    k->rx_bufs = rx;
+    k->entries = ent;
+    k->tx.attach(shm, L.tx_off, ent);
+    k->cq.attach(shm, L.cq_off, ent);
+    k->rx.attach(shm, L.rx_off, ent);
+    k->fr.attach(shm, L.fr_off, ent);
+    k->state.assign(tx, b_free);
+    k->rx_held.assign(rx, 0);
+    k->free_list.reserve(tx);
+    for (uint32_t i = tx; i-- > 0;) k->free_list.push_back(i);
+    int s = k->notify;
+    std::lock_guard g(g_lock);
+    auto& slot = g_socks[s];
+    // An entry under this number means the application closed an earlier
+    // socket with close(2) instead of zc_close(): that number is ours now,
+    // so drop the stale entry without closing it.
+    if (slot) slot->notify = -1;
+    slot = std::move(k);
+    return s;
+}
+
+int zc_close(int s) {
+    std::unique_ptr<zsock> k;
+    {
+        std::lock_guard g(g_lock);
+        auto it = g_socks.find(s);
+        if (it == g_socks.end()) return -EBADF;
+        k = std::move(it->second);
+        g_socks.erase(it);
+    }
+    return 0; // ~zsock unmaps and closes; zc-stackd sees the connection close
+}
+
+static int bind_or_connect(int s, const sockaddr_in* a, op what) noexcept {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    if (!a || a->sin_family != AF_INET) return -EINVAL;
+    if (what == op::connect && (a->sin_port == 0 || a->sin_addr.s_addr == 0)) return -EINVAL;
+    ctl_req rq{};
+    rq.op = uint32_t(what);
+    rq.version = proto_version;
+    rq.ip = a->sin_addr.s_addr;
+    rq.port = a->sin_port;
+    ctl_rsp rs{};
+    if (int rc = call(k->ctl, rq, rs, nullptr, nullptr, 10000); rc < 0) return rc;
+    if (rs.rc < 0) return rs.rc;
+    if (what == op::connect) {
+        k->connected = true;
+        k->peer = *a;
+    }
+    return 0;
+}
+
+int zc_bind(int s, const struct sockaddr_in* addr) { return bind_or_connect(s, addr, op::bind); }
+int zc_connect(int s, const struct sockaddr_in* addr) { return bind_or_connect(s, addr, op::connect); }
+
+int zc_pool_mmap(int s, struct zc_pool_info* info) {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    if (!info || info->sz < sizeof(zc_pool_info)) return -EINVAL;
+    size_t sz = info->sz;
+    std::memset(static_cast<void*>(info), 0, sz);
+    info->sz = sz;
+    info->base = k->pool;
+    info->size = k->pool_size;
+    info->buf_size = buf_size;
+    info->headroom = headroom;
+    info->max_payload = max_payload;
+    info->tx_bufs = k->tx_bufs;
+    info->rx_bufs = k->rx_bufs;
+    return 0;
+}
+
+int zc_buf_alloc(int s, void** data) {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    if (!data) return -EINVAL;
+    if (k->free_list.empty()) return -ENOBUFS;
+    uint32_t b = k->free_list.back();
+    k->free_list.pop_back();
+    k->state[b] = b_app;
+    *data = k->pool + size_t{b} * buf_size + headroom;
+    return 0;
+}
+
+int zc_buf_free(int s, void* data) {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    const uint8_t* p = static_cast<const uint8_t*>(data);
+    if (!p || p < k->pool || p >= k->pool + k->pool_size) return -EFAULT;
+    size_t at = size_t(p - k->pool);
+    uint32_t b = uint32_t(at / buf_size);
+    if (b >= k->tx_bufs || at % buf_size != headroom) return -EINVAL;
+    switch (k->state[b]) {
+    case b_free: return -EALREADY;
+    case b_stack:
+    case b_copy: return -EBUSY; // b_copy buffers are never handed out, so a pointer to one is a stale one
+    default: break;
+    }
+    k->state[b] = b_free;
+    k->free_list.push_back(b);
+    return 0;
+}
+
+int zc_send(int s, const void* data, size_t len, const struct sockaddr_in* to, uint32_t flags, uint64_t user_data) {
+    zsock* k = find(s);
+    sockaddr_in dst;
+    if (int rc = send_prologue(k, flags, to, dst); rc < 0) return rc;
+    int rc = enqueue(*k, data, len, dst, user_data);
+    if (rc == -EAGAIN) return fail_eagain(*k);
+    if (rc < 0) return rc;
+    k->tx.publish(k->tx_prod);
+    kick(*k);
+    return rc;
+}
+
+int zc_sendv(int s, const struct zc_iov* iov, unsigned n, const struct sockaddr_in* to, uint32_t flags,
+             unsigned* copied) {
+    zsock* k = find(s);
+    sockaddr_in dst;
+    if (int rc = send_prologue(k, flags, to, dst); rc < 0) return rc;
+    if (!iov || n == 0 || n > 1024) return -EINVAL;
+    unsigned done = 0, nc = 0;
+    int first_err = 0;
+    for (; done < n; done++) {
+        if (iov[done].pad) {
+            first_err = -EINVAL;
+            break;
+        }
+        int rc = enqueue(*k, iov[done].base, iov[done].len, dst, iov[done].user_data);
+        if (rc < 0) {
+            first_err = rc == -EAGAIN ? fail_eagain(*k) : rc;
+            break;
+        }
+        nc += rc == ZC_SENT_COPIED;
+    }
+    if (copied) *copied = nc;
+    if (done == 0) return first_err;
+    k->tx.publish(k->tx_prod);
+    kick(*k);
+    return int(done);
+}
+
+int zc_completions(int s, struct zc_completion* out, unsigned max) {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    if (!out && max) return -EINVAL;
+    uint32_t avail = k->cq.avail(k->cq_cons);
+    unsigned n = 0;
+    while (n < max && avail) {
+        cq_desc c = k->cq.read(k->cq_cons++);
+        avail--;
+        uint32_t b = c.buf & ~cq_buf_copied;
+        // zc-stackd is the trusted side, but a garbled index must not
+        // corrupt our state: skip it.
+        if (b >= k->tx_bufs || (k->state[b] != b_stack && k->state[b] != b_copy)) continue;
+        uint32_t fl = 0;
+        if (k->state[b] == b_copy) {
+            k->state[b] = b_free;
+            k->free_list.push_back(b);
+            fl |= ZC_CQE_F_COPIED;
+        } else {
+            k->state[b] = b_app;
+        }
+        out[n].user_data = c.user_data;
+        out[n].res = c.res;
+        out[n].flags = fl;
+        k->completions++;
+        if (c.res < 0) k->send_errors++;
+        n++;
+    }
+    k->cq.release(k->cq_cons);
+    settle_notify(*k);
+    return int(n);
+}
+
+int zc_recv(int s, struct zc_rxd* out, unsigned max) {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    if (!out || max == 0) return -EINVAL;
+    uint32_t avail = k->rx.avail(k->rx_cons);
+    unsigned n = 0;
+    while (n < max && avail) {
+        rx_desc d = k->rx.read(k->rx_cons++);
+        avail--;
+        if (d.buf >= k->rx_bufs || size_t{d.off} + d.len > buf_size || k->rx_held[d.buf]) continue;
+        k->rx_held[d.buf] = 1;
+        out[n].data = k->pool + size_t{k->tx_bufs + d.buf} * buf_size + d.off;
+        out[n].len = d.len;
+        out[n].flags = 0;
+        std::memset(&out[n].from, 0, sizeof out[n].from);
+        out[n].from.sin_family = AF_INET;
+        out[n].from.sin_addr.s_addr = d.src_ip;
+        out[n].from.sin_port = d.src_port;
+        n++;
+    }
+    k->rx.release(k->rx_cons);
+    settle_notify(*k);
+    if (n) return int(n);
+    return service_gone(*k) ? -ENOTCONN : -EAGAIN;
+}
+
+int zc_rx_release(int s, const void* data) {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    const uint8_t* p = static_cast<const uint8_t*>(data);
+    if (!p || p < k->pool || p >= k->pool + k->pool_size) return -EFAULT;
+    uint32_t b = uint32_t(size_t(p - k->pool) / buf_size);
+    if (b < k->tx_bufs || b >= k->tx_bufs + k->rx_bufs) return -EINVAL;
+    b -= k->tx_bufs;
+    if (!k->rx_held[b]) return -EALREADY;
+    if (k->fr.free_slots(k->fr_prod) == 0) {
+        kick(*k);
+        return -EAGAIN;
+    }
+    k->rx_held[b] = 0;
+    k->fr.write(k->fr_prod++, fr_desc{b});
+    k->fr.publish(k->fr_prod);
+    // No wake-up per release (AF_XDP's fill ring has none either): zc-stackd
+    // drains this ring before every delivery, and a delivery is what wakes
+    // it. Only a ring filling up while it sleeps needs a kick.
+    if (k->fr.free_slots(k->fr_prod) < (k->entries >> 1)) kick(*k);
+    return 0;
+}
+
+int zc_socket_stats(int s, struct zc_stats* st) {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    if (!st || st->sz < sizeof(zc_stats)) return -EINVAL;
+    size_t sz = st->sz;
+    std::memset(static_cast<void*>(st), 0, sz);
+    st->sz = sz;
+    st->zc_sends = k->zc_sends;
+    st->copied_sends = k->copied_sends;
+    st->completions = k->completions;
+    st->send_errors = k->send_errors;
+    st->tx_bytes = k->tx_bytes;
+    st->strict_refused = k->strict_refused;
+    const shm_stats& ss = k->lay->stats;
+    st->rx_packets = ss.rx_packets.load(std::memory_order_relaxed);
+    st->rx_bytes = ss.rx_bytes.load(std::memory_order_relaxed);
+    st->rx_drops = ss.rx_drops.load(std::memory_order_relaxed);
+    return 0;
+}
+
+int zc_ping(const char* service, const struct sockaddr_in* dst, int timeout_ms) {
+    if (!dst || dst->sin_family != AF_INET || dst->sin_addr.s_addr == 0 || timeout_ms <= 0) return -EINVAL;
+    int fd = dial(service_path(service));
+    if (fd < 0) return fd;
+    ctl_req rq{};
+    rq.op = uint32_t(op::ping);
+    rq.version = proto_version;
+    rq.ip = dst->sin_addr.s_addr;
+    rq.timeout_ms = timeout_ms;
+    ctl_rsp rs{};
+    int rc = call(fd, rq, rs, nullptr, nullptr, timeout_ms + 1000);
+    ::close(fd);
+    return rc < 0 ? rc : rs.rc;
+}
+
+} // extern "C"

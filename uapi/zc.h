@@ -1,0 +1,300 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zc.h: the zcnet zero-copy datagram socket API (UDP over IPv4).
+ *
+ * A zc socket is a real file descriptor. The application writes payload
+ * straight into buffers of the socket's pool (memory granted to the domain
+ * that moves frames toward the destination), hands them to the stack without
+ * a copy, and learns from a completion when a sent buffer may be written
+ * again. Received datagrams are descriptors pointing into the same pool; the
+ * application releases them when done.
+ *
+ * Conventions (liburing / libxdp style):
+ *  - every function returning int returns >= 0 on success or -errno;
+ *  - option structs start with `size_t sz` (set it to sizeof the struct you
+ *    were compiled with); bytes past what the library knows must be zero,
+ *    unknown flag bits are refused with -EINVAL;
+ *  - a socket is identified by its file descriptor `s`; a closed or unknown
+ *    descriptor gives -EBADF, never a crash;
+ *  - the library is thread-compatible, not thread-safe: one thread per
+ *    socket at a time (as for an AF_XDP socket or an io_uring).
+ *
+ * BUFFER OWNERSHIP. A pool buffer is in exactly one of these states:
+ *
+ *   FREE      owned by the library. zc_buf_alloc() -> APP.
+ *   APP       owned by the application: it may read and write the payload
+ *             area [data, data + max_payload). zc_send()/zc_sendv() -> STACK
+ *             (on success only; on error the buffer stays APP).
+ *             zc_buf_free() -> FREE.
+ *   STACK     owned by the stack (a send is in flight): the application must
+ *             not write it (the bytes may be read by the hypervisor's copy at
+ *             any time until the completion) and may not send or free it
+ *             (-EBUSY). The completion carrying its user_data -> APP again.
+ *   RX        a received datagram handed out by zc_recv(): the application
+ *             may read (and write) it until zc_rx_release() -> back to the
+ *             stack, which reuses it for later datagrams.
+ *
+ * The `headroom` bytes in front of a buffer's payload are never the
+ * application's: the stack may write headers there while the buffer is STACK.
+ * After zc_close() every pointer into the pool (APP or RX) is invalid.
+ *
+ * Memory outside the pool is never owned by the library: a copy-fallback
+ * send copies it before zc_send() returns, so the caller may reuse it at
+ * once; the completion of such a send carries ZC_CQE_F_COPIED.
+ *
+ * COPIES. A zero-copy send costs one copy of the payload end to end on the
+ * emulated and the real Xen host (the backend's grant copy from this pool's
+ * page into the destination guest's page). A copy-fallback send adds one
+ * (application memory -> pool). A receive costs one copy in the local stack
+ * service (the netfront RX page -> this socket's pool) on top of the
+ * backend's grant copy; see uapi/README.md.
+ */
+#ifndef ZCNET_UAPI_ZC_H
+#define ZCNET_UAPI_ZC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ZC_API_VERSION 1
+
+/* ---- sockets ------------------------------------------------------------- */
+
+/* zc_socket_opts.flags */
+#define ZC_SOCK_STRICT        0u        /* a pointer outside the pool: -EFAULT */
+#define ZC_SOCK_COPY_FALLBACK (1u << 0) /* ...: copied into the pool and counted */
+#define ZC_SOCK_FLAGS_ALL     (ZC_SOCK_COPY_FALLBACK)
+
+struct zc_socket_opts {
+	size_t sz;             /* sizeof(struct zc_socket_opts) */
+	uint32_t flags;        /* ZC_SOCK_* */
+	uint32_t tx_bufs;      /* send buffers in the pool; 0 = 256; 2..4096, even */
+	uint32_t rx_bufs;      /* receive buffers in the pool; 0 = 256; 2..4096, even */
+	uint32_t ring_entries; /* entries per ring; 0 = 512; power of two, 8..4096 */
+	const char *service;   /* zc-stackd's socket; NULL = $ZCNET_STACK_SOCK,
+	                          else "/run/zcnet/stackd.sock" */
+};
+
+/*
+ * Open a UDP/IPv4 socket on the guest's stack service (zc-stackd).
+ * Returns the socket's file descriptor (>= 0). poll/epoll report it
+ * readable while received datagrams or send completions are pending, and
+ * always writable (sends never block: -EAGAIN means wait for readable, since
+ * only completions free send resources). Close it with zc_close(), not
+ * close(2): close(2) leaves the mappings behind (until a later socket gets
+ * the same number, which then replaces them).
+ * Errors: -EINVAL (opts NULL, sz too small, unknown flags, non-zero unknown
+ * trailing bytes, bad counts), -ENOENT / -ECONNREFUSED (no stack service at
+ * that path), -ENOMEM (no memory, or the service could not grant the pool),
+ * -ENOSPC (the service's grant budget is exhausted), -EMFILE, -EPROTO (the
+ * service speaks another version of the protocol), -ENAMETOOLONG (service
+ * path), -ENOTCONN / -ETIMEDOUT (the service went away or did not answer).
+ */
+int zc_socket(const struct zc_socket_opts *opts);
+
+/*
+ * Close the socket. Every buffer of its pool, in whatever state, is released;
+ * pointers into the pool are invalid afterwards (the mapping is gone).
+ * Sends still in flight complete inside the stack; their completions are
+ * lost. Errors: -EBADF.
+ */
+int zc_close(int s);
+
+/* Local address. sin_port 0 picks a free port (49152..65535); sin_addr must
+ * be INADDR_ANY or the guest's address. Errors: -EBADF, -EINVAL (addr NULL,
+ * not AF_INET, already bound), -EADDRINUSE, -EADDRNOTAVAIL, -ENOTCONN (the
+ * stack service went away), -ETIMEDOUT (it did not answer in 10 s). */
+int zc_bind(int s, const struct sockaddr_in *addr);
+
+/* Default destination for zc_send(); binds an ephemeral port first if
+ * unbound. Errors: -EBADF, -EINVAL (addr NULL, not AF_INET, port 0 or
+ * address 0), -EADDRINUSE (no free ephemeral port), -ENOTCONN, -ETIMEDOUT
+ * (as zc_bind). */
+int zc_connect(int s, const struct sockaddr_in *addr);
+
+/* ---- the pool -------------------------------------------------------------- */
+
+struct zc_pool_info {
+	size_t sz;            /* sizeof(struct zc_pool_info) */
+	void *base;           /* first byte of the pool in this process */
+	size_t size;          /* bytes mapped */
+	uint32_t buf_size;    /* bytes per buffer (a power of two; never crosses a page) */
+	uint32_t headroom;    /* bytes in front of each payload kept for headers */
+	uint32_t max_payload; /* largest datagram payload (1472: one frame, no IP fragments) */
+	uint32_t tx_bufs;     /* buffers zc_buf_alloc() can hand out */
+	uint32_t rx_bufs;     /* buffers the stack receives into */
+	uint32_t pad;
+};
+
+/*
+ * Where the socket's pool is mapped in this process. zc_socket() maps it
+ * (MAP_SHARED, read-write) from the file descriptor the stack service
+ * passed; this call reports the mapping, idempotently. The mapping lives
+ * until zc_close(). Bytes of `info` past what this library knows are zeroed.
+ * Errors: -EBADF, -EINVAL (info NULL or sz too small).
+ */
+int zc_pool_mmap(int s, struct zc_pool_info *info);
+
+/*
+ * Take a FREE buffer: *data receives the start of its payload area
+ * (max_payload bytes, headroom already reserved in front of it). Owner
+ * afterwards: the application (APP).
+ * Errors: -EBADF, -EINVAL (data NULL), -ENOBUFS (every send buffer is APP or STACK: wait for completions).
+ */
+int zc_buf_alloc(int s, void **data);
+
+/*
+ * Give an APP buffer back (FREE). `data` is what zc_buf_alloc() returned.
+ * Errors: -EBADF, -EFAULT (not inside this socket's pool), -EINVAL (inside
+ * the pool but not the start of a send buffer's payload), -EALREADY
+ * (already FREE: double free), -EBUSY (STACK: wait for its completion).
+ */
+int zc_buf_free(int s, void *data);
+
+/* ---- sending --------------------------------------------------------------- */
+
+/* zc_send flags */
+#define ZC_SEND_FLAGS_ALL 0u
+
+/* Return value of a send that copied (fallback mode), like io_uring's
+ * IORING_NOTIF_USAGE_ZC_COPIED. */
+#define ZC_SENT_ZEROCOPY 0
+#define ZC_SENT_COPIED   1
+
+/*
+ * Send one datagram of `len` bytes at `data` to `to` (NULL: the connected
+ * peer). If `data` is the payload start of an APP buffer of this pool, the
+ * buffer goes to STACK with no copy and ZC_SENT_ZEROCOPY is returned; its
+ * completion (zc_completions) carries `user_data` and hands it back.
+ * If `data` is outside the pool: strict sockets fail with -EFAULT; copy-
+ * fallback sockets copy the bytes into a pool buffer the library owns,
+ * count a copied send, and return ZC_SENT_COPIED (the caller's memory is
+ * free at once; the completion still comes, flagged ZC_CQE_F_COPIED).
+ * Errors: -EBADF, -EINVAL (unknown flags, data NULL, `to` not
+ * AF_INET or port/address 0, `data` inside the pool but not a send
+ * buffer's payload start or in a FREE buffer), -EMSGSIZE (len >
+ * max_payload), -EFAULT (strict: outside the pool), -EBUSY (the buffer is
+ * STACK: reused before its completion), -EDESTADDRREQ (to NULL and not
+ * connected), -EAGAIN (send ring full, or
+ * fallback with no FREE buffer to copy into: wait until readable and reap
+ * completions), -ENOTCONN / -EPIPE (the stack service went away).
+ */
+int zc_send(int s, const void *data, size_t len, const struct sockaddr_in *to,
+            uint32_t flags, uint64_t user_data);
+
+/* One datagram of a zc_sendv() batch. */
+struct zc_iov {
+	const void *base;
+	uint32_t len;
+	uint32_t pad;       /* must be 0 */
+	uint64_t user_data; /* returned in this datagram's completion */
+};
+
+/*
+ * Send `n` datagrams to `to` (NULL: the connected peer) with one wake-up of
+ * the stack. Each element follows zc_send()'s rules. Returns how many
+ * elements were accepted (1..n), in order; elements after a failing one are
+ * not sent (their buffers stay APP). If the first element fails, its error
+ * is returned. `*copied` (optional) receives how many elements were copied.
+ * Errors: those of zc_send(), -EINVAL also for iov NULL, n 0 or n > 1024.
+ */
+int zc_sendv(int s, const struct zc_iov *iov, unsigned n, const struct sockaddr_in *to,
+             uint32_t flags, unsigned *copied);
+
+/* zc_completion.flags */
+#define ZC_CQE_F_COPIED (1u << 0) /* the send was a copy-fallback send */
+
+struct zc_completion {
+	uint64_t user_data;
+	int32_t res;     /* bytes sent, or -errno: -ENETUNREACH (no ARP answer),
+	                    -EIO (the backend reported an error or drop) */
+	uint32_t flags;  /* ZC_CQE_F_* */
+};
+
+/*
+ * Reap up to `max` send completions. Each hands its buffer back to the
+ * application (APP), except copied sends whose internal buffer goes back to
+ * FREE. Returns how many were written (0 when none; never blocks).
+ * Errors: -EBADF, -EINVAL (out NULL with max > 0).
+ */
+int zc_completions(int s, struct zc_completion *out, unsigned max);
+
+/* ---- receiving ------------------------------------------------------------- */
+
+struct zc_rxd {
+	const void *data;          /* payload, inside the pool; owner: the application (RX) */
+	uint32_t len;              /* payload bytes */
+	uint32_t flags;            /* 0 */
+	struct sockaddr_in from;   /* sender */
+};
+
+/*
+ * Take up to `max` received datagrams. Each descriptor's buffer is RX until
+ * zc_rx_release(). Returns the count; -EAGAIN when none is pending.
+ * Errors: -EBADF, -EINVAL (out NULL or max 0), -EAGAIN, -ENOTCONN (the stack service went away and nothing is left).
+ */
+int zc_recv(int s, struct zc_rxd *out, unsigned max);
+
+/*
+ * Give a received buffer back to the stack. `data` is zc_rxd.data.
+ * Errors: -EBADF, -EFAULT (not inside this socket's pool), -EINVAL (inside
+ * the pool but not a receive buffer's payload), -EALREADY (already released:
+ * double release), -EAGAIN (release ring full: reap with zc_recv first; the
+ * buffer stays RX).
+ */
+int zc_rx_release(int s, const void *data);
+
+/* ---- statistics ------------------------------------------------------------ */
+
+struct zc_stats {
+	size_t sz;             /* sizeof(struct zc_stats) */
+	uint64_t zc_sends;     /* datagrams sent without a copy */
+	uint64_t copied_sends; /* datagrams copied (fallback) */
+	uint64_t completions;  /* completions reaped */
+	uint64_t send_errors;  /* completions with res < 0 */
+	uint64_t tx_bytes;     /* payload bytes handed to the stack */
+	uint64_t rx_packets;   /* datagrams delivered to this socket */
+	uint64_t rx_bytes;
+	uint64_t rx_drops;     /* datagrams for this socket dropped (no RX buffer or ring full) */
+	uint64_t strict_refused; /* sends refused with -EFAULT (strict) */
+};
+
+/* Errors: -EBADF, -EINVAL (st NULL or sz too small). Bytes of `st` past
+ * what this library knows are zeroed. */
+int zc_socket_stats(int s, struct zc_stats *st);
+
+/* ---- diagnostics ------------------------------------------------------------ */
+
+/*
+ * Send an ICMP echo request from the guest's stack to `dst` and wait up to
+ * timeout_ms for the reply. Returns the round-trip time in microseconds.
+ * `service` as in zc_socket_opts. Errors: -EINVAL (dst NULL, not AF_INET,
+ * address 0, timeout_ms <= 0), -ENOENT/-ECONNREFUSED (no stack service),
+ * -ENAMETOOLONG (service path), -ETIMEDOUT (no reply, including no ARP
+ * answer), -ENOTCONN (the service went away).
+ */
+int zc_ping(const char *service, const struct sockaddr_in *dst, int timeout_ms);
+
+/* Name of the library's version ("1.0"). */
+const char *zc_version(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+/* Shared layouts (checked where C11 or C++ static assertions exist). */
+#if defined(__cplusplus)
+static_assert(sizeof(struct zc_iov) == 24, "zc_iov ABI");
+static_assert(sizeof(struct zc_completion) == 16, "zc_completion ABI");
+static_assert(sizeof(struct zc_rxd) == 32, "zc_rxd ABI");
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(sizeof(struct zc_iov) == 24, "zc_iov ABI");
+_Static_assert(sizeof(struct zc_completion) == 16, "zc_completion ABI");
+_Static_assert(sizeof(struct zc_rxd) == 32, "zc_rxd ABI");
+#endif
+
+#endif /* ZCNET_UAPI_ZC_H */
