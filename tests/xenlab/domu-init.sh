@@ -44,15 +44,21 @@ net)
   case "$role" in
   b)
     # Server: a 4 MiB bulk transfer on 5000, an endless stream sink on
-    # 5001 that reports every MiB.
+    # 5001 that reports every MiB. busybox nc half-closes the connection
+    # when its stdin ends (and background jobs get /dev/null), and the
+    # sender's nc quits on that with its input half read: give the
+    # listeners a stdin that never ends, a FIFO we hold open.
+    mkfifo /tmp/hold
+    exec 4<>/tmp/hold
     ( while :; do
-        nc -l -p 5001 | while [ "$(head -c 1048576 | wc -c)" = 1048576 ]; do
+        nc -l -p 5001 <&4 | while [ "$(head -c 1048576 | wc -c)" = 1048576 ]; do
           echo "XENLAB-DOMU-STREAM-1M"
         done
       done ) &
     ( while :; do
-        nc -l -p 5000 | head -c 4194304 >/tmp/rx
+        nc -l -p 5000 <&4 | head -c 4194304 >/tmp/rx
         echo "XENLAB-DOMU-RX $(wc -c </tmp/rx) $(md5sum </tmp/rx | cut -d' ' -f1)"
+        grep Tcp: /proc/net/snmp
       done ) &
     pingit
     while :; do sleep 5; done
@@ -61,8 +67,18 @@ net)
     pingit
     dd if=/dev/urandom of=/tmp/tx bs=64k count=64 2>/dev/null
     echo "XENLAB-DOMU-TX $(wc -c </tmp/tx) $(md5sum </tmp/tx | cut -d' ' -f1)"
-    for _ in $(seq 1 20); do nc "$peer" 5000 </tmp/tx && break; sleep 1; done
+    # nc is kept open until B has read every byte and closed: an nc that
+    # exits at EOF of its input may reset a connection that still has
+    # unsent data, which would say nothing about the path.
+    mkfifo /tmp/txfifo
+    nc "$peer" 5000 </tmp/txfifo &
+    ncpid=$!
+    exec 3>/tmp/txfifo
+    cat /tmp/tx >&3
+    wait $ncpid
+    exec 3>&-
     echo "XENLAB-DOMU-TX-DONE"
+    grep Tcp: /proc/net/snmp
     # Then an endless stream, for dom0 to destroy us in the middle of.
     while :; do cat /dev/urandom | nc "$peer" 5001; sleep 1; done
     ;;

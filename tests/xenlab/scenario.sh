@@ -16,8 +16,9 @@ fail() {
   {
     echo "XENLAB-FAIL $step: $*"
     echo "---- xl list"; xl list 2>&1
+    [ -n "${nb:-}" ] && { echo "---- zc-netback stats"; $bin/zc-netback stats --json 2>&1; }
     for f in /tmp/netback.log /tmp/xl-*.log "$cons"/guest-*.log; do
-      [ -f "$f" ] && { echo "---- $f (tail)"; tail -n 60 "$f"; }
+      [ -f "$f" ] && { echo "---- $f (tail)"; tail -n 40 "$f"; }
     done
     echo "---- xenstore"; xenstore-ls -f /local/domain/0/backend 2>&1 | head -80
   } >&2
@@ -104,7 +105,11 @@ step2() {
   ok "A pings B: $(grep -a PING-OK $cons/guest-lab2a.log)"
   wait_for 300 "B pings A" guest_says lab2b "XENLAB-DOMU-PING-OK"
   ok "B pings A: $(grep -a PING-OK $cons/guest-lab2b.log)"
+  # Progress, so that a stall shows where: the per-vif counters every 20 s.
+  ( while sleep 20; do echo "stats: $($bin/zc-netback stats --json)"; tail -n 3 /tmp/netback.log; done ) &
+  mon=$!
   wait_for 600 "the bulk transfer A -> B" guest_says lab2b "XENLAB-DOMU-RX"
+  kill $mon
   tx=$(grep -a "XENLAB-DOMU-TX " $cons/guest-lab2a.log | head -1 | awk '{print $2, $3}')
   rx=$(grep -a "XENLAB-DOMU-RX " $cons/guest-lab2b.log | head -1 | awk '{print $2, $3}')
   [ -n "$tx" ] && [ "$tx" = "$rx" ] || fail "bulk transfer mismatch: sent '$tx', received '$rx'"
