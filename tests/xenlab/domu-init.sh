@@ -55,8 +55,14 @@ net)
           echo "XENLAB-DOMU-STREAM-1M"
         done
       done ) &
+    # The sender's nc waits for us to close: stop ours once 4 MiB are in.
     ( while :; do
-        nc -l -p 5000 <&4 | head -c 4194304 >/tmp/rx
+        : >/tmp/rx
+        nc -l -p 5000 <&4 >/tmp/rx &
+        ncpid=$!
+        while [ "$(wc -c </tmp/rx)" -lt 4194304 ] && kill -0 $ncpid 2>/dev/null; do sleep 1; done
+        kill $ncpid 2>/dev/null
+        wait $ncpid 2>/dev/null
         echo "XENLAB-DOMU-RX $(wc -c </tmp/rx) $(md5sum </tmp/rx | cut -d' ' -f1)"
         grep Tcp: /proc/net/snmp
       done ) &
