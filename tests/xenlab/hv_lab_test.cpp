@@ -213,6 +213,12 @@ TEST_F(HvXenLab, CopyErrorsGetXensStatusPerSegment) {
     add(seg_gref_to_gref(a, _a.rw[0], 0, a, _a.ro, 0, 10), GNTST_general_error);
     add(seg_gref_to_local(a, _a.rw[0], 100, local + 2000, 16), GNTST_okay);
     add(seg_gref_to_local(domid_self, huge_ref, 0, local, 10), GNTST_bad_gntref); // DOMID_SELF is dom0
+    // A null local side: gntdev would fail the whole ioctl with -EFAULT; the
+    // port refuses the segment alone, whatever its length.
+    add(seg_local_to_gref(nullptr, a, _a.rw[0], 0, 10), GNTST_bad_copy_arg);
+    add(seg_gref_to_local(a, _a.rw[0], 0, nullptr, 0), GNTST_bad_copy_arg);
+    // An empty segment reaches no hypercall: nothing about its grant is checked.
+    add(seg_gref_to_local(a, huge_ref, 0, local, 0), GNTST_okay);
 
     ASSERT_EQ(_tab->copy(segs.data(), uint32_t(segs.size())), 0);
     for (size_t i = 0; i < segs.size(); ++i)
