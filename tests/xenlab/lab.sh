@@ -48,11 +48,14 @@ if [ "$(id -u)" -ne 0 ]; then echo "xenlab: needs root (debootstrap, chroot)" >&
 bash "$src/scripts/install-deps.sh"
 
 # ---- our binaries -------------------------------------------------------------------------
+# Only what goes into the images is built (cheap when up to date).
+targets="zc-netback test_xenlab_hv test_hv_xen zc-xenlab-peer"
 bld=${ZCNET_XENLAB_BUILD:-}
 if [ -z "$bld" ]; then
   bld=$src/build/release
-  (cd "$src" && cmake --preset release >/dev/null &&
-    cmake --build --preset release -j2 --target zc-netback test_xenlab_hv test_hv_xen zc-xenlab-peer >/dev/null)
+  (cd "$src" && cmake --preset release >/dev/null && cmake --build --preset release -j2 --target $targets >/dev/null)
+else
+  cmake --build "$bld" -j2 --target $targets >/dev/null
 fi
 netback_bin=$bld/netback/zc-netback
 labtest_bin=$bld/tests/test_xenlab_hv
