@@ -135,7 +135,7 @@ step2() {
   wait_for 120 "zc-netback to tear dom$a's vif down" sh -c "! xenstore-read /local/domain/0/backend/vif/$a/0/state"
   sleep 1
   netback_alive
-  ok "zc-netback survived; teardown: $(grep -a "dom$a\|frontend $a\|$a/0" /tmp/netback.log | tail -3 | tr '\n' '|')"
+  ok "zc-netback survived; teardown: $(grep -a "vif $a/0: \(disconnected\|removed\)" /tmp/netback.log | sed 's/^zcnet\[[0-9]*\] //' | tr '\n' '|')"
   maps_b=$(gntdev_maps $nb)
   [ "$maps_b" -lt "$maps_ab" ] || fail "gntdev mappings did not shrink after A's teardown ($maps_ab -> $maps_b)"
   ok "gntdev mappings in zc-netback: $maps_ab with A and B, $maps_b with B alone"
