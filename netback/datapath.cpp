@@ -656,7 +656,15 @@ void datapath::impl::process_tx(worker& w, const std::shared_ptr<queue>& qp) noe
             if (std::find(touched.begin(), touched.end(), dq) == touched.end()) touched.push_back(dq);
             if (kick_owner) dq->rx_kick.store(true, std::memory_order_relaxed);
         }
-        if (!delivered_somewhere && dests.empty()) bump(core.ctr.drop_no_dest);
+        if (!delivered_somewhere && dests.empty()) {
+            bump(core.ctr.drop_no_dest);
+            if (g_drop_log.allow())
+                ZC_LOG(info, tag,
+                       "vif%u.%u: no destination for %02x:%02x:%02x:%02x:%02x:%02x from "
+                       "%02x:%02x:%02x:%02x:%02x:%02x (%u bytes, %u slots, first %u)",
+                       unsigned(core.dom), core.devid, dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0],
+                       src[1], src[2], src[3], src[4], src[5], p.len, unsigned(p.nslots), unsigned(p.hdr_len));
+        }
     }
 
     copy_and_publish(w, dels, convs);

@@ -91,12 +91,14 @@ std::string stats_json(backend& b) {
                       ",\"header_copy_segments\":%" PRIu64 ",\"vm_to_vm_segments\":%" PRIu64
                       ",\"fallback_copies\":%" PRIu64 ",\"queued\":%" PRIu64 ",\"drop_no_dest\":%" PRIu64
                       ",\"drop_rx_full\":%" PRIu64 ",\"drop_malformed\":%" PRIu64 ",\"drop_copy_error\":%" PRIu64
+                      ",\"drop_unsupported\":%" PRIu64 ",\"drop_disabled\":%" PRIu64 ",\"rx_stalls\":%" PRIu64
                       ",\"notifies_sent\":%" PRIu64 ",\"events_received\":%" PRIu64 ",\"batch_hist\":[",
                       first ? "" : ",", unsigned(v.frontend), v.devid, format_mac(v.mac).c_str(), v.queues, be_state,
                       fe_state, v.disabled ? "true" : "false", json_escape(v.disabled_reason).c_str(), s.tx_packets,
                       s.tx_bytes, s.rx_packets, s.rx_bytes, s.tx_slots, s.rx_slots, s.grant_copy_segments,
                       s.grant_copy_batches, s.header_copy_segments, s.vm_to_vm_segments, s.fallback_copies, s.queued,
-                      s.drop_no_dest, s.drop_rx_full, s.drop_malformed, s.drop_copy_error, s.notifies_sent,
+                      s.drop_no_dest, s.drop_rx_full, s.drop_malformed, s.drop_copy_error, s.drop_unsupported,
+                      s.drop_disabled, s.rx_stalls, s.notifies_sent,
                       s.events_received);
         out += buf;
         for (int i = 0; i < 8; i++) out += (i ? "," : "") + std::to_string(s.batch_hist[i]);
@@ -250,7 +252,9 @@ int cmd_stats(const std::string& ctl, bool json) {
         uint64_t drops = std::strtoull(field(obj, "drop_no_dest").c_str(), nullptr, 10) +
                          std::strtoull(field(obj, "drop_rx_full").c_str(), nullptr, 10) +
                          std::strtoull(field(obj, "drop_malformed").c_str(), nullptr, 10) +
-                         std::strtoull(field(obj, "drop_copy_error").c_str(), nullptr, 10);
+                         std::strtoull(field(obj, "drop_copy_error").c_str(), nullptr, 10) +
+                         std::strtoull(field(obj, "drop_unsupported").c_str(), nullptr, 10) +
+                         std::strtoull(field(obj, "drop_disabled").c_str(), nullptr, 10);
         std::string vif = "dom" + field(obj, "frontend") + "/" + field(obj, "devid");
         std::string state = field(obj, "disabled") == "true" ? "disabled" : "ok";
         std::printf("%-10s %-17s %6s %12s %12s %12s %12s %10s %10" PRIu64 " %8s %s\n", vif.c_str(),

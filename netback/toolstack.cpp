@@ -73,6 +73,12 @@ int vif_create(hv::xs& xs, const vif_spec& s, std::string* why) {
         rc = rc ? rc : xs.write(fe + "/handle", std::to_string(s.devid), *t);
         rc = rc ? rc : xs.write(fe + "/mac", format_mac(mac), *t);
         rc = rc ? rc : xs.write(fe + "/state", "1", *t); // XenbusStateInitialising
+        // As libxl 4.17 writes them (seen in the Xen lab): "trusted" (Linux
+        // netfront bounces its data for a backend the toolstack marks
+        // untrusted, XSA-403) and "mtu", which the guest may read but not change.
+        rc = rc ? rc : xs.write(fe + "/trusted", "1", *t);
+        rc = rc ? rc : xs.write(fe + "/mtu", "1500", *t);
+        rc = rc ? rc : xs.set_perms(fe + "/mtu", {"n" + be_id, "r" + fe_id}, *t);
         // Backend: owned by the backend domain, readable by the guest.
         rc = rc ? rc : xs.mkdir(be, *t);
         rc = rc ? rc : xs.set_perms(be, {"n" + be_id, "r" + fe_id}, *t);

@@ -12,6 +12,7 @@ pkgs=(
   liburing-dev                     # io_uring kernel link
   iproute2 iperf3                  # network-namespace tests and kernel baselines
   gnuplot-nox jq                   # bench/plot.sh: the throughput PNG from the JSON
+  qemu-system-x86 debootstrap busybox-static cpio  # tests/xenlab: Xen 4.17 booted in QEMU
 )
 
 missing=()

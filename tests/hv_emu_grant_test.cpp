@@ -630,7 +630,9 @@ TEST_F(EmuGrant, CopyErrorsGetXensStatusPerSegment) {
     add(local_to_gref(local, 1, ro.refs[0], 0, 10), GNTST_general_error);     // into a r/o grant
     add(gref_to_gref(1, rw.refs[0], 0, 1, ro.refs[0], 0, 10), GNTST_general_error);
     add(gref_to_local(1, rw.refs[1], 0, local, 10), GNTST_bad_page);
-    add(local_to_gref(nullptr, 1, rw.refs[0], 0, 10), GNTST_bad_virt_addr);
+    add(local_to_gref(nullptr, 1, rw.refs[0], 0, 10), GNTST_bad_copy_arg);    // as the real port (Xen lab)
+    add(gref_to_local(1, rw.refs[0], 0, nullptr, 0), GNTST_bad_copy_arg);     // even when empty
+    add(gref_to_local(1, nr, 0, local, 0), GNTST_okay);                       // empty: no hypercall
     add(gref_to_local(1, rw.refs[0], 100, local + 200, 16), GNTST_okay);
     add(gref_to_local(hv::domid_self, nr, 0, local, 10), GNTST_bad_gntref); // DOMID_SELF is us (dom0)
 

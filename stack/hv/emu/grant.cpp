@@ -521,9 +521,13 @@ int16_t emu_gnttab::copy_one(copy_segment& s, claim& src, claim& dst) noexcept {
     if ((f & ~known) || !(f & known)) return GNTST_bad_copy_arg;
     if (sg && size_t{s.source.foreign.offset} + s.len > page_size) return GNTST_bad_copy_arg;
     if (dg && size_t{s.dest.foreign.offset} + s.len > page_size) return GNTST_bad_copy_arg;
+    // A null local side, whatever the length: what the real port answers
+    // (xen::precheck_copy keeps it away from gntdev, which would fail the
+    // whole ioctl with -EFAULT). Seen in the Xen lab; this said
+    // GNTST_bad_virt_addr, and GNTST_okay for an empty segment, before.
+    if ((!sg && !s.source.virt) || (!dg && !s.dest.virt)) return GNTST_bad_copy_arg;
     // gntdev issues no GNTTABOP_copy for an empty segment: nothing is checked.
     if (s.len == 0) return GNTST_okay;
-    if ((!sg && !s.source.virt) || (!dg && !s.dest.virt)) return GNTST_bad_virt_addr;
 
     // Xen gnttab_copy_lock_domains(): both domains before either grant;
     // rcu_lock_domain_by_any_id() accepts DOMID_SELF.

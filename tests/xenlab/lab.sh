@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# The real Xen lab: Debian's Xen 4.17 with a PV dom0 and PV domUs running
+# Debian's unmodified Linux 6.1 (xen-netfront), booted in QEMU (TCG), against
+# zcnet's real-Xen hypervisor port and zc-netback.
+#
+#   tests/xenlab/lab.sh [step1|step2|all]     (default: all)
+#
+# step1  the Xen hypervisor port in dom0 against two domUs (grant map,
+#        gref->gref copy between the domUs' pages, GNTST_* codes, event
+#        channels across domains, xenstore watches): tests/xenlab/hv_lab_test.cpp
+# step2  zc-netback in dom0 (kernel xen-netback never loaded), two domUs with
+#        the unmodified xen-netfront: Connected, ping both ways, a checksummed
+#        bulk transfer, xl destroy of one guest mid-transfer, re-create.
+#
+# Images are built from Debian packages only and cached in
+# ${ZCNET_XENLAB_CACHE:-/var/cache/zcnet-xenlab}, keyed by the kernel package
+# version and the image recipe (mkbase.sh); later runs only repack our own
+# binaries (a second cpio appended to the cached dom0 initramfs).
+#
+# Environment: ZCNET_XENLAB_BUILD  a build tree to take binaries from
+#              (default: build/release, built here if needed);
+#              ZCNET_XENLAB_TIMEOUT  seconds for the whole boot (default 1200);
+#              ZCNET_XENLAB_KEEP=1  keep the run directory.
+# With --if-enabled (how ctest calls it) it exits 77 (skip) unless
+# ZCNET_XENLAB=1. Exits 0 when every requested step printed its PASS marker,
+# else non-zero with the relevant part of the serial log.
+# Timings under TCG emulation are not performance figures.
+set -euo pipefail
+
+if [ "${1:-}" = "--if-enabled" ]; then
+  shift
+  if [ "${ZCNET_XENLAB:-0}" != 1 ]; then
+    echo "xenlab: skipped (set ZCNET_XENLAB=1 to boot Xen in QEMU; takes minutes)"
+    exit 77
+  fi
+fi
+what=${1:-all}
+case "$what" in step1|step2|all) ;; *) echo "usage: $0 [step1|step2|all]" >&2; exit 2 ;; esac
+
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/../.." && pwd)
+cache=${ZCNET_XENLAB_CACHE:-/var/cache/zcnet-xenlab}
+timeout_s=${ZCNET_XENLAB_TIMEOUT:-1200}
+log() { echo "xenlab: $*" >&2; }
+t0=$(date +%s)
+
+if [ "$(id -u)" -ne 0 ]; then echo "xenlab: needs root (debootstrap, chroot)" >&2; exit 1; fi
+bash "$src/scripts/install-deps.sh"
+
+# ---- our binaries -------------------------------------------------------------------------
+# Only what goes into the images is built (cheap when up to date).
+targets="zc-netback test_xenlab_hv test_hv_xen zc-xenlab-peer"
+bld=${ZCNET_XENLAB_BUILD:-}
+if [ -z "$bld" ]; then
+  bld=$src/build/release
+  (cd "$src" && cmake --preset release >/dev/null && cmake --build --preset release -j2 --target $targets >/dev/null)
+else
+  cmake --build "$bld" -j2 --target $targets >/dev/null
+fi
+netback_bin=$bld/netback/zc-netback
+labtest_bin=$bld/tests/test_xenlab_hv
+hvxen_bin=$bld/tests/test_hv_xen
+peer_bin=$bld/tests/zc-xenlab-peer
+for b in "$netback_bin" "$labtest_bin" "$hvxen_bin" "$peer_bin"; do
+  [ -x "$b" ] || { echo "xenlab: missing $b (build the release preset)" >&2; exit 1; }
+done
+
+# ---- cached base images ----------------------------------------------------------------------
+kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+[ -n "$kpkg" ] || { echo "xenlab: cannot resolve linux-image-amd64 (apt-get update?)" >&2; exit 1; }
+kver_pkg=$(apt-cache policy "$kpkg" | awk '/Candidate:/{print $2}')
+key="kernel=$kpkg=$kver_pkg recipe=$(sha256sum "$here/mkbase.sh" | cut -c1-16)"
+mkdir -p "$cache"
+if [ "$(cat "$cache/key" 2>/dev/null)" != "$key" ]; then
+  log "building base images ($key)"
+  bash "$here/mkbase.sh" "$cache" "$key" "$kpkg"
+else
+  log "base images cached ($key)"
+fi
+
+# ---- per-run overlay: our binaries, scripts, the domU initramfs --------------------------------
+run=$(mktemp -d /tmp/zcnet-xenlab.XXXXXX)
+qpid=
+cleanup() {
+  if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then kill "$qpid" 2>/dev/null || true; sleep 1; kill -9 "$qpid" 2>/dev/null || true; fi
+  if [ "${ZCNET_XENLAB_KEEP:-0}" = 1 ]; then log "run directory kept: $run"; else rm -rf "$run"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# domU: busybox, the Xen modules, our static peer, an /init.
+du=$run/domu
+mkdir -p "$du"/{bin,dev,proc,sys,tmp,lib/modules}
+cp /bin/busybox "$du/bin/busybox"
+cp "$cache"/domu-modules/*.ko* "$du/lib/modules/"
+cp "$peer_bin" "$du/bin/zc-xenlab-peer"
+install -m755 "$here/domu-init.sh" "$du/init"
+(cd "$du" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$run/domu.cpio.gz"
+
+ov=$run/overlay
+mkdir -p "$ov"/opt/zcnet/{bin,lib,domu,lab} "$ov/etc/xenlab" "$ov/etc/xen/scripts"
+install -m755 "$here/dom0-init.sh" "$ov/init"
+install -m755 "$here"/scenario.sh "$ov/opt/zcnet/lab/"
+install -m755 "$src/netback/vif-zcnet" "$ov/etc/xen/scripts/vif-zcnet"
+cp "$cache/vmlinuz" "$ov/opt/zcnet/domu/vmlinuz"
+cp "$run/domu.cpio.gz" "$ov/opt/zcnet/domu/initrd.gz"
+for b in "$netback_bin" "$labtest_bin" "$hvxen_bin"; do
+  cp "$b" "$ov/opt/zcnet/bin/"
+  # Their libraries, except glibc's own (dom0 has the same release).
+  ldd "$b" | awk '/=> \//{print $3}' | while read -r l; do
+    case "$(basename "$l")" in libc.so*|libm.so*|ld-linux*|libpthread*|libdl.so*|librt.so*) continue ;; esac
+    cp -L "$l" "$ov/opt/zcnet/lib/"
+  done
+done
+echo "$what" >"$ov/etc/xenlab/what"
+(cd "$ov" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$run/overlay.cpio.gz"
+cat "$cache/dom0-base.cpio.gz" "$run/overlay.cpio.gz" >"$run/dom0.cpio.gz"
+log "images ready after $(( $(date +%s) - t0 ))s; booting Xen in QEMU (TCG; a few minutes)"
+
+# ---- boot ---------------------------------------------------------------------------------------
+serial=$run/serial.log
+: >"$serial"
+qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -m 3G -smp 2 -no-reboot \
+  -kernel "$cache/xen.elf" \
+  -append "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=1280M,max:1280M noreboot" \
+  -initrd "$cache/vmlinuz console=hvc0 earlyprintk=xen rdinit=/init,$run/dom0.cpio.gz" \
+  -serial "file:$serial" -monitor none -display none -net none \
+  -device isa-debug-exit,iobase=0xf4,iosize=0x04 </dev/null >"$run/qemu.out" 2>&1 &
+qpid=$!
+
+# Markers (printed by dom0-init.sh and scenario.sh): XENLAB-DOM0-UP,
+# XENLAB-PASS <step>, XENLAB-FAIL <step>: <why>, XENLAB-END.
+steps=$([ "$what" = all ] && echo "step1 step2" || echo "$what")
+verdict=timeout
+while :; do
+  el=$(( $(date +%s) - t0 ))
+  if grep -aq "XENLAB-END" "$serial"; then verdict=end; break; fi
+  if ! kill -0 "$qpid" 2>/dev/null; then verdict=qemu-exited; break; fi
+  if grep -aqE "Kernel panic|Panic on CPU|\(XEN\) \*\*\*\*\*\*" "$serial"; then verdict=panic; sleep 2; break; fi
+  if [ "$el" -ge "$timeout_s" ]; then break; fi
+  if ! grep -aq "XENLAB-DOM0-UP" "$serial" && [ "$el" -ge $(( timeout_s / 2 )) ]; then verdict=no-dom0; break; fi
+  sleep 2
+done
+# Let QEMU leave through the debug-exit port; kill it otherwise.
+for _ in $(seq 1 15); do kill -0 "$qpid" 2>/dev/null || break; sleep 1; done
+kill "$qpid" 2>/dev/null || true
+wait "$qpid" 2>/dev/null || true
+qpid=
+el=$(( $(date +%s) - t0 ))
+
+grep -a "^XENLAB-\|XENLAB-PASS\|XENLAB-FAIL\|XENLAB-OK" "$serial" | tr -d '\r' | sed 's/^/  /' >&2 || true
+rc=0
+for s in $steps; do
+  if ! grep -aq "XENLAB-PASS $s" "$serial"; then rc=1; fi
+done
+if grep -aq "XENLAB-FAIL" "$serial"; then rc=1; fi
+out=${ZCNET_XENLAB_LOG:-$src/build/xenlab-serial.log}
+mkdir -p "$(dirname "$out")"
+cp "$serial" "$out"
+if [ "$rc" -ne 0 ]; then
+  log "FAILED ($verdict after ${el}s); serial log: $out"
+  if grep -aq "XENLAB-FAIL" "$serial"; then
+    grep -an "XENLAB-FAIL" "$serial" | head -5 >&2
+    first=$(grep -an "XENLAB-FAIL" "$serial" | head -1 | cut -d: -f1)
+    sed -n "$(( first > 80 ? first - 80 : 1 )),$(( first + 20 ))p" "$serial" | tr -d '\r' >&2
+  else
+    tail -n 80 "$serial" | tr -d '\r' >&2
+  fi
+  exit 1
+fi
+log "PASS: $steps (${el}s wall under TCG emulation; not a performance figure); serial log: $out"
