@@ -4,12 +4,23 @@
 // is killed 100 times at random points of its life (before, during and after
 // the handshake, mid-traffic). Afterwards no mapping of the dead guests is
 // left in dom0, and the stable pair still delivers every frame intact.
+//
+// The guests are this binary re-executed (fork + execve), not bare forks:
+// this process has busy threads (broker, xenstored, netback's workers and
+// libxenstore's readers), and a forked child inherits whatever lock one of
+// them held at that moment. glibc's malloc survives that; ASan's allocator
+// in gcc 12 does not, so bare forks hung a guest now and then in the
+// ASan+UBSan suite (seen: a child's libxenstore reader thread waiting forever
+// on the allocator's region mutex). After execve a guest is a fresh process.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cstring>
 #include <random>
 #include <thread>
+#include <unistd.h>
+
+extern char** environ;
 
 #include "emu_host.hpp"
 #include "hv/xs.hpp"
@@ -43,18 +54,142 @@ bool frame_ok(const uint8_t* f, size_t n, uint32_t& seq) {
     return true;
 }
 
-// A guest process: connect its netfront once told to, then obey commands.
-std::unique_ptr<link::netfront> connect_guest(test::emu_host& host, hv::domid_t d,
-                                              std::unique_ptr<hv::port>& port, test::chan& up, test::chan& go) {
-    port = host.domain(d);
-    if (!port) return nullptr;
-    up.put(1);
-    int g;
-    if (!go.get(g, 20000)) return nullptr;
+// Small values over inherited pipe ends (the child side of test::chan).
+template <class T> bool fd_put(int fd, const T& v) { return ::write(fd, &v, sizeof v) == ssize_t(sizeof v); }
+template <class T> bool fd_get(int fd, T& v, int timeout_ms) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) != 1) return false;
+    return ::read(fd, &v, sizeof v) == ssize_t(sizeof v);
+}
+
+// A guest: join the emulated host as domain `d`, say so on `up`, connect the
+// netfront once told to on `go`.
+std::unique_ptr<link::netfront> connect_guest(const std::string& sock, hv::domid_t d,
+                                              std::unique_ptr<hv::port>& port, int up, int go) {
+    hv::emu::connect_options o;
+    o.sock = sock;
+    o.dom = d;
     std::string why;
+    auto p = hv::emu::open_port(o, &why);
+    if (!p) return nullptr;
+    port = std::move(*p);
+    fd_put(up, 1);
+    int g;
+    if (!fd_get(go, g, 20000)) return nullptr;
     auto nf = link::netfront::connect(*port, {}, &why);
     if (!nf) return nullptr;
     return std::move(*nf);
+}
+
+// Stable receiver (dom1): counts intact frames from dom2, reports on request.
+int guest_recv(const std::string& sock, const int* fd) {
+    const int up = fd[0], go = fd[1], cmd = fd[2], res = fd[3];
+    const mac_addr mac2 = default_mac(2, 0);
+    std::unique_ptr<hv::port> port;
+    auto nf = connect_guest(sock, 1, port, up, go);
+    if (!nf) return 10;
+    uint32_t good = 0, bad = 0;
+    std::vector<uint8_t> buf(70000);
+    for (;;) {
+        for (;;) {
+            auto n = nf->recv(buf.data(), buf.size());
+            if (!n) break;
+            if (std::memcmp(buf.data() + 6, mac2.data(), 6) != 0) continue; // victims' frames
+            uint32_t seq;
+            if (frame_ok(buf.data(), *n, seq)) good++;
+            else bad++;
+        }
+        if (test::readable(cmd, 0)) {
+            int c;
+            if (!fd_get(cmd, c, 0) || c == 0) return 0;
+            fd_put(res, good);
+            fd_put(res, bad);
+        }
+        nf->wait(10);
+    }
+}
+
+// Stable sender (dom2): sends `n` frames to dom1 per command.
+int guest_send(const std::string& sock, const int* fd) {
+    const int up = fd[0], go = fd[1], cmd = fd[2], res = fd[3];
+    const mac_addr mac1 = default_mac(1, 0), mac2 = default_mac(2, 0);
+    std::unique_ptr<hv::port> port;
+    auto nf = connect_guest(sock, 2, port, up, go);
+    if (!nf) return 10;
+    uint32_t seq = 0;
+    for (;;) {
+        int n;
+        if (!fd_get(cmd, n, 60000)) return 11;
+        if (n == 0) return 0;
+        for (int i = 0; i < n;) {
+            auto f = make_frame(mac1, mac2, seq);
+            int rc = nf->send(f.data(), f.size());
+            if (rc == -EAGAIN) {
+                nf->wait(10);
+                continue;
+            }
+            if (rc < 0) return 12;
+            seq++;
+            i++;
+        }
+        for (int i = 0; i < 20; i++) nf->wait(5); // let TX responses come back
+        fd_put(res, n);
+    }
+}
+
+// The victim (dom3): floods until killed.
+int guest_victim(const std::string& sock, const int* fd) {
+    const mac_addr mac1 = default_mac(1, 0), mac3 = default_mac(3, 0);
+    std::unique_ptr<hv::port> port;
+    auto nf = connect_guest(sock, 3, port, fd[0], fd[1]);
+    if (!nf) return 10;
+    for (uint32_t seq = 0;; seq++) {
+        // Alternate unicast to dom1 and broadcast (flooded to both).
+        auto f = make_frame(seq & 1 ? mac1 : mac_addr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac3, seq);
+        if (nf->send(f.data(), f.size()) == -EAGAIN) nf->wait(2);
+    }
+}
+
+// The child side: this binary re-executed with ZC_CHAOS_ROLE set runs only
+// this (disabled) test, which never returns.
+TEST(NetbackChaosChild, DISABLED_Guest) {
+    const char* role = std::getenv("ZC_CHAOS_ROLE");
+    const char* sock = std::getenv("ZC_CHAOS_SOCK");
+    const char* fds = std::getenv("ZC_CHAOS_FDS");
+    if (!role || !sock || !fds) GTEST_SKIP() << "only run by NetbackChaos as a guest";
+    int fd[4] = {-1, -1, -1, -1};
+    if (std::sscanf(fds, "%d,%d,%d,%d", &fd[0], &fd[1], &fd[2], &fd[3]) < 2) std::_Exit(2);
+    int rc = 2;
+    if (!std::strcmp(role, "recv")) rc = guest_recv(sock, fd);
+    else if (!std::strcmp(role, "send")) rc = guest_send(sock, fd);
+    else if (!std::strcmp(role, "victim")) rc = guest_victim(sock, fd);
+    std::_Exit(rc);
+}
+
+// fork + execve of this binary as a guest of `role`, with the given pipe
+// ends inherited. Everything the child needs is built before fork(): between
+// fork and execve it calls nothing that allocates.
+pid_t spawn_guest(const char* role, const std::string& sock, std::initializer_list<int> fds) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e)
+        if (std::strncmp(*e, "ZC_CHAOS_", 9) != 0) env.emplace_back(*e);
+    std::string f;
+    for (int x : fds) f += (f.empty() ? "" : ",") + std::to_string(x);
+    env.push_back(std::string("ZC_CHAOS_ROLE=") + role);
+    env.push_back("ZC_CHAOS_SOCK=" + sock);
+    env.push_back("ZC_CHAOS_FDS=" + f);
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::string a0 = "/proc/self/exe", a1 = "--gtest_filter=NetbackChaosChild.DISABLED_Guest",
+                a2 = "--gtest_also_run_disabled_tests", a3 = "--gtest_brief=1";
+    char* argv[] = {a0.data(), a1.data(), a2.data(), a3.data(), nullptr};
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::execve(argv[0], argv, envp.data());
+        std::_Exit(127);
+    }
+    return pid;
 }
 
 TEST(NetbackChaos, GuestKilledAtRandomMomentsHundredTimes) {
@@ -99,62 +234,12 @@ TEST(NetbackChaos, GuestKilledAtRandomMomentsHundredTimes) {
         s.frontend = d;
         return vif_create(*xs0, s, &why);
     };
-    const mac_addr mac1 = default_mac(1, 0), mac2 = default_mac(2, 0);
 
-    // Stable receiver (dom1): counts intact frames from dom2, reports on request.
     test::chan up1, go1, cmd1, res1;
-    pid_t p1 = test::spawn([&]() -> int {
-        std::unique_ptr<hv::port> port;
-        auto nf = connect_guest(host, 1, port, up1, go1);
-        if (!nf) return 10;
-        uint32_t good = 0, bad = 0;
-        std::vector<uint8_t> buf(70000);
-        for (;;) {
-            for (;;) {
-                auto n = nf->recv(buf.data(), buf.size());
-                if (!n) break;
-                if (std::memcmp(buf.data() + 6, mac2.data(), 6) != 0) continue; // victims' frames
-                uint32_t seq;
-                if (frame_ok(buf.data(), *n, seq)) good++;
-                else bad++;
-            }
-            if (test::readable(cmd1.fd[0], 0)) {
-                int c;
-                cmd1.get(c);
-                if (c == 0) return 0;
-                res1.put(good);
-                res1.put(bad);
-            }
-            nf->wait(10);
-        }
-    });
+    pid_t p1 = spawn_guest("recv", host.sock(), {up1.fd[1], go1.fd[0], cmd1.fd[0], res1.fd[1]});
     kids.push_back(p1);
-    // Stable sender (dom2): sends `n` frames to dom1 per command.
     test::chan up2, go2, cmd2, res2;
-    pid_t p2 = test::spawn([&]() -> int {
-        std::unique_ptr<hv::port> port;
-        auto nf = connect_guest(host, 2, port, up2, go2);
-        if (!nf) return 10;
-        uint32_t seq = 0;
-        for (;;) {
-            int n;
-            if (!cmd2.get(n, 60000)) return 11;
-            if (n == 0) return 0;
-            for (int i = 0; i < n;) {
-                auto f = make_frame(mac1, mac2, seq);
-                int rc = nf->send(f.data(), f.size());
-                if (rc == -EAGAIN) {
-                    nf->wait(10);
-                    continue;
-                }
-                if (rc < 0) return 12;
-                seq++;
-                i++;
-            }
-            for (int i = 0; i < 20; i++) nf->wait(5); // let TX responses come back
-            res2.put(n);
-        }
-    });
+    pid_t p2 = spawn_guest("send", host.sock(), {up2.fd[1], go2.fd[0], cmd2.fd[0], res2.fd[1]});
     kids.push_back(p2);
     int one;
     ASSERT_TRUE(up1.get(one) && up2.get(one));
@@ -194,17 +279,7 @@ TEST(NetbackChaos, GuestKilledAtRandomMomentsHundredTimes) {
     int killed_connected = 0;
     for (int iter = 0; iter < 100; iter++) {
         test::chan up3, go3;
-        pid_t p3 = test::spawn([&]() -> int {
-            std::unique_ptr<hv::port> port;
-            auto nf = connect_guest(host, 3, port, up3, go3);
-            if (!nf) return 10;
-            const mac_addr mac3 = default_mac(3, 0);
-            for (uint32_t seq = 0;; seq++) {
-                // Alternate unicast to dom1 and broadcast (flooded to both).
-                auto f = make_frame(seq & 1 ? mac1 : mac_addr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac3, seq);
-                if (nf->send(f.data(), f.size()) == -EAGAIN) nf->wait(2);
-            }
-        });
+        pid_t p3 = spawn_guest("victim", host.sock(), {up3.fd[1], go3.fd[0]});
         ASSERT_TRUE(up3.get(one)) << "iteration " << iter;
         ASSERT_EQ(make_vif(3), 0) << "iteration " << iter << ": " << why;
         go3.put(1);
