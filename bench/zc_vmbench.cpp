@@ -318,6 +318,21 @@ struct child {
         if (out >= 0) ::close(out);
         in = out = -1;
     }
+    // For children that do not read commands: SIGTERM, 3 s, then SIGKILL.
+    void terminate() {
+        if (pid > 0) {
+            ::kill(pid, SIGTERM);
+            for (int i = 0; i < 300 && ::waitpid(pid, nullptr, WNOHANG) != pid; i++) ::usleep(10000);
+            if (::waitpid(pid, nullptr, WNOHANG) == 0) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, nullptr, 0);
+            }
+            pid = -1;
+        }
+        if (in >= 0) ::close(in);
+        if (out >= 0) ::close(out);
+        in = out = -1;
+    }
 };
 
 // Start `argv` with environment `env` added; stdin/stdout are pipes to us.
@@ -430,23 +445,21 @@ std::string exe_dir(const std::string& self) {
     return s == std::string::npos ? "." : self.substr(0, s);
 }
 
-// One emulated host: broker, zc-netback with `nb_args`, `pairs` guest pairs.
-struct host {
+// The part of an emulated host every mode shares: a broker (the
+// hypervisor) in a temporary directory, dom0's port and xenstore, and
+// zc-netback serving dom0's vifs with a control socket for its counters.
+struct dom0_host {
     std::string dir;
     std::unique_ptr<hv::emu::broker> broker;
     std::unique_ptr<hv::port> dom0;
     std::unique_ptr<hv::xs> xs;
     child netback;
-    std::vector<child> guests; // 2 per pair: sender, receiver
-    std::vector<std::string> macs;
     std::string ctl;
+    std::vector<std::pair<std::string, std::string>> env; // what every domain's process gets
 
-    ~host() { shutdown(); }
-
-    bool start(const run_opts& o, uint32_t pairs, const std::vector<std::string>& nb_args, uint32_t rx_buffers,
-               uint32_t queues, std::string* why) {
-        char tmpl[] = "/tmp/zcnet-vmbench-XXXXXX";
-        if (!::mkdtemp(tmpl)) return *why = "mkdtemp", false;
+    bool start_dom0(const char* tag, const run_opts& o, const std::vector<std::string>& nb_args, std::string* why) {
+        std::string tmpl = std::string("/tmp/zcnet-vmbench-") + tag + "XXXXXX";
+        if (!::mkdtemp(tmpl.data())) return *why = "mkdtemp", false;
         dir = tmpl;
         auto b = hv::emu::broker::create({dir, true}, why);
         if (!b) return false;
@@ -461,24 +474,52 @@ struct host {
         auto x = hv::xs::open(dom0->xenstore_path());
         if (!x) return *why = "xenstore", false;
         xs = std::move(*x);
-        std::vector<std::pair<std::string, std::string>> env{
-            {"ZCNET_HV", "emu"}, {"ZCNET_EMU_SOCK", broker->socket_path()}, {"ZCNET_LOG", "warn"}};
+        env = {{"ZCNET_HV", "emu"}, {"ZCNET_EMU_SOCK", broker->socket_path()}, {"ZCNET_LOG", "warn"}};
         ctl = dir + "/netback.sock";
         std::vector<std::string> nb{o.netback, "run", "--ctl", ctl};
         nb.insert(nb.end(), nb_args.begin(), nb_args.end());
-        auto nbenv = env;
-        nbenv.push_back({"ZCNET_DOMID", "0"});
-        nbenv.push_back({"ZCNET_EMU_ATTACH", "1"});
-        netback = spawn(nb, nbenv, false);
+        netback = spawn(nb, domain_env(0, true), false);
         for (int i = 0; i < 500 && ::access(ctl.c_str(), F_OK) != 0; i++) ::usleep(10000);
         if (::access(ctl.c_str(), F_OK) != 0) return *why = "zc-netback did not start", false;
+        return true;
+    }
+
+    std::vector<std::pair<std::string, std::string>> domain_env(hv::domid_t d, bool attach = false) const {
+        auto e = env;
+        e.push_back({"ZCNET_DOMID", std::to_string(d)});
+        if (attach) e.push_back({"ZCNET_EMU_ATTACH", "1"});
+        return e;
+    }
+
+    void stop_dom0() {
+        netback.terminate();
+        xs.reset();
+        dom0.reset();
+        if (broker) broker->stop();
+        broker.reset();
+        if (!dir.empty()) {
+            std::error_code ec;
+            std::filesystem::remove_all(dir, ec);
+            dir.clear();
+        }
+    }
+};
+
+// One emulated host: broker, zc-netback with `nb_args`, `pairs` guest pairs.
+struct host : dom0_host {
+    std::vector<child> guests; // 2 per pair: sender, receiver
+    std::vector<std::string> macs;
+
+    ~host() { shutdown(); }
+
+    bool start(const run_opts& o, uint32_t pairs, const std::vector<std::string>& nb_args, uint32_t rx_buffers,
+               uint32_t queues, std::string* why) {
+        if (!start_dom0("", o, nb_args, why)) return false;
         for (uint32_t g = 0; g < 2 * pairs; g++) {
             hv::domid_t d = hv::domid_t(g + 1);
-            auto genv = env;
-            genv.push_back({"ZCNET_DOMID", std::to_string(d)});
             std::vector<std::string> a{o.self, "guest", "--role", g % 2 == 0 ? "send" : "recv", "--rx-buffers",
                                        std::to_string(rx_buffers), "--queues", std::to_string(queues)};
-            guests.push_back(spawn(a, genv));
+            guests.push_back(spawn(a, domain_env(d)));
             std::string l;
             if (!guests.back().line(l, 10000) || l != "up") return *why = "guest " + std::to_string(d) + ": " + l, false;
             netback::vif_spec s;
@@ -504,24 +545,7 @@ struct host {
     void shutdown() {
         for (auto& g : guests) g.stop();
         guests.clear();
-        if (netback.pid > 0) {
-            ::kill(netback.pid, SIGTERM);
-            for (int i = 0; i < 300 && ::waitpid(netback.pid, nullptr, WNOHANG) != netback.pid; i++) ::usleep(10000);
-            if (::waitpid(netback.pid, nullptr, WNOHANG) == 0) {
-                ::kill(netback.pid, SIGKILL);
-                ::waitpid(netback.pid, nullptr, 0);
-            }
-            netback.pid = -1;
-        }
-        xs.reset();
-        dom0.reset();
-        if (broker) broker->stop();
-        broker.reset();
-        if (!dir.empty()) {
-            std::error_code ec;
-            std::filesystem::remove_all(dir, ec);
-            dir.clear();
-        }
+        stop_dom0();
     }
 
     // One measurement: every pair at `size` for `seconds`.
@@ -610,71 +634,23 @@ row memcpy_row(size_t size, double seconds) {
 // frame bytes (UDP payload + 42) as the raw rows do, so app/zc is the cost of
 // the socket layer (rings, stack service, headers, the RX copy into the
 // socket's pool) over raw netfront frames.
-struct app_host {
-    std::string dir;
-    std::unique_ptr<hv::emu::broker> broker;
-    std::unique_ptr<hv::port> dom0;
-    std::unique_ptr<hv::xs> xs;
-    child netback, server;
+struct app_host : dom0_host {
+    child server;
     child stackd[2];
-    std::string ctl, sock[2];
+    std::string sock[2];
 
     ~app_host() {
-        for (child* c : {&server, &stackd[0], &stackd[1], &netback}) {
-            if (c->pid <= 0) continue;
-            ::kill(c->pid, SIGTERM);
-            for (int i = 0; i < 300 && ::waitpid(c->pid, nullptr, WNOHANG) != c->pid; i++) ::usleep(10000);
-            if (::waitpid(c->pid, nullptr, WNOHANG) == 0) {
-                ::kill(c->pid, SIGKILL);
-                ::waitpid(c->pid, nullptr, 0);
-            }
-            if (c->in >= 0) ::close(c->in);
-            if (c->out >= 0) ::close(c->out);
-            c->pid = -1;
-        }
-        xs.reset();
-        dom0.reset();
-        if (broker) broker->stop();
-        broker.reset();
-        if (!dir.empty()) {
-            std::error_code ec;
-            std::filesystem::remove_all(dir, ec);
-        }
+        for (child* c : {&server, &stackd[0], &stackd[1]}) c->terminate();
+        stop_dom0();
     }
 
     bool start(const run_opts& o, const std::string& tx_headers, std::string* why) {
-        char tmpl[] = "/tmp/zcnet-vmbench-app-XXXXXX";
-        if (!::mkdtemp(tmpl)) return *why = "mkdtemp", false;
-        dir = tmpl;
-        auto b = hv::emu::broker::create({dir, true}, why);
-        if (!b) return false;
-        broker = std::move(*b);
-        broker->start_thread();
-        hv::emu::connect_options co;
-        co.sock = broker->socket_path();
-        co.dom = 0;
-        auto p = hv::emu::open_port(co, why);
-        if (!p) return false;
-        dom0 = std::move(*p);
-        auto x = hv::xs::open(dom0->xenstore_path());
-        if (!x) return *why = "xenstore", false;
-        xs = std::move(*x);
-        std::vector<std::pair<std::string, std::string>> env{
-            {"ZCNET_HV", "emu"}, {"ZCNET_EMU_SOCK", broker->socket_path()}, {"ZCNET_LOG", "warn"}};
-        ctl = dir + "/netback.sock";
-        auto nbenv = env;
-        nbenv.push_back({"ZCNET_DOMID", "0"});
-        nbenv.push_back({"ZCNET_EMU_ATTACH", "1"});
-        netback = spawn({o.netback, "run", "--ctl", ctl}, nbenv, false);
-        for (int i = 0; i < 500 && ::access(ctl.c_str(), F_OK) != 0; i++) ::usleep(10000);
-        if (::access(ctl.c_str(), F_OK) != 0) return *why = "zc-netback did not start", false;
+        if (!start_dom0("app-", o, {}, why)) return false;
         for (int g = 0; g < 2; g++) {
-            auto genv = env;
-            genv.push_back({"ZCNET_DOMID", std::to_string(g + 1)});
             sock[g] = dir + "/stack" + std::to_string(g + 1) + ".sock";
             stackd[g] = spawn({o.stackd, "--ip", "10.0.0." + std::to_string(g + 1), "--listen", sock[g],
                                "--tx-headers", tx_headers},
-                              genv, false);
+                              domain_env(hv::domid_t(g + 1)), false);
             // The domain exists once zc-stackd is connected to the broker; it
             // waits for its vif (--wait-vif), which we create as the toolstack.
             for (int i = 0; i < 500; i++) {
