@@ -23,6 +23,7 @@
 extern char** environ;
 
 #include "emu_host.hpp"
+#include "netback_host.hpp"
 #include "hv/xs.hpp"
 #include "link/netfront.hpp"
 #include "netback/backend.hpp"
@@ -201,32 +202,20 @@ TEST(NetbackChaos, GuestKilledAtRandomMomentsHundredTimes) {
     std::string why;
     backend_options bo;
     bo.dp.drain_timeout_ms = 500;
-    auto be = backend::create(*dom0, bo, &why);
-    ASSERT_TRUE(be) << why;
-    std::atomic<bool> stop{false};
-    std::thread control([&] {
-        while (!stop) {
-            pollfd p{(*be)->fd(), POLLIN, 0};
-            ::poll(&p, 1, 20);
-            (*be)->process();
-        }
-    });
-    // Children and the control thread are stopped on every exit path, so a
-    // failed assertion reports instead of aborting the binary.
+    test::served_backend be;
+    ASSERT_TRUE(be.start(*dom0, bo));
+    // Children are stopped on every exit path, so a failed assertion reports
+    // instead of leaving guests behind.
     std::vector<pid_t> kids;
     struct cleanup {
-        std::atomic<bool>& stop;
-        std::thread& t;
         std::vector<pid_t>& kids;
         ~cleanup() {
             for (pid_t k : kids) {
                 ::kill(k, SIGKILL);
                 ::waitpid(k, nullptr, 0);
             }
-            stop = true;
-            if (t.joinable()) t.join();
         }
-    } guard{stop, control, kids};
+    } guard{kids};
     auto* cli = hv::emu::client_of(*dom0);
     auto make_vif = [&](hv::domid_t d) {
         for (int i = 0; i < 500 && !cli->alive(d); i++) ::usleep(2000);
@@ -250,12 +239,12 @@ TEST(NetbackChaos, GuestKilledAtRandomMomentsHundredTimes) {
     // Wait until both are connected, then a first round of traffic.
     // Bounded by the netfronts' own connect timeout (10 s), plus slack for
     // sanitizer builds sharing two cores with other tests.
-    for (int i = 0; i < 2000 && (*be)->dp().vifs().size() < 2; i++) ::usleep(10000);
+    for (int i = 0; i < 2000 && be->dp().vifs().size() < 2; i++) ::usleep(10000);
     auto fe_state = [&](hv::domid_t d) {
         auto v = xs0->read(frontend_dir(d, 0) + "/state");
         return v ? *v : std::string("-");
     };
-    ASSERT_EQ((*be)->dp().vifs().size(), 2u) << "frontend states: dom1 " << fe_state(1) << ", dom2 " << fe_state(2);
+    ASSERT_EQ(be->dp().vifs().size(), 2u) << "frontend states: dom1 " << fe_state(1) << ", dom2 " << fe_state(2);
     auto round = [&](int n, uint32_t& good, uint32_t& bad) {
         cmd2.put(n);
         int done;
@@ -274,7 +263,7 @@ TEST(NetbackChaos, GuestKilledAtRandomMomentsHundredTimes) {
     ASSERT_EQ(good, 500u);
     ASSERT_EQ(bad, 0u);
 
-    auto maps_before = (*be)->dp().hv_counters();
+    auto maps_before = be->dp().hv_counters();
     std::mt19937 rng(12345); // fixed seed: a failure can be replayed
     int killed_connected = 0;
     for (int iter = 0; iter < 100; iter++) {
@@ -286,20 +275,20 @@ TEST(NetbackChaos, GuestKilledAtRandomMomentsHundredTimes) {
         // Kill before, during or after the handshake, or mid-traffic.
         std::uniform_int_distribution<int> delay(0, 60);
         ::usleep(useconds_t(delay(rng)) * 1000);
-        if ((*be)->dp().vifs().size() == 3) killed_connected++;
+        if (be->dp().vifs().size() == 3) killed_connected++;
         ::kill(p3, SIGKILL);
         test::reap(p3);
         // zc-netback tears the vif down and removes its directory.
         bool gone = false;
         for (int i = 0; i < 2000 && !gone; i++) {
-            gone = !xs0->read(backend_dir(0, 3, 0)) && (*be)->dp().vifs().size() == 2;
+            gone = !xs0->read(backend_dir(0, 3, 0)) && be->dp().vifs().size() == 2;
             if (!gone) ::usleep(5000);
         }
         if (!gone) {
             std::string st = "be dir " + std::string(xs0->read(backend_dir(0, 3, 0)) ? "present" : "gone") +
                              ", be state " + [&] { auto v = xs0->read(backend_dir(0, 3, 0) + "/state"); return v ? *v : std::string("-"); }() +
                              ", fe dir " + (xs0->read(frontend_dir(3, 0)) ? "present" : "gone") +
-                             ", vifs " + std::to_string((*be)->dp().vifs().size()) +
+                             ", vifs " + std::to_string(be->dp().vifs().size()) +
                              ", dom3 alive " + std::to_string(cli->alive(3));
             FAIL() << "iteration " << iter << ": dead guest's vif not torn down: " << st;
         }
@@ -308,13 +297,13 @@ TEST(NetbackChaos, GuestKilledAtRandomMomentsHundredTimes) {
 
     // Nothing of the dead guests stays mapped in dom0: every map since the
     // stable pair connected has been unmapped.
-    auto maps_after = (*be)->dp().hv_counters();
+    auto maps_after = be->dp().hv_counters();
     EXPECT_EQ(maps_after.maps - maps_before.maps, maps_after.unmaps - maps_before.unmaps);
     // The stable pair is unaffected: the next 500 frames arrive intact.
     ASSERT_TRUE(round(500, good, bad));
     EXPECT_EQ(good, 1000u);
     EXPECT_EQ(bad, 0u);
-    for (auto& v : (*be)->dp().vifs()) EXPECT_FALSE(v.disabled) << "vif dom" << v.frontend << ": " << v.disabled_reason;
+    for (auto& v : be->dp().vifs()) EXPECT_FALSE(v.disabled) << "vif dom" << v.frontend << ": " << v.disabled_reason;
 
     cmd2.put(0);
     cmd1.put(0);

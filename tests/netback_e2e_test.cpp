@@ -17,6 +17,7 @@ extern "C" {
 #include <xen/io/xenbus.h>
 }
 
+#include "netback_host.hpp"
 #include "emu_host.hpp"
 #include "hv/xs.hpp"
 #include "link/netfront.hpp"
@@ -34,9 +35,7 @@ struct rig {
     test::emu_host host;
     std::unique_ptr<hv::port> dom0;
     std::unique_ptr<hv::xs> xs0;
-    std::unique_ptr<netback::backend> be;
-    std::thread loop;
-    std::atomic<bool> stop{false};
+    test::served_backend be;
     std::vector<std::unique_ptr<hv::port>> guests;
 
     explicit rig(netback::backend_options o = {}) {
@@ -45,25 +44,12 @@ struct rig {
         auto x = hv::xs::open(dom0->xenstore_path());
         if (!x) return;
         xs0 = std::move(*x);
-        std::string why;
-        auto b = netback::backend::create(*dom0, o, &why);
-        EXPECT_TRUE(b) << why;
-        if (!b) return;
-        be = std::move(*b);
-        loop = std::thread([this] {
-            while (!stop) {
-                pollfd p{be->fd(), POLLIN, 0};
-                ::poll(&p, 1, 20);
-                be->process();
-            }
-        });
+        if (!be.start(*dom0, o)) return;
     }
     ~rig() {
-        stop = true;
-        if (loop.joinable()) loop.join();
-        be.reset();
+        be.stop();
     }
-    bool ok() const { return be != nullptr; }
+    bool ok() const { return bool(be); }
 
     // A guest domain with a vif (xl network-attach), connected.
     std::unique_ptr<link::netfront> guest(hv::domid_t d, link::netfront_options o = {}) {

@@ -10,6 +10,7 @@
 
 #include <sys/mman.h>
 
+#include "netback_host.hpp"
 #include "emu_host.hpp"
 #include "hv/xs.hpp"
 #include "link/netfront.hpp"
@@ -24,31 +25,15 @@ struct rig {
     test::emu_host host;
     std::unique_ptr<hv::port> dom0;
     std::unique_ptr<hv::xs> xs0;
-    std::unique_ptr<netback::backend> be;
-    std::thread loop;
-    std::atomic<bool> stop{false};
+    test::served_backend be;
     std::vector<std::unique_ptr<hv::port>> ports;
 
+    ~rig() { be.stop(); } // before the guests' ports go
     rig() {
         dom0 = host.domain(0);
         auto x = hv::xs::open(dom0->xenstore_path());
         xs0 = std::move(*x);
-        std::string why;
-        auto b = netback::backend::create(*dom0, {}, &why);
-        EXPECT_TRUE(b) << why;
-        if (!b) return;
-        be = std::move(*b);
-        loop = std::thread([this] {
-            while (!stop) {
-                pollfd p{be->fd(), POLLIN, 0};
-                ::poll(&p, 1, 20);
-                be->process();
-            }
-        });
-    }
-    ~rig() {
-        stop = true;
-        if (loop.joinable()) loop.join();
+        if (!be.start(*dom0)) return;
     }
     std::unique_ptr<link::netfront> guest(hv::domid_t d) {
         ports.push_back(host.domain(d));

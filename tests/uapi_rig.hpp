@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <poll.h>
 
+#include "netback_host.hpp"
 #include "emu_host.hpp"
 #include "hv/xs.hpp"
 #include "netback/backend.hpp"
@@ -52,9 +53,7 @@ struct uapi_rig {
     emu_host host;
     std::unique_ptr<hv::port> dom0;
     std::unique_ptr<hv::xs> xs0;
-    std::unique_ptr<netback::backend> be;
-    std::thread loop;
-    std::atomic<bool> stop{false};
+    served_backend be;
     stack_guest g[3]; // g[1], g[2]; index 0 unused
 
     bool private_headers = true;
@@ -65,18 +64,7 @@ struct uapi_rig {
         auto x = hv::xs::open(dom0->xenstore_path());
         if (!x) return;
         xs0 = std::move(*x);
-        std::string why;
-        auto b = netback::backend::create(*dom0, {}, &why);
-        EXPECT_TRUE(b) << why;
-        if (!b) return;
-        be = std::move(*b);
-        loop = std::thread([this] {
-            while (!stop) {
-                pollfd p{be->fd(), POLLIN, 0};
-                ::poll(&p, 1, 20);
-                be->process();
-            }
-        });
+        if (!be.start(*dom0)) return;
         for (int d = 1; d <= 2; d++)
             if (!start_guest(d)) return;
     }
@@ -108,9 +96,7 @@ struct uapi_rig {
     ~uapi_rig() {
         for (auto& G : g) G.halt();
         for (auto& G : g) G.svc.reset();
-        stop = true;
-        if (loop.joinable()) loop.join();
-        be.reset();
+        be.stop();
     }
     bool ok() const { return be && g[1].svc && g[2].svc; }
 
