@@ -764,6 +764,26 @@ const char* usage_text =
     "  --quick         sizes 64,1500,9000, 0.3 s each (what CI runs)\n"
     "  --json/--csv/--png FILE   outputs (default zc-vmbench.{json,csv,png}); the PNG needs gnuplot\n";
 
+std::vector<std::string> split(const std::string& s);
+
+// A comma-separated list of whole numbers in [lo, hi]; on a bad one, says
+// which and returns false.
+template <class T>
+bool parse_list(const char* arg, long lo, long hi, const char* what, std::vector<T>& out) {
+    out.clear();
+    for (auto& s : split(arg)) {
+        char* end = nullptr;
+        long v = std::strtol(s.c_str(), &end, 10);
+        if (end == s.c_str() || *end || v < lo || v > hi) {
+            std::fprintf(stderr, "zc-vmbench: %s are %ld..%ld, not '%s'\n", what, lo, hi, s.c_str());
+            return false;
+        }
+        out.push_back(T(v));
+    }
+    if (out.empty()) std::fprintf(stderr, "zc-vmbench: empty list of %s\n", what);
+    return !out.empty();
+}
+
 std::vector<std::string> split(const std::string& s) {
     std::vector<std::string> v;
     size_t p = 0;
@@ -1069,15 +1089,7 @@ int main(int argc, char** argv) {
             o.sizes = {64, 1500, 9000};
             o.seconds = 0.3;
         } else if (a == "--sizes" && has) {
-            o.sizes.clear();
-            for (auto& s : split(argv[++i])) {
-                long v = std::atol(s.c_str());
-                if (v < 60 || v > 65535) {
-                    std::fprintf(stderr, "zc-vmbench: frame sizes are 60..65535, not '%s'\n", s.c_str());
-                    return 2;
-                }
-                o.sizes.push_back(size_t(v));
-            }
+            if (!parse_list(argv[++i], 60, 65535, "frame sizes", o.sizes)) return 2;
         } else if (a == "--modes" && has) {
             o.modes = split(argv[++i]);
             for (auto& m : o.modes)
@@ -1087,25 +1099,9 @@ int main(int argc, char** argv) {
                     return 2;
                 }
         } else if (a == "--pairs" && has) {
-            o.pairs.clear();
-            for (auto& s : split(argv[++i])) {
-                long v = std::atol(s.c_str());
-                if (v < 1 || v > 64) {
-                    std::fprintf(stderr, "zc-vmbench: pairs are 1..64\n");
-                    return 2;
-                }
-                o.pairs.push_back(uint32_t(v));
-            }
+            if (!parse_list(argv[++i], 1, 64, "guest pairs", o.pairs)) return 2;
         } else if (a == "--queues" && has) {
-            o.queues.clear();
-            for (auto& s : split(argv[++i])) {
-                long v = std::atol(s.c_str());
-                if (v < 1 || v > 8) {
-                    std::fprintf(stderr, "zc-vmbench: queues are 1..8, not '%s'\n", s.c_str());
-                    return 2;
-                }
-                o.queues.push_back(uint32_t(v));
-            }
+            if (!parse_list(argv[++i], 1, 8, "queues", o.queues)) return 2;
         } else if (a == "--workers" && has) {
             long v = std::atol(argv[++i]);
             if (v < 1 || v > 64) {

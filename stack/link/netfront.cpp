@@ -483,6 +483,17 @@ struct netfront::impl {
         return used + slots + extras <= RING_SIZE(&q.tx) && q.tx_free.size() >= slots;
     }
 
+    // Room for `slots` requests (+ `extras`), collecting TX responses first
+    // when the ring or the ids run short: 0, -EIO (broken by a bad
+    // response), -EAGAIN (full; counted as tx_busy).
+    int tx_make_room(nf_queue& q, uint32_t slots, uint32_t extras) noexcept {
+        if (tx_room(q, slots, extras)) return 0;
+        if (!tx_gc(q)) return -EIO;
+        if (tx_room(q, slots, extras)) return 0;
+        q.st_tx.tx_busy++;
+        return -EAGAIN;
+    }
+
     int tx_check(const nf_queue& q) const noexcept {
         if (is_broken.load(std::memory_order_relaxed)) return -EIO;
         if (!q.live || !is_connected.load(std::memory_order_relaxed)) return -ENOTCONN;
@@ -933,13 +944,7 @@ int netfront::send(const void* frame, size_t len, uint32_t queue, const tx_offlo
     if (int rc = m.tx_check(q); rc) return rc;
     uint32_t nslots = uint32_t((len + hv::page_size - 1) / hv::page_size);
     uint32_t extras = off && off->gso_size ? 1 : 0;
-    if (!m.tx_room(q, nslots, extras)) {
-        if (!m.tx_gc(q)) return -EIO;
-        if (!m.tx_room(q, nslots, extras)) {
-            q.st_tx.tx_busy++;
-            return -EAGAIN;
-        }
-    }
+    if (int rc = m.tx_make_room(q, nslots, extras); rc) return rc;
     uint16_t ids[netif_max_tx_size / hv::page_size + 1];
     const uint8_t* src = static_cast<const uint8_t*>(frame);
     for (uint32_t s = 0; s < nslots; s++) {
@@ -1015,13 +1020,7 @@ int netfront::tx_submit_granted(hv::gref_t gref, uint16_t offset, size_t len, ui
     nf_queue& q = *m.qs[queue];
     std::lock_guard g(q.tx_lock);
     if (int rc = m.tx_check(q); rc) return rc;
-    if (!m.tx_room(q, 1, 0)) {
-        if (!m.tx_gc(q)) return -EIO;
-        if (!m.tx_room(q, 1, 0)) {
-            q.st_tx.tx_busy++;
-            return -EAGAIN;
-        }
-    }
+    if (int rc = m.tx_make_room(q, 1, 0); rc) return rc;
     uint16_t id = q.tx_free.back();
     q.tx_free.pop_back();
     q.tx_cookie[id] = cookie;
@@ -1041,13 +1040,7 @@ int netfront::tx_submit_granted_sg(const void* hdr, size_t hdr_len, hv::gref_t g
     nf_queue& q = *m.qs[queue];
     std::lock_guard g(q.tx_lock);
     if (int rc = m.tx_check(q); rc) return rc;
-    if (!m.tx_room(q, 2, 0)) {
-        if (!m.tx_gc(q)) return -EIO;
-        if (!m.tx_room(q, 2, 0)) {
-            q.st_tx.tx_busy++;
-            return -EAGAIN;
-        }
-    }
+    if (int rc = m.tx_make_room(q, 2, 0); rc) return rc;
     uint16_t ids[2];
     for (auto& id : ids) {
         id = q.tx_free.back();
