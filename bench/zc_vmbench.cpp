@@ -336,8 +336,10 @@ struct child {
 };
 
 // Start `argv` with environment `env` added; stdin/stdout are pipes to us.
+// `log`: the child's stderr goes there (its start-up chatter would break up
+// the table); see log_tail() for errors.
 child spawn(const std::vector<std::string>& argv, const std::vector<std::pair<std::string, std::string>>& env,
-            bool pipes = true) {
+            bool pipes = true, const std::string& log = "") {
     child c;
     int pin[2] = {-1, -1}, pout[2] = {-1, -1};
     if (pipes && (::pipe2(pin, O_CLOEXEC) < 0 || ::pipe2(pout, O_CLOEXEC) < 0)) return c;
@@ -346,6 +348,10 @@ child spawn(const std::vector<std::string>& argv, const std::vector<std::pair<st
         if (pipes) {
             ::dup2(pin[0], 0);
             ::dup2(pout[1], 1);
+        }
+        if (!log.empty()) {
+            int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            if (fd >= 0) ::dup2(fd, 2);
         }
         for (auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
         std::vector<char*> a;
@@ -362,6 +368,20 @@ child spawn(const std::vector<std::string>& argv, const std::vector<std::pair<st
         c.out = pout[0];
     }
     return c;
+}
+
+// The last lines of a child's log, for an error message.
+std::string log_tail(const std::string& path, size_t max = 600) {
+    std::string t;
+    if (FILE* f = std::fopen(path.c_str(), "r")) {
+        char buf[4096];
+        size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) t.append(buf, n);
+        std::fclose(f);
+    }
+    if (t.size() > max) t.erase(0, t.size() - max);
+    while (!t.empty() && t.back() == '\n') t.pop_back();
+    return t.empty() ? "" : " (" + path.substr(path.rfind('/') + 1) + ": " + t + ")";
 }
 
 // CPU seconds (user + system) a process has used so far.
@@ -650,7 +670,7 @@ struct app_host : dom0_host {
             sock[g] = dir + "/stack" + std::to_string(g + 1) + ".sock";
             stackd[g] = spawn({o.stackd, "--ip", "10.0.0." + std::to_string(g + 1), "--listen", sock[g],
                                "--tx-headers", tx_headers},
-                              domain_env(hv::domid_t(g + 1)), false);
+                              domain_env(hv::domid_t(g + 1)), false, dir + "/stack" + std::to_string(g + 1) + ".log");
             // The domain exists once zc-stackd is connected to the broker; it
             // waits for its vif (--wait-vif), which we create as the toolstack.
             for (int i = 0; i < 500; i++) {
@@ -664,9 +684,11 @@ struct app_host : dom0_host {
         }
         for (int g = 0; g < 2; g++) {
             for (int i = 0; i < 1000 && ::access(sock[g].c_str(), F_OK) != 0; i++) ::usleep(10000);
-            if (::access(sock[g].c_str(), F_OK) != 0) return *why = "zc-stackd did not start", false;
+            if (::access(sock[g].c_str(), F_OK) != 0)
+                return *why = "zc-stackd did not start" + log_tail(dir + "/stack" + std::to_string(g + 1) + ".log"),
+                       false;
         }
-        server = spawn({o.perf, "-s", "--service", sock[1], "--port", "5201"}, {}, false);
+        server = spawn({o.perf, "-s", "--service", sock[1], "--port", "5201"}, {}, false, dir + "/perf-server.log");
         ::usleep(200000);
         return true;
     }
@@ -690,7 +712,7 @@ struct app_host : dom0_host {
         c.pid = -1;
         if (c.in >= 0) ::close(c.in);
         if (c.out >= 0) ::close(c.out);
-        if (!got) return *why = "zc-perf client did not report", false;
+        if (!got) return *why = "zc-perf client did not report" + log_tail(dir + "/perf-server.log"), false;
         double cpu1 = 0;
         for (pid_t p : pids) cpu1 += cpu_of(p);
         double client_cpu = double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
