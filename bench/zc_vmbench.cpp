@@ -298,32 +298,25 @@ struct child {
             buf.append(tmp, size_t(n));
         }
     }
+    // Guests: ask them to quit. Others: SIGTERM. Either way 3 s, then SIGKILL.
     void stop() {
-        if (pid <= 0) return;
-        send("quit");
-        for (int i = 0; i < 300; i++) {
-            int st;
-            if (::waitpid(pid, &st, WNOHANG) == pid) {
-                pid = -1;
-                break;
-            }
-            ::usleep(10000);
-        }
-        if (pid > 0) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, nullptr, 0);
-            pid = -1;
-        }
-        if (in >= 0) ::close(in);
-        if (out >= 0) ::close(out);
-        in = out = -1;
+        if (pid > 0) send("quit");
+        end();
     }
-    // For children that do not read commands: SIGTERM, 3 s, then SIGKILL.
     void terminate() {
+        if (pid > 0) ::kill(pid, SIGTERM);
+        end();
+    }
+
+private:
+    void end() {
         if (pid > 0) {
-            ::kill(pid, SIGTERM);
-            for (int i = 0; i < 300 && ::waitpid(pid, nullptr, WNOHANG) != pid; i++) ::usleep(10000);
-            if (::waitpid(pid, nullptr, WNOHANG) == 0) {
+            bool reaped = false;
+            for (int i = 0; i < 300 && !reaped; i++) {
+                reaped = ::waitpid(pid, nullptr, WNOHANG) == pid;
+                if (!reaped) ::usleep(10000);
+            }
+            if (!reaped) {
                 ::kill(pid, SIGKILL);
                 ::waitpid(pid, nullptr, 0);
             }

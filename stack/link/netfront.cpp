@@ -582,6 +582,28 @@ struct netfront::impl {
         q.rx.rsp_cons = end;
     }
 
+    // Copy a parsed chain's data slots to `dst` (c.len bytes). rx_lock held.
+    void gather_rx(const nf_queue& q, const rx_chain& c, uint8_t* dst) const noexcept {
+        for (uint32_t i = 0; i < c.nslots; i++) {
+            const auto& pc = c.pieces[i];
+            uint16_t b = q.rx_buf[pc.pos & (netif_rx_ring_size - 1)];
+            ZC_CHECK(b != no_buf); // every published position is a posted one (get_responses)
+            std::memcpy(dst, q.rx_page(b) + pc.offset, pc.len);
+            dst += pc.len;
+        }
+    }
+
+    // A chain delivered: consume it, count it, refill in batches of a
+    // quarter of the buffers (one push, at most one notification each).
+    void finish_rx(nf_queue& q, const rx_chain& c) noexcept {
+        consume_rx(q, c.end);
+        q.st_rx.rx_packets++;
+        q.st_rx.rx_bytes += c.len;
+        q.st_rx.rx_slots += c.nslots;
+        q.st_rx.rx_extras += c.extras;
+        if (q.rx_free.size() >= std::max<size_t>(1, opts.rx_buffers / 4)) alloc_rx_buffers(q);
+    }
+
     // xennet_get_responses + xennet_get_extras + xennet_set_skb_gso: parse
     // the chain at rsp_cons with responses published up to rp. Returns 0, or
     // a negative errno for a chain to drop (c.end says how far it reaches).
@@ -1084,9 +1106,7 @@ result<size_t> netfront::recv_impl(void* buf, size_t cap, uint32_t queue, rx_inf
     std::lock_guard g(q.rx_lock);
     if (m.is_broken) return err(-EIO);
     if (!q.live) return err(-ENOTCONN);
-    // Refill in batches: one push (and at most one notification) per
-    // quarter of the buffers, and always before going idle.
-    const size_t refill_batch = std::max<size_t>(1, m.opts.rx_buffers / 4);
+    // Refill in batches (finish_rx), and always before going idle.
     for (;;) {
         RING_IDX rp = load_acquire(&q.rx.sring->rsp_prod);
         // RING_RESPONSE_PROD_OVERFLOW, tightened: never more responses than
@@ -1132,40 +1152,14 @@ result<size_t> netfront::recv_impl(void* buf, size_t cap, uint32_t queue, rx_inf
                 q.st_rx.rx_errors++;
                 continue;
             }
-            uint8_t* dst = q.rx_scratch.get();
-            for (uint32_t i = 0; i < c.nslots; i++) {
-                const auto& pc = c.pieces[i];
-                uint16_t b = q.rx_buf[pc.pos & (netif_rx_ring_size - 1)];
-                ZC_CHECK(b != no_buf);
-                std::memcpy(dst, q.rx_page(b) + pc.offset, pc.len);
-                dst += pc.len;
-            }
+            m.gather_rx(q, c, q.rx_scratch.get());
             fn(q.rx_scratch.get(), c.len, arg);
         }
-        if (fn) {
-            m.consume_rx(q, c.end);
-            q.st_rx.rx_packets++;
-            q.st_rx.rx_bytes += c.len;
-            q.st_rx.rx_slots += c.nslots;
-            q.st_rx.rx_extras += c.extras;
-            if (q.rx_free.size() >= refill_batch) m.alloc_rx_buffers(q);
-            return c.len;
+        if (!fn) {
+            if (c.len > cap) return err(-EMSGSIZE); // stays queued
+            m.gather_rx(q, c, static_cast<uint8_t*>(buf));
         }
-        if (c.len > cap) return err(-EMSGSIZE); // stays queued
-        uint8_t* dst = static_cast<uint8_t*>(buf);
-        for (uint32_t i = 0; i < c.nslots; i++) {
-            const auto& pc = c.pieces[i];
-            uint16_t b = q.rx_buf[pc.pos & (netif_rx_ring_size - 1)];
-            ZC_CHECK(b != no_buf); // every published position is a posted one (checked above)
-            std::memcpy(dst, q.rx_page(b) + pc.offset, pc.len);
-            dst += pc.len;
-        }
-        m.consume_rx(q, c.end);
-        q.st_rx.rx_packets++;
-        q.st_rx.rx_bytes += c.len;
-        q.st_rx.rx_slots += c.nslots;
-        q.st_rx.rx_extras += c.extras;
-        if (q.rx_free.size() >= refill_batch) m.alloc_rx_buffers(q);
+        m.finish_rx(q, c);
         return c.len;
     }
 }

@@ -473,10 +473,7 @@ struct service::impl {
                     complete(s, d, rc);
                     return true;
                 }
-                s.inflight[d.buf] = 1;
-                s.inflight_n++;
-                n.tx_zc++;
-                s.sent[d.buf] = d;
+                accepted(s, d);
                 return true;
             }
         }
@@ -494,11 +491,16 @@ struct service::impl {
             complete(s, d, rc);
             return true;
         }
+        accepted(s, d);
+        return true;
+    }
+
+    // netfront took the buffer: it is the stack's until its TX response.
+    void accepted(zsock& s, const tx_desc& d) noexcept {
         s.inflight[d.buf] = 1;
         s.inflight_n++;
         n.tx_zc++;
         s.sent[d.buf] = d;
-        return true;
     }
 
     // Returns false when the entry is held (ARP pending, or netfront full).
