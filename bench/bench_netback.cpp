@@ -56,7 +56,7 @@ extern "C" {
 
 #include "hv/emu/broker.hpp"
 #include "hv/emu/emu_port.hpp"
-#include "netback/ring.hpp"
+#include "ring/netif_ring.hpp"
 #include "netback/switch.hpp"
 #include "netback/tx_check.hpp"
 #include "pool/frame.hpp"

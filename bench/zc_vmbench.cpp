@@ -232,7 +232,7 @@ int run_guest(const guest_opts& o) {
             h->kind = k_hello;
             h->phase = UINT32_MAX;
             nf->send(hello.data(), hello.size());
-            say("connected %s", netback::format_mac(nf->mac()).c_str());
+            say("connected %s", to_string(nf->mac()).c_str());
         } else if (line.rfind("run ", 0) == 0 && nf) {
             unsigned phase = 0;
             size_t size = 0;
@@ -245,7 +245,7 @@ int run_guest(const guest_opts& o) {
             }
             if (o.role == "send") {
                 link::mac_addr dst{};
-                if (k < 4 || link::parse_mac(mac, dst) < 0) {
+                if (k < 4 || !parse_mac(mac, dst, mac_allow_short)) {
                     say("{\"error\":\"bad mac\"}");
                     continue;
                 }

@@ -319,7 +319,7 @@ int backend::connect(device& d, std::string* why) noexcept {
     p.frontend = d.frontend;
     p.devid = d.devid;
     auto mac = _xs->read(d.be_path + "/mac");
-    if (!mac || parse_mac(*mac, p.mac) < 0) p.mac = default_mac(d.frontend, d.devid);
+    if (!mac || !parse_mac(*mac, p.mac, 0)) p.mac = default_mac(d.frontend, d.devid);
 
     uint32_t nq = 1;
     if (auto v = rd("multi-queue-num-queues")) {

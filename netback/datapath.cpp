@@ -49,7 +49,7 @@
 
 #include "common/check.hpp"
 #include "common/log.hpp"
-#include "netback/ring.hpp"
+#include "ring/netif_ring.hpp"
 #include "netback/switch.hpp"
 #include "netback/tx_check.hpp"
 #include "pool/manager.hpp"

@@ -18,12 +18,12 @@
 #include <string>
 #include <vector>
 
+#include "common/mac.hpp"
 #include "common/result.hpp"
 #include "hv/hv.hpp"
 
 namespace zc::netback {
 
-using mac_addr = std::array<uint8_t, 6>;
 
 // What one queue of a vif negotiated (frontend keys under
 // device/vif/<devid>[/queue-N]). Event channels: split when tx != rx.

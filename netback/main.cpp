@@ -93,7 +93,7 @@ std::string stats_json(backend& b) {
                       ",\"drop_rx_full\":%" PRIu64 ",\"drop_malformed\":%" PRIu64 ",\"drop_copy_error\":%" PRIu64
                       ",\"drop_unsupported\":%" PRIu64 ",\"drop_disabled\":%" PRIu64 ",\"rx_stalls\":%" PRIu64
                       ",\"notifies_sent\":%" PRIu64 ",\"events_received\":%" PRIu64 ",\"batch_hist\":[",
-                      first ? "" : ",", unsigned(v.frontend), v.devid, format_mac(v.mac).c_str(), v.queues, be_state,
+                      first ? "" : ",", unsigned(v.frontend), v.devid, to_string(v.mac).c_str(), v.queues, be_state,
                       fe_state, v.disabled ? "true" : "false", json_escape(v.disabled_reason).c_str(), s.tx_packets,
                       s.tx_bytes, s.rx_packets, s.rx_bytes, s.tx_slots, s.rx_slots, s.grant_copy_segments,
                       s.grant_copy_batches, s.header_copy_segments, s.vm_to_vm_segments, s.fallback_copies, s.queued,
@@ -292,7 +292,7 @@ int cmd_vif(bool add, long be, long fe, long devid, const std::string& mac) {
     s.backend = hv::domid_t(be);
     s.frontend = hv::domid_t(fe);
     s.devid = uint32_t(devid);
-    if (!mac.empty() && parse_mac(mac, s.mac) < 0) {
+    if (!mac.empty() && !parse_mac(mac, s.mac, 0)) {
         std::fprintf(stderr, "zc-netback vif-add: bad MAC '%s' (want aa:bb:cc:dd:ee:ff)\n", mac.c_str());
         return 2;
     }

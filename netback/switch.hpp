@@ -33,8 +33,8 @@ public:
     void add(const std::shared_ptr<Port>& p, const mac_addr& configured) {
         std::unique_lock g(_lock);
         _ports.push_back(p);
-        const uint64_t k = mac_key(configured.data());
-        if (k != 0 && !mac_is_group(configured.data())) _table[k] = entry{p, true};
+        const uint64_t k = mac_key(configured.b.data());
+        if (k != 0 && !configured.is_multicast()) _table[k] = entry{p, true};
     }
 
     void remove(const Port* p) {

@@ -15,31 +15,6 @@ std::string backend_dir(hv::domid_t be, hv::domid_t fe, uint32_t devid) {
     return "/local/domain/" + std::to_string(be) + "/backend/vif/" + std::to_string(fe) + "/" + std::to_string(devid);
 }
 
-std::string format_mac(const mac_addr& m) {
-    char buf[18];
-    std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
-    return buf;
-}
-
-int parse_mac(const std::string& s, mac_addr& out) {
-    if (s.size() != 17) return -EINVAL;
-    mac_addr m{};
-    for (int i = 0; i < 6; i++) {
-        if (i < 5 && s[size_t(i) * 3 + 2] != ':') return -EINVAL;
-        unsigned v = 0;
-        for (int j = 0; j < 2; j++) {
-            char c = s[size_t(i) * 3 + size_t(j)];
-            int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                    : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
-            if (d < 0) return -EINVAL;
-            v = v * 16 + unsigned(d);
-        }
-        m[size_t(i)] = uint8_t(v);
-    }
-    out = m;
-    return 0;
-}
-
 mac_addr default_mac(hv::domid_t fe, uint32_t devid) {
     return {0x00, 0x16, 0x3e, uint8_t(fe >> 8), uint8_t(fe), uint8_t(devid)};
 }
@@ -71,7 +46,7 @@ int vif_create(hv::xs& xs, const vif_spec& s, std::string* why) {
         rc = rc ? rc : xs.write(fe + "/backend", be, *t);
         rc = rc ? rc : xs.write(fe + "/backend-id", be_id, *t);
         rc = rc ? rc : xs.write(fe + "/handle", std::to_string(s.devid), *t);
-        rc = rc ? rc : xs.write(fe + "/mac", format_mac(mac), *t);
+        rc = rc ? rc : xs.write(fe + "/mac", to_string(mac), *t);
         rc = rc ? rc : xs.write(fe + "/state", "1", *t); // XenbusStateInitialising
         // As libxl 4.17 writes them (seen in the Xen lab): "trusted" (Linux
         // netfront bounces its data for a backend the toolstack marks
@@ -86,7 +61,7 @@ int vif_create(hv::xs& xs, const vif_spec& s, std::string* why) {
         rc = rc ? rc : xs.write(be + "/frontend-id", fe_id, *t);
         rc = rc ? rc : xs.write(be + "/online", "1", *t);
         rc = rc ? rc : xs.write(be + "/handle", std::to_string(s.devid), *t);
-        rc = rc ? rc : xs.write(be + "/mac", format_mac(mac), *t);
+        rc = rc ? rc : xs.write(be + "/mac", to_string(mac), *t);
         rc = rc ? rc : xs.write(be + "/type", "vif", *t);
         rc = rc ? rc : xs.write(be + "/script", "zc-netback", *t);
         rc = rc ? rc : xs.write(be + "/state", "1", *t);

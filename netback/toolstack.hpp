@@ -22,9 +22,6 @@ struct vif_spec {
 
 std::string frontend_dir(hv::domid_t frontend, uint32_t devid);
 std::string backend_dir(hv::domid_t backend, hv::domid_t frontend, uint32_t devid);
-std::string format_mac(const mac_addr& m);
-// Strict "aa:bb:cc:dd:ee:ff". Errors: -EINVAL.
-int parse_mac(const std::string& s, mac_addr& out);
 // Xen's OUI 00:16:3e with the domid and devid in the low bytes.
 mac_addr default_mac(hv::domid_t frontend, uint32_t devid);
 

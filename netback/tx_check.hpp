@@ -12,9 +12,13 @@
 #include <cstdint>
 #include <string>
 
-#include "netback/ring.hpp"
+#include "ring/netif_ring.hpp"
 
 namespace zc::netback {
+
+// The netif rings (stack/ring) as the backend sees them.
+using ring::rx_back_ring;
+using ring::tx_back_ring;
 
 // XEN_NETBK_LEGACY_SLOTS_MAX: frags (slots after the first) a packet may use
 // before Linux drops it (xenvif_count_requests).

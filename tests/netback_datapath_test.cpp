@@ -22,7 +22,7 @@ extern "C" {
 #include "netback/datapath.hpp"
 
 using namespace zc;
-using netback::mac_addr;
+using zc::mac_addr;
 
 namespace {
 
@@ -35,8 +35,8 @@ const mac_addr bcast = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 
 std::vector<uint8_t> make_frame(const mac_addr& dst, const mac_addr& src, uint32_t len, uint32_t seed) {
     std::vector<uint8_t> f(len);
-    std::memcpy(f.data(), dst.data(), 6);
-    std::memcpy(f.data() + 6, src.data(), 6);
+    dst.store(f.data());
+    src.store(f.data() + 6);
     if (len >= 14) {
         f[12] = 0x08;
         f[13] = 0x00;

@@ -211,14 +211,14 @@ TEST(proto_eth, vlan_tag_and_truncations) {
 
 TEST(proto_eth, mac_text_and_classes) {
     mac_addr m;
-    ASSERT_TRUE(parse_mac("02:00:5E:10:00:ff", m));
+    ASSERT_TRUE(parse_mac("02:00:5E:10:00:ff", m, zc::mac_allow_dash));
     char s[18];
     format_mac(m, s);
     EXPECT_STREQ(s, "02:00:5e:10:00:ff");
-    EXPECT_TRUE(parse_mac("02-00-5e-10-00-ff", m));
-    EXPECT_FALSE(parse_mac("02:00:5e:10:00", m));
-    EXPECT_FALSE(parse_mac("02:00:5e:10:00:fg", m));
-    EXPECT_FALSE(parse_mac("02:00:5e:10:00:ff:", m));
+    EXPECT_TRUE(parse_mac("02-00-5e-10-00-ff", m, zc::mac_allow_dash));
+    EXPECT_FALSE(parse_mac("02:00:5e:10:00", m, zc::mac_allow_dash));
+    EXPECT_FALSE(parse_mac("02:00:5e:10:00:fg", m, zc::mac_allow_dash));
+    EXPECT_FALSE(parse_mac("02:00:5e:10:00:ff:", m, zc::mac_allow_dash));
     EXPECT_TRUE(mac_addr::broadcast().is_broadcast());
     EXPECT_TRUE(mac_addr::broadcast().is_multicast());
     EXPECT_TRUE((mac_addr{{0x01, 0, 0x5e, 0, 0, 1}}).is_multicast());

@@ -375,7 +375,7 @@ struct netfront::impl {
 
         // xen_net_read_mac
         auto m = xs->read(fe_path + "/mac");
-        if (!m || parse_mac(*m, mac) < 0) {
+        if (!m || !parse_mac(*m, mac, mac_allow_short)) {
             if (why) *why = "parsing " + fe_path + "/mac";
             return -ENOENT;
         }
@@ -806,31 +806,6 @@ struct netfront::impl {
 };
 
 // ---------------------------------------------------------------------------
-
-int parse_mac(const std::string& s, mac_addr& out) noexcept {
-    mac_addr m{};
-    size_t i = 0;
-    for (int b = 0; b < 6; b++) {
-        unsigned v = 0;
-        int digits = 0;
-        for (; i < s.size() && digits < 3; i++, digits++) {
-            char c = s[i];
-            int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                    : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
-            if (d < 0) break;
-            v = v * 16 + unsigned(d);
-        }
-        if (digits == 0 || digits > 2) return -EINVAL;
-        if (b < 5) {
-            if (i >= s.size() || s[i] != ':') return -EINVAL;
-            i++;
-        }
-        m[size_t(b)] = uint8_t(v);
-    }
-    if (i != s.size()) return -EINVAL;
-    out = m;
-    return 0;
-}
 
 netfront::netfront(std::unique_ptr<impl> p) noexcept : _p(std::move(p)) {}
 

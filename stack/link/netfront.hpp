@@ -43,12 +43,13 @@
 #include <memory>
 #include <string>
 
+#include "common/mac.hpp"
 #include "common/result.hpp"
 #include "hv/hv.hpp"
 
 namespace zc::link {
 
-using mac_addr = std::array<uint8_t, 6>;
+using zc::mac_addr;
 
 // Geometry of the one-page netif rings (xen/io/netif.h, xen/io/ring.h).
 inline constexpr uint32_t netif_tx_ring_size = 256; // NET_TX_RING_SIZE
@@ -281,8 +282,5 @@ private:
     std::unique_ptr<impl> _p;
 };
 
-// "aa:bb:cc:dd:ee:ff" as xen_net_read_mac() parses it (1 or 2 hex digits per
-// byte). Errors: -EINVAL.
-int parse_mac(const std::string& s, mac_addr& out) noexcept;
 
 } // namespace zc::link

@@ -20,30 +20,13 @@
 #include <span>
 #include <string_view>
 
+#include "common/mac.hpp"
+
 namespace zc::proto {
 
-struct mac_addr {
-    std::array<uint8_t, 6> b{};
-
-    static constexpr mac_addr broadcast() noexcept { return {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}; }
-    static mac_addr load(const uint8_t* p) noexcept {
-        mac_addr m;
-        std::memcpy(m.b.data(), p, 6);
-        return m;
-    }
-    void store(uint8_t* p) const noexcept { std::memcpy(p, b.data(), 6); }
-
-    // Group bit (I/G, bit 0 of the first octet): multicast, including broadcast.
-    constexpr bool is_multicast() const noexcept { return b[0] & 1; }
-    constexpr bool is_broadcast() const noexcept { return *this == broadcast(); }
-    constexpr bool is_zero() const noexcept { return *this == mac_addr{}; }
-    constexpr bool operator==(const mac_addr&) const noexcept = default;
-};
-
-// "02:00:00:00:00:01" (also '-' separated). For configuration, not packets.
-bool parse_mac(std::string_view s, mac_addr& out) noexcept;
-// Lower-case colon form, NUL-terminated.
-void format_mac(const mac_addr& m, char (&out)[18]) noexcept;
+using zc::mac_addr;
+using zc::format_mac;
+using zc::parse_mac;
 
 namespace ethertype {
 inline constexpr uint16_t ipv4 = 0x0800;

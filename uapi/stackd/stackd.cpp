@@ -885,7 +885,7 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
     }
     m->shr = std::move(*sh);
     proto::host_config hc;
-    std::memcpy(hc.mac.b.data(), m->nf->mac().data(), 6);
+    hc.mac = m->nf->mac();
     hc.ip = proto::ipv4_addr{o.ip};
     hc.netmask = proto::ipv4_addr{o.netmask};
     auto h = proto::host::create(hc);

@@ -344,7 +344,7 @@ void broker::impl::reply(int fd, const proto::reply_header& h, const void* text,
     hh.text_len = uint32_t(len);
     std::memcpy(buf, &hh, sizeof hh);
     if (len) std::memcpy(buf + sizeof hh, text, len);
-    long rc = proto::send_msg(fd, buf, sizeof hh + len, fds, nfds);
+    long rc = fdpass::send(fd, buf, sizeof hh + len, fds, nfds);
     if (rc < 0 && !opts.quiet) ZC_LOG(warn, tag, "reply: %s", std::strerror(int(-rc)));
 }
 
@@ -432,7 +432,7 @@ void broker::impl::handle(conn& c) noexcept {
     int in_fds[proto::max_fds];
     int n_in = proto::max_fds;
     int cfd = c.fd;
-    long n = proto::recv_msg(cfd, &r, sizeof r, in_fds, &n_in);
+    long n = fdpass::recv(cfd, &r, sizeof r, in_fds, &n_in);
     if (n <= 0) {
         drop_conn(cfd);
         return;

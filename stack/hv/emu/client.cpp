@@ -37,12 +37,12 @@ int client::call(const void* req, size_t len, reply& out) noexcept {
 }
 
 int client::call_locked(const void* req, size_t len, reply& out) noexcept {
-    long rc = proto::send_msg(_fd, req, len, _pending_fd >= 0 ? &_pending_fd : nullptr, _pending_fd >= 0 ? 1 : 0);
+    long rc = fdpass::send(_fd, req, len, _pending_fd >= 0 ? &_pending_fd : nullptr, _pending_fd >= 0 ? 1 : 0);
     _pending_fd = -1;
     if (rc < 0) return int(rc);
     char buf[proto::max_reply];
     out.nfds = proto::max_fds;
-    long n = proto::recv_msg(_fd, buf, sizeof buf, out.fds, &out.nfds);
+    long n = fdpass::recv(_fd, buf, sizeof buf, out.fds, &out.nfds);
     if (n < 0) return int(n);
     if (n == 0) return -ECONNRESET; // the broker went away
     if (size_t(n) < sizeof out.h) {

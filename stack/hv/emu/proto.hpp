@@ -7,11 +7,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/fdpass.hpp"
+
 namespace zc::hv::emu::proto {
 
 inline constexpr uint32_t magic = 0x7a63656d; // "zcem"
 inline constexpr uint32_t version = 1;
-inline constexpr int max_fds = 8;
+inline constexpr int max_fds = fdpass::max_fds; // messages go through common/fdpass
 
 enum class op : uint32_t {
     hello = 1,            // a = domid, b = mem_pages (0 = default), c = attach, d = version
@@ -45,11 +47,4 @@ static_assert(sizeof(reply_header) == 24);
 
 inline constexpr size_t max_reply = 4096;
 
-} // namespace zc::hv::emu::proto
-
-namespace zc::hv::emu::proto {
-// One message with up to max_fds descriptors. Return bytes or -errno.
-// recv: received descriptors are CLOEXEC; *nfds is set (extra ones closed).
-long send_msg(int sock, const void* buf, size_t len, const int* fds, int nfds) noexcept;
-long recv_msg(int sock, void* buf, size_t cap, int* fds, int* nfds) noexcept;
 } // namespace zc::hv::emu::proto
