@@ -8,7 +8,7 @@
 // pipe plus its rusage from wait4. The children only make system calls and
 // touch memory allocated before fork: the runner that calls us may have
 // threads, and after fork only async-signal-safe work is safe there.
-#include "kernel_path.hpp"
+#include "bench/kernel_path.hpp"
 
 #include <arpa/inet.h>
 #include <dirent.h>

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "kernel_path.hpp"
+#include "bench/kernel_path.hpp"
 
 using namespace zc::bench;
 

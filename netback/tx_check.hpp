@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 
+#include "hv/hv.hpp"
 #include "ring/netif_ring.hpp"
 
 namespace zc::netback {

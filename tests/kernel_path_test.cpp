@@ -13,7 +13,7 @@
 #include <string>
 #include <thread>
 
-#include "kernel_path.hpp"
+#include "bench/kernel_path.hpp"
 
 using namespace zc::bench;
 

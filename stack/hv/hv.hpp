@@ -177,6 +177,8 @@ public:
 //   else emu. The emu backend reads ZCNET_EMU_SOCK (broker socket) and
 //   ZCNET_DOMID, as set by `zc-emu run`.
 // On error returns nullptr-carrying result with a message in *why.
+// Defined in the zc_hv_select part (hv/select.cpp): only what chooses a
+// port at run time links both backends.
 result<std::unique_ptr<port>> open(std::string* why = nullptr) noexcept;
 result<std::unique_ptr<port>> open(kind k, std::string* why = nullptr) noexcept;
 

@@ -39,16 +39,19 @@ extern "C" {
 #define xen_rmb() __atomic_thread_fence(__ATOMIC_ACQUIRE)
 #define xen_wmb() __atomic_thread_fence(__ATOMIC_RELEASE)
 
-#include "hv/hv.hpp"
 #include "ring/shared.hpp"
 
 namespace zc::ring {
+
+// One ring is one page (XEN_PAGE_SIZE: the ring.h macros take it as a
+// parameter; netif uses 4 KiB pages on every architecture Xen supports).
+inline constexpr size_t page_size = 4096;
 
 // __RING_SIZE for a one-page ring of `Sring`: entries that fit after the
 // 64-byte header, rounded down to a power of two.
 template <class Sring>
 constexpr uint32_t ring_size_of() noexcept {
-    constexpr size_t n = (hv::page_size - offsetof(Sring, ring)) / sizeof(Sring{}.ring[0]);
+    constexpr size_t n = (page_size - offsetof(Sring, ring)) / sizeof(Sring{}.ring[0]);
     uint32_t p = 1;
     while (p * 2 <= n) p *= 2;
     return p;
