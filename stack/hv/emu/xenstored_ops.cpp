@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MIT
-// The emulated xenstored's message handling: payload parsing and process(),
-// which checks privilege and the transaction and handles each message type.
+// The emulated xenstored's message handling: one handler per xenstore
+// message type (do_read, do_write, ... as in Xen's xenstored_core.c), the
+// wire_funcs[] table that maps each type to its handler and flags, and
+// process(), which checks privilege and the transaction and dispatches.
 // Overview and threading: xenstored_impl.hpp.
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 
 #include <memory>
 #include <string>
@@ -16,6 +19,8 @@
 namespace zc::hv::emu {
 
 namespace {
+
+// ---- payload parsing --------------------------------------------------------
 
 // "r5" -> {5, read}. xenstore_strings_to_perms() rejects anything else.
 bool parse_perm(std::string_view s, perm* out) noexcept {
@@ -92,304 +97,342 @@ const char* onearg(const char* body, uint32_t len) noexcept {
     return body;
 }
 
+// The child names of `n`, each NUL-terminated, in creation order.
+std::string child_list(const node& n) {
+    std::string out;
+    for (const auto& ch : n.children) {
+        out += ch;
+        out.push_back('\0');
+    }
+    return out;
+}
+
 txn* find_txn(conn& cn, uint32_t id) {
     auto it = cn.txns.find(id);
     return it == cn.txns.end() ? nullptr : it->second.get();
 }
 
+// ---- handlers ---------------------------------------------------------------
+
+// One message being handled: its connection, sender, payload and where it
+// applies (the transaction named by its tx_id, else the live tree).
+struct xs_request {
+    xenstored::impl& d;
+    conn& cn;
+    const xsd_sockmsg& h;
+    const char* body;
+    uint32_t len;
+    who w;
+    txn* tx;
+    ctx c;
+
+    void reply(const std::string& out) { d.reply(cn, h, h.type, out); }
+    // Acknowledge with "OK" unless `err`; returns `err`.
+    int ack_unless(int err) {
+        if (!err)
+            d.ack(cn, h);
+        return err;
+    }
+};
+
+// A handler queues its reply and returns 0, or returns the errno that
+// process() reports in an XS_ERROR reply.
+using handler = int (*)(xs_request&);
+
+int do_read(xs_request& r) {
+    const char* p = onearg(r.body, r.len);
+    std::string out;
+    int err = p ? r.d.op_read(r.w, r.c, canonicalize(r.w, p), &out) : EINVAL;
+    if (!err)
+        r.reply(out);
+    return err;
+}
+
+int do_write(xs_request& r) {
+    auto v = split_strings(r.body, r.len);
+    if (v.empty())
+        return EINVAL;
+    size_t off = v[0].size() + 1;
+    return r.ack_unless(r.d.op_write(r.w, r.c, canonicalize(r.w, std::string(v[0])),
+                                     std::string_view(r.body + off, r.len - off)));
+}
+
+int do_mkdir(xs_request& r) {
+    const char* p = onearg(r.body, r.len);
+    if (!p)
+        return EINVAL;
+    return r.ack_unless(r.d.op_mkdir(r.w, r.c, canonicalize(r.w, p)));
+}
+
+int do_rm(xs_request& r) {
+    const char* p = onearg(r.body, r.len);
+    if (!p)
+        return EINVAL;
+    return r.ack_unless(r.d.op_rm(r.w, r.c, canonicalize(r.w, p)));
+}
+
+int do_directory(xs_request& r) {
+    const char* p = onearg(r.body, r.len);
+    if (!p)
+        return EINVAL;
+    int err = 0;
+    node* n = r.d.get_node(r.w, r.c, canonicalize(r.w, p), perm_read, &err);
+    if (!n)
+        return err;
+    std::string out = child_list(*n);
+    // Too big for one reply: libxenstore retries with DIRECTORY_PART.
+    if (out.size() > XENSTORE_PAYLOAD_MAX)
+        return E2BIG;
+    r.reply(out);
+    return 0;
+}
+
+// send_directory_part(): the node's generation, then as many whole names
+// from byte offset `offv` of the child list as fit, then an empty name if
+// the list is complete.
+int do_directory_part(xs_request& r) {
+    auto v = split_strings(r.body, r.len);
+    unsigned offv = 0;
+    if (v.size() != 2 || !parse_uint(std::string(v[1]).c_str(), UINT32_MAX, &offv))
+        return EINVAL;
+    int err = 0;
+    node* n = r.d.get_node(r.w, r.c, canonicalize(r.w, std::string(v[0])), perm_read, &err);
+    if (!n)
+        return err;
+    std::string all = child_list(*n);
+    std::string out = std::to_string(n->gen);
+    out.push_back('\0');
+    if (offv >= all.size()) {
+        out.push_back('\0');
+        r.reply(out);
+        return 0;
+    }
+    size_t maxlen = XENSTORE_PAYLOAD_MAX - out.size() - 1;
+    size_t pos = offv, taken = 0;
+    while (pos < all.size()) {
+        size_t l = std::strlen(all.c_str() + pos);
+        if (taken + l >= maxlen)
+            break;
+        taken += l + 1;
+        pos += l + 1;
+    }
+    out.append(all, offv, taken);
+    if (offv + taken == all.size())
+        out.push_back('\0'); // the empty string that ends the list
+    r.reply(out);
+    return 0;
+}
+
+int do_get_perms(xs_request& r) {
+    const char* p = onearg(r.body, r.len);
+    if (!p)
+        return EINVAL;
+    int err = 0;
+    node* n = r.d.get_node(r.w, r.c, canonicalize(r.w, p), perm_read, &err);
+    if (!n)
+        return err;
+    std::string out;
+    for (const auto& pm : n->perms) {
+        out += perm_string(pm);
+        out.push_back('\0');
+    }
+    r.reply(out);
+    return 0;
+}
+
+int do_set_perms(xs_request& r) {
+    auto v = split_strings(r.body, r.len);
+    if (v.size() < 2)
+        return EINVAL;
+    if (!r.w.priv() && v.size() - 1 > quota_perms_per_node)
+        return ENOSPC;
+    perms_t perms(v.size() - 1);
+    for (size_t i = 1; i < v.size(); i++)
+        if (!parse_perm(v[i], &perms[i - 1]))
+            return EINVAL;
+    std::string path(v[0]);
+    if (path.empty() || path[0] != '@')
+        path = canonicalize(r.w, path);
+    return r.ack_unless(r.d.op_set_perms(r.w, r.c, path, perms));
+}
+
+// The node a watch on `p` is set on: a special path as is, else the
+// canonical path (relative paths make events report relative paths).
+int watch_node(who w, const std::string& p, watch* wt) {
+    if (!p.empty() && p[0] == '@') {
+        if (!valid_special(p))
+            return EINVAL;
+        wt->relative = false;
+        wt->node = p;
+        return 0;
+    }
+    wt->relative = p.empty() || p[0] != '/';
+    wt->node = canonicalize(w, p);
+    return valid_nodename(w, wt->node) ? 0 : EINVAL;
+}
+
+int do_watch(xs_request& r) {
+    auto v = split_strings(r.body, r.len);
+    if (v.size() != 2)
+        return EINVAL;
+    watch wt;
+    if (int err = watch_node(r.w, std::string(v[0]), &wt))
+        return err;
+    wt.token.assign(v[1]);
+    for (const auto& o : r.cn.watches)
+        if (o.node == wt.node && o.token == wt.token)
+            return EEXIST;
+    if (!r.w.priv() && r.cn.watches.size() >= quota_watches_per_conn)
+        return E2BIG;
+    r.cn.watches.push_back(std::move(wt));
+    r.d.ack(r.cn, r.h);
+    // Fired once up front, as xenstored does ("simplifies clients").
+    r.d.send_event(r.cn, r.cn.watches.back(), r.cn.watches.back().node);
+    return 0;
+}
+
+int do_unwatch(xs_request& r) {
+    auto v = split_strings(r.body, r.len);
+    if (v.size() != 2)
+        return EINVAL;
+    std::string node_path = canonicalize(r.w, std::string(v[0]));
+    for (auto it = r.cn.watches.begin(); it != r.cn.watches.end(); ++it)
+        if (it->node == node_path && it->token == v[1]) {
+            r.cn.watches.erase(it);
+            return r.ack_unless(0);
+        }
+    return ENOENT;
+}
+
+int do_transaction_start(xs_request& r) {
+    if (r.tx)
+        return EBUSY;
+    conn& cn = r.cn;
+    if (cn.txns.size() >= quota_transactions_per_conn)
+        return ENOSPC;
+    uint32_t id = cn.next_tx;
+    while (id == 0 || cn.txns.count(id))
+        id++;
+    cn.next_tx = id + 1;
+    auto t = std::make_unique<txn>();
+    t->snap = r.d._tree;
+    cn.txns.emplace(id, std::move(t));
+    std::string out = std::to_string(id);
+    out.push_back('\0');
+    r.reply(out);
+    return 0;
+}
+
+int do_transaction_end(xs_request& r) {
+    const char* a = onearg(r.body, r.len);
+    if (!a || (std::strcmp(a, "T") != 0 && std::strcmp(a, "F") != 0))
+        return EINVAL;
+    if (!r.tx)
+        return ENOENT;
+    std::unique_ptr<txn> owned = std::move(r.cn.txns[r.h.tx_id]);
+    r.cn.txns.erase(r.h.tx_id);
+    int err = a[0] == 'T' ? r.d.commit(r.w, *owned) : 0;
+    return r.ack_unless(err);
+}
+
+int do_get_domain_path(xs_request& r) {
+    const char* a = onearg(r.body, r.len);
+    unsigned d = 0;
+    if (!a || !parse_domid(a, &d))
+        return EINVAL;
+    std::string out = domain_path(d);
+    out.push_back('\0');
+    r.reply(out);
+    return 0;
+}
+
+int do_is_domain_introduced(xs_request& r) {
+    const char* a = onearg(r.body, r.len);
+    unsigned d = 0;
+    if (!a || !parse_domid(a, &d))
+        return EINVAL;
+    bool yes = d == domid_self || r.d._domains.count(uint16_t(d));
+    r.reply(std::string(yes ? "T" : "F", 2));
+    return 0;
+}
+
+int do_reset_watches(xs_request& r) {
+    r.cn.watches.clear();
+    r.cn.txns.clear();
+    return r.ack_unless(0);
+}
+
+// ---- dispatch ---------------------------------------------------------------
+
+// Per-type flags, as in xenstored_core.c.
+constexpr unsigned flag_priv = 0x1;  // XS_FLAG_PRIV: dom0 only
+constexpr unsigned flag_notid = 0x2; // XS_FLAG_NOTID: tx_id is ignored
+
+struct wire_func {
+    uint32_t type; // its index in wire_funcs[]
+    handler func;  // null: ENOSYS
+    unsigned flags;
+};
+
+// Types without a handler: daemon-to-client messages (WATCH_EVENT, ERROR),
+// the removed XS_RESTRICT, and toolstack operations this emulation does not
+// provide (domains are introduced through the xenstored API instead).
+constexpr wire_func wire_funcs[] = {
+    {XS_CONTROL, nullptr, flag_priv},
+    {XS_DIRECTORY, do_directory, 0},
+    {XS_READ, do_read, 0},
+    {XS_GET_PERMS, do_get_perms, 0},
+    {XS_WATCH, do_watch, flag_notid},
+    {XS_UNWATCH, do_unwatch, flag_notid},
+    {XS_TRANSACTION_START, do_transaction_start, 0},
+    {XS_TRANSACTION_END, do_transaction_end, 0},
+    {XS_INTRODUCE, nullptr, flag_priv},
+    {XS_RELEASE, nullptr, flag_priv},
+    {XS_GET_DOMAIN_PATH, do_get_domain_path, 0},
+    {XS_WRITE, do_write, 0},
+    {XS_MKDIR, do_mkdir, 0},
+    {XS_RM, do_rm, 0},
+    {XS_SET_PERMS, do_set_perms, 0},
+    {XS_WATCH_EVENT, nullptr, 0},
+    {XS_ERROR, nullptr, 0},
+    {XS_IS_DOMAIN_INTRODUCED, do_is_domain_introduced, flag_priv},
+    {XS_RESUME, nullptr, flag_priv},
+    {XS_SET_TARGET, nullptr, flag_priv},
+    {XS_SET_TARGET + 1, nullptr, 0}, // XS_RESTRICT, removed
+    {XS_RESET_WATCHES, do_reset_watches, 0},
+    {XS_DIRECTORY_PART, do_directory_part, 0},
+};
+
+consteval bool wire_funcs_indexed_by_type() {
+    for (size_t i = 0; i < std::size(wire_funcs); i++)
+        if (wire_funcs[i].type != i)
+            return false;
+    return std::size(wire_funcs) == XS_TYPE_COUNT;
+}
+static_assert(wire_funcs_indexed_by_type());
+
 } // namespace
 
 void xenstored::impl::process(conn& cn, const xsd_sockmsg& h, const char* body, uint32_t len) {
     who w{cn.dom};
-    const uint32_t type = h.type;
-
-    switch (type) {
-    case XS_CONTROL:
-    case XS_INTRODUCE:
-    case XS_RELEASE:
-    case XS_RESUME:
-    case XS_SET_TARGET:
-    case XS_IS_DOMAIN_INTRODUCED:
-        // XS_FLAG_PRIV operations.
-        if (!w.priv()) {
-            send_error(cn, h, EACCES);
-            return;
-        }
-        break;
-    default: break;
+    // Types past the table have no flags and no handler.
+    const wire_func* wf = h.type < std::size(wire_funcs) ? &wire_funcs[h.type] : nullptr;
+    const unsigned flags = wf ? wf->flags : 0;
+    if ((flags & flag_priv) && !w.priv()) {
+        send_error(cn, h, EACCES);
+        return;
     }
-
     // Transaction lookup, except for XS_FLAG_NOTID operations.
     txn* tx = nullptr;
-    if (type != XS_WATCH && type != XS_UNWATCH && h.tx_id != 0) {
+    if (!(flags & flag_notid) && h.tx_id != 0) {
         tx = find_txn(cn, h.tx_id);
         if (!tx) {
             send_error(cn, h, ENOENT);
             return;
         }
     }
-    ctx c{tx ? &tx->snap : &_tree, tx};
-
-    int err = 0;
-    switch (type) {
-    case XS_READ: {
-        const char* p = onearg(body, len);
-        std::string out;
-        err = p ? op_read(w, c, canonicalize(w, p), &out) : EINVAL;
-        if (!err)
-            reply(cn, h, type, out);
-        break;
-    }
-    case XS_WRITE: {
-        auto v = split_strings(body, len);
-        if (v.empty()) {
-            err = EINVAL;
-            break;
-        }
-        size_t off = v[0].size() + 1;
-        err = op_write(w, c, canonicalize(w, std::string(v[0])), std::string_view(body + off, len - off));
-        if (!err)
-            ack(cn, h);
-        break;
-    }
-    case XS_MKDIR:
-    case XS_RM: {
-        const char* p = onearg(body, len);
-        if (!p) {
-            err = EINVAL;
-            break;
-        }
-        std::string path = canonicalize(w, p);
-        err = type == XS_MKDIR ? op_mkdir(w, c, path) : op_rm(w, c, path);
-        if (!err)
-            ack(cn, h);
-        break;
-    }
-    case XS_DIRECTORY: {
-        const char* p = onearg(body, len);
-        node* n = p ? get_node(w, c, canonicalize(w, p), perm_read, &err) : nullptr;
-        if (!p)
-            err = EINVAL;
-        if (!n)
-            break;
-        std::string out;
-        for (const auto& ch : n->children) {
-            out += ch;
-            out.push_back('\0');
-        }
-        // Too big for one reply: libxenstore retries with DIRECTORY_PART.
-        if (out.size() > XENSTORE_PAYLOAD_MAX)
-            err = E2BIG;
-        else
-            reply(cn, h, type, out);
-        break;
-    }
-    case XS_DIRECTORY_PART: {
-        auto v = split_strings(body, len);
-        unsigned offv = 0;
-        if (v.size() != 2 || !parse_uint(std::string(v[1]).c_str(), UINT32_MAX, &offv)) {
-            err = EINVAL;
-            break;
-        }
-        node* n = get_node(w, c, canonicalize(w, std::string(v[0])), perm_read, &err);
-        if (!n)
-            break;
-        std::string all;
-        for (const auto& ch : n->children) {
-            all += ch;
-            all.push_back('\0');
-        }
-        std::string out = std::to_string(n->gen);
-        out.push_back('\0');
-        if (offv >= all.size()) {
-            out.push_back('\0');
-            reply(cn, h, type, out);
-            break;
-        }
-        size_t maxlen = XENSTORE_PAYLOAD_MAX - out.size() - 1;
-        size_t pos = offv, taken = 0;
-        while (pos < all.size()) {
-            size_t l = std::strlen(all.c_str() + pos);
-            if (taken + l >= maxlen)
-                break;
-            taken += l + 1;
-            pos += l + 1;
-        }
-        out.append(all, offv, taken);
-        if (offv + taken == all.size())
-            out.push_back('\0'); // the empty string that ends the list
-        reply(cn, h, type, out);
-        break;
-    }
-    case XS_GET_PERMS: {
-        const char* p = onearg(body, len);
-        node* n = p ? get_node(w, c, canonicalize(w, p), perm_read, &err) : nullptr;
-        if (!p)
-            err = EINVAL;
-        if (!n)
-            break;
-        std::string out;
-        for (const auto& pm : n->perms) {
-            out += perm_string(pm);
-            out.push_back('\0');
-        }
-        reply(cn, h, type, out);
-        break;
-    }
-    case XS_SET_PERMS: {
-        auto v = split_strings(body, len);
-        if (v.size() < 2) {
-            err = EINVAL;
-            break;
-        }
-        if (!w.priv() && v.size() - 1 > quota_perms_per_node) {
-            err = ENOSPC;
-            break;
-        }
-        perms_t perms(v.size() - 1);
-        for (size_t i = 1; i < v.size() && !err; i++)
-            if (!parse_perm(v[i], &perms[i - 1]))
-                err = EINVAL;
-        if (err)
-            break;
-        std::string path(v[0]);
-        if (path.empty() || path[0] != '@')
-            path = canonicalize(w, path);
-        err = op_set_perms(w, c, path, perms);
-        if (!err)
-            ack(cn, h);
-        break;
-    }
-    case XS_WATCH: {
-        auto v = split_strings(body, len);
-        if (v.size() != 2) {
-            err = EINVAL;
-            break;
-        }
-        watch wt;
-        std::string p(v[0]);
-        if (!p.empty() && p[0] == '@') {
-            if (!valid_special(p)) {
-                err = EINVAL;
-                break;
-            }
-            wt.relative = false;
-            wt.node = p;
-        } else {
-            wt.relative = p.empty() || p[0] != '/';
-            wt.node = canonicalize(w, p);
-            if (!valid_nodename(w, wt.node)) {
-                err = EINVAL;
-                break;
-            }
-        }
-        wt.token.assign(v[1]);
-        for (const auto& o : cn.watches)
-            if (o.node == wt.node && o.token == wt.token)
-                err = EEXIST;
-        if (err)
-            break;
-        if (!w.priv() && cn.watches.size() >= quota_watches_per_conn) {
-            err = E2BIG;
-            break;
-        }
-        cn.watches.push_back(std::move(wt));
-        ack(cn, h);
-        // Fired once up front, as xenstored does ("simplifies clients").
-        send_event(cn, cn.watches.back(), cn.watches.back().node);
-        break;
-    }
-    case XS_UNWATCH: {
-        auto v = split_strings(body, len);
-        if (v.size() != 2) {
-            err = EINVAL;
-            break;
-        }
-        std::string node_path = canonicalize(w, std::string(v[0]));
-        err = ENOENT;
-        for (auto it = cn.watches.begin(); it != cn.watches.end(); ++it)
-            if (it->node == node_path && it->token == v[1]) {
-                cn.watches.erase(it);
-                err = 0;
-                break;
-            }
-        if (!err)
-            ack(cn, h);
-        break;
-    }
-    case XS_TRANSACTION_START: {
-        if (tx) {
-            err = EBUSY;
-            break;
-        }
-        if (cn.txns.size() >= quota_transactions_per_conn) {
-            err = ENOSPC;
-            break;
-        }
-        uint32_t id = cn.next_tx;
-        while (id == 0 || cn.txns.count(id))
-            id++;
-        cn.next_tx = id + 1;
-        auto t = std::make_unique<txn>();
-        t->snap = _tree;
-        cn.txns.emplace(id, std::move(t));
-        std::string out = std::to_string(id);
-        out.push_back('\0');
-        reply(cn, h, type, out);
-        break;
-    }
-    case XS_TRANSACTION_END: {
-        const char* a = onearg(body, len);
-        if (!a || (std::strcmp(a, "T") != 0 && std::strcmp(a, "F") != 0)) {
-            err = EINVAL;
-            break;
-        }
-        if (!tx) {
-            err = ENOENT;
-            break;
-        }
-        std::unique_ptr<txn> owned = std::move(cn.txns[h.tx_id]);
-        cn.txns.erase(h.tx_id);
-        if (a[0] == 'T')
-            err = commit(w, *owned);
-        if (!err)
-            ack(cn, h);
-        break;
-    }
-    case XS_GET_DOMAIN_PATH: {
-        const char* a = onearg(body, len);
-        unsigned d = 0;
-        if (!a || !parse_domid(a, &d)) {
-            err = EINVAL;
-            break;
-        }
-        std::string out = domain_path(d);
-        out.push_back('\0');
-        reply(cn, h, type, out);
-        break;
-    }
-    case XS_IS_DOMAIN_INTRODUCED: {
-        const char* a = onearg(body, len);
-        unsigned d = 0;
-        if (!a || !parse_domid(a, &d)) {
-            err = EINVAL;
-            break;
-        }
-        bool yes = d == domid_self || _domains.count(uint16_t(d));
-        reply(cn, h, type, std::string(yes ? "T" : "F", 2));
-        break;
-    }
-    case XS_RESET_WATCHES:
-        cn.watches.clear();
-        cn.txns.clear();
-        ack(cn, h);
-        break;
-    default:
-        // Unknown, removed, daemon-to-client (WATCH_EVENT, ERROR) and
-        // toolstack operations this emulation does not provide.
-        err = ENOSYS;
-        break;
-    }
+    xs_request r{*this, cn, h, body, len, w, tx, ctx{tx ? &tx->snap : &_tree, tx}};
+    int err = wf && wf->func ? wf->func(r) : ENOSYS;
     if (err)
         send_error(cn, h, err);
 }
