@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "hv/emu/broker.hpp"
+#include "bench/copy_host.hpp"
 #include "hv/emu/emu_port.hpp"
 
 using namespace zc;
@@ -26,72 +26,16 @@ constexpr uint32_t max_batch = 64;
 
 // One emulated host for the whole run: dom0 (copier) and two guests that
 // share `max_batch` pages each with dom0.
-struct host {
-    std::string dir;
-    std::unique_ptr<hv::emu::broker> broker;
-    std::unique_ptr<hv::port> dom0, src, dst;
-    std::unique_ptr<hv::gntshr> src_sh, dst_sh;
-    std::unique_ptr<hv::gnttab> gt;
-    hv::shared_pages src_pages, dst_pages;
-    bool ok = false;
-
-    host() {
-        char tmpl[] = "/tmp/zcnet-bench-XXXXXX";
-        if (!::mkdtemp(tmpl)) return;
-        dir = tmpl;
-        std::string why;
-        auto b = hv::emu::broker::create({dir, true}, &why);
-        if (!b) return;
-        broker = std::move(*b);
-        broker->start_thread();
-        auto open = [&](hv::domid_t d) -> std::unique_ptr<hv::port> {
-            hv::emu::connect_options o;
-            o.sock = broker->socket_path();
-            o.dom = d;
-            auto p = hv::emu::open_port(o, &why);
-            return p ? std::move(*p) : nullptr;
-        };
-        dom0 = open(0);
-        src = open(1);
-        dst = open(2);
-        if (!dom0 || !src || !dst) return;
-        auto s1 = src->open_gntshr();
-        auto s2 = dst->open_gntshr();
-        auto g = dom0->open_gnttab();
-        if (!s1 || !s2 || !g) return;
-        src_sh = std::move(*s1);
-        dst_sh = std::move(*s2);
-        gt = std::move(*g);
-        auto p1 = src_sh->share(0, max_batch, false);
-        auto p2 = dst_sh->share(0, max_batch, true);
-        if (!p1 || !p2) return;
-        src_pages = std::move(*p1);
-        dst_pages = std::move(*p2);
-        std::memset(src_pages.addr, 0x5a, max_batch * hv::page_size);
-        ok = true;
-    }
-    ~host() {
-        gt.reset();
-        if (src_sh) src_sh->unshare(src_pages);
-        if (dst_sh) dst_sh->unshare(dst_pages);
-        src_sh.reset();
-        dst_sh.reset();
-        dom0.reset();
-        src.reset();
-        dst.reset();
-        if (broker) broker->stop();
-        if (!dir.empty()) std::filesystem::remove_all(dir);
-    }
-};
+using host = bench::copy_host;
 
 host& the_host() {
-    static host h;
+    static host h(1, 2, max_batch);
     return h;
 }
 
 void BM_grant_copy(benchmark::State& st) {
     host& h = the_host();
-    if (!h.ok) {
+    if (!h.ok()) {
         st.SkipWithError("emulated host did not start");
         return;
     }
@@ -119,7 +63,7 @@ void BM_grant_copy(benchmark::State& st) {
 
 void BM_memcpy(benchmark::State& st) {
     host& h = the_host();
-    if (!h.ok) {
+    if (!h.ok()) {
         st.SkipWithError("emulated host did not start");
         return;
     }
@@ -146,7 +90,7 @@ BENCHMARK(BM_memcpy)->Apply(copy_args);
 // thread (dom0) blocks in poll() as a real backend does.
 void BM_evtchn_round_trip(benchmark::State& st) {
     host& h = the_host();
-    if (!h.ok) {
+    if (!h.ok()) {
         st.SkipWithError("emulated host did not start");
         return;
     }

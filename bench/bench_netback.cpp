@@ -54,7 +54,7 @@ extern "C" {
 #include <xen/io/netif.h>
 }
 
-#include "hv/emu/broker.hpp"
+#include "bench/copy_host.hpp"
 #include "hv/emu/emu_port.hpp"
 #include "ring/netif_ring.hpp"
 #include "netback/switch.hpp"
@@ -508,80 +508,12 @@ BENCHMARK(BM_gcopy_build)->Arg(1)->Arg(batch);
 BENCHMARK(BM_gcopy_build_in_place)->Arg(1)->Arg(batch);
 BENCHMARK(BM_gcopy_build_dp)->Arg(1)->Arg(batch);
 
-// One emulated host for the run (as tests/emu_host.hpp starts one, without
-// gtest): the broker in a thread of this process, dom0 as the copier, guest
-// 1 granting TX pages (read-only) and guest 2 RX pages (writable).
-struct host {
-    std::string dir;
-    std::unique_ptr<hv::emu::broker> broker;
-    std::unique_ptr<hv::port> dom0, src, dst;
-    std::unique_ptr<hv::gntshr> src_sh, dst_sh;
-    std::unique_ptr<hv::gnttab> gt;
-    hv::shared_pages src_pages, dst_pages;
-    std::string error;
-
-    host() {
-        char tmpl[] = "/tmp/zcnet-bench-XXXXXX";
-        if (!::mkdtemp(tmpl)) {
-            error = "mkdtemp";
-            return;
-        }
-        dir = tmpl;
-        auto b = hv::emu::broker::create({dir, true}, &error);
-        if (!b) return;
-        broker = std::move(*b);
-        if (broker->start_thread() < 0) {
-            error = "broker thread";
-            return;
-        }
-        auto open = [this](hv::domid_t d) -> std::unique_ptr<hv::port> {
-            hv::emu::connect_options o;
-            o.sock = broker->socket_path();
-            o.dom = d;
-            auto p = hv::emu::open_port(o, &error);
-            return p ? std::move(*p) : nullptr;
-        };
-        dom0 = open(0);
-        src = open(src_dom);
-        dst = open(dst_dom);
-        if (!dom0 || !src || !dst) return;
-        auto s1 = src->open_gntshr();
-        auto s2 = dst->open_gntshr();
-        auto g = dom0->open_gnttab();
-        if (!s1 || !s2 || !g) {
-            error = "gntshr/gnttab open";
-            return;
-        }
-        src_sh = std::move(*s1);
-        dst_sh = std::move(*s2);
-        gt = std::move(*g);
-        auto p1 = src_sh->share(0, batch, false);
-        auto p2 = dst_sh->share(0, batch, true);
-        if (!p1 || !p2) {
-            error = "share";
-            return;
-        }
-        src_pages = std::move(*p1);
-        dst_pages = std::move(*p2);
-        std::memset(src_pages.addr, 0x5a, size_t(batch) * hv::page_size);
-    }
-    bool ok() const { return gt && src_pages.addr && dst_pages.addr; }
-    ~host() {
-        gt.reset();
-        if (src_sh && src_pages.addr) src_sh->unshare(src_pages);
-        if (dst_sh && dst_pages.addr) dst_sh->unshare(dst_pages);
-        src_sh.reset();
-        dst_sh.reset();
-        dom0.reset();
-        src.reset();
-        dst.reset();
-        if (broker) broker->stop();
-        if (!dir.empty()) std::filesystem::remove_all(dir);
-    }
-};
+// One emulated host for the run (bench/copy_host.hpp): dom0 as the copier,
+// guest src_dom granting TX pages (read-only), dst_dom RX pages (writable).
+using host = bench::copy_host;
 
 host& the_host() {
-    static host h;
+    static host h(src_dom, dst_dom, batch);
     return h;
 }
 

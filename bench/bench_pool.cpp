@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "hv/emu/broker.hpp"
+#include "hv/emu/host.hpp"
 #include "hv/emu/emu_port.hpp"
 #include "pool/manager.hpp"
 
@@ -29,26 +29,18 @@ constexpr hv::domid_t self_dom = 1, dom_src = 2, dom_dst = 3, dom_full = 4;
 
 // One emulated host and one manager for the whole run.
 struct rig {
-    std::string dir;
-    std::unique_ptr<hv::emu::broker> broker;
+    std::unique_ptr<hv::emu::host> emu;
     std::unique_ptr<hv::port> port;
     std::unique_ptr<hv::gntshr> shr;
     std::unique_ptr<manager> m;
     bool ok = false;
 
     rig() {
-        char tmpl[] = "/tmp/zcnet-bench-pool-XXXXXX";
-        if (!::mkdtemp(tmpl)) return;
-        dir = tmpl;
         std::string why;
-        auto b = hv::emu::broker::create({dir, true}, &why);
-        if (!b) return;
-        broker = std::move(*b);
-        if (broker->start_thread() < 0) return;
-        hv::emu::connect_options o;
-        o.sock = broker->socket_path();
-        o.dom = self_dom;
-        auto p = hv::emu::open_port(o, &why);
+        auto h = hv::emu::host::create("bench-pool", &why);
+        if (!h) return;
+        emu = std::move(*h);
+        auto p = emu->domain(self_dom, 0, &why);
         if (!p) return;
         port = std::move(*p);
         auto s = port->open_gntshr();
@@ -84,8 +76,7 @@ struct rig {
         m.reset();
         shr.reset();
         port.reset();
-        if (broker) broker->stop();
-        if (!dir.empty()) (void)!std::system(("rm -rf '" + dir + "'").c_str());
+        emu.reset();
     }
     std::vector<zc::pool::buffer> hogged;
 };

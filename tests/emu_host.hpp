@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Test helpers: an emulated host (broker in a thread of the test process, in
-// a unique temporary directory) and child processes acting as domains.
+// Test helpers: an emulated host (hv/emu/host.hpp: a broker in a thread of
+// the test process, in a unique temporary directory) that reports failures
+// to GoogleTest, and child processes acting as domains.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -15,49 +16,30 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "hv/emu/broker.hpp"
 #include "hv/emu/emu_port.hpp"
+#include "hv/emu/host.hpp"
 
 namespace zc::test {
 
 class emu_host {
 public:
     emu_host() {
-        char tmpl[] = "/tmp/zcnet-test-XXXXXX";
-        const char* d = ::mkdtemp(tmpl);
-        if (!d) {
-            ADD_FAILURE() << "mkdtemp: " << std::strerror(errno);
-            return;
-        }
-        _dir = d;
         std::string why;
-        auto b = hv::emu::broker::create({_dir, true}, &why);
-        if (!b) {
-            ADD_FAILURE() << "broker: " << why;
+        auto h = hv::emu::host::create("test", &why);
+        if (!h) {
+            ADD_FAILURE() << "emulated host: " << why;
             return;
         }
-        _broker = std::move(*b);
-        if (_broker->start_thread() < 0) ADD_FAILURE() << "broker thread";
+        _h = std::move(*h);
     }
-    ~emu_host() {
-        if (_broker) _broker->stop();
-        if (!_dir.empty()) {
-            std::string cmd = "rm -rf '" + _dir + "'";
-            (void)!std::system(cmd.c_str());
-        }
-    }
-    bool ok() const { return _broker != nullptr; }
-    std::string sock() const { return _dir + "/broker.sock"; }
-    const std::string& dir() const { return _dir; }
+    bool ok() const { return _h != nullptr; }
+    std::string sock() const { return _h->sock(); }
+    const std::string& dir() const { return _h->dir(); }
 
     // A domain in this process.
     std::unique_ptr<hv::port> domain(hv::domid_t d, uint32_t mem_pages = 0) {
-        hv::emu::connect_options o;
-        o.sock = sock();
-        o.dom = d;
-        o.mem_pages = mem_pages;
         std::string why;
-        auto p = hv::emu::open_port(o, &why);
+        auto p = _h->domain(d, mem_pages, &why);
         if (!p) {
             ADD_FAILURE() << "domain " << d << ": " << why;
             return nullptr;
@@ -66,8 +48,7 @@ public:
     }
 
 private:
-    std::string _dir;
-    std::unique_ptr<hv::emu::broker> _broker;
+    std::unique_ptr<hv::emu::host> _h;
 };
 
 // A pipe for passing small values between a test and its child domains.
