@@ -98,10 +98,10 @@ struct zsock {
     hv::shared_pages pool;
     uint8_t* mem = nullptr; // pool.addr
     uint32_t tx_bufs = 0, rx_bufs = 0, entries = 0;
-    ring<tx_desc> tx;
-    ring<cq_desc> cq;
-    ring<rx_desc> rx;
-    ring<fr_desc> fr;
+    uapi::ring<tx_desc> tx;
+    uapi::ring<cq_desc> cq;
+    uapi::ring<rx_desc> rx;
+    uapi::ring<fr_desc> fr;
     uint32_t tx_cons = 0, cq_prod = 0, rx_prod = 0, fr_cons = 0;
     uint32_t cq_reserved = 0;        // TX entries taken whose completion is not yet written
     std::vector<uint8_t> inflight;   // per TX buffer
