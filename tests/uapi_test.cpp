@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -779,7 +780,8 @@ TEST_F(Uapi, PayloadOfEveryLengthArrivesIntact) {
 }
 
 // ---- a hostile application: it speaks the ring protocol itself --------------
-#include "shm.hpp"
+#include "common/fdpass.hpp"
+#include "uapi/shm.hpp"
 
 namespace {
 struct raw_sock {
@@ -1115,4 +1117,33 @@ TEST_F(Uapi, RandomRingEntriesAndControlMessagesNeverHurtTheService) {
     auto st = rig->g[1].svc->stats();
     EXPECT_GT(st.tx_bad_desc, 0u);
     EXPECT_GT(st.fr_bad, 0u);
+}
+
+TEST_F(Uapi, OversizedControlRequestsAreRefusedAndTheirFdsClosed) {
+    raw_sock h;
+    ASSERT_TRUE(h.open(rig->g[1].sock, 16));
+    // A well-formed BIND with bytes after it, and a descriptor: refused as a
+    // malformed request (not executed from its first bytes), the descriptor
+    // closed, the connection still served.
+    uapi::ctl_req rq{};
+    rq.op = uint32_t(uapi::op::bind);
+    rq.version = uapi::proto_version;
+    rq.port = htons(7700);
+    uint8_t big[sizeof rq + 8] = {};
+    std::memcpy(big, &rq, sizeof rq);
+    int pfd[2];
+    ASSERT_EQ(::pipe(pfd), 0);
+    ASSERT_EQ(zc::fdpass::send(h.ctl, big, sizeof big, &pfd[0], 1), long(sizeof big));
+    ::close(pfd[0]);
+    uapi::ctl_rsp rs{};
+    ASSERT_EQ(::recv(h.ctl, &rs, sizeof rs, 0), ssize_t(sizeof rs));
+    EXPECT_EQ(rs.rc, -EPROTO);
+    pollfd w{pfd[1], POLLOUT, 0};
+    ASSERT_EQ(::poll(&w, 1, 1000), 1);
+    EXPECT_TRUE(w.revents & POLLERR); // no read end is left open anywhere
+    ::close(pfd[1]);
+    ASSERT_EQ(::send(h.ctl, &rq, sizeof rq, MSG_NOSIGNAL), ssize_t(sizeof rq));
+    ASSERT_EQ(::recv(h.ctl, &rs, sizeof rs, 0), ssize_t(sizeof rs));
+    EXPECT_EQ(rs.rc, 0);
+    EXPECT_EQ(rs.port, htons(7700));
 }

@@ -7,7 +7,8 @@
 // (so prod - cons is the fill level even across wrap-around), producer and
 // consumer index on separate cache lines. Shared memory holds indices and
 // offsets, never pointers. Every entry a peer wrote is read once into
-// private memory and then validated (the app is untrusted to zc-stackd).
+// private memory (zc::ring::read_once, stack/ring/shared.hpp) and then
+// validated (the app is untrusted to zc-stackd).
 //
 //   ring   producer   consumer   entry
 //   tx     app        stackd     tx_desc: a buffer to send
@@ -19,6 +20,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+
+#include "ring/shared.hpp"
 
 namespace zc::uapi {
 
@@ -108,6 +111,8 @@ inline uint64_t ring_bytes(uint32_t entries) {
 // A view of one ring in this process.
 template <class T>
 struct ring {
+    // read_once copies whole 32-bit words.
+    static_assert(sizeof(T) % 4 == 0 && alignof(T) >= 4, "socket ring entries are whole 32-bit words");
     ring_hdr* h = nullptr;
     T* e = nullptr;
     uint32_t mask = 0;
@@ -129,12 +134,8 @@ struct ring {
         return h->prod.v.load(std::memory_order_acquire) - cons_pvt;
     }
     void release(uint32_t cons_pvt) noexcept { h->cons.v.store(cons_pvt, std::memory_order_release); }
-    // Copy an entry once (the peer may rewrite it; XSA-155).
-    T read(uint32_t i) const noexcept {
-        T out;
-        __builtin_memcpy(&out, const_cast<const T*>(&e[i & mask]), sizeof(T));
-        return out;
-    }
+    // Copy an entry once: the peer may rewrite it while we look at it.
+    T read(uint32_t i) const noexcept { return zc::ring::read_once<T>(&e[i & mask]); }
     void write(uint32_t i, const T& v) noexcept { __builtin_memcpy(&e[i & mask], &v, sizeof(T)); }
 };
 

@@ -28,7 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shm.hpp"
+#include "common/fdpass.hpp"
+#include "uapi/shm.hpp"
 
 using namespace zc::uapi;
 
@@ -99,7 +100,9 @@ int dial(const char* path) noexcept {
     return fd;
 }
 
-// One request, one response (with up to ctl_nfds fds). timeout_ms bounds the wait.
+// One request, one response (with up to ctl_nfds fds). timeout_ms bounds the
+// wait. On success *nfds descriptors are in fds (nfds = nullptr: none are
+// kept); on an error none are.
 int call(int ctl, const ctl_req& rq, ctl_rsp& rs, int* fds, int* nfds, int timeout_ms) noexcept {
     if (::send(ctl, &rq, sizeof rq, MSG_NOSIGNAL) != ssize_t(sizeof rq)) return -ENOTCONN;
     pollfd p{ctl, POLLIN, 0};
@@ -108,30 +111,15 @@ int call(int ctl, const ctl_req& rq, ctl_rsp& rs, int* fds, int* nfds, int timeo
     while (pr < 0 && errno == EINTR);
     if (pr == 0) return -ETIMEDOUT;
     if (pr < 0) return -errno;
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * ctl_nfds)];
-    iovec iov{&rs, sizeof rs};
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = cbuf;
-    m.msg_controllen = sizeof cbuf;
-    ssize_t n = ::recvmsg(ctl, &m, MSG_CMSG_CLOEXEC);
+    int got = fds && nfds ? int(ctl_nfds) : 0;
+    long n = zc::fdpass::recv(ctl, &rs, sizeof rs, fds, &got);
+    if (n == -EMSGSIZE) return -EPROTO; // a longer response than ours, or too many fds
     if (n <= 0) return -ENOTCONN;
-    int got = 0;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        int k = int((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        for (int i = 0; i < k; i++) {
-            int fd;
-            std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-            if (fds && got < ctl_nfds) fds[got++] = fd;
-            else ::close(fd);
-        }
+    if (n != long(sizeof rs)) {
+        for (int i = 0; i < got; i++) ::close(fds[i]);
+        return -EPROTO;
     }
     if (nfds) *nfds = got;
-    else
-        for (int i = 0; i < got; i++) ::close(fds[i]);
-    if (n != ssize_t(sizeof rs)) return -EPROTO;
     return 0;
 }
 

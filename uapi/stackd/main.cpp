@@ -19,7 +19,7 @@
 
 #include "common/log.hpp"
 #include "hv/hv.hpp"
-#include "shm.hpp"
+#include "uapi/shm.hpp"
 #include "stackd/stackd.hpp"
 
 namespace {

@@ -1,0 +1,306 @@
+// SPDX-License-Identifier: MIT
+// zc-stackd, control connections: accepting applications, the requests on
+// each connection (open, bind, connect, ping, stats) and closing a socket
+// once its application is gone.
+#include <cerrno>
+#include <new>
+
+#include <arpa/inet.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/clock.hpp"
+#include "common/fdpass.hpp"
+#include "common/log.hpp"
+#include "stackd/stackd_impl.hpp"
+
+namespace zc::stackd {
+
+int send_rsp(int fd, const ctl_rsp& r, const int* fds, int nfds) noexcept {
+    long n = fdpass::send(fd, &r, sizeof r, fds, nfds, MSG_DONTWAIT);
+    return n == long(sizeof r) ? 0 : n < 0 ? int(n) : -EIO;
+}
+
+int send_rc(int fd, int32_t rc) noexcept {
+    ctl_rsp r{};
+    r.version = proto_version;
+    r.rc = rc;
+    return send_rsp(fd, r, nullptr, 0);
+}
+
+zsock* service::impl::slot_alloc() noexcept {
+    for (uint32_t i = 0; i < socks.size(); i++) {
+        if (!socks[i]) {
+            socks[i].reset(new (std::nothrow) zsock);
+            if (!socks[i]) return nullptr;
+            socks[i]->slot = i;
+            socks[i]->gen = next_gen++;
+            return socks[i].get();
+        }
+    }
+    return nullptr;
+}
+
+void service::impl::accept_one() noexcept {
+    int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    zsock* s = slot_alloc();
+    if (!s) {
+        ZC_LOG(warn, tag, "too many connections (%u)", opt.max_sockets);
+        ::close(fd);
+        return;
+    }
+    s->ctl = fd;
+    epoll_add(fd, ev_key(ev_ctl, s->slot));
+}
+
+// The application is gone (or we shut down): stop serving the socket;
+// its pool lives on until no send is in flight (the backend may still
+// copy from it), then its grants end.
+void service::impl::close_sock(zsock& s) noexcept {
+    if (s.port) ports[s.port] = no_slot;
+    s.port = 0;
+    for (int* fd : {&s.ctl, &s.kick, &s.notify}) {
+        if (*fd >= 0) {
+            (void)::epoll_ctl(ep, EPOLL_CTL_DEL, *fd, nullptr);
+            ::close(*fd);
+            *fd = -1;
+        }
+    }
+    if (s.open) n.sockets_closed++;
+    if (s.lay) s.lay->closed.store(1, std::memory_order_release);
+    s.closing = true;
+    s.held = zsock::hold::none;
+}
+
+// Returns true when the slot could be freed.
+bool service::impl::destroy(zsock& s, bool force) noexcept {
+    if (!s.closing) close_sock(s);
+    if (s.inflight_n && !force) return false;
+    if (s.pool.addr) {
+        uint32_t pages = s.pool.count; // unshare() clears s.pool
+        int rc = shr->unshare(s.pool);
+        if (rc == -EBUSY && !force) return false;
+        if (rc == 0) pool_pages -= pages;
+    }
+    if (s.shm) ::munmap(s.shm, s.shm_size);
+    if (s.shm_fd >= 0) ::close(s.shm_fd);
+    s.shm = nullptr;
+    s.shm_fd = -1;
+    return true;
+}
+
+void service::impl::reap_closed() noexcept {
+    for (auto& s : socks)
+        if (s && s->closing && destroy(*s, false)) s.reset();
+}
+
+// The shared region (header, then the four rings) in a memfd the
+// application maps.
+int service::impl::map_shm(zsock& s, uint32_t tx, uint32_t rx, uint32_t ent) noexcept {
+    uint64_t off = sizeof(shm_layout);
+    const uint64_t tx_off = off;
+    off += ring_bytes<tx_desc>(ent);
+    const uint64_t cq_off = off;
+    off += ring_bytes<cq_desc>(ent);
+    const uint64_t rx_off = off;
+    off += ring_bytes<rx_desc>(ent);
+    const uint64_t fr_off = off;
+    off += ring_bytes<fr_desc>(ent);
+    size_t size = (size_t(off) + hv::page_size - 1) & ~(hv::page_size - 1);
+    int mfd = ::memfd_create("zc-socket", MFD_CLOEXEC);
+    if (mfd < 0) return -errno;
+    if (::ftruncate(mfd, off_t(size)) < 0) {
+        ::close(mfd);
+        return -ENOMEM;
+    }
+    void* m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    if (m == MAP_FAILED) {
+        ::close(mfd);
+        return -ENOMEM;
+    }
+    s.shm_fd = mfd;
+    s.shm = m;
+    s.shm_size = size;
+    s.lay = new (m) shm_layout{};
+    shm_layout& L = *s.lay;
+    L.magic = shm_magic;
+    L.version = proto_version;
+    L.entries = ent;
+    L.tx_bufs = tx;
+    L.rx_bufs = rx;
+    L.tx_off = tx_off;
+    L.cq_off = cq_off;
+    L.rx_off = rx_off;
+    L.fr_off = fr_off;
+    L.size = off;
+    s.tx.attach(m, tx_off, ent);
+    s.cq.attach(m, cq_off, ent);
+    s.rx.attach(m, rx_off, ent);
+    s.fr.attach(m, fr_off, ent);
+    return 0;
+}
+
+int service::impl::do_open(zsock& s, const ctl_req& rq) noexcept {
+    if (s.open) return -EINVAL;
+    uint32_t tx = rq.tx_bufs, rx = rq.rx_bufs, ent = rq.entries;
+    if (tx < 2 || tx > 4096 || tx % 2 || rx < 2 || rx > 4096 || rx % 2 || ent < 8 || ent > 4096 ||
+        (ent & (ent - 1)))
+        return -EINVAL;
+    uint32_t pages = (tx + rx) * buf_size / uint32_t(hv::page_size);
+    if (pool_pages + pages > opt.max_pool_pages) return -ENOSPC;
+    if (int rc = map_shm(s, tx, rx, ent); rc < 0) return rc;
+    // The pool: granted to the backend, which copies from it.
+    auto p = shr->share(nf->backend_id(), pages, false);
+    if (!p) return p.error() == -ENOSPC ? -ENOSPC : -ENOMEM;
+    s.pool = std::move(*p);
+    pool_pages += pages;
+    s.mem = static_cast<uint8_t*>(s.pool.addr);
+    s.tx_bufs = tx;
+    s.rx_bufs = rx;
+    s.entries = ent;
+    s.inflight.assign(tx, 0);
+    s.sent.assign(tx, tx_desc{});
+    s.rx_given.assign(rx, 0);
+    s.rx_free.clear();
+    for (uint32_t i = rx; i-- > 0;) s.rx_free.push_back(i);
+    s.notify = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    s.kick = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s.notify < 0 || s.kick < 0) return -EMFILE;
+    epoll_add(s.kick, ev_key(ev_kick, s.slot));
+    s.open = true;
+    n.sockets_opened++;
+    return 0;
+}
+
+int service::impl::do_bind(zsock& s, uint32_t ip, uint16_t port, bool implicit) noexcept {
+    if (!s.open) return -EINVAL;
+    if (s.port) return implicit ? 0 : -EINVAL;
+    if (ip && ip != htonl(opt.ip)) return -EADDRNOTAVAIL;
+    if (!port) {
+        for (uint32_t tries = 0; tries < 16384; tries++) {
+            uint16_t p = htons(next_ephemeral);
+            next_ephemeral = uint16_t(next_ephemeral == 65535 ? 49152 : next_ephemeral + 1);
+            if (ports[p] == no_slot) {
+                port = p;
+                break;
+            }
+        }
+        if (!port) return -EADDRINUSE;
+    } else if (ports[port] != no_slot) {
+        return -EADDRINUSE;
+    }
+    ports[port] = s.slot;
+    s.port = port;
+    s.ip = ip;
+    return 0;
+}
+
+// OPEN: the region, pool, notify and kick descriptors go back with the
+// response. Returns false when the connection was closed (a failed open
+// ends it: nothing else can follow).
+bool service::impl::answer_open(zsock& s, ctl_rsp& r, const ctl_req& rq) noexcept {
+    r.rc = do_open(s, rq);
+    if (r.rc < 0) {
+        (void)send_rsp(s.ctl, r, nullptr, 0);
+        close_sock(s);
+        return false;
+    }
+    auto ex = shr->export_fd(s.pool);
+    if (!ex) {
+        r.rc = ex.error();
+        (void)send_rsp(s.ctl, r, nullptr, 0);
+        close_sock(s);
+        return false;
+    }
+    r.shm_size = s.shm_size;
+    r.pool_off = ex->offset;
+    r.pool_size = size_t{s.pool.count} * hv::page_size;
+    int fds[ctl_nfds];
+    fds[fd_shm] = s.shm_fd;
+    fds[fd_pool] = ex->fd;
+    fds[fd_notify] = s.notify;
+    fds[fd_kick] = s.kick;
+    (void)send_rsp(s.ctl, r, fds, ctl_nfds);
+    ::close(ex->fd);
+    return true;
+}
+
+// STATS: the response header, then the counters (zc-stackd stats).
+void service::impl::answer_stats(zsock& s, const ctl_rsp& r) noexcept {
+    struct {
+        ctl_rsp h;
+        counters c;
+    } m{r, n};
+    m.h.rc = int32_t(sizeof m.c);
+    (void)fdpass::send(s.ctl, &m, sizeof m, nullptr, 0, MSG_DONTWAIT);
+}
+
+// One well-formed request. Returns false when the connection was closed.
+bool service::impl::answer(zsock& s, const ctl_req& rq) noexcept {
+    ctl_rsp r{};
+    r.version = proto_version;
+    switch (op(rq.op)) {
+    case op::open: return answer_open(s, r, rq);
+    case op::bind:
+        r.rc = do_bind(s, rq.ip, rq.port, false);
+        r.ip = s.ip;
+        r.port = s.port;
+        break;
+    case op::connect:
+        r.rc = s.open ? do_bind(s, 0, 0, true) : -EINVAL;
+        r.ip = s.ip;
+        r.port = s.port;
+        break;
+    case op::stats: answer_stats(s, r); return true;
+    case op::ping:
+        r.rc = start_ping(s, rq);
+        if (r.rc >= 0) return true; // answered by the echo reply or the timeout
+        break;
+    default: r.rc = -EINVAL;
+    }
+    (void)send_rsp(s.ctl, r, nullptr, 0);
+    return true;
+}
+
+// Every request waiting on the connection; closes it at EOF or on an error.
+void service::impl::handle_ctl(zsock& s) noexcept {
+    for (;;) {
+        ctl_req rq{};
+        // Nobody passes us descriptors: fdpass::recv closes any that came.
+        long len = fdpass::recv(s.ctl, &rq, sizeof rq, nullptr, nullptr, MSG_DONTWAIT);
+        if (len == -EAGAIN) return;
+        // -EMSGSIZE: longer than a request, or more descriptors than fit.
+        // The message is gone either way; it is answered as a malformed one.
+        if (len <= 0 && len != -EMSGSIZE) {
+            close_sock(s);
+            return;
+        }
+        if (len != long(sizeof rq) || rq.version != proto_version) {
+            (void)send_rc(s.ctl, -EPROTO);
+            continue;
+        }
+        if (!answer(s, rq)) return;
+    }
+}
+
+int service::impl::start_ping(zsock& s, const ctl_req& rq) noexcept {
+    if (s.ping || !rq.ip || rq.timeout_ms <= 0) return -EINVAL;
+    proto::ipv4_addr dst{ntohl(rq.ip)};
+    auto r = host->resolve(dst, uint64_t(mono_ms()), nullptr);
+    if (r.send_request) send_arp_request(r.target);
+    s.ping = true;
+    s.ping_ip = rq.ip;
+    s.ping_id = ping_id++;
+    s.ping_seq = 1;
+    s.ping_t0 = uint64_t(mono_us());
+    s.ping_deadline = uint64_t(mono_ms()) + uint64_t(rq.timeout_ms);
+    s.ping_sent = false;
+    if (r.st == proto::arp_cache::status::resolved) send_echo(s, r.mac);
+    return 0;
+}
+
+} // namespace zc::stackd

@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: MIT
+// zc-stackd's private header: one served zc socket (zsock), the service's
+// state (service::impl) and what its parts share. The parts are split by
+// job: stackd_ctl.cpp (control connections: accept, open, bind, connect,
+// ping, stats, close), stackd_tx.cpp (socket TX ring -> netfront,
+// completions, ARP waits, pings out), stackd_rx.cpp (netfront RX -> the
+// proto host -> socket RX rings, fill rings) and stackd.cpp (the event loop
+// and the service's lifetime).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "link/netfront.hpp"
+#include "proto/host.hpp"
+#include "uapi/shm.hpp"
+#include "stackd/stackd.hpp"
+
+namespace zc::stackd {
+
+using namespace zc::uapi;
+
+inline constexpr const char* tag = "stackd";
+
+// Counters in shared memory have one writer (us): a relaxed load and store,
+// no locked read-modify-write per packet.
+inline void bump(std::atomic<uint64_t>& c, uint64_t v) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+}
+
+// epoll data: kind in the top byte, socket slot below.
+enum : uint64_t { ev_listen = 1, ev_nf = 2, ev_nf_ctl = 3, ev_ctl = 4, ev_kick = 5 };
+inline uint64_t ev_key(uint64_t kind, uint32_t slot) noexcept { return kind << 56 | slot; }
+
+// Cookies for netfront TX and for ARP waiters: socket slot, its
+// generation (a completion for a closed socket's slot reused since must not
+// touch the new one) and the buffer index.
+inline uint64_t cookie_of(uint32_t slot, uint32_t gen, uint32_t buf) noexcept {
+    return uint64_t(slot) << 48 | uint64_t(gen & 0xffff) << 32 | buf;
+}
+
+// One control response (with nfds descriptors) without blocking: 0 or -errno.
+int send_rsp(int fd, const ctl_rsp& r, const int* fds, int nfds) noexcept;
+// A response that carries only rc.
+int send_rc(int fd, int32_t rc) noexcept;
+
+struct zsock {
+    uint32_t slot = 0, gen = 0;
+    bool open = false;     // OPEN done: rings and pool exist
+    bool closing = false;  // the application went away; waiting for in-flight sends
+    int ctl = -1, notify = -1, kick = -1, shm_fd = -1;
+    void* shm = nullptr;
+    size_t shm_size = 0;
+    shm_layout* lay = nullptr;
+    hv::shared_pages pool;
+    uint8_t* mem = nullptr; // pool.addr
+    uint32_t tx_bufs = 0, rx_bufs = 0, entries = 0;
+    uapi::ring<tx_desc> tx;
+    uapi::ring<cq_desc> cq;
+    uapi::ring<rx_desc> rx;
+    uapi::ring<fr_desc> fr;
+    uint32_t tx_cons = 0, cq_prod = 0, rx_prod = 0, fr_cons = 0;
+    uint32_t cq_reserved = 0;        // TX entries taken whose completion is not yet written
+    std::vector<uint8_t> inflight;   // per TX buffer
+    std::vector<tx_desc> sent;       // per TX buffer: the entry in flight (for its completion)
+    std::vector<uint8_t> rx_given;   // per RX buffer: handed to the application
+    std::vector<uint32_t> rx_free;   // RX buffers we own
+    uint32_t inflight_n = 0;
+    bool dirty = false;              // notify the application at the end of the iteration
+    // Addressing.
+    uint32_t ip = 0;     // bound address (network order; 0 = any)
+    uint16_t port = 0;   // bound port (network order; 0 = unbound)
+    // A TX entry taken from the ring but not yet submitted: waiting for ARP,
+    // or for room in netfront. Nothing behind it is taken meanwhile.
+    enum class hold : uint8_t { none, arp, retry } held = hold::none;
+    tx_desc held_desc{};
+    uint64_t arp_deadline = 0;
+    // A ping request on this connection.
+    bool ping = false;
+    uint32_t ping_ip = 0;
+    uint16_t ping_id = 0, ping_seq = 0;
+    uint64_t ping_t0 = 0, ping_deadline = 0;
+    bool ping_sent = false;
+};
+
+struct service::impl {
+    hv::port* port = nullptr;
+    options opt;
+    std::unique_ptr<link::netfront> nf;
+    std::unique_ptr<hv::gntshr> shr;
+    std::unique_ptr<proto::host> host;
+    int ep = -1, lfd = -1;
+    std::vector<std::unique_ptr<zsock>> socks; // by slot
+    uint32_t next_gen = 1;
+    // Bound port (network order) -> socket slot; no_slot when free. A flat
+    // table: one load per received datagram.
+    static constexpr uint32_t no_slot = ~0u;
+    std::vector<uint32_t> ports = std::vector<uint32_t>(65536, no_slot);
+    uint32_t pool_pages = 0;
+    uint16_t next_ephemeral = 49152;
+    uint16_t ping_id = 0x5a00;
+    counters n;                        // the loop's own
+    mutable std::mutex published_lock; // protects published
+    counters published;                // n as of the end of the last iteration, for stats()
+    uint8_t reply[2048];
+    // The clock, read once per loop iteration (the ARP cache takes time as
+    // an argument so that the data path makes no system call for it).
+    uint64_t now = 0;
+
+    ~impl();
+
+    // ---- the loop (stackd.cpp) ----
+    void epoll_add(int fd, uint64_t key) noexcept;
+    int step(int timeout_ms) noexcept;
+    void dispatch(uint64_t key) noexcept;
+    void notify_dirty() noexcept;
+
+    // ---- control connections (stackd_ctl.cpp) ----
+    zsock* slot_alloc() noexcept;
+    void accept_one() noexcept;
+    void close_sock(zsock& s) noexcept;
+    bool destroy(zsock& s, bool force) noexcept;
+    void reap_closed() noexcept;
+    int map_shm(zsock& s, uint32_t tx, uint32_t rx, uint32_t entries) noexcept;
+    int do_open(zsock& s, const ctl_req& rq) noexcept;
+    int do_bind(zsock& s, uint32_t ip, uint16_t port, bool implicit) noexcept;
+    bool answer_open(zsock& s, ctl_rsp& r, const ctl_req& rq) noexcept;
+    void answer_stats(zsock& s, const ctl_rsp& r) noexcept;
+    bool answer(zsock& s, const ctl_req& rq) noexcept;
+    void handle_ctl(zsock& s) noexcept;
+    int start_ping(zsock& s, const ctl_req& rq) noexcept;
+
+    // ---- transmit (stackd_tx.cpp) ----
+    void complete(zsock& s, const tx_desc& d, int32_t res) noexcept;
+    bool submit(zsock& s, const tx_desc& d, const proto::mac_addr& dmac) noexcept;
+    void accepted(zsock& s, const tx_desc& d) noexcept;
+    bool send_one(zsock& s, const tx_desc& d) noexcept;
+    void send_arp_request(proto::ipv4_addr target) noexcept;
+    void drain_tx(zsock& s) noexcept;
+    void reap_tx() noexcept;
+    void arp_released(std::span<const uint64_t> cookies, const proto::mac_addr* mac) noexcept;
+    void timers() noexcept;
+    void send_echo(zsock& s, const proto::mac_addr& mac) noexcept;
+    void pings_resolve() noexcept;
+
+    // ---- receive (stackd_rx.cpp) ----
+    void rx_frame(const uint8_t* f, size_t len, uint16_t flags) noexcept;
+    void maybe_echo_reply(const uint8_t* f, size_t len) noexcept;
+    void deliver(const uint8_t* f, const proto::udp_delivery& u) noexcept;
+    void drain_fr(zsock& s) noexcept;
+    void rx_all() noexcept;
+};
+
+} // namespace zc::stackd

@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: MIT
+// zc-stackd, transmit: entries of a socket's TX ring checked, given headers
+// and handed to netfront as grants of the socket's pool; their completions
+// back into the socket's completion ring; entries waiting for ARP; and the
+// ARP requests, timers and ping echo requests the service sends itself.
+#include <algorithm>
+#include <cerrno>
+
+#include <arpa/inet.h>
+
+extern "C" {
+#include <xen/io/netif.h>
+}
+
+#include "common/clock.hpp"
+#include "proto/checksum.hpp"
+#include "proto/ether.hpp"
+#include "proto/icmp.hpp"
+#include "proto/ipv4.hpp"
+#include "stackd/stackd_impl.hpp"
+
+namespace zc::stackd {
+
+void service::impl::complete(zsock& s, const tx_desc& d, int32_t res) noexcept {
+    if (s.cq_reserved) s.cq_reserved--;
+    if (res < 0) {
+        n.tx_errors++;
+        if (s.lay) bump(s.lay->stats.tx_errors, 1);
+    }
+    if (s.closing) return;
+    cq_desc c{d.user_data, res, d.buf | ((d.flags & tx_f_copied) ? cq_buf_copied : 0)};
+    s.cq.write(s.cq_prod++, c);
+    s.cq.publish(s.cq_prod);
+    s.dirty = true;
+}
+
+// Headers into the buffer's headroom, then the page's grant into a
+// netfront TX slot. Returns false when netfront is full (retry later).
+bool service::impl::submit(zsock& s, const tx_desc& d, const proto::mac_addr& dmac) noexcept {
+    uint8_t* b = s.mem + size_t{d.buf} * buf_size;
+    proto::udp_flow f;
+    f.dst_mac = dmac;
+    f.dst_ip = proto::ipv4_addr{ntohl(d.dst_ip)};
+    f.src_port = ntohs(s.port);
+    f.dst_port = ntohs(d.dst_port);
+    proto::tx_headers h;
+    const proto::tx_csum mode = opt.csum_offload ? proto::tx_csum::offload : proto::tx_csum::full;
+    link::tx_offload off{};
+    const uint64_t ck = cookie_of(s.slot, s.gen, d.buf);
+    if (opt.private_headers && d.len > 0) {
+        // Headers in a page of ours (netfront copies the 42 bytes into
+        // its TX page), the payload from the application's pool page:
+        // two slots, and the application cannot rewrite the headers
+        // between here and the backend's copy.
+        uint8_t hdr[proto::udp_headroom];
+        const uint8_t* pay = b + d.off;
+        uint32_t sum = mode == proto::tx_csum::full ? proto::csum_partial(pay, d.len) : 0;
+        int rc = host->udp_headers(std::span<uint8_t>(hdr, sizeof hdr), d.len, sum, f, mode, h);
+        if (rc < 0) {
+            complete(s, d, rc);
+            return true;
+        }
+        size_t at = size_t{d.buf} * buf_size + d.off;
+        off.csum_blank = h.csum_blank;
+        rc = nf->tx_submit_granted_sg(hdr, sizeof hdr, s.pool.refs[at / hv::page_size],
+                                      uint16_t(at % hv::page_size), d.len, ck, 0, &off);
+        if (rc == -EAGAIN) return false;
+        if (rc != -EOPNOTSUPP) { // no feature-sg: the one-slot path below
+            if (rc < 0) {
+                complete(s, d, rc);
+                return true;
+            }
+            accepted(s, d);
+            return true;
+        }
+    }
+    int rc = host->udp_in_headroom(std::span<uint8_t>(b, buf_size), d.off, d.len, f, mode, h);
+    if (rc < 0) {
+        complete(s, d, rc);
+        return true;
+    }
+    size_t at = size_t{d.buf} * buf_size + h.frame_off;
+    uint32_t page = uint32_t(at / hv::page_size);
+    off.csum_blank = h.csum_blank;
+    rc = nf->tx_submit_granted(s.pool.refs[page], uint16_t(at % hv::page_size), h.frame_len, ck, 0, &off);
+    if (rc == -EAGAIN) return false;
+    if (rc < 0) {
+        complete(s, d, rc);
+        return true;
+    }
+    accepted(s, d);
+    return true;
+}
+
+// netfront took the buffer: it is the stack's until its TX response.
+void service::impl::accepted(zsock& s, const tx_desc& d) noexcept {
+    s.inflight[d.buf] = 1;
+    s.inflight_n++;
+    n.tx_zc++;
+    s.sent[d.buf] = d;
+}
+
+// Returns false when the entry is held (ARP pending, or netfront full).
+bool service::impl::send_one(zsock& s, const tx_desc& d) noexcept {
+    proto::ipv4_addr dst{ntohl(d.dst_ip)};
+    uint64_t ck = cookie_of(s.slot, s.gen, d.buf);
+    auto r = host->resolve(dst, now, &ck);
+    if (r.send_request) send_arp_request(r.target);
+    switch (r.st) {
+    case proto::arp_cache::status::resolved:
+        if (submit(s, d, r.mac)) return true;
+        s.held = zsock::hold::retry;
+        s.held_desc = d;
+        return false;
+    case proto::arp_cache::status::pending:
+        s.held = zsock::hold::arp;
+        s.held_desc = d;
+        s.arp_deadline = now + 5000;
+        return false;
+    case proto::arp_cache::status::unknown: complete(s, d, -ENETUNREACH); return true;
+    default: complete(s, d, -ENOBUFS); return true;
+    }
+}
+
+void service::impl::send_arp_request(proto::ipv4_addr target) noexcept {
+    uint8_t f[64] = {};
+    size_t len = host->build_arp_request(target, std::span<uint8_t>(f, sizeof f));
+    if (len) (void)nf->send(f, std::max<size_t>(len, 60));
+}
+
+void service::impl::drain_tx(zsock& s) noexcept {
+    if (!s.open || s.closing || s.held == zsock::hold::arp) return;
+    if (s.held == zsock::hold::retry) {
+        s.held = zsock::hold::none;
+        if (!send_one(s, s.held_desc)) return;
+    }
+    uint32_t avail = s.tx.avail(s.tx_cons);
+    if (avail && !s.port) (void)do_bind(s, 0, 0, true); // sendto on an unbound socket, as UDP does
+    if (avail > s.entries) avail = 0; // a producer index we cannot believe: ignore until sane
+    while (avail) {
+        // Room for the completion must exist before we take the entry.
+        if (s.cq.free_slots(s.cq_prod) <= s.cq_reserved) break;
+        tx_desc d = s.tx.read(s.tx_cons);
+        bool bad = d.buf >= s.tx_bufs || d.off < hdr_len || d.len > max_payload ||
+                   size_t{d.off} + d.len > buf_size || d.dst_ip == 0 || d.dst_port == 0 || !s.port;
+        if (!bad && s.inflight[d.buf]) bad = true; // sent again before its completion
+        s.tx_cons++;
+        avail--;
+        s.cq_reserved++;
+        if (bad) {
+            n.tx_bad_desc++;
+            complete(s, d, d.buf < s.tx_bufs && s.inflight[d.buf] ? -EBUSY : -EINVAL);
+            continue;
+        }
+        if (!send_one(s, d)) break; // held
+    }
+    s.tx.release(s.tx_cons);
+}
+
+void service::impl::reap_tx() noexcept {
+    link::tx_done buf[64];
+    for (;;) {
+        uint32_t k = nf->tx_reap_granted(buf, 64);
+        for (uint32_t i = 0; i < k; i++) {
+            // A slot is reused only once nothing of it is in flight, so
+            // the socket is there; the checks guard against our own bugs.
+            uint32_t slot = uint32_t(buf[i].cookie >> 48), b = uint32_t(buf[i].cookie & 0xffffffffu);
+            if (slot >= socks.size() || !socks[slot]) continue;
+            zsock& s = *socks[slot];
+            if ((s.gen & 0xffff) != ((buf[i].cookie >> 32) & 0xffff) || b >= s.tx_bufs || !s.inflight[b])
+                continue;
+            const tx_desc d = s.sent[b];
+            s.inflight[d.buf] = 0;
+            s.inflight_n--;
+            complete(s, d, buf[i].status == NETIF_RSP_OKAY ? int32_t(d.len) : -EIO);
+        }
+        if (k < 64) break;
+    }
+}
+
+// ARP answered (or failed) for waiters: the cookies name sockets.
+void service::impl::arp_released(std::span<const uint64_t> cookies, const proto::mac_addr* mac) noexcept {
+    for (uint64_t ck : cookies) {
+        uint32_t slot = uint32_t(ck >> 48);
+        if (slot >= socks.size() || !socks[slot]) continue;
+        zsock& s = *socks[slot];
+        if ((s.gen & 0xffff) != ((ck >> 32) & 0xffff) || s.held != zsock::hold::arp) continue;
+        s.held = zsock::hold::none;
+        if (!mac) complete(s, s.held_desc, -ENETUNREACH);
+        else if (!submit(s, s.held_desc, *mac)) s.held = zsock::hold::retry; // netfront full
+    }
+}
+
+void service::impl::timers() noexcept {
+    uint64_t t = uint64_t(mono_ms());
+    proto::arp_cache::event ev;
+    while (host->arp_expire(t, ev)) {
+        if (ev.what == proto::arp_cache::event::kind::retry) send_arp_request(ev.ip);
+        else arp_released(ev.waiters, nullptr);
+    }
+    for (auto& sp : socks) {
+        if (!sp) continue;
+        zsock& s = *sp;
+        if (s.held == zsock::hold::arp && t > s.arp_deadline) {
+            s.held = zsock::hold::none;
+            complete(s, s.held_desc, -ENETUNREACH);
+        }
+        if (s.ping && t > s.ping_deadline) {
+            s.ping = false;
+            (void)send_rc(s.ctl, -ETIMEDOUT);
+        }
+    }
+}
+
+void service::impl::send_echo(zsock& s, const proto::mac_addr& mac) noexcept {
+    uint8_t f[14 + 20 + 8 + 56] = {};
+    const size_t icmp_len = 8 + 56;
+    proto::write_eth(std::span<uint8_t>(f, 14), mac, host->config().mac, proto::ethertype::ipv4);
+    proto::ipv4_params ip;
+    ip.src = host->config().ip;
+    ip.dst = proto::ipv4_addr{ntohl(s.ping_ip)};
+    ip.proto = proto::ip_proto::icmp;
+    ip.payload_len = uint16_t(icmp_len);
+    ip.id = s.ping_id;
+    proto::write_ipv4(std::span<uint8_t>(f + 14, 20), ip);
+    uint8_t* ic = f + 34;
+    ic[0] = proto::icmp_type::echo_request;
+    ic[1] = 0;
+    ic[4] = uint8_t(s.ping_id >> 8), ic[5] = uint8_t(s.ping_id);
+    ic[6] = uint8_t(s.ping_seq >> 8), ic[7] = uint8_t(s.ping_seq);
+    for (size_t i = 8; i < icmp_len; i++) ic[i] = uint8_t(i);
+    uint16_t cs = proto::internet_checksum(ic, icmp_len); // host order (checksum.hpp)
+    ic[2] = uint8_t(cs >> 8), ic[3] = uint8_t(cs);
+    s.ping_t0 = uint64_t(mono_us());
+    if (nf->send(f, sizeof f) == 0) {
+        s.ping_sent = true;
+        n.pings_sent++;
+    }
+}
+
+void service::impl::pings_resolve() noexcept {
+    for (auto& sp : socks) {
+        if (!sp || !sp->ping || sp->ping_sent) continue;
+        auto r = host->arp().lookup(proto::ipv4_addr{ntohl(sp->ping_ip)}, uint64_t(mono_ms()));
+        if (r.st == proto::arp_cache::status::resolved) send_echo(*sp, r.mac);
+    }
+}
+
+} // namespace zc::stackd
