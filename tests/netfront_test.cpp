@@ -19,16 +19,11 @@ extern "C" {
 #include <xen/io/netif.h>
 #include <xen/io/xenbus.h>
 }
-#undef xen_mb
-#undef xen_rmb
-#undef xen_wmb
-#define xen_mb() __atomic_thread_fence(__ATOMIC_SEQ_CST)
-#define xen_rmb() __atomic_thread_fence(__ATOMIC_ACQUIRE)
-#define xen_wmb() __atomic_thread_fence(__ATOMIC_RELEASE)
 
 #include "emu_host.hpp"
 #include "hv/xs.hpp"
 #include "link/netfront.hpp"
+#include "ring/netif_ring.hpp"
 
 using namespace zc;
 
@@ -96,13 +91,6 @@ std::vector<uint8_t> pattern(size_t len, uint32_t seed) {
     return v;
 }
 
-template <class T>
-T copy_entry(const void* p) {
-    T v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-
 struct offer {
     bool rx_copy = true;
     bool sg = true;
@@ -117,10 +105,13 @@ class fake_backend {
 public:
     struct queue {
         hv::mapping txm, rxm;
-        netif_tx_back_ring_t tx{};
-        netif_rx_back_ring_t rx{};
+        ring::tx_back_ring tx;
+        ring::rx_back_ring rx;
         hv::evtchn_port_t tx_port = 0, rx_port = 0; // local ports
         hv::gref_t tx_ref = 0, rx_ref = 0;
+        // The shared pages, for tests that read or forge the raw indices.
+        netif_tx_sring* tx_sring() const { return static_cast<netif_tx_sring*>(txm.addr); }
+        netif_rx_sring* rx_sring() const { return static_cast<netif_rx_sring*>(rxm.addr); }
     };
     struct tx_packet {
         std::vector<netif_tx_request_t> slots;
@@ -197,8 +188,7 @@ public:
             if (!tm || !rm) return 3;
             q.txm = *tm;
             q.rxm = *rm;
-            BACK_RING_INIT(&q.tx, static_cast<netif_tx_sring_t*>(q.txm.addr), hv::page_size);
-            BACK_RING_INIT(&q.rx, static_cast<netif_rx_sring_t*>(q.rxm.addr), hv::page_size);
+            if (!q.tx.attach(q.txm.addr) || !q.rx.attach(q.rxm.addr)) return 6;
             if (keys.count(pre + "event-channel")) {
                 auto p = ev->bind_interdomain(fe_dom, key(pre + "event-channel"));
                 if (!p) return 4;
@@ -241,19 +231,19 @@ public:
 
     // --- TX: take what the frontend sent -----------------------------------
 
-    RING_IDX tx_req_prod(queue& q) { return __atomic_load_n(&q.tx.sring->req_prod, __ATOMIC_ACQUIRE); }
-    RING_IDX rx_req_prod(queue& q) { return __atomic_load_n(&q.rx.sring->req_prod, __ATOMIC_ACQUIRE); }
+    RING_IDX tx_req_prod(queue& q) { return q.tx.req_prod(); }
+    RING_IDX rx_req_prod(queue& q) { return q.rx.req_prod(); }
 
     bool take_tx(queue& q, tx_packet& p) {
         p = tx_packet{};
         if (q.tx.req_cons == tx_req_prod(q)) return false;
-        p.slots.push_back(copy_entry<netif_tx_request_t>(RING_GET_REQUEST(&q.tx, q.tx.req_cons++)));
+        p.slots.push_back(q.tx.read_request<netif_tx_request_t>(q.tx.req_cons++));
         if (p.slots[0].flags & NETTXF_extra_info) {
             p.has_extra = true;
-            p.extra = copy_entry<netif_extra_info_t>(RING_GET_REQUEST(&q.tx, q.tx.req_cons++));
+            p.extra = q.tx.read_request<netif_extra_info_t>(q.tx.req_cons++);
         }
         while ((p.slots.back().flags & NETTXF_more_data) && p.slots.size() < 64)
-            p.slots.push_back(copy_entry<netif_tx_request_t>(RING_GET_REQUEST(&q.tx, q.tx.req_cons++)));
+            p.slots.push_back(q.tx.read_request<netif_tx_request_t>(q.tx.req_cons++));
         size_t total = p.slots[0].size, rest = 0;
         for (size_t i = 1; i < p.slots.size(); i++) rest += p.slots[i].size;
         if (rest > total) {
@@ -279,7 +269,7 @@ public:
 
     void put_tx_rsp(queue& q, uint16_t id, int16_t status) {
         netif_tx_response_t r{id, status};
-        *RING_GET_RESPONSE(&q.tx, q.tx.rsp_prod_pvt++) = r;
+        q.tx.write_response(q.tx.rsp_prod_pvt++, r);
     }
 
     void answer_tx(queue& q, const tx_packet& p, int16_t status = NETIF_RSP_OKAY) {
@@ -291,15 +281,13 @@ public:
     }
 
     void push_tx(queue& q) {
-        int note = 0;
-        RING_PUSH_RESPONSES_AND_CHECK_NOTIFY(&q.tx, note);
-        if (note) ev->notify(q.tx_port);
+        if (q.tx.push_responses_and_check_notify()) ev->notify(q.tx_port);
     }
 
     // --- RX: deliver to the frontend -----------------------------------------
 
     netif_rx_request_t take_rx_req(queue& q) {
-        return copy_entry<netif_rx_request_t>(RING_GET_REQUEST(&q.rx, q.rx.req_cons++));
+        return q.rx.read_request<netif_rx_request_t>(q.rx.req_cons++);
     }
     uint32_t rx_reqs_available(queue& q) { return rx_req_prod(q) - q.rx.req_cons; }
 
@@ -316,15 +304,11 @@ public:
 
     void put_rx_rsp(queue& q, uint16_t id, uint16_t offset, uint16_t flags, int16_t status) {
         netif_rx_response_t r{id, offset, flags, status};
-        *RING_GET_RESPONSE(&q.rx, q.rx.rsp_prod_pvt++) = r;
+        q.rx.write_response(q.rx.rsp_prod_pvt++, r);
     }
-    void put_rx_extra(queue& q, const netif_extra_info_t& ex) {
-        std::memcpy(RING_GET_RESPONSE(&q.rx, q.rx.rsp_prod_pvt++), &ex, sizeof ex);
-    }
+    void put_rx_extra(queue& q, const netif_extra_info_t& ex) { q.rx.write_response(q.rx.rsp_prod_pvt++, ex); }
     void push_rx(queue& q) {
-        int note = 0;
-        RING_PUSH_RESPONSES_AND_CHECK_NOTIFY(&q.rx, note);
-        if (note) ev->notify(q.rx_port);
+        if (q.rx.push_responses_and_check_notify()) ev->notify(q.rx_port);
     }
 
     // Deliver a frame as Linux netback's xenvif_rx_skb does for a copying
@@ -373,9 +357,7 @@ public:
                     if (p.copy_ok && deliver(q, p.data.data(), p.data.size(), gs, gt_, csum)) n++;
                 }
                 // Going idle: ask for a kick on the next request.
-                int more = 0;
-                RING_FINAL_CHECK_FOR_REQUESTS(&q.tx, more);
-                if (!more) break;
+                if (!q.tx.final_check_for_requests()) break;
             }
         }
         return n;
@@ -691,9 +673,9 @@ TEST_F(Netfront, GsoExtraFollowsTheFirstSlot) {
 
     // Raw ring: request, extra, then the other slots.
     RING_IDX c = bq().tx.req_cons;
-    auto r0 = copy_entry<netif_tx_request_t>(RING_GET_REQUEST(&bq().tx, c));
-    auto ex = copy_entry<netif_extra_info_t>(RING_GET_REQUEST(&bq().tx, c + 1));
-    auto r1 = copy_entry<netif_tx_request_t>(RING_GET_REQUEST(&bq().tx, c + 2));
+    auto r0 = bq().tx.read_request<netif_tx_request_t>(c);
+    auto ex = bq().tx.read_request<netif_extra_info_t>(c + 1);
+    auto r1 = bq().tx.read_request<netif_tx_request_t>(c + 2);
     EXPECT_EQ(r0.flags, NETTXF_csum_blank | NETTXF_data_validated | NETTXF_more_data | NETTXF_extra_info);
     EXPECT_EQ(r0.size, 20000u);
     EXPECT_EQ(ex.type, XEN_NETIF_EXTRA_TYPE_GSO);
@@ -788,7 +770,7 @@ TEST_F(Netfront, RxBuffersPostedAtConnectWithRingPositionIds) {
     ASSERT_EQ(be->rx_reqs_available(bq()), 64u);
     std::set<hv::gref_t> refs;
     for (RING_IDX i = 0; i < 64; i++) {
-        auto r = copy_entry<netif_rx_request_t>(RING_GET_REQUEST(&bq().rx, i));
+        auto r = bq().rx.read_request<netif_rx_request_t>(i);
         EXPECT_EQ(r.id, i & 255u) << "xennet_rxidx";
         refs.insert(r.gref);
     }
@@ -892,15 +874,13 @@ TEST_F(Netfront, TxNotifiesOnlyWhenTheBackendAsks) {
     uint64_t n0 = nf->stats().tx_notifies;
     // A busy backend: it will look at the ring again by itself, so it moves
     // req_event far ahead (as RING_FINAL_CHECK_FOR_REQUESTS is not called).
-    q.tx.sring->req_event = q.tx.req_cons + 1000;
+    q.tx_sring()->req_event = q.tx.req_cons + 1000;
     for (int i = 0; i < 5; i++) ASSERT_EQ(nf->send(f.data(), f.size()), 0);
     EXPECT_EQ(nf->stats().tx_notifies, n0) << "no kick while the backend is not waiting";
     // An idle backend: RING_FINAL_CHECK_FOR_REQUESTS asks for the next one.
     fake_backend::tx_packet p;
     while (be->take_tx(q, p)) be->answer_tx(q, p);
-    int more = 0;
-    RING_FINAL_CHECK_FOR_REQUESTS(&q.tx, more);
-    EXPECT_EQ(more, 0);
+    EXPECT_FALSE(q.tx.final_check_for_requests());
     ASSERT_EQ(nf->send(f.data(), f.size()), 0);
     EXPECT_EQ(nf->stats().tx_notifies, n0 + 1);
     // The kick arrived on the backend's port.
@@ -920,13 +900,13 @@ TEST_F(Netfront, RecvRearmsRspEventOnlyWhenIdle) {
     // Only the first response crossed rsp_event (1): one kick.
     ASSERT_TRUE(test::readable(nf->event_fd(0), wait_ms));
     EXPECT_EQ(nf->process_events(), 1);
-    RING_IDX ev_before = q.rx.sring->rsp_event;
+    RING_IDX ev_before = q.rx_sring()->rsp_event;
     ASSERT_TRUE(nf->recv(buf.data(), buf.size()));
     ASSERT_TRUE(nf->recv(buf.data(), buf.size()));
-    EXPECT_EQ(q.rx.sring->rsp_event, ev_before) << "not idle yet: no re-arm";
+    EXPECT_EQ(q.rx_sring()->rsp_event, ev_before) << "not idle yet: no re-arm";
     ASSERT_TRUE(nf->recv(buf.data(), buf.size()));
     EXPECT_EQ(nf->recv(buf.data(), buf.size()).error(), -EAGAIN);
-    EXPECT_EQ(q.rx.sring->rsp_event, q.rx.rsp_prod_pvt + 1) << "RING_FINAL_CHECK_FOR_RESPONSES";
+    EXPECT_EQ(q.rx_sring()->rsp_event, q.rx.rsp_prod_pvt + 1) << "RING_FINAL_CHECK_FOR_RESPONSES";
     // The next response is signalled; the netfront sees it on its fd.
     ASSERT_TRUE(be->deliver(q, f.data(), f.size()));
     ASSERT_TRUE(test::readable(nf->event_fd(0), wait_ms));
@@ -944,9 +924,7 @@ TEST_F(Netfront, RxRefillKicksAWaitingBackend) {
     std::vector<uint8_t> buf(100);
     for (int i = 0; i < 32; i++) ASSERT_TRUE(be->deliver(q, f.data(), f.size()));
     EXPECT_FALSE(be->deliver(q, f.data(), f.size())) << "out of buffers";
-    int more = 0;
-    RING_FINAL_CHECK_FOR_REQUESTS(&q.rx, more); // the backend waits for buffers
-    EXPECT_EQ(more, 0);
+    EXPECT_FALSE(q.rx.final_check_for_requests()); // the backend waits for buffers
     uint64_t n0 = nf->stats().rx_notifies;
     while (nf->recv(buf.data(), buf.size())) {}
     EXPECT_EQ(be->rx_reqs_available(q), 32u);
@@ -1095,7 +1073,7 @@ TEST_F(Netfront, MoreRxResponsesThanRequestsBreaksTheDevice) {
     ASSERT_EQ(connect(offer{}, opt), 0);
     // Responses for positions that were never posted (Linux: "Illegal
     // number of responses" / "Bad rx response id").
-    bq().rx.sring->rsp_prod = 40;
+    bq().rx_sring()->rsp_prod = 40;
     std::vector<uint8_t> buf(100);
     EXPECT_EQ(nf->recv(buf.data(), buf.size()).error(), -EIO);
     EXPECT_TRUE(nf->broken());
@@ -1154,7 +1132,7 @@ TEST_F(Netfront, TxErrorResponsesAreCountedNotFatal) {
 
 TEST_F(Netfront, MoreTxResponsesThanRequestsBreaksTheDevice) {
     ASSERT_EQ(connect(offer{}), 0);
-    bq().tx.sring->rsp_prod = 3;
+    bq().tx_sring()->rsp_prod = 3;
     EXPECT_EQ(nf->process_events(), -EIO);
     EXPECT_EQ(nf->stats().bad.rsp_prod_overflow, 1u);
 }

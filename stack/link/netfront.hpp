@@ -4,7 +4,7 @@
 // a backend tested against it is a backend tested against the netfront that
 // unmodified guests run.
 //
-// What is matched (the Linux function named in each place in netfront.cpp):
+// What is matched (the Linux function named in each place in netfront*.cpp):
 //  - the xenstore handshake (netfront_probe/xennet_create_dev, netback_changed,
 //    xennet_connect, talk_to_netback, write_queue_xenstore_keys): the same
 //    keys, the same flat vs queue-N/ layout, one transaction retried on
@@ -43,6 +43,7 @@
 #include <memory>
 #include <string>
 
+#include "common/counters.hpp"
 #include "common/mac.hpp"
 #include "common/result.hpp"
 #include "hv/hv.hpp"
@@ -133,6 +134,7 @@ struct queue_stats {
     uint64_t events = 0;       // event-channel deliveries handled
     backend_errors bad;
 };
+ZC_COUNTERS_ADDABLE(queue_stats) // queue_stats += queue_stats, field by field
 
 // A TX page reserved with tx_reserve(): fill data[0..page_size) in place,
 // then hand it over with tx_submit() (or back with tx_release()).
@@ -278,7 +280,6 @@ public:
 
 private:
     explicit netfront(std::unique_ptr<impl> p) noexcept;
-    result<size_t> recv_impl(void* buf, size_t cap, uint32_t queue, rx_info* info, rx_view_fn fn, void* arg) noexcept;
     std::unique_ptr<impl> _p;
 };
 
