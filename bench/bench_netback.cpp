@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Micro-benchmarks of zc-netback's hot pieces (issue 5), each reported as
+// Micro-benchmarks of zc-netback's hot pieces, each reported as
 // items/s (requests, packets, frames or segments) so that the per-item cost
 // can be compared across pieces:
 //

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // stack/proto micro-benchmarks, each next to a memcpy of the same bytes in
-// the same run, so that results are quoted as ratios (DESIGN.md, Measuring):
+// the same run, so that results are quoted as ratios (docs/ARCHITECTURE.md, "Measuring"):
 //
 //   BM_memcpy/<bytes>              memcpy of <bytes> between two buffers: the baseline
 //   BM_checksum/<bytes>            csum_partial (RFC 1071) over <bytes>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The kernel path baseline for zc-vmbench: two network namespaces joined by
 // a veth pair, kernel sockets, measured in the same run as the zc path so the
-// figures are ratios that survive a noisy machine (DESIGN.md "Measuring").
+// figures are ratios that survive a noisy machine (docs/ARCHITECTURE.md, "Measuring").
 //
 // Sender and receiver are forked child processes, each setns(2)'d into its
 // own namespace. Frames carry a sequence number and a byte pattern; the

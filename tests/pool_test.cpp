@@ -254,7 +254,7 @@ TEST_F(pool_test, isolation) {
 }
 
 // Per-peer quotas of pages and grants, and the global grant budget that
-// keeps peers together from exhausting our grant table (seed 002).
+// keeps peers together from exhausting our grant table.
 TEST_F(pool_test, quota_enforcement) {
     manager_options o = opts(2, 4);
     o.max_grants = 6; // B's quota is 4, so C gets the remaining 2 only
@@ -333,7 +333,7 @@ TEST_F(pool_test, grow_and_shrink_scripted) {
     EXPECT_EQ(entry(*_self, g_keep->gref).flags & GTF_type_mask, GTF_permit_access);
 
     // The peer maps a page of an idle chunk: ending its grant fails with
-    // -EBUSY (seed 003), the chunk stays counted and is retried.
+    // -EBUSY (the peer still maps it), the chunk stays counted and is retried.
     auto bport = _host.domain(dom_b);
     ASSERT_TRUE(bport);
     auto btab = bport->open_gnttab();
@@ -712,7 +712,7 @@ TEST_F(pool_test, lossless_threads) {
     EXPECT_EQ(c.allocs, c.frees);
 }
 
-// Teardown with frames in flight (seed 003): grants of chunks that frames
+// Teardown with frames in flight: grants of chunks that frames
 // still reference stay until the last release and the peer's unmap; nothing
 // is sent or copied from a revoked grant; afterwards no grant is left.
 TEST_F(pool_test, teardown_with_frames_in_flight) {

@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: MIT
-// A frame descriptor says where a frame's bytes live (DESIGN.md, "the one
-// idea"): either in a buffer of one of our pools (local), or in a page another
-// domain granted to us (foreign: domid + gref + offset + len, seed 003's
-// "foreign page" mark). "Is it foreign, and whose is it" is answered from the
+// A frame descriptor says where a frame's bytes live (docs/ARCHITECTURE.md,
+// "Frames"): either in a buffer of one of our pools (local), or in a page
+// another domain granted to us (foreign: domid + gref + offset + len). "Is it foreign, and whose is it" is answered from the
 // descriptor alone, without touching the pool or the grant table.
 //
 // A frame is a chain of segments linked by `next` (scatter-gather, as netif's

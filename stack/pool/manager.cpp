@@ -242,7 +242,7 @@ int manager::stage(hv::domid_t peer, const frame& src, frame* out, uint32_t nout
         if (s->kind == seg_kind::foreign) {
             foreign = true;
             if (revoked(*s)) {
-                // Never copy out of a grant its owner took back (seed 003).
+                // Never copy out of a grant its owner took back.
                 _stats.revoked_drops.fetch_add(1, std::memory_order_relaxed);
                 return -EKEYREVOKED;
             }

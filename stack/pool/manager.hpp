@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
-// The pool manager of one local domain: one pool per peer domain (seed 004),
-// a shared fallback pool of bounce buffers, a global grant budget (seed 002),
-// the foreign-grant revocation generations that keep frames from being sent
-// out of a revoked grant (seed 003), and the counters.
+// The pool manager of one local domain (docs/ARCHITECTURE.md, "Pools"): one
+// pool per peer domain, a shared fallback pool of bounce buffers, a global
+// grant budget, the foreign-grant revocation generations that keep frames
+// from being sent out of a revoked grant, and the counters.
 //
 // Where a frame for peer B goes (stage()):
 //   1. into B's pool, the one copy (grant copy for a foreign source);
@@ -134,8 +134,8 @@ public:
     // -ENOBUFS: still no room, `f` untouched. Other errors as stage().
     int restage(hv::domid_t peer, frame& f, frame* out, uint32_t nout) noexcept;
 
-    // The last check before a frame's bytes leave for its destination (seed
-    // 003: never transmit from a grant that is no longer valid). Returns 0 if
+    // The last check before a frame's bytes leave for its destination (never
+    // transmit from a grant that is no longer valid). Returns 0 if
     // every segment is live and `dest`'s pool is open (dest == domid_invalid:
     // not checked). Otherwise releases the frame, counts a revoked drop and
     // returns -EKEYREVOKED (a segment) or -ENOLINK (the destination).

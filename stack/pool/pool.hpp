@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// A buffer pool shared with exactly one peer domain (seed 004): pages granted
+// A buffer pool shared with exactly one peer domain (docs/ARCHITECTURE.md,
+// "Pools"): pages granted
 // to that peer through the hypervisor port, carved into fixed-size buffers.
 // A buffer whose bytes will end up in domain B comes from B's pool, so no
 // page is ever visible to two guests.
@@ -8,7 +9,8 @@
 // starts with a few chunks, grows on demand or below the low watermark, up to
 // a per-peer quota, and shrinks by ending the grants of idle chunks above the
 // high watermark. Ending a grant fails with -EBUSY while the peer still maps
-// or copies the page (seed 003's asynchronous unmap); the chunk then waits,
+// or copies the page (Xen's gnttab_end_foreign_access_ref fails while the
+// grant is in use: the unmap is asynchronous); the chunk then waits,
 // still counted against the quotas, and is retried by maintain().
 //
 // Threading: alloc()/free() are lock-free on the fast path (a Treiber stack of
@@ -34,7 +36,7 @@ namespace zc::pool {
 
 // Grant entries are a host-wide scarce resource: a peer that makes us grow
 // without bound would exhaust our grant table and deny service to every other
-// peer (seed 002). A granter owns one gntshr handle and a global budget of
+// peer (docs/ARCHITECTURE.md, "Pools"). A granter owns one gntshr handle and a global budget of
 // grant entries that every pool draws from, on top of its per-peer quota.
 class granter {
 public:
