@@ -36,6 +36,7 @@
 #include <iterator>
 #include <mutex>
 
+#include "common/clock.hpp"
 #include "common/log.hpp"
 
 extern char** environ;
@@ -64,11 +65,7 @@ constexpr int end_markers = 8;        // UDP may drop some; the receiver also ha
 constexpr int64_t rx_idle_ns = 1'000'000'000;
 constexpr const char* veth_name = "zcv0"; // same name in both namespaces: each has its own
 
-int64_t now_ns() noexcept {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
+int64_t now_ns() noexcept { return mono_ns(); }
 
 // ---------------------------------------------------------------------------
 // Signal-time cleanup registry. Plain arrays, written before the resource

@@ -808,17 +808,10 @@ struct raw_sock {
         rq.entries = entries;
         if (::send(ctl, &rq, sizeof rq, 0) != ssize_t(sizeof rq)) return false;
         uapi::ctl_rsp rs{};
-        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
-        iovec iov{&rs, sizeof rs};
-        msghdr m{};
-        m.msg_iov = &iov;
-        m.msg_iovlen = 1;
-        m.msg_control = cbuf;
-        m.msg_controllen = sizeof cbuf;
-        if (::recvmsg(ctl, &m, 0) != ssize_t(sizeof rs) || rs.rc < 0) return false;
-        cmsghdr* c = CMSG_FIRSTHDR(&m);
-        if (!c) return false;
-        std::memcpy(fds, CMSG_DATA(c), sizeof fds);
+        int nfds = uapi::ctl_nfds;
+        if (fdpass::recv(ctl, &rs, sizeof rs, fds, &nfds) != long(sizeof rs) || rs.rc < 0 ||
+            nfds != uapi::ctl_nfds)
+            return false;
         shm_size = rs.shm_size;
         shm = ::mmap(nullptr, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[uapi::fd_shm], 0);
         if (shm == MAP_FAILED) return false;
@@ -1081,21 +1074,8 @@ TEST_F(Uapi, RandomRingEntriesAndControlMessagesNeverHurtTheService) {
             }
             int pfd[2];
             ASSERT_EQ(::pipe(pfd), 0);
-            alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
-            iovec iov{junk, len};
-            msghdr m{};
-            m.msg_iov = &iov;
-            m.msg_iovlen = 1;
-            if (i % 4 == 1) { // an fd nobody asked for
-                m.msg_control = cbuf;
-                m.msg_controllen = sizeof cbuf;
-                cmsghdr* c = CMSG_FIRSTHDR(&m);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int));
-                std::memcpy(CMSG_DATA(c), &pfd[0], sizeof(int));
-            }
-            (void)::sendmsg(h.ctl, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+            // Every fourth message carries an fd nobody asked for.
+            (void)fdpass::send(h.ctl, junk, len, &pfd[0], i % 4 == 1 ? 1 : 0, MSG_DONTWAIT);
             ::close(pfd[0]);
             ::close(pfd[1]);
             char sink[128];

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/check.hpp"
+#include "common/clock.hpp"
 #include "common/log.hpp"
 
 namespace zc::detail {
@@ -20,12 +21,6 @@ void check_failed(const char* expr, const char* file, int line) noexcept {
 namespace zc::log {
 namespace {
 std::atomic<int> g_threshold{-1};
-
-int64_t now_ms() noexcept {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 int parse_env() noexcept {
     const char* e = std::getenv("ZCNET_LOG");
@@ -65,7 +60,7 @@ void write(level l, const char* tag, const char* fmt, ...) noexcept {
 
 bool ratelimit::allow() noexcept {
     // Tokens are kept in milli-tokens-per-ms units: one message costs 1000.
-    int64_t now = now_ms();
+    int64_t now = mono_ms();
     int64_t cap = int64_t(_burst) * 1000;
     int64_t t = _tokens_ms.load(std::memory_order_relaxed);
     if (t < 0) t = cap;
