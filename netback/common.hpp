@@ -6,7 +6,7 @@
 // The data path is split as Linux splits xen-netback: interface.cpp (vif
 // lifetime, interface.c), tx.cpp (TX, netback.c), copy.cpp (the grant-copy
 // batch and bounce copies), rx.cpp (RX, rx.c), worker.cpp (the threads).
-//
+
 // Threads and locks
 // -----------------
 // Every queue (one TX ring + one RX ring of a vif) is served by one worker

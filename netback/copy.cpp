@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: MIT
-// The grant-copy batch: this is the one file where a VM-to-VM payload is
-// copied, either gref->gref (source TX page to destination RX page, one
-// grant copy per RX slot) or, as a fallback, through a bounce buffer.
-// Copies per path (see docs/ARCHITECTURE.md, "Copies per path"):
-//   direct / queued zero-copy: 1 payload copy, gref->gref;
-//   bounce fallback: 2 copies, gref->local (start_conversion's job, here)
-//                    then local->gref (at delivery, here too);
-// plus the header copy of every frame (tx.cpp, to read the MACs).
-// Follows Linux xenvif_rx_copy_add / xenvif_rx_copy_flush (rx.c).
+// The grant-copy batch and the bounce conversions: this is the one file
+// where a VM-to-VM payload is copied (gref->gref grant copy, or bounce
+// fallback). Copies per path (see docs/ARCHITECTURE.md, "Copies per path"):
+//   direct or queued frame: 1 copy, gref->gref, TX page to RX page;
+//   bounce fallback: 2 copies, gref->local into a bounce buffer, then local->gref;
+// plus, on every path, the header copy in tx.cpp (at most 128 bytes
+// gref->local, to read the MACs). Follows Linux rx.c's xenvif_rx_copy_add
+// and xenvif_rx_copy_flush (one batched grant copy per pass).
 #include <algorithm>
 
 #include "netback/common.hpp"
