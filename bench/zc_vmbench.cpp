@@ -41,6 +41,7 @@
 #include "hv/emu/emu_port.hpp"
 #include "hv/xs.hpp"
 #include "link/netfront.hpp"
+#include "netback/counters.hpp"
 #include "netback/toolstack.hpp"
 
 using namespace zc;
@@ -395,15 +396,6 @@ double cpu_of(pid_t pid) {
     return double(ut + st) / double(::sysconf(_SC_CLK_TCK));
 }
 
-// Sum of a numeric field over every object in zc-netback's stats JSON.
-uint64_t sum_field(const std::string& json, const std::string& key) {
-    uint64_t s = 0;
-    std::string k = "\"" + key + "\":";
-    for (size_t p = json.find(k); p != std::string::npos; p = json.find(k, p + 1))
-        s += std::strtoull(json.c_str() + p + k.size(), nullptr, 10);
-    return s;
-}
-
 std::string netback_stats(const std::string& ctl) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un sa{};
@@ -429,6 +421,25 @@ std::string jfield(const std::string& json, const std::string& key) {
     return json.substr(p, e - p);
 }
 double jnum(const std::string& json, const std::string& key) { return std::atof(jfield(json, key).c_str()); }
+
+// zc-netback's counters summed over every vif of its stats JSON (the keys
+// are vif_stats' counter list, netback/counters.hpp).
+netback::vif_stats netback_totals(const std::string& ctl) {
+    const std::string json = netback_stats(ctl);
+    netback::vif_stats total;
+    const size_t end = json.find("],\"devices\"");
+    for (size_t p = json.find("{\"frontend\":"); p < end; p = json.find("{\"frontend\":", p + 1)) {
+        const std::string obj = json.substr(p, json.find("]}", p) - p);
+        netback::vif_stats v;
+#define ZC_VMBENCH_PARSE_(name, unit, drop, help) v.name = std::strtoull(jfield(obj, #name).c_str(), nullptr, 10);
+        ZC_NETBACK_VIF_COUNTERS(ZC_VMBENCH_PARSE_)
+#undef ZC_VMBENCH_PARSE_
+        total += v;
+    }
+    return total;
+}
+// One counter of vif_stats (per-frame figures are deltas of one counter).
+using vif_counter = uint64_t netback::vif_stats::*;
 
 struct row {
     std::string mode;
@@ -563,7 +574,7 @@ struct host : dom0_host {
 
     // One measurement: every pair at `size` for `seconds`.
     bool measure(uint32_t phase, size_t size, double seconds, row& r, std::string* why) {
-        std::string s0 = netback_stats(ctl);
+        const netback::vif_stats s0 = netback_totals(ctl);
         double cpu0 = 0;
         for (pid_t p : pids()) cpu0 += cpu_of(p);
         size_t pairs = guests.size() / 2;
@@ -593,8 +604,8 @@ struct host : dom0_host {
         }
         double cpu1 = 0;
         for (pid_t p : pids()) cpu1 += cpu_of(p);
-        std::string s1 = netback_stats(ctl);
-        auto d = [&](const char* k) { return double(sum_field(s1, k) - sum_field(s0, k)); };
+        const netback::vif_stats s1 = netback_totals(ctl);
+        auto d = [&](vif_counter k) { return double(s1.*k - s0.*k); };
         r.frame = size;
         r.frames = frames;
         r.sent = sent;
@@ -605,10 +616,10 @@ struct host : dom0_host {
         }
         r.cpu_s_per_gb = bytes ? (cpu1 - cpu0) / (double(bytes) / 1e9) : 0;
         double pk = std::max(1.0, double(frames));
-        r.segs_per_pkt = d("grant_copy_segments") / pk;
-        r.batches_per_pkt = d("grant_copy_batches") / pk;
-        r.notifies_per_pkt = d("notifies_sent") / pk;
-        r.fallbacks_per_pkt = d("fallback_copies") / pk;
+        r.segs_per_pkt = d(&netback::vif_stats::grant_copy_segments) / pk;
+        r.batches_per_pkt = d(&netback::vif_stats::grant_copy_batches) / pk;
+        r.notifies_per_pkt = d(&netback::vif_stats::notifies_sent) / pk;
+        r.fallbacks_per_pkt = d(&netback::vif_stats::fallback_copies) / pk;
         if (bad) r.note = std::to_string(bad) + " corrupt frames";
         if (sent > frames) r.note += (r.note.empty() ? "" : "; ") + std::to_string(sent - frames) + " not delivered";
         return true;
@@ -689,7 +700,7 @@ struct app_host : dom0_host {
     bool measure(size_t frame, double seconds, row& r, std::string* why) {
         size_t payload = std::max<size_t>(32, frame - 42);
         std::vector<pid_t> pids{netback.pid, stackd[0].pid, stackd[1].pid, server.pid};
-        std::string s0 = netback_stats(ctl);
+        const netback::vif_stats s0 = netback_totals(ctl);
         double cpu0 = 0;
         for (pid_t p : pids) cpu0 += cpu_of(p);
         char secs[32];
@@ -724,13 +735,13 @@ struct app_host : dom0_host {
         double bytes = double(received) * double(r.frame);
         r.cpu_s_per_gb = bytes > 0 ? (cpu1 - cpu0 + client_cpu) / (bytes / 1e9) : 0;
         // Per frame zc-netback moved (data, control and ping-pong frames alike).
-        std::string s1 = netback_stats(ctl);
-        auto d = [&](const char* k) { return double(sum_field(s1, k) - sum_field(s0, k)); };
-        double pk = std::max(1.0, d("rx_packets"));
-        r.segs_per_pkt = d("grant_copy_segments") / pk;
-        r.batches_per_pkt = d("grant_copy_batches") / pk;
-        r.notifies_per_pkt = d("notifies_sent") / pk;
-        r.fallbacks_per_pkt = d("fallback_copies") / pk;
+        const netback::vif_stats s1 = netback_totals(ctl);
+        auto d = [&](vif_counter k) { return double(s1.*k - s0.*k); };
+        double pk = std::max(1.0, d(&netback::vif_stats::rx_packets));
+        r.segs_per_pkt = d(&netback::vif_stats::grant_copy_segments) / pk;
+        r.batches_per_pkt = d(&netback::vif_stats::grant_copy_batches) / pk;
+        r.notifies_per_pkt = d(&netback::vif_stats::notifies_sent) / pk;
+        r.fallbacks_per_pkt = d(&netback::vif_stats::fallback_copies) / pk;
         auto lat = l.find("\"latency_us\":");
         char note[160];
         std::snprintf(note, sizeof note, "zc-perf strict, p50 %.0f us p99 %.0f us%s%s",

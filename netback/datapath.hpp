@@ -21,9 +21,9 @@
 #include "common/mac.hpp"
 #include "common/result.hpp"
 #include "hv/hv.hpp"
+#include "netback/counters.hpp"
 
 namespace zc::netback {
-
 
 // What one queue of a vif negotiated (frontend keys under
 // device/vif/<devid>[/queue-N]). Event channels: split when tx != rx.
@@ -68,32 +68,8 @@ struct datapath_options {
     uint32_t bounce_buffers = 1024;      // 4 KiB bounce buffers shared by all vifs (fallback copies)
 };
 
-// Per-vif counters. Drops are counted by reason; nothing disappears uncounted.
-// Attribution: tx_*, copy counters, fallback_copies, drop_no_dest,
-// drop_malformed, drop_copy_error and drop_unsupported count on the vif that
-// sent the frame (its traffic caused them); rx_*, queued, drop_rx_full,
-// drop_disabled and rx_stalls on the vif the frame was for.
-struct vif_stats {
-    uint64_t tx_packets = 0, tx_bytes = 0;   // from the frontend (its TX ring)
-    uint64_t rx_packets = 0, rx_bytes = 0;   // to the frontend (its RX ring)
-    uint64_t tx_slots = 0, rx_slots = 0;
-    uint64_t grant_copy_segments = 0;        // segments this vif's traffic caused
-    uint64_t grant_copy_batches = 0;         // hypercalls
-    uint64_t header_copy_segments = 0;       // header copies into local memory (switching)
-    uint64_t vm_to_vm_segments = 0;          // gref->gref payload segments (the one copy)
-    uint64_t fallback_copies = 0;            // frames copied through a bounce buffer
-    uint64_t queued = 0;                     // frames that had to wait for RX buffers
-    uint64_t drop_no_dest = 0;               // unknown unicast with nowhere to flood
-    uint64_t drop_rx_full = 0;               // destination never posted buffers (drain timeout / queue full)
-    uint64_t drop_malformed = 0;             // bad packet, answered with NETIF_RSP_ERROR
-    uint64_t drop_copy_error = 0;            // grant copy failed (e.g. revoked grant)
-    uint64_t drop_unsupported = 0;           // destination did not negotiate SG/GSO the frame needs
-    uint64_t drop_disabled = 0;              // destination disabled, removed or stalled
-    uint64_t rx_stalls = 0;                  // times this vif's RX was found stalled (XSA-392)
-    uint64_t notifies_sent = 0;
-    uint64_t events_received = 0;
-    uint64_t batch_hist[8] = {};             // TX batch sizes: 1, 2-3, 4-7, ..., 128+
-};
+// Per-vif counters (vif_stats): netback/counters.hpp, one list with each
+// counter's unit and, for drops, the reason.
 
 struct vif_info {
     hv::domid_t frontend;

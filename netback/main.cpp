@@ -81,27 +81,19 @@ std::string stats_json(backend& b) {
         int be_state = -1, fe_state = -1;
         for (auto& d : devs)
             if (d.frontend == v.frontend && d.devid == v.devid) be_state = d.backend_state, fe_state = d.frontend_state;
-        char buf[2048];
+        char buf[512];
         std::snprintf(buf, sizeof buf,
                       "%s{\"frontend\":%u,\"devid\":%u,\"mac\":\"%s\",\"queues\":%u,\"backend_state\":%d,"
-                      "\"frontend_state\":%d,\"disabled\":%s,\"disabled_reason\":\"%s\","
-                      "\"tx_packets\":%" PRIu64 ",\"tx_bytes\":%" PRIu64 ",\"rx_packets\":%" PRIu64
-                      ",\"rx_bytes\":%" PRIu64 ",\"tx_slots\":%" PRIu64 ",\"rx_slots\":%" PRIu64
-                      ",\"grant_copy_segments\":%" PRIu64 ",\"grant_copy_batches\":%" PRIu64
-                      ",\"header_copy_segments\":%" PRIu64 ",\"vm_to_vm_segments\":%" PRIu64
-                      ",\"fallback_copies\":%" PRIu64 ",\"queued\":%" PRIu64 ",\"drop_no_dest\":%" PRIu64
-                      ",\"drop_rx_full\":%" PRIu64 ",\"drop_malformed\":%" PRIu64 ",\"drop_copy_error\":%" PRIu64
-                      ",\"drop_unsupported\":%" PRIu64 ",\"drop_disabled\":%" PRIu64 ",\"rx_stalls\":%" PRIu64
-                      ",\"notifies_sent\":%" PRIu64 ",\"events_received\":%" PRIu64 ",\"batch_hist\":[",
+                      "\"frontend_state\":%d,\"disabled\":%s,\"disabled_reason\":\"",
                       first ? "" : ",", unsigned(v.frontend), v.devid, to_string(v.mac).c_str(), v.queues, be_state,
-                      fe_state, v.disabled ? "true" : "false", json_escape(v.disabled_reason).c_str(), s.tx_packets,
-                      s.tx_bytes, s.rx_packets, s.rx_bytes, s.tx_slots, s.rx_slots, s.grant_copy_segments,
-                      s.grant_copy_batches, s.header_copy_segments, s.vm_to_vm_segments, s.fallback_copies, s.queued,
-                      s.drop_no_dest, s.drop_rx_full, s.drop_malformed, s.drop_copy_error, s.drop_unsupported,
-                      s.drop_disabled, s.rx_stalls, s.notifies_sent,
-                      s.events_received);
+                      fe_state, v.disabled ? "true" : "false");
         out += buf;
-        for (int i = 0; i < 8; i++) out += (i ? "," : "") + std::to_string(s.batch_hist[i]);
+        out += json_escape(v.disabled_reason) + "\"";
+        // Every counter of the schema (netback/counters.hpp), in its order.
+        for (size_t k = 0; k < vif_stats::schema_size; k++)
+            out += std::string(",\"") + vif_stats::schema[k].name + "\":" + std::to_string(s.field(k));
+        out += ",\"batch_hist\":[";
+        for (unsigned i = 0; i < batch_hist_buckets; i++) out += (i ? "," : "") + std::to_string(s.batch_hist[i]);
         out += "]}";
         first = false;
     }
@@ -249,12 +241,10 @@ int cmd_stats(const std::string& ctl, bool json) {
     while (pos != std::string::npos && (pos = out.find("{\"frontend\"", pos)) != std::string::npos && pos < end) {
         size_t close = out.find("]}", pos);
         std::string obj = out.substr(pos, close - pos);
-        uint64_t drops = std::strtoull(field(obj, "drop_no_dest").c_str(), nullptr, 10) +
-                         std::strtoull(field(obj, "drop_rx_full").c_str(), nullptr, 10) +
-                         std::strtoull(field(obj, "drop_malformed").c_str(), nullptr, 10) +
-                         std::strtoull(field(obj, "drop_copy_error").c_str(), nullptr, 10) +
-                         std::strtoull(field(obj, "drop_unsupported").c_str(), nullptr, 10) +
-                         std::strtoull(field(obj, "drop_disabled").c_str(), nullptr, 10);
+        // Every drop reason the schema knows (netback/counters.hpp).
+        uint64_t drops = 0;
+        for (const counter_desc& c : vif_stats::schema)
+            if (c.drop) drops += std::strtoull(field(obj, c.name).c_str(), nullptr, 10);
         std::string vif = "dom" + field(obj, "frontend") + "/" + field(obj, "devid");
         std::string state = field(obj, "disabled") == "true" ? "disabled" : "ok";
         std::printf("%-10s %-17s %6s %12s %12s %12s %12s %10s %10" PRIu64 " %8s %s\n", vif.c_str(),

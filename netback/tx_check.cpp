@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-// TX request checks; see tx_check.hpp. The order of the checks is Linux's and
+// TX request checks; see tx_check.hpp. One function per Linux step
+// (xenvif_get_extras, xenvif_count_requests, xenvif_set_skb_gso), called in
+// the order of xenvif_tx_build_gops. The order of the checks is Linux's and
 // matters: it decides which error a frontend that breaks several rules gets,
 // and how far req_cons has moved when the vif is disabled.
 #include "netback/tx_check.hpp"
@@ -7,6 +9,105 @@
 #include <cstdio>
 
 namespace zc::netback {
+
+namespace {
+
+void fail(tx_check_result& c, tx_fault f, int32_t a = 0, int32_t b = 0) noexcept {
+    c.verdict = tx_verdict::fatal;
+    c.fault = f;
+    c.fault_arg[0] = a;
+    c.fault_arg[1] = b;
+}
+
+// xenvif_get_extras: the extra-info slots after the first request, by type.
+// False when the chain is fatal.
+bool get_extras(const tx_back_ring& ring, RING_IDX& idx, int& work_to_do, tx_check_result& c,
+                netif_extra_info* extras) noexcept {
+    netif_extra_info extra;
+    do {
+        if (work_to_do-- <= 0) {
+            fail(c, tx_fault::missing_extra);
+            return false;
+        }
+        extra = ring.read_request<netif_extra_info>(idx++);
+        ++c.extra_count;
+        c.consumed = 1 + c.extra_count;
+        if (!extra.type || extra.type >= XEN_NETIF_EXTRA_TYPE_MAX) {
+            fail(c, tx_fault::bad_extra_type, int32_t(extra.type));
+            return false;
+        }
+        extras[extra.type - 1] = extra;
+    } while (extra.flags & XEN_NETIF_EXTRA_FLAG_MORE);
+    return true;
+}
+
+// xenvif_count_requests: the frags of a NETTXF_more_data chain into
+// c.frags (c.first.size becomes the first slot's own size). The frags are
+// read but not consumed until the chain is known to be complete (a fatal
+// chain leaves req_cons after the extras, as in Linux). False when the
+// verdict is final (fatal, or drop with the frags consumed).
+bool count_requests(const tx_back_ring& ring, RING_IDX idx, int work_to_do, tx_check_result& c,
+                    int& slots) noexcept {
+    bool drop = false;
+    bool more_data;
+    do {
+        if (slots >= work_to_do) {
+            fail(c, tx_fault::missing_slots, slots + 1, work_to_do);
+            return false;
+        }
+        if (uint32_t(slots) >= fatal_skb_slots) {
+            fail(c, tx_fault::malicious_slots, slots + 1, int32_t(fatal_skb_slots));
+            return false;
+        }
+        if (!drop && uint32_t(slots) >= legacy_slots_max) {
+            c.drop = tx_drop_reason::too_many_slots;
+            c.drop_arg[0] = uint32_t(slots + 1);
+            c.drop_arg[1] = legacy_slots_max;
+            drop = true;
+        }
+        netif_tx_request& txp = c.frags[slots];
+        txp = ring.read_request<netif_tx_request>(idx + RING_IDX(slots));
+        // A frame >= 64 KiB overflows the first size: not fatal, buggy
+        // frontends do it; consume and drop.
+        if (!drop && txp.size > c.first.size) {
+            c.drop = tx_drop_reason::slot_oversize;
+            c.drop_arg[0] = txp.size;
+            c.drop_arg[1] = c.first.size;
+            drop = true;
+        }
+        c.first.size = uint16_t(c.first.size - txp.size);
+        ++slots;
+        if (uint32_t(txp.offset) + txp.size > hv::page_size) {
+            fail(c, tx_fault::slot_crosses_page, txp.offset, txp.size);
+            return false;
+        }
+        more_data = txp.flags & NETTXF_more_data;
+    } while (more_data);
+    c.nfrags = uint32_t(slots);
+    if (drop) {
+        c.verdict = tx_verdict::drop;
+        c.consumed += uint32_t(slots);
+        return false;
+    }
+    return true;
+}
+
+// xenvif_set_skb_gso. False when the chain is fatal.
+bool set_skb_gso(const netif_extra_info& gso, tx_check_result& c) noexcept {
+    if (!gso.u.gso.size) {
+        fail(c, tx_fault::gso_size_zero);
+        return false;
+    }
+    if (gso.u.gso.type != XEN_NETIF_GSO_TYPE_TCPV4 && gso.u.gso.type != XEN_NETIF_GSO_TYPE_TCPV6) {
+        fail(c, tx_fault::bad_gso_type, int32_t(gso.u.gso.type));
+        return false;
+    }
+    c.gso_type = gso.u.gso.type;
+    c.gso_size = gso.u.gso.size;
+    return true;
+}
+
+} // namespace
 
 void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx_check_result& c) noexcept {
     c.verdict = tx_verdict::accept;
@@ -16,12 +117,6 @@ void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx
     c.gso_size = 0;
     c.extra_count = 0;
     c.nfrags = 0;
-    auto fail = [&c](tx_fault f, int32_t a = 0, int32_t b = 0) {
-        c.verdict = tx_verdict::fatal;
-        c.fault = f;
-        c.fault_arg[0] = a;
-        c.fault_arg[1] = b;
-    };
 
     RING_IDX idx = cons;
     c.first = ring.read_request<netif_tx_request>(idx); // RING_COPY_REQUEST (XSA-155)
@@ -29,25 +124,8 @@ void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx
     ++idx;
     c.consumed = 1;
 
-    // xenvif_get_extras.
     netif_extra_info extras[XEN_NETIF_EXTRA_TYPE_MAX - 1] = {};
-    if (c.first.flags & NETTXF_extra_info) {
-        netif_extra_info extra;
-        do {
-            if (work_to_do-- <= 0) {
-                fail(tx_fault::missing_extra);
-                return;
-            }
-            extra = ring.read_request<netif_extra_info>(idx++);
-            ++c.extra_count;
-            c.consumed = 1 + c.extra_count;
-            if (!extra.type || extra.type >= XEN_NETIF_EXTRA_TYPE_MAX) {
-                fail(tx_fault::bad_extra_type, int32_t(extra.type));
-                return;
-            }
-            extras[extra.type - 1] = extra;
-        } while (extra.flags & XEN_NETIF_EXTRA_FLAG_MORE);
-    }
+    if ((c.first.flags & NETTXF_extra_info) && !get_extras(ring, idx, work_to_do, c, extras)) return;
 
     // Multicast filter updates: nothing to count or send.
     if (extras[XEN_NETIF_EXTRA_TYPE_MCAST_ADD - 1].type || extras[XEN_NETIF_EXTRA_TYPE_MCAST_DEL - 1].type) {
@@ -55,53 +133,8 @@ void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx
         return;
     }
 
-    // xenvif_count_requests. The frags are read but not consumed until the
-    // chain is known to be complete (a fatal chain leaves req_cons after the
-    // extras, as in Linux).
     int slots = 0;
-    if (c.first.flags & NETTXF_more_data) {
-        bool drop = false;
-        bool more_data;
-        do {
-            if (slots >= work_to_do) {
-                fail(tx_fault::missing_slots, slots + 1, work_to_do);
-                return;
-            }
-            if (uint32_t(slots) >= fatal_skb_slots) {
-                fail(tx_fault::malicious_slots, slots + 1, int32_t(fatal_skb_slots));
-                return;
-            }
-            if (!drop && uint32_t(slots) >= legacy_slots_max) {
-                c.drop = tx_drop_reason::too_many_slots;
-                c.drop_arg[0] = uint32_t(slots + 1);
-                c.drop_arg[1] = legacy_slots_max;
-                drop = true;
-            }
-            netif_tx_request& txp = c.frags[slots];
-            txp = ring.read_request<netif_tx_request>(idx + RING_IDX(slots));
-            // A frame >= 64 KiB overflows the first size: not fatal, buggy
-            // frontends do it; consume and drop.
-            if (!drop && txp.size > c.first.size) {
-                c.drop = tx_drop_reason::slot_oversize;
-                c.drop_arg[0] = txp.size;
-                c.drop_arg[1] = c.first.size;
-                drop = true;
-            }
-            c.first.size = uint16_t(c.first.size - txp.size);
-            ++slots;
-            if (uint32_t(txp.offset) + txp.size > hv::page_size) {
-                fail(tx_fault::slot_crosses_page, txp.offset, txp.size);
-                return;
-            }
-            more_data = txp.flags & NETTXF_more_data;
-        } while (more_data);
-        c.nfrags = uint32_t(slots);
-        if (drop) {
-            c.verdict = tx_verdict::drop;
-            c.consumed += uint32_t(slots);
-            return;
-        }
-    }
+    if ((c.first.flags & NETTXF_more_data) && !count_requests(ring, idx, work_to_do, c, slots)) return;
 
     // xenvif_tx_build_gops: the first slot must hold an Ethernet header
     // (after count_requests, first.size is its own size).
@@ -114,23 +147,10 @@ void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx
         return;
     }
     if (uint32_t(c.first.offset) + c.first.size > hv::page_size) {
-        fail(tx_fault::first_crosses_page, c.first.offset, c.first.size);
+        fail(c, tx_fault::first_crosses_page, c.first.offset, c.first.size);
         return;
     }
-    // xenvif_set_skb_gso.
-    if (extras[XEN_NETIF_EXTRA_TYPE_GSO - 1].type) {
-        const netif_extra_info& gso = extras[XEN_NETIF_EXTRA_TYPE_GSO - 1];
-        if (!gso.u.gso.size) {
-            fail(tx_fault::gso_size_zero);
-            return;
-        }
-        if (gso.u.gso.type != XEN_NETIF_GSO_TYPE_TCPV4 && gso.u.gso.type != XEN_NETIF_GSO_TYPE_TCPV6) {
-            fail(tx_fault::bad_gso_type, int32_t(gso.u.gso.type));
-            return;
-        }
-        c.gso_type = gso.u.gso.type;
-        c.gso_size = gso.u.gso.size;
-    }
+    if (extras[XEN_NETIF_EXTRA_TYPE_GSO - 1].type && !set_skb_gso(extras[XEN_NETIF_EXTRA_TYPE_GSO - 1], c)) return;
     c.consumed += uint32_t(slots);
 }
 

@@ -17,6 +17,7 @@ extern "C" {
 #include "hv/xs.hpp"
 #include "netback/backend.hpp"
 #include "netback/toolstack.hpp"
+#include "ring/netif_ring.hpp"
 
 using namespace zc;
 using namespace zc::netback;
@@ -77,10 +78,8 @@ struct rig {
             auto p = shr->share(0, 2, true);
             ASSERT_TRUE(p);
             rings = std::move(*p);
-            auto* tx = static_cast<netif_tx_sring*>(rings.addr);
-            auto* rx = reinterpret_cast<netif_rx_sring*>(static_cast<uint8_t*>(rings.addr) + hv::page_size);
-            SHARED_RING_INIT(tx);
-            SHARED_RING_INIT(rx);
+            ring::tx_front_ring().init(rings.addr); // SHARED_RING_INIT
+            ring::rx_front_ring().init(static_cast<uint8_t*>(rings.addr) + hv::page_size);
         }
         auto port = ev->bind_unbound(0);
         ASSERT_TRUE(port);
@@ -247,8 +246,8 @@ TEST(NetbackBackend, FrontendDeathRemovesTheVif) {
         if (!xsg || !shr || !ev) return 11;
         auto rings = (*shr)->share(0, 2, true);
         if (!rings) return 12;
-        SHARED_RING_INIT(static_cast<netif_tx_sring*>(rings->addr));
-        SHARED_RING_INIT(reinterpret_cast<netif_rx_sring*>(static_cast<uint8_t*>(rings->addr) + hv::page_size));
+        ring::tx_front_ring().init(rings->addr); // SHARED_RING_INIT
+        ring::rx_front_ring().init(static_cast<uint8_t*>(rings->addr) + hv::page_size);
         auto port = (*ev)->bind_unbound(0);
         int go;
         if (!port || !ready.get(go)) return 13;

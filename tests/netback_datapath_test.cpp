@@ -20,6 +20,7 @@ extern "C" {
 #include "emu_host.hpp"
 #include "hv/emu/grant.hpp"
 #include "netback/datapath.hpp"
+#include "ring/netif_ring.hpp"
 
 using namespace zc;
 using zc::mac_addr;
@@ -27,6 +28,7 @@ using zc::mac_addr;
 namespace {
 
 constexpr uint32_t ring_size = 256;
+static_assert(ring::tx_front_ring::size == ring_size && ring::rx_front_ring::size == ring_size);
 constexpr uint32_t tx_pages = 96;
 constexpr uint32_t rx_pages = 256;
 
@@ -67,10 +69,9 @@ public:
     std::unique_ptr<hv::gntshr> shr;
     std::unique_ptr<hv::evtchn> ev;
     hv::shared_pages rings, txbuf, rxbuf;
-    netif_tx_sring* txs = nullptr;
-    netif_rx_sring* rxs = nullptr;
+    ring::tx_front_ring tx; // the frontend's view of the rings (stack/ring)
+    ring::rx_front_ring rx;
     hv::evtchn_port_t port_tx = 0, port_rx = 0;
-    RING_IDX tx_prod = 0, tx_cons = 0, rx_prod = 0, rx_cons = 0;
     uint32_t next_page = 0;
     // RX reassembly state across calls.
     rx_packet cur;
@@ -93,13 +94,8 @@ public:
         rings = std::move(*r);
         txbuf = std::move(*t);
         rxbuf = std::move(*x);
-        txs = static_cast<netif_tx_sring*>(rings.addr);
-        rxs = reinterpret_cast<netif_rx_sring*>(static_cast<uint8_t*>(rings.addr) + hv::page_size);
-        // SHARED_RING_INIT.
-        txs->req_prod = txs->rsp_prod = 0;
-        txs->req_event = txs->rsp_event = 1;
-        rxs->req_prod = rxs->rsp_prod = 0;
-        rxs->req_event = rxs->rsp_event = 1;
+        tx.init(rings.addr); // SHARED_RING_INIT + FRONT_RING_INIT
+        rx.init(static_cast<uint8_t*>(rings.addr) + hv::page_size);
         auto p = ev->bind_unbound(0);
         if (!p) return false;
         port_tx = port_rx = *p;
@@ -130,19 +126,11 @@ public:
     uint8_t* rx_page(uint32_t i) { return static_cast<uint8_t*>(rxbuf.addr) + size_t(i) * hv::page_size; }
 
     // ---- TX -----------------------------------------------------------------
-    void put_tx(const netif_tx_request& r) {
-        std::memcpy(&txs->ring[tx_prod++ & (ring_size - 1)].req, &r, sizeof r);
-    }
-    void put_extra(const netif_extra_info& e) {
-        std::memcpy(&txs->ring[tx_prod++ & (ring_size - 1)].req, &e, sizeof e);
-    }
+    void put_tx(const netif_tx_request& r) { tx.write_request(tx.req_prod_pvt++, r); }
+    void put_extra(const netif_extra_info& e) { tx.write_request(tx.req_prod_pvt++, e); }
     // RING_PUSH_REQUESTS_AND_CHECK_NOTIFY.
     void push_tx() {
-        const RING_IDX old = __atomic_load_n(&txs->req_prod, __ATOMIC_RELAXED);
-        __atomic_store_n(&txs->req_prod, tx_prod, __ATOMIC_RELEASE);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        const RING_IDX ev_idx = __atomic_load_n(&txs->req_event, __ATOMIC_RELAXED);
-        if (RING_IDX(tx_prod - ev_idx) < RING_IDX(tx_prod - old)) ev->notify(port_tx);
+        if (tx.push_requests_and_check_notify()) ev->notify(port_tx);
     }
     // Force a notification (a hostile frontend does not care about req_event).
     void kick_tx() { ev->notify(port_tx); }
@@ -162,7 +150,7 @@ public:
             netif_tx_request r{};
             r.gref = txbuf.refs[pg];
             r.offset = off;
-            r.id = uint16_t(tx_prod & (ring_size - 1));
+            r.id = uint16_t(tx.req_prod_pvt & (ring_size - 1));
             r.size = i == 0 ? uint16_t(f.size()) : sizes[i];
             r.flags = uint16_t((i + 1 < sizes.size() ? NETTXF_more_data : 0) | (i == 0 ? flags : 0));
             if (i == 0 && gso_type) r.flags |= NETTXF_extra_info;
@@ -208,67 +196,55 @@ public:
     bool wait_tx(size_t n, std::vector<netif_tx_response>& out, int timeout_ms = 5000) {
         const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
         for (;;) {
-            RING_IDX prod = __atomic_load_n(&txs->rsp_prod, __ATOMIC_ACQUIRE);
-            while (tx_cons != prod) {
-                netif_tx_response r;
-                std::memcpy(&r, &txs->ring[tx_cons++ & (ring_size - 1)].rsp, sizeof r);
+            const RING_IDX prod = tx.rsp_prod();
+            while (tx.rsp_cons != prod) {
+                const auto r = tx.read_response<netif_tx_response>(tx.rsp_cons++);
                 if (r.status != NETIF_RSP_NULL) out.push_back(r);
             }
             if (out.size() >= n) return true;
             // RING_FINAL_CHECK_FOR_RESPONSES, then sleep on the channel.
-            __atomic_store_n(&txs->rsp_event, tx_cons + 1, __ATOMIC_RELAXED);
-            __atomic_thread_fence(__ATOMIC_SEQ_CST);
-            if (__atomic_load_n(&txs->rsp_prod, __ATOMIC_ACQUIRE) != tx_cons) continue;
+            if (tx.final_check_for_responses()) continue;
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                                   end - std::chrono::steady_clock::now()).count();
             if (left <= 0) return false;
             wait_event(int(std::min<int64_t>(left, 50)));
         }
     }
-    size_t tx_pending_responses() {
-        return __atomic_load_n(&txs->rsp_prod, __ATOMIC_ACQUIRE) - tx_cons;
-    }
+    size_t tx_pending_responses() { return tx.rsp_prod() - tx.rsp_cons; }
 
     // ---- RX -----------------------------------------------------------------
     void post_rx(uint32_t n) {
         for (uint32_t i = 0; i < n; ++i) {
             netif_rx_request r{};
-            r.id = uint16_t(rx_prod & (ring_size - 1));
+            r.id = uint16_t(rx.req_prod_pvt & (ring_size - 1));
             r.gref = rxbuf.refs[r.id % rx_pages];
-            std::memcpy(&rxs->ring[rx_prod++ & (ring_size - 1)].req, &r, sizeof r);
+            rx.write_request(rx.req_prod_pvt++, r);
         }
-        const RING_IDX old = __atomic_load_n(&rxs->req_prod, __ATOMIC_RELAXED);
-        __atomic_store_n(&rxs->req_prod, rx_prod, __ATOMIC_RELEASE);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        const RING_IDX ev_idx = __atomic_load_n(&rxs->req_event, __ATOMIC_RELAXED);
-        if (RING_IDX(rx_prod - ev_idx) < RING_IDX(rx_prod - old)) ev->notify(port_rx);
+        if (rx.push_requests_and_check_notify()) ev->notify(port_rx);
     }
 
     // Reassemble packets from RX responses (as xennet_get_responses does).
     bool wait_rx(size_t n, std::vector<rx_packet>& out, int timeout_ms = 5000, bool repost = true) {
         const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
         for (;;) {
-            RING_IDX prod = __atomic_load_n(&rxs->rsp_prod, __ATOMIC_ACQUIRE);
+            const RING_IDX prod = rx.rsp_prod();
             uint32_t consumed = 0;
-            while (rx_cons != prod) {
-                const RING_IDX idx = rx_cons++;
+            while (rx.rsp_cons != prod) {
+                const RING_IDX idx = rx.rsp_cons++;
                 ++consumed;
-                const void* slot = &rxs->ring[idx & (ring_size - 1)];
                 if (!in_pkt) {
                     cur = rx_packet{};
                     in_pkt = true;
                 }
                 if (want_extra) {
-                    netif_extra_info e;
-                    std::memcpy(&e, slot, sizeof e);
+                    const auto e = rx.read_response<netif_extra_info>(idx);
                     if (e.type == XEN_NETIF_EXTRA_TYPE_GSO) {
                         cur.has_gso = true;
                         cur.gso = e;
                     }
                     want_extra = e.flags & XEN_NETIF_EXTRA_FLAG_MORE;
                 } else {
-                    netif_rx_response r;
-                    std::memcpy(&r, slot, sizeof r);
+                    const auto r = rx.read_response<netif_rx_response>(idx);
                     if (cur.data_slots == 0) {
                         cur.flags0 = r.flags;
                         want_extra = r.flags & NETRXF_extra_info;
@@ -289,9 +265,7 @@ public:
             }
             if (repost && consumed) post_rx(consumed);
             if (out.size() >= n) return true;
-            __atomic_store_n(&rxs->rsp_event, rx_cons + 1, __ATOMIC_RELAXED);
-            __atomic_thread_fence(__ATOMIC_SEQ_CST);
-            if (__atomic_load_n(&rxs->rsp_prod, __ATOMIC_ACQUIRE) != rx_cons) continue;
+            if (rx.final_check_for_responses()) continue;
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                                   end - std::chrono::steady_clock::now()).count();
             if (left <= 0) return false;
@@ -632,7 +606,7 @@ protected:
         r.offset = off;
         r.size = size;
         r.flags = flags;
-        r.id = uint16_t(a->tx_prod & (ring_size - 1));
+        r.id = uint16_t(a->tx.req_prod_pvt & (ring_size - 1));
         return r;
     }
     // A packet of `nslots` slots of `each` bytes: first has the total.
@@ -659,7 +633,8 @@ protected:
 
 // xenvif_tx_build_gops: "Impossible number of requests".
 TEST_F(NetbackRules, TxRequestsOutstandingBeyondRingSizeIsFatal) {
-    __atomic_store_n(&a->txs->req_prod, ring_size + 1, __ATOMIC_RELEASE);
+    // A raw write of the shared index: what a hostile frontend does.
+    __atomic_store_n(&a->tx.sring()->req_prod, ring_size + 1, __ATOMIC_RELEASE);
     a->kick_tx();
     expect_fatal(*a, *b, *c, "impossible number of requests");
 }
@@ -794,7 +769,7 @@ void rewrite_request(void* arg) noexcept {
 
 TEST_F(NetbackRules, Xsa155RequestRewrittenAfterReadDoesNotMatter) {
     auto f = make_frame(b->mac, a->mac, 700, 5);
-    rewrite_ctx ctx{a->txs, a->tx_prod};
+    rewrite_ctx ctx{a->tx.sring(), a->tx.req_prod_pvt};
     hv::emu::test_hooks::set_copy_hook(rewrite_request, &ctx);
     auto ids = a->send(f);
     std::vector<netif_tx_response> tr;

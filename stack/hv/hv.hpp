@@ -26,6 +26,7 @@ extern "C" {
 #include <xengnttab.h>
 }
 
+#include "common/counters.hpp"
 #include "common/result.hpp"
 
 namespace zc::hv {
@@ -53,6 +54,7 @@ struct op_counters {
     uint64_t unshares = 0;       // pages whose grant was ended
     uint64_t notifies = 0;       // event-channel notifications sent
 };
+ZC_COUNTERS_ADDABLE(op_counters)
 
 // ---------------------------------------------------------------------------
 // Granter side (libxengntshr). Pages are allocated by the hypervisor port and

@@ -1,0 +1,396 @@
+// SPDX-License-Identifier: MIT
+// zc-netback's data path, private part: the structs the data-path files
+// share (vif_core, queue, tx_packet, rx_item, delivery, conversion, worker),
+// the declaration of datapath::impl, constants and small helpers. Follows
+// Linux drivers/net/xen-netback/common.h (struct xenvif, xenvif_queue).
+// The data path is split as Linux splits xen-netback: interface.cpp (vif
+// lifetime, interface.c), tx.cpp (TX, netback.c), copy.cpp (the grant-copy
+// batch and bounce copies), rx.cpp (RX, rx.c), worker.cpp (the threads).
+
+// Threads and locks
+// -----------------
+// Every queue (one TX ring + one RX ring of a vif) is served by one worker
+// thread, which blocks in poll() on its event-channel handle and an eventfd
+// for wake-ups. The owning worker alone consumes the queue's TX requests and
+// runs its RX timers. Other workers touch the queue only to
+//   - deliver frames into its RX ring (reserve slots, later publish), and
+//   - complete its TX packets whose frames they delivered (TX responses).
+// Each side has its own lock:
+//   tx_lock  the TX ring (requests and responses), the pending-packet pool,
+//            tx_dead and the TX ring mapping;
+//   rx_lock  the RX ring, the queue of frames waiting for RX buffers, the
+//            stall state, rx_dead and the RX ring mapping.
+// A thread holds at most one of these locks at a time and never calls the
+// hypervisor's grant copy under one, so there is no lock order to get wrong
+// and no deadlock. Event-channel handle calls are serialized per worker by
+// ev_lock (also never nested with the others).
+//
+// Lifetime: vifs and queues are shared_ptr-owned; in-flight work (a batch, a
+// frame waiting in another vif's queue) holds a reference. remove_vif sets
+// tx_dead/rx_dead under the queue locks and unmaps the rings right there;
+// whoever comes later sees "dead" under the lock and skips the ring.
+//
+// Copies per VM-to-VM frame
+// -------------------------
+// header: one gref->local grant copy of at most XEN_NETBACK_TX_COPY_LEN bytes
+//         of the first slot (to read the MACs);
+// payload: one gref->gref grant copy per destination RX slot, source TX page
+//         to destination RX page (one_to_one layout: TX slot i -> RX slot i);
+// fallback: gref->local into a bounce buffer, then local->gref, counted.
+// (copy.cpp is where the payload copies are made; see docs/ARCHITECTURE.md,
+// "Copies per path".)
+#pragma once
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "common/log.hpp"
+#include "netback/counters.hpp"
+#include "netback/datapath.hpp"
+#include "netback/switch.hpp"
+#include "netback/tx_check.hpp"
+#include "pool/manager.hpp"
+#include "ring/netif_ring.hpp"
+
+namespace zc::netback {
+
+inline constexpr const char* tag = "netback";
+
+// legacy_slots_max, fatal_skb_slots, max_tx_slots, eth_hlen: tx_check.hpp.
+inline constexpr uint32_t tx_copy_len = 128; // XEN_NETBACK_TX_COPY_LEN
+// Data slots a Linux netfront accepts for one packet (xennet_get_responses).
+inline constexpr uint32_t rx_max_data_slots = XEN_NETIF_NR_SLOTS_MIN;
+inline constexpr uint32_t max_rx_ring_slots = max_tx_slots + 1; // data + the GSO extra
+inline constexpr uint32_t ring_slots = tx_back_ring::size;
+
+using clock_type = std::chrono::steady_clock;
+using time_point = clock_type::time_point;
+
+// Log rate limits shared by every data-path file (a peer can trigger these).
+inline log::ratelimit g_drop_log{10, 1};
+inline log::ratelimit g_copy_log{10, 1};
+inline log::ratelimit g_stall_log{10, 1};
+
+inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept { c.fetch_add(n, std::memory_order_relaxed); }
+
+inline std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+inline std::string format(const char* fmt, ...) {
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+// The live counters of a vif: atomic copies of vif_stats' fields
+// (netback/counters.hpp), bumped by whichever worker sees the event.
+struct vif_counters {
+#define ZC_NETBACK_ATOMIC_(name, unit, drop, help) std::atomic<uint64_t> name{0};
+    ZC_NETBACK_VIF_COUNTERS(ZC_NETBACK_ATOMIC_)
+#undef ZC_NETBACK_ATOMIC_
+    std::atomic<uint64_t> batch_hist[batch_hist_buckets] = {};
+
+    vif_stats snapshot() const noexcept {
+        vif_stats s;
+#define ZC_NETBACK_READ_(name, unit, drop, help) s.name = name.load(std::memory_order_relaxed);
+        ZC_NETBACK_VIF_COUNTERS(ZC_NETBACK_READ_)
+#undef ZC_NETBACK_READ_
+        for (unsigned b = 0; b < batch_hist_buckets; ++b) s.batch_hist[b] = batch_hist[b].load(std::memory_order_relaxed);
+        return s;
+    }
+};
+
+// What a vif's queues share with it and with frames in flight: identity,
+// features, counters, the disabled state. Outlives the vif while anything
+// in flight refers to it (Linux struct xenvif).
+struct vif_core {
+    hv::domid_t dom = hv::domid_invalid;
+    uint32_t devid = 0;
+    vif_params params;
+    vif_counters ctr;
+    std::atomic<bool> disabled{false};
+    std::atomic<bool> removed{false};
+    std::mutex reason_lock; // protects reason
+    std::string reason;
+};
+
+struct worker;
+struct queue;
+
+// A TX packet between its requests being consumed and its responses being
+// sent. Lives in its queue's pool (at most one per ring slot).
+struct tx_packet {
+    netif_tx_request req[max_tx_slots]; // private copies; req[0].size is the first slot's own size
+    pool::frame seg[max_tx_slots];      // foreign stamps of the slots' bytes
+    uint8_t hdr[tx_copy_len];
+    uint32_t len = 0;       // the packet's total size (the first request's size)
+    uint16_t nslots = 0;
+    uint16_t hdr_len = 0;
+    uint16_t gso_size = 0;
+    int16_t hdr_status = 0;
+    uint8_t extra_count = 0;
+    uint8_t txflags = 0;    // NETTXF_csum_blank | NETTXF_data_validated
+    uint8_t gso_type = XEN_NETIF_GSO_TYPE_NONE;
+    int8_t status = NETIF_RSP_OKAY;
+    uint16_t index = 0;
+    // Deliveries still reading the source pages. The TX responses go out
+    // when it drops to zero (never before the copies are done).
+    std::atomic<uint32_t> refs{0};
+};
+
+// A frame waiting in a destination queue for RX buffers.
+struct rx_item {
+    std::shared_ptr<queue> src;          // foreign: the queue owning `pkt`
+    tx_packet* pkt = nullptr;            // foreign: holds one ref
+    std::shared_ptr<vif_core> src_core;  // counters of the sender
+    pool::frame bounce[max_tx_slots];    // bounced: local copies, one per slot
+    uint16_t nslots = 0;
+    uint32_t len = 0;
+    uint16_t gso_size = 0;
+    uint8_t txflags = 0;
+    uint8_t gso_type = 0;
+    bool bounced = false;
+    bool converting = false;             // a bounce copy is in flight; its job owns the buffers
+    uint64_t seq = 0;
+    time_point expires{}, hold_until{};
+
+    const pool::frame* segs() const noexcept { return bounced ? bounce : pkt->seg; }
+};
+
+// One queue of a vif (Linux struct xenvif_queue).
+struct queue {
+    std::shared_ptr<vif_core> core;
+    uint32_t index = 0;
+    worker* w = nullptr;
+    hv::evtchn_port_t tx_port = 0, rx_port = 0; // local ports (equal when shared)
+
+    // ---- TX ----
+    std::mutex tx_lock;
+    tx_back_ring tx;
+    hv::mapping tx_map;
+    bool tx_dead = false;
+    std::unique_ptr<tx_packet[]> packets;
+    std::vector<uint16_t> free_pkts;
+    std::atomic<uint32_t> pending_slots{0}; // TX slots consumed, response not yet sent
+    bool tx_more = false;                   // owner only: a batch stopped early
+    std::atomic<bool> tx_kick{false};       // responses went out: slots free again
+
+    // ---- RX ----
+    std::mutex rx_lock;
+    rx_back_ring rx;
+    hv::mapping rx_map;
+    bool rx_dead = false;
+    bool stalled = false;
+    time_point last_rx{};
+    std::unique_ptr<rx_item[]> items; // circular, `cap` entries
+    uint32_t cap = 0, head = 0, count = 0, nforeign = 0;
+    uint64_t next_seq = 1;
+    uint8_t done[ring_slots] = {}; // response written, waiting for earlier slots to publish
+    std::atomic<bool> rx_kick{false};
+
+    rx_item& at(uint32_t i) noexcept { return items[(head + i) % cap]; }
+    // Under rx_lock: the head item leaves the queue (already moved or dropped).
+    void pop_head() noexcept {
+        head = (head + 1) % cap;
+        --count;
+    }
+};
+
+struct vif {
+    std::shared_ptr<vif_core> core;
+    std::vector<std::shared_ptr<queue>> queues;
+};
+
+struct fatal_note {
+    hv::domid_t dom;
+    uint32_t devid;
+    std::string reason;
+};
+
+// RX slot layout of a frame for one destination (Linux xenvif_rx_skb fills
+// every RX page completely; we keep TX slot i -> RX slot i so that each RX
+// slot takes exactly one grant copy, and pack only when that would exceed
+// what a netfront accepts). rx.cpp.
+struct rx_plan {
+    bool ok = false;
+    bool one_to_one = true;
+    bool extra = false;
+    uint8_t ndata = 0, nring = 0;
+};
+rx_plan plan_for(const pool::frame* seg, uint32_t nslots, uint32_t len, uint8_t gso_type, const vif_core& dst);
+// RX ring slots the item needs at `dc` (1 when it cannot go there at all).
+uint32_t needed_of(const rx_item& it, const vif_core& dc, rx_plan* out = nullptr);
+
+// Where the frame for one delivery comes from and goes to.
+struct delivery {
+    std::shared_ptr<queue> dq;
+    std::shared_ptr<queue> src;           // foreign: owner of pkt
+    tx_packet* pkt = nullptr;             // foreign: holds one ref
+    std::shared_ptr<vif_core> src_core;
+    pool::frame seg[max_tx_slots];        // bounced: owned local frames
+    uint16_t nslots = 0;
+    uint32_t len = 0;
+    uint16_t gso_size = 0;
+    uint8_t txflags = 0, gso_type = 0;
+    bool bounced = false;
+    bool one_to_one = true;
+    bool extra = false;
+    uint8_t ndata = 0, nring = 0;
+    RING_IDX first = 0;
+    netif_rx_request req[max_rx_ring_slots];
+    uint16_t slot_len[max_rx_ring_slots];
+    int16_t slot_status[max_rx_ring_slots];
+};
+// Under dq's rx_lock: take plan.nring RX requests of `dq` for `d`
+// (RING_COPY_REQUEST each) and record the layout. rx.cpp.
+void reserve_rx(delivery& d, queue& dq, const rx_plan& plan) noexcept;
+
+// A foreign item being copied into bounce buffers.
+struct conversion {
+    std::shared_ptr<queue> dq;
+    uint64_t seq = 0;
+    std::shared_ptr<queue> src;
+    tx_packet* pkt = nullptr;
+    std::shared_ptr<vif_core> src_core;
+    pool::frame bounce[max_tx_slots];
+    uint16_t nslots = 0;
+    bool failed = false;
+};
+
+// TX packets whose last reference was dropped, with their queue.
+using packet_refs = std::vector<std::pair<std::shared_ptr<queue>, tx_packet*>>;
+
+// A data-path thread (Linux: the per-queue kthreads and NAPI context).
+struct worker {
+    datapath::impl* dp = nullptr;
+    uint32_t id = 0;
+    std::thread th;
+    int wake_fd = -1;
+    std::unique_ptr<hv::evtchn> ev;
+    std::mutex ev_lock; // serializes calls on `ev`
+
+    std::mutex lock; // protects queues, gen
+    std::vector<std::shared_ptr<queue>> queues;
+    uint64_t gen = 0;
+    std::atomic<bool> stop{false};
+
+    // Worker-private.
+    std::vector<std::shared_ptr<queue>> snap;
+    uint64_t snap_gen = ~uint64_t{0};
+    std::vector<fatal_note> fatals;
+    // TX packets whose last reference this worker dropped; answered in
+    // batches per source queue (flush_done).
+    packet_refs done;
+    // Scratch of process_tx / copy_and_publish / publish / flush_done, kept
+    // across batches: allocating (and growing) these per batch of 64 frames
+    // was a measurable part of the per-packet cost. Only process_tx uses
+    // tx_pkts, tx_dels, tx_convs, dests and touched (it is not re-entered);
+    // copy_and_publish and flush_done are not re-entered either.
+    std::vector<tx_packet*> tx_pkts;
+    std::vector<hv::copy_segment> hdr_segs;
+    std::vector<delivery> tx_dels;
+    std::vector<conversion> tx_convs;
+    std::vector<std::shared_ptr<vif>> dests;
+    std::vector<std::shared_ptr<queue>> touched;
+    std::vector<hv::copy_segment> copy_segs;
+    struct seg_owner {
+        int32_t del;   // >= 0: delivery index
+        int32_t conv;  // >= 0: conversion index
+        uint8_t slot;  // delivery: RX ring slot (relative)
+    };
+    std::vector<seg_owner> seg_own;
+    std::vector<vif_core*> cores;
+    std::vector<uint32_t> order; // publish / flush_done: grouping by queue
+    std::vector<tx_packet*> done_batch;
+
+    void kick() noexcept {
+        uint64_t one = 1;
+        (void)!::write(wake_fd, &one, sizeof one);
+    }
+    void notify(hv::evtchn_port_t port, vif_core& c) noexcept {
+        std::lock_guard g(ev_lock);
+        if (ev->notify(port) == 0) bump(c.ctr.notifies_sent);
+    }
+};
+
+// ---------------------------------------------------------------------------
+
+struct datapath::impl {
+    hv::port& port;
+    datapath_options opt;
+    fatal_fn on_fatal;
+    std::unique_ptr<hv::gnttab> tab;
+    std::unique_ptr<hv::gntshr> shr;
+    std::unique_ptr<pool::manager> mgr;
+    std::vector<std::unique_ptr<worker>> workers;
+    std::atomic<uint32_t> next_worker{0};
+
+    mutable std::mutex vifs_lock; // protects vifs (the registry; the switch has its own lock)
+    std::map<std::pair<hv::domid_t, uint32_t>, std::shared_ptr<vif>> vifs;
+    l2_switch<vif> sw;
+
+    impl(hv::port& p, const datapath_options& o, fatal_fn f) : port(p), opt(o), on_fatal(std::move(f)) {}
+
+    // ---- worker.cpp: the loop, fatal errors ----
+    void run(worker& w) noexcept;
+    void fatal(worker& w, vif_core& c, const std::string& why) noexcept;
+    void report_fatals(worker& w) noexcept;
+    int poll_timeout(worker& w) noexcept;
+    void serve_queues(worker& w, const std::vector<hv::evtchn_port_t>& ports) noexcept;
+
+    // ---- tx.cpp: TX intake, switching, TX completion ----
+    void process_tx(worker& w, const std::shared_ptr<queue>& q) noexcept;
+    void read_tx_ring(worker& w, queue& q) noexcept;
+    tx_packet* accept_tx_packet(queue& q, const tx_check_result& r) noexcept;
+    int copy_headers(worker& w, vif_core& core) noexcept;
+    void switch_batch(worker& w, const std::shared_ptr<queue>& q, int hdr_rc) noexcept;
+    void switch_to(worker& w, const std::shared_ptr<queue>& q, tx_packet& p, vif& dv, time_point now) noexcept;
+    void enqueue_waiting(worker& w, const std::shared_ptr<queue>& q, tx_packet& p,
+                         const std::shared_ptr<queue>& dq, time_point now) noexcept;
+    void finish_tx_batch(worker& w, const std::shared_ptr<queue>& q) noexcept;
+    void put_ref(worker& w, const std::shared_ptr<queue>& src, tx_packet* pkt) noexcept;
+    void flush_done(worker& w) noexcept;
+    void complete_tx(worker& w, queue& q, tx_packet* const* pkts, uint32_t n) noexcept;
+
+    // ---- copy.cpp: the grant-copy batch, bounce conversions ----
+    void copy_and_publish(worker& w, std::vector<delivery>& dels, std::vector<conversion>& convs) noexcept;
+    void add_delivery_segments(worker& w, delivery& d, uint32_t di) noexcept;
+    void add_conversion_segments(worker& w, conversion& cv, uint32_t ci) noexcept;
+    void run_copy_batch(worker& w, std::vector<delivery>& dels, std::vector<conversion>& convs) noexcept;
+    bool start_conversion(const std::shared_ptr<queue>& dq, rx_item& it, conversion& cv) noexcept;
+    void finish_conversions(worker& w, std::vector<conversion>& convs) noexcept;
+    void release_bounce(pool::frame* f, uint32_t n) noexcept;
+
+    // ---- rx.cpp: RX publish, drain, timers ----
+    void publish(worker& w, std::vector<delivery>& dels) noexcept;
+    void publish_to(worker& w, std::vector<delivery>& dels, size_t begin, size_t end, time_point now) noexcept;
+    void write_rx_responses(queue& dq, delivery& d) noexcept;
+    void drain_rx(worker& w, const std::shared_ptr<queue>& dq) noexcept;
+    bool take_rx_items(const std::shared_ptr<queue>& dq, std::vector<delivery>& dels, packet_refs& drops) noexcept;
+    time_point service_rx(worker& w, const std::shared_ptr<queue>& dq) noexcept;
+    void drop_expired(queue& dq, time_point now, packet_refs& drops) noexcept;
+    bool check_rx_stall(queue& dq, time_point now, time_point& next) noexcept;
+    void convert_held(const std::shared_ptr<queue>& dq, time_point now, time_point& next,
+                      std::vector<conversion>& convs) noexcept;
+    void drop_item(rx_item& it, packet_refs& refs) noexcept;
+
+    // ---- interface.cpp: vif lifetime ----
+    int setup_queue(vif& v, uint32_t qi, std::string* why) noexcept;
+    int bind_queue(queue& q, const queue_params& qp, uint32_t qi, std::string* why) noexcept;
+    void remove_locked_out(const std::shared_ptr<vif>& v) noexcept;
+};
+
+} // namespace zc::netback

@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: MIT
+// The grant-copy batch and the bounce conversions: this is the one file
+// where a VM-to-VM payload is copied (gref->gref grant copy, or bounce
+// fallback). Copies per path (see docs/ARCHITECTURE.md, "Copies per path"):
+//   direct or queued frame: 1 copy, gref->gref, TX page to RX page;
+//   bounce fallback: 2 copies, gref->local into a bounce buffer, then local->gref;
+// plus, on every path, the header copy in tx.cpp (at most 128 bytes
+// gref->local, to read the MACs). Follows Linux rx.c's xenvif_rx_copy_add
+// and xenvif_rx_copy_flush (one batched grant copy per pass).
+#include <algorithm>
+
+#include "netback/common.hpp"
+
+namespace zc::netback {
+
+// One grant-copy call for every delivery and conversion of a pass, then the
+// responses.
+void datapath::impl::copy_and_publish(worker& w, std::vector<delivery>& dels,
+                                      std::vector<conversion>& convs) noexcept {
+    w.copy_segs.clear();
+    w.seg_own.clear();
+    w.cores.clear();
+    for (uint32_t di = 0; di < dels.size(); ++di) add_delivery_segments(w, dels[di], di);
+    for (uint32_t ci = 0; ci < convs.size(); ++ci) add_conversion_segments(w, convs[ci], ci);
+    if (!w.copy_segs.empty()) run_copy_batch(w, dels, convs);
+    finish_conversions(w, convs);
+    publish(w, dels);
+}
+
+namespace {
+void note_core(std::vector<vif_core*>& cores, vif_core* c) {
+    if (std::find(cores.begin(), cores.end(), c) == cores.end()) cores.push_back(c);
+}
+} // namespace
+
+// The payload segments of one delivery: its frame's slots (foreign pages or
+// bounce buffers) into the destination's RX slots.
+void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) noexcept {
+    const hv::domid_t ddom = d.dq->core->dom;
+    vif_core& sc = *d.src_core;
+    note_core(w.cores, &sc);
+    // RX ring slot of data slot j: the extra sits after the first.
+    auto ring_slot = [&d](uint32_t j) { return uint8_t(j == 0 ? 0 : j + (d.extra ? 1 : 0)); };
+    for (uint32_t j = 0; j < d.nring; ++j) {
+        d.slot_len[j] = 0;
+        d.slot_status[j] = GNTST_okay;
+    }
+    auto add = [&](const pool::frame& s, uint32_t s_off, uint32_t j, uint32_t d_off, uint32_t len) {
+        hv::copy_segment c{};
+        if (s.kind == pool::seg_kind::foreign) {
+            c.source.foreign.ref = s.gref;
+            c.source.foreign.offset = uint16_t(s.offset + s_off);
+            c.source.foreign.domid = s.domid;
+            c.flags = GNTCOPY_source_gref | GNTCOPY_dest_gref;
+            bump(sc.ctr.vm_to_vm_segments);
+        } else {
+            c.source.virt = mgr->bounce()->data(s) + s_off;
+            c.flags = GNTCOPY_dest_gref;
+        }
+        const uint8_t rs = ring_slot(j);
+        c.dest.foreign.ref = d.req[rs].gref;
+        c.dest.foreign.offset = uint16_t(d_off);
+        c.dest.foreign.domid = ddom;
+        c.len = uint16_t(len);
+        w.copy_segs.push_back(c);
+        w.seg_own.push_back({int32_t(di), -1, rs});
+        bump(sc.ctr.grant_copy_segments);
+    };
+    uint32_t j = 0, off = 0;
+    for (uint32_t i = 0; i < d.nslots; ++i) {
+        const pool::frame& s = d.seg[i];
+        if (s.len == 0) continue;
+        if (d.one_to_one) {
+            add(s, 0, j, 0, s.len);
+            d.slot_len[ring_slot(j)] = s.len;
+            ++j;
+            continue;
+        }
+        // Packed: fill every RX page before the next (Linux xenvif_rx_skb).
+        uint32_t s_off = 0;
+        while (s_off < s.len) {
+            const uint32_t k = std::min<uint32_t>(uint32_t(hv::page_size) - off, s.len - s_off);
+            add(s, s_off, j, off, k);
+            off += k;
+            s_off += k;
+            d.slot_len[ring_slot(j)] = uint16_t(off);
+            if (off == hv::page_size) {
+                ++j;
+                off = 0;
+            }
+        }
+    }
+}
+
+// The first half of a bounce fallback: the source's slots into the bounce
+// buffers start_conversion took.
+void datapath::impl::add_conversion_segments(worker& w, conversion& cv, uint32_t ci) noexcept {
+    vif_core& sc = *cv.src_core;
+    note_core(w.cores, &sc);
+    for (uint32_t i = 0; i < cv.nslots; ++i) {
+        const pool::frame& s = cv.pkt->seg[i];
+        if (s.len == 0) continue;
+        hv::copy_segment c{};
+        c.source.foreign.ref = s.gref;
+        c.source.foreign.offset = s.offset;
+        c.source.foreign.domid = s.domid;
+        c.dest.virt = mgr->bounce()->data(cv.bounce[i]);
+        c.len = s.len;
+        c.flags = GNTCOPY_source_gref;
+        w.copy_segs.push_back(c);
+        w.seg_own.push_back({-1, int32_t(ci), 0});
+        bump(sc.ctr.grant_copy_segments);
+    }
+}
+
+// The hypercall, outside every queue lock; each failed segment marks its
+// delivery's RX slot or its conversion.
+void datapath::impl::run_copy_batch(worker& w, std::vector<delivery>& dels,
+                                    std::vector<conversion>& convs) noexcept {
+    std::vector<hv::copy_segment>& segs = w.copy_segs;
+    const int rc = tab->copy(segs.data(), uint32_t(segs.size()));
+    for (vif_core* c : w.cores) bump(c->ctr.grant_copy_batches);
+    for (size_t i = 0; i < segs.size(); ++i) {
+        const int16_t st = rc < 0 ? int16_t(GNTST_general_error) : segs[i].status;
+        if (st == GNTST_okay) continue;
+        const worker::seg_owner& o = w.seg_own[i];
+        if (o.del >= 0) dels[size_t(o.del)].slot_status[o.slot] = st;
+        else convs[size_t(o.conv)].failed = true;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bounce conversions: a frame that waits too long for the destination's RX
+// buffers gives the source its TX slots back by moving to bounce buffers.
+
+// Under dq's rx_lock: move a zero-copy item's bytes to bounce buffers (the
+// copy itself runs later, outside the lock). False when no bounce buffers.
+bool datapath::impl::start_conversion(const std::shared_ptr<queue>& dqp, rx_item& it, conversion& cv) noexcept {
+    queue& dq = *dqp;
+    pool::pool* bp = mgr->bounce();
+    if (!bp || it.bounced || it.converting) return false;
+    for (uint32_t i = 0; i < it.nslots; ++i) {
+        cv.bounce[i] = pool::frame{};
+        if (it.pkt->seg[i].len == 0) continue;
+        if (bp->alloc_frame(cv.bounce[i], 0) < 0) {
+            release_bounce(cv.bounce, i);
+            return false;
+        }
+        cv.bounce[i].len = it.pkt->seg[i].len;
+    }
+    cv.dq = dqp;
+    cv.seq = it.seq;
+    cv.src = it.src;
+    cv.pkt = it.pkt;
+    cv.src_core = it.src_core;
+    cv.nslots = it.nslots;
+    std::copy(cv.bounce, cv.bounce + it.nslots, it.bounce);
+    it.converting = true;
+    // The item no longer pins the source: the conversion job holds the ref.
+    it.src.reset();
+    --dq.nforeign;
+    return true;
+}
+
+// After the copy: the waiting item adopts its bounce buffers (or, when it is
+// gone, the buffers go back); the source's packet reference is dropped.
+void datapath::impl::finish_conversions(worker& w, std::vector<conversion>& convs) noexcept {
+    for (conversion& cv : convs) {
+        bool adopted = false;
+        if (cv.dq) {
+            std::lock_guard g(cv.dq->rx_lock);
+            if (!cv.dq->rx_dead) {
+                for (uint32_t i = 0; i < cv.dq->count; ++i) {
+                    rx_item& it = cv.dq->at(i);
+                    if (it.seq != cv.seq || !it.converting) continue;
+                    if (cv.failed) {
+                        // The source's grant went away under us: the frame is
+                        // lost; leave a bounced item that the drain drops.
+                        it.len = 0;
+                    }
+                    it.converting = false;
+                    it.bounced = true;
+                    it.pkt = nullptr;
+                    adopted = true;
+                    break;
+                }
+            }
+        }
+        if (cv.failed) {
+            bump(cv.src_core->ctr.drop_copy_error);
+            if (g_copy_log.allow())
+                ZC_LOG(warn, tag, "vif%u.%u: fallback copy failed", unsigned(cv.src_core->dom), cv.src_core->devid);
+        } else {
+            bump(cv.src_core->ctr.fallback_copies);
+        }
+        if (!adopted) release_bounce(cv.bounce, cv.nslots);
+        put_ref(w, cv.src, cv.pkt);
+        cv.src.reset();
+    }
+    convs.clear();
+}
+
+void datapath::impl::release_bounce(pool::frame* f, uint32_t n) noexcept {
+    pool::pool* bp = mgr->bounce();
+    for (uint32_t i = 0; i < n; ++i)
+        if (f[i].kind == pool::seg_kind::local && bp) bp->release(f[i]);
+}
+
+} // namespace zc::netback

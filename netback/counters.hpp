@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: MIT
+// zc-netback's per-vif counters, declared once: the list below gives the
+// fields of vif_stats (in this order), the datapath's atomic copies of them,
+// the `zc-netback stats` JSON keys and table, and the figures zc-vmbench
+// reads back. Each entry: X(name, unit, drop, help); drop counters say in
+// `help` why the frame was lost. Nothing disappears uncounted.
+#pragma once
+
+#include <cstdint>
+
+#include "common/counters.hpp"
+
+// Attribution: tx_*, the copy counters, fallback_copies, drop_no_dest,
+// drop_malformed, drop_copy_error and drop_unsupported count on the vif that
+// sent the frame (its traffic caused them); rx_*, queued, drop_rx_full,
+// drop_disabled and rx_stalls on the vif the frame was for.
+#define ZC_NETBACK_VIF_COUNTERS(X)                                                                              \
+    X(tx_packets, "packets", false, "packets from the frontend (its TX ring)")                                 \
+    X(tx_bytes, "bytes", false, "bytes of those packets")                                                       \
+    X(rx_packets, "packets", false, "packets to the frontend (its RX ring)")                                   \
+    X(rx_bytes, "bytes", false, "bytes of those packets")                                                       \
+    X(tx_slots, "slots", false, "TX data slots of accepted packets")                                           \
+    X(rx_slots, "slots", false, "RX data slots filled")                                                         \
+    X(grant_copy_segments, "segments", false, "grant-copy segments this vif's traffic caused")                 \
+    X(grant_copy_batches, "calls", false, "grant-copy hypercalls this vif's traffic took part in")             \
+    X(header_copy_segments, "segments", false, "header copies into local memory (switching)")                  \
+    X(vm_to_vm_segments, "segments", false, "gref->gref payload segments (the one copy)")                      \
+    X(fallback_copies, "frames", false, "frames copied through a bounce buffer")                               \
+    X(queued, "frames", false, "frames that had to wait for RX buffers")                                       \
+    X(drop_no_dest, "frames", true, "unknown unicast with nowhere to flood")                                   \
+    X(drop_rx_full, "frames", true,                                                                             \
+      "the destination posted no RX buffers in time (drain timeout) or its queue was full")                   \
+    X(drop_malformed, "frames", true, "bad packet, answered with NETIF_RSP_ERROR")                             \
+    X(drop_copy_error, "frames", true, "a grant copy failed (e.g. a revoked grant)")                           \
+    X(drop_unsupported, "frames", true, "the destination did not negotiate the SG/GSO the frame needs")        \
+    X(drop_disabled, "frames", true, "the destination is disabled, removed or stalled")                        \
+    X(rx_stalls, "events", false, "times this vif's RX was found stalled (XSA-392)")                          \
+    X(notifies_sent, "events", false, "event-channel notifications sent to the frontend")                      \
+    X(events_received, "events", false, "event-channel events received from the frontend")
+
+namespace zc::netback {
+
+// TX batch sizes: 1, 2-3, 4-7, ..., 128+.
+inline constexpr unsigned batch_hist_buckets = 8;
+
+struct vif_stats {
+    ZC_COUNTER_SCHEMA(ZC_NETBACK_VIF_COUNTERS)
+    // Outside the schema (a histogram, not a counter); summed by += too.
+    uint64_t batch_hist[batch_hist_buckets] = {};
+};
+ZC_COUNTERS_ADDABLE(vif_stats)
+
+} // namespace zc::netback

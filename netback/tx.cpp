@@ -1,0 +1,395 @@
+// SPDX-License-Identifier: MIT
+// TX: a queue's TX ring from request to response. Reading the ring and
+// checking each chain (Linux xenvif_tx_build_gops; the checks themselves,
+// xenvif_get_extras / xenvif_count_requests / xenvif_set_skb_gso, are in
+// tx_check.cpp), the header copy (xenvif_tx_check_gop), the switch decision
+// (direct into the destination's RX ring, or wait in its queue), and TX
+// completion (xenvif_idx_release / make_tx_response / push_tx_responses).
+// The payload copies themselves are in copy.cpp.
+#include <algorithm>
+
+#include "netback/common.hpp"
+
+namespace zc::netback {
+
+namespace {
+
+// Responses written on the TX ring under tx_lock; pushed once by the caller.
+struct tx_builder {
+    queue& q;
+    bool wrote = false;
+
+    // make_tx_response: one response for `txp` and RSP_NULL for its extras.
+    void respond(const netif_tx_request& txp, uint32_t extra_count, int8_t st) noexcept {
+        RING_IDX i = q.tx.rsp_prod_pvt;
+        netif_tx_response r{txp.id, st};
+        q.tx.write_response(i, r);
+        while (extra_count--) {
+            netif_tx_response n{0, NETIF_RSP_NULL};
+            q.tx.write_response(++i, n);
+        }
+        q.tx.rsp_prod_pvt = ++i;
+        wrote = true;
+    }
+
+    // xenvif_tx_err: error responses for the first request and its frags.
+    void tx_err(const netif_tx_request& first, uint32_t extra_count, const netif_tx_request* frags,
+                uint32_t nfrags) noexcept {
+        respond(first, extra_count, NETIF_RSP_ERROR);
+        for (uint32_t i = 0; i < nfrags; ++i) respond(frags[i], 0, NETIF_RSP_ERROR);
+        bump(q.core->ctr.drop_malformed);
+    }
+};
+
+void bucket(vif_counters& c, uint32_t n) noexcept {
+    uint32_t b = 0;
+    while (b < batch_hist_buckets - 1 && (2u << b) <= n) ++b;
+    bump(c.batch_hist[b]);
+}
+
+// Drop reasons are logged even when the chain turns out fatal later: Linux
+// logs them as it finds them.
+void log_tx_drop(const vif_core& core, const tx_check_result& r) noexcept {
+    if (r.drop == tx_drop_reason::none || !g_drop_log.allow()) return;
+    if (r.drop == tx_drop_reason::too_many_slots)
+        ZC_LOG(warn, tag, "vif%u.%u: too many slots (%u > %u), dropping packet", unsigned(core.dom), core.devid,
+               r.drop_arg[0], r.drop_arg[1]);
+    else if (r.drop == tx_drop_reason::slot_oversize)
+        ZC_LOG(warn, tag, "vif%u.%u: slot size %u > remaining size %u, dropping packet", unsigned(core.dom),
+               core.devid, r.drop_arg[0], r.drop_arg[1]);
+    else
+        ZC_LOG(warn, tag, "vif%u.%u: bad packet size %u", unsigned(core.dom), core.devid, r.drop_arg[0]);
+}
+
+} // namespace
+
+// One TX batch of a queue: read and check, copy the headers, switch, copy
+// the payloads, answer.
+void datapath::impl::process_tx(worker& w, const std::shared_ptr<queue>& qp) noexcept {
+    w.tx_pkts.clear();
+    read_tx_ring(w, *qp);
+    if (w.tx_pkts.empty()) return;
+    vif_core& core = *qp->core;
+    bucket(core.ctr, uint32_t(w.tx_pkts.size()));
+    const int rc = copy_headers(w, core);
+    switch_batch(w, qp, rc);
+    finish_tx_batch(w, qp);
+}
+
+// xenvif_tx_build_gops: consume up to a batch of accepted packets into
+// w.tx_pkts; answer multicast updates and dropped chains at once, disable
+// the vif on a protocol violation.
+void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
+    vif_core& core = *q.core;
+    std::vector<tx_packet*>& pkts = w.tx_pkts;
+    bool notify = false;
+    bool more = false;
+    {
+        std::lock_guard g(q.tx_lock);
+        if (q.tx_dead || core.disabled.load(std::memory_order_relaxed)) {
+            q.tx_more = false;
+            return;
+        }
+        tx_builder b{q};
+        for (;;) {
+            if (pkts.size() >= opt.batch) {
+                more = true;
+                break;
+            }
+            // A frontend claiming more requests than the ring holds is
+            // broken or hostile.
+            const RING_IDX prod = q.tx.req_prod();
+            if (RING_IDX(prod - q.tx.req_cons) > tx_back_ring::size) {
+                fatal(w, core, format("impossible number of requests: req_prod %u req_cons %u size %u", prod,
+                                      q.tx.req_cons, tx_back_ring::size));
+                break;
+            }
+            int work_to_do = int(q.tx.unconsumed());
+            if (!work_to_do) break;
+            if (q.free_pkts.empty()) break; // every slot is pending already
+
+            // A pure function (tx_check.cpp), so that bench_netback measures
+            // this very code.
+            tx_check_result r;
+            check_tx_packet(q.tx, q.tx.req_cons, work_to_do, r);
+            q.tx.req_cons += r.consumed;
+            log_tx_drop(core, r);
+            if (r.verdict == tx_verdict::fatal) {
+                fatal(w, core, tx_fault_text(r));
+                break;
+            }
+            // Multicast filter updates: we flood every group address to every
+            // vif, so there is no filter to keep; answer as Linux does.
+            if (r.verdict == tx_verdict::mcast) {
+                b.respond(r.first, r.extra_count, NETIF_RSP_OKAY);
+                continue;
+            }
+            if (r.verdict == tx_verdict::drop) {
+                b.tx_err(r.first, r.extra_count, r.frags, r.nfrags);
+                continue;
+            }
+            pkts.push_back(accept_tx_packet(q, r));
+        }
+        if (b.wrote) notify = q.tx.push_responses_and_check_notify();
+        if (!more && !core.disabled.load(std::memory_order_relaxed)) more = q.tx.final_check_for_requests() &&
+                                                                             !q.free_pkts.empty();
+        q.tx_more = more && !core.disabled.load(std::memory_order_relaxed);
+    }
+    if (notify) q.w->notify(q.tx_port, core);
+}
+
+// Under tx_lock: an accepted chain becomes a pending packet; its slots are
+// ours until the TX responses go out.
+tx_packet* datapath::impl::accept_tx_packet(queue& q, const tx_check_result& r) noexcept {
+    const netif_tx_request& txreq = r.first;
+    const uint32_t slots = r.nfrags;
+    const uint32_t extra_count = r.extra_count;
+    const uint16_t pi = q.free_pkts.back();
+    q.free_pkts.pop_back();
+    tx_packet& p = q.packets[pi];
+    p.nslots = uint16_t(1 + slots);
+    p.extra_count = uint8_t(extra_count);
+    p.req[0] = txreq;
+    uint32_t total = txreq.size;
+    for (uint32_t i = 0; i < slots; ++i) {
+        p.req[1 + i] = r.frags[i];
+        total += r.frags[i].size;
+    }
+    p.len = total;
+    p.txflags = uint8_t(txreq.flags & (NETTXF_csum_blank | NETTXF_data_validated));
+    p.gso_type = r.gso_type;
+    p.gso_size = r.gso_size;
+    p.status = NETIF_RSP_OKAY;
+    p.hdr_len = uint16_t(std::min<uint32_t>(txreq.size, tx_copy_len));
+    p.refs.store(1, std::memory_order_relaxed); // the batch's reference
+    for (uint32_t i = 0; i < p.nslots; ++i) {
+        auto f = mgr->stamp_foreign(q.core->dom, p.req[i].gref, p.req[i].offset, p.req[i].size, true);
+        // Bounds were checked by check_tx_packet; stamp_foreign re-checks them.
+        p.seg[i] = f ? *f : pool::frame{};
+    }
+    q.pending_slots.fetch_add(p.nslots + extra_count, std::memory_order_relaxed);
+    return &p;
+}
+
+// Header copies: gref -> local, one hypercall for the batch. Returns the
+// grant copy's result; each segment has its own status.
+int datapath::impl::copy_headers(worker& w, vif_core& core) noexcept {
+    std::vector<hv::copy_segment>& segs = w.hdr_segs;
+    segs.clear();
+    for (tx_packet* p : w.tx_pkts) {
+        hv::copy_segment s{};
+        s.source.foreign.ref = p->req[0].gref;
+        s.source.foreign.offset = p->req[0].offset;
+        s.source.foreign.domid = core.dom;
+        s.dest.virt = p->hdr;
+        s.len = p->hdr_len;
+        s.flags = GNTCOPY_source_gref;
+        segs.push_back(s);
+    }
+    const int rc = tab->copy(segs.data(), uint32_t(segs.size()));
+    bump(core.ctr.grant_copy_batches);
+    bump(core.ctr.grant_copy_segments, segs.size());
+    bump(core.ctr.header_copy_segments, segs.size());
+    return rc;
+}
+
+// The switch decision for every packet of the batch: learn the source MAC,
+// look up the destinations, and hand the frame to each (switch_to).
+void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, int hdr_rc) noexcept {
+    vif_core& core = *qp->core;
+    w.tx_dels.clear();
+    w.tx_convs.clear();
+    w.touched.clear();
+    std::shared_ptr<vif> self;
+    {
+        std::lock_guard g(vifs_lock);
+        auto it = vifs.find({core.dom, core.devid});
+        if (it != vifs.end() && it->second->core.get() == &core) self = it->second;
+    }
+    const time_point now = clock_type::now();
+    for (uint32_t k = 0; k < w.tx_pkts.size(); ++k) {
+        tx_packet& p = *w.tx_pkts[k];
+        const int16_t st = hdr_rc < 0 ? int16_t(GNTST_general_error) : w.hdr_segs[k].status;
+        if (st != GNTST_okay) {
+            // xenvif_tx_check_gop: the header could not be read.
+            if (g_copy_log.allow())
+                ZC_LOG(warn, tag, "vif%u.%u: header copy failed: %s", unsigned(core.dom), core.devid,
+                       hv::gntst_name(st));
+            p.status = NETIF_RSP_ERROR;
+            bump(core.ctr.drop_copy_error);
+            continue;
+        }
+        bump(core.ctr.tx_packets);
+        bump(core.ctr.tx_bytes, p.len);
+        bump(core.ctr.tx_slots, p.nslots);
+        const uint8_t* dst = p.hdr;
+        const uint8_t* src = p.hdr + 6;
+        if (self) sw.learn(src, self);
+        sw.lookup(dst, self.get(), w.dests);
+        for (auto& dv : w.dests) switch_to(w, qp, p, *dv, now);
+        if (w.dests.empty()) {
+            bump(core.ctr.drop_no_dest);
+            if (g_drop_log.allow())
+                ZC_LOG(info, tag,
+                       "vif%u.%u: no destination for %02x:%02x:%02x:%02x:%02x:%02x from "
+                       "%02x:%02x:%02x:%02x:%02x:%02x (%u bytes, %u slots, first %u)",
+                       unsigned(core.dom), core.devid, dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0],
+                       src[1], src[2], src[3], src[4], src[5], p.len, unsigned(p.nslots), unsigned(p.hdr_len));
+        }
+    }
+}
+
+// One frame to one destination vif: direct into its RX ring when nothing
+// waits there and it has room (a delivery of this batch), else behind the
+// frames waiting for its RX buffers.
+void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p, vif& dv,
+                               time_point now) noexcept {
+    vif_core& dc = *dv.core;
+    if (dc.disabled.load(std::memory_order_relaxed) || dc.removed.load(std::memory_order_relaxed)) {
+        bump(dc.ctr.drop_disabled);
+        return;
+    }
+    const rx_plan plan = plan_for(p.seg, p.nslots, p.len, p.gso_type, dc);
+    if (!plan.ok) {
+        bump(qp->core->ctr.drop_unsupported);
+        return;
+    }
+    const std::shared_ptr<queue>& dq = dv.queues[qp->index % dv.queues.size()];
+    std::lock_guard g(dq->rx_lock);
+    if (dq->rx_dead || dq->stalled) {
+        bump(dc.ctr.drop_disabled);
+        return;
+    }
+    if (opt.force_bounce || dq->count != 0 || dq->rx.unconsumed() < plan.nring) {
+        enqueue_waiting(w, qp, p, dq, now);
+        return;
+    }
+    delivery& d = w.tx_dels.emplace_back();
+    d.dq = dq;
+    d.src = qp;
+    d.pkt = &p;
+    p.refs.fetch_add(1, std::memory_order_relaxed);
+    d.src_core = qp->core;
+    std::copy(p.seg, p.seg + p.nslots, d.seg);
+    d.nslots = p.nslots;
+    d.len = p.len;
+    d.gso_size = p.gso_size;
+    d.txflags = p.txflags;
+    d.gso_type = p.gso_type;
+    reserve_rx(d, *dq, plan);
+}
+
+// Under dq's rx_lock: queue the frame behind the frames already waiting,
+// bounded (XSA-392: never an unbounded queue for a frontend that does not
+// post buffers). It keeps the source's slots (zero copy) until delivered or
+// converted to bounce buffers.
+void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p,
+                                     const std::shared_ptr<queue>& dq, time_point now) noexcept {
+    vif_core& dc = *dq->core;
+    if (dq->count >= dq->cap) {
+        bump(dc.ctr.drop_rx_full);
+        return;
+    }
+    if (dq->count == 0) dq->last_rx = now; // stall clock starts when something waits
+    rx_item& it = dq->at(dq->count);
+    it = rx_item{};
+    it.src = qp;
+    it.pkt = &p;
+    p.refs.fetch_add(1, std::memory_order_relaxed);
+    it.src_core = qp->core;
+    it.nslots = p.nslots;
+    it.len = p.len;
+    it.gso_size = p.gso_size;
+    it.txflags = p.txflags;
+    it.gso_type = p.gso_type;
+    it.seq = dq->next_seq++;
+    it.expires = now + std::chrono::milliseconds(opt.drain_timeout_ms);
+    it.hold_until = now + std::chrono::milliseconds(opt.hold_ms);
+    ++dq->count;
+    ++dq->nforeign;
+    if (!opt.force_bounce) bump(dc.ctr.queued);
+    // Give the source its slots back now when holding them would hurt:
+    // forced, too many zero-copy frames waiting here, or the source's ring
+    // half full of pending slots.
+    if (opt.force_bounce || dq->nforeign > opt.rx_queue_limit ||
+        qp->pending_slots.load(std::memory_order_relaxed) > tx_back_ring::size / 2) {
+        conversion& cv = w.tx_convs.emplace_back();
+        if (!start_conversion(dq, it, cv)) w.tx_convs.pop_back();
+    }
+    // Tell the frontend to notify when it posts (xenvif_rx_ring_slots_available).
+    dq->rx.request_event_after(dq->rx.req_prod());
+    const bool kick_owner = dq->w != &w;
+    if (std::find(w.touched.begin(), w.touched.end(), dq) == w.touched.end()) w.touched.push_back(dq);
+    if (kick_owner) dq->rx_kick.store(true, std::memory_order_relaxed);
+}
+
+// The batch's copies, then its references: packets nobody else holds are
+// complete now.
+void datapath::impl::finish_tx_batch(worker& w, const std::shared_ptr<queue>& qp) noexcept {
+    copy_and_publish(w, w.tx_dels, w.tx_convs);
+    for (tx_packet* p : w.tx_pkts) put_ref(w, qp, p);
+    flush_done(w);
+    // Bounced frames are ready: deliver them if the destination has room,
+    // and let the owners of the other queues re-arm their timers.
+    for (auto& dq : w.touched) {
+        drain_rx(w, dq);
+        if (dq->w != &w) dq->w->kick();
+    }
+    // Do not keep queues or vifs alive past the batch (remove_vif).
+    w.touched.clear();
+    w.dests.clear();
+}
+
+// ---------------------------------------------------------------------------
+// TX completion: the responses of a packet go out once every copy out of its
+// pages is done (xenvif_idx_release / make_tx_response / push_tx_responses).
+
+void datapath::impl::put_ref(worker& w, const std::shared_ptr<queue>& src, tx_packet* pkt) noexcept {
+    if (!pkt || !src) return;
+    if (pkt->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    w.done.emplace_back(src, pkt);
+}
+
+void datapath::impl::flush_done(worker& w) noexcept {
+    auto& list = w.done;
+    if (list.empty()) return;
+    // Usually every packet is from one queue: skip the sort then.
+    auto by_queue = [](const auto& a, const auto& b) { return a.first.get() < b.first.get(); };
+    if (!std::is_sorted(list.begin(), list.end(), by_queue)) std::stable_sort(list.begin(), list.end(), by_queue);
+    std::vector<tx_packet*>& batch = w.done_batch;
+    for (size_t i = 0; i < list.size();) {
+        queue& q = *list[i].first;
+        batch.clear();
+        size_t end = i;
+        while (end < list.size() && list[end].first.get() == &q) batch.push_back(list[end++].second);
+        complete_tx(w, q, batch.data(), uint32_t(batch.size()));
+        i = end;
+    }
+    list.clear();
+}
+
+void datapath::impl::complete_tx(worker& w, queue& q, tx_packet* const* pkts, uint32_t n) noexcept {
+    bool notify = false;
+    {
+        std::lock_guard g(q.tx_lock);
+        uint32_t slots = 0;
+        for (uint32_t i = 0; i < n; ++i) {
+            tx_packet& p = *pkts[i];
+            slots += p.nslots + p.extra_count;
+            if (!q.tx_dead) {
+                tx_builder b{q};
+                b.respond(p.req[0], p.extra_count, p.status);
+                for (uint32_t s = 1; s < p.nslots; ++s) b.respond(p.req[s], 0, p.status);
+            }
+            q.free_pkts.push_back(p.index);
+        }
+        q.pending_slots.fetch_sub(slots, std::memory_order_relaxed);
+        if (!q.tx_dead) notify = q.tx.push_responses_and_check_notify();
+    }
+    if (notify) q.w->notify(q.tx_port, *q.core); // the port is bound on the owner's handle
+    // Slots came free: the owner may consume requests it had to leave.
+    q.tx_kick.store(true, std::memory_order_relaxed);
+    if (q.w != &w) q.w->kick();
+}
+
+} // namespace zc::netback
