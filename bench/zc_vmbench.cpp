@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "bench/kernel_path.hpp"
-#include "hv/emu/broker.hpp"
+#include "hv/emu/host.hpp"
 #include "hv/emu/emu_port.hpp"
 #include "hv/xs.hpp"
 #include "link/netfront.hpp"
@@ -473,8 +473,8 @@ std::string exe_dir(const std::string& self) {
 // hypervisor) in a temporary directory, dom0's port and xenstore, and
 // zc-netback serving dom0's vifs with a control socket for its counters.
 struct dom0_host {
-    std::string dir;
-    std::unique_ptr<hv::emu::broker> broker;
+    std::unique_ptr<hv::emu::host> emu; // hv/emu/host.hpp: broker thread + directory
+    std::string dir;                    // emu->dir(), where logs and sockets go
     std::unique_ptr<hv::port> dom0;
     std::unique_ptr<hv::xs> xs;
     child netback;
@@ -482,23 +482,17 @@ struct dom0_host {
     std::vector<std::pair<std::string, std::string>> env; // what every domain's process gets
 
     bool start_dom0(const char* tag, const run_opts& o, const std::vector<std::string>& nb_args, std::string* why) {
-        std::string tmpl = std::string("/tmp/zcnet-vmbench-") + tag + "XXXXXX";
-        if (!::mkdtemp(tmpl.data())) return *why = "mkdtemp", false;
-        dir = tmpl;
-        auto b = hv::emu::broker::create({dir, true}, why);
-        if (!b) return false;
-        broker = std::move(*b);
-        broker->start_thread();
-        hv::emu::connect_options co;
-        co.sock = broker->socket_path();
-        co.dom = 0;
-        auto p = hv::emu::open_port(co, why);
+        auto h = hv::emu::host::create(tag, why);
+        if (!h) return false;
+        emu = std::move(*h);
+        dir = emu->dir();
+        auto p = emu->domain(0, 0, why);
         if (!p) return false;
         dom0 = std::move(*p);
         auto x = hv::xs::open(dom0->xenstore_path());
         if (!x) return *why = "xenstore", false;
         xs = std::move(*x);
-        env = {{"ZCNET_HV", "emu"}, {"ZCNET_EMU_SOCK", broker->socket_path()}, {"ZCNET_LOG", "warn"}};
+        env = {{"ZCNET_HV", "emu"}, {"ZCNET_EMU_SOCK", emu->sock()}, {"ZCNET_LOG", "warn"}};
         ctl = dir + "/netback.sock";
         std::vector<std::string> nb{o.netback, "run", "--ctl", ctl};
         nb.insert(nb.end(), nb_args.begin(), nb_args.end());
@@ -519,13 +513,8 @@ struct dom0_host {
         netback.terminate();
         xs.reset();
         dom0.reset();
-        if (broker) broker->stop();
-        broker.reset();
-        if (!dir.empty()) {
-            std::error_code ec;
-            std::filesystem::remove_all(dir, ec);
-            dir.clear();
-        }
+        emu.reset(); // stops the broker, removes the directory
+        dir.clear();
     }
 };
 
@@ -538,7 +527,7 @@ struct host : dom0_host {
 
     bool start(const run_opts& o, uint32_t pairs, const std::vector<std::string>& nb_args, uint32_t rx_buffers,
                uint32_t queues, std::string* why) {
-        if (!start_dom0("", o, nb_args, why)) return false;
+        if (!start_dom0("vmbench", o, nb_args, why)) return false;
         for (uint32_t g = 0; g < 2 * pairs; g++) {
             hv::domid_t d = hv::domid_t(g + 1);
             std::vector<std::string> a{o.self, "guest", "--role", g % 2 == 0 ? "send" : "recv", "--rx-buffers",
@@ -669,7 +658,7 @@ struct app_host : dom0_host {
     }
 
     bool start(const run_opts& o, const std::string& tx_headers, std::string* why) {
-        if (!start_dom0("app-", o, {}, why)) return false;
+        if (!start_dom0("vmbench-app", o, {}, why)) return false;
         for (int g = 0; g < 2; g++) {
             sock[g] = dir + "/stack" + std::to_string(g + 1) + ".sock";
             stackd[g] = spawn({o.stackd, "--ip", "10.0.0." + std::to_string(g + 1), "--listen", sock[g],
