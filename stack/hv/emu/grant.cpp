@@ -556,7 +556,7 @@ int16_t emu_gnttab::copy_one(copy_segment& s, claim& src, claim& dst) noexcept {
         to = static_cast<uint8_t*>(s.dest.virt);
     }
 
-    if (auto hook = g_copy_hook.load(std::memory_order_relaxed); __builtin_expect(hook != nullptr, 0))
+    if (auto hook = g_copy_hook.load(std::memory_order_acquire); __builtin_expect(hook != nullptr, 0))
         hook(g_copy_hook_arg.load(std::memory_order_relaxed));
     // memmove: the same grant may be both source and destination.
     std::memmove(to, from, s.len);
