@@ -41,6 +41,47 @@ bool parse_u32(const std::string& s, uint32_t& out, uint64_t max = UINT32_MAX) {
     out = uint32_t(v);
     return true;
 }
+
+// connect_data_rings() of Linux netback: one queue's ring references and
+// event channel(s) under `fe`/`dir` ("" or "queue-N/").
+int read_queue_keys(hv::xs& xs, const std::string& fe, const std::string& dir, bool split_ok, queue_params& qp,
+                    std::string* why) {
+    auto rd = [&](const std::string& k) { return xs.read(fe + "/" + dir + k); };
+    uint32_t v = 0;
+    auto tx = rd("tx-ring-ref"), rx = rd("rx-ring-ref");
+    if (!tx || !rx || !parse_u32(*tx, v)) {
+        *why = "reading " + fe + "/" + dir + "tx-ring-ref and rx-ring-ref";
+        return -EINVAL;
+    }
+    qp.tx_ring_ref = v;
+    if (!parse_u32(*rx, v)) {
+        *why = "bad " + dir + "rx-ring-ref";
+        return -EINVAL;
+    }
+    qp.rx_ring_ref = v;
+    if (auto ev = rd("event-channel")) {
+        if (!parse_u32(*ev, v)) {
+            *why = "bad " + dir + "event-channel";
+            return -EINVAL;
+        }
+        qp.tx_evtchn = qp.rx_evtchn = v;
+        return 0;
+    }
+    auto et = rd("event-channel-tx"), er = rd("event-channel-rx");
+    uint32_t a = 0, b = 0;
+    if (!et || !er || !parse_u32(*et, a) || !parse_u32(*er, b)) {
+        *why = "reading " + fe + "/" + dir + "event-channel(-tx/-rx)";
+        return -EINVAL;
+    }
+    if (!split_ok && a != b) {
+        *why = "split event channels were not offered";
+        return -EINVAL;
+    }
+    qp.tx_evtchn = a;
+    qp.rx_evtchn = b;
+    return 0;
+}
+
 } // namespace
 
 struct backend::device {
@@ -334,41 +375,9 @@ int backend::connect(device& d, std::string* why) noexcept {
         }
     }
     for (uint32_t q = 0; q < nq; q++) {
-        std::string dir = nq == 1 ? "" : "queue-" + std::to_string(q) + "/";
         queue_params qp;
-        uint32_t v = 0;
-        auto tx = rd(dir + "tx-ring-ref"), rx = rd(dir + "rx-ring-ref");
-        if (!tx || !rx || !parse_u32(*tx, v)) {
-            *why = "reading " + d.fe_path + "/" + dir + "tx-ring-ref and rx-ring-ref";
-            return -EINVAL;
-        }
-        qp.tx_ring_ref = v;
-        if (!parse_u32(*rx, v)) {
-            *why = "bad " + dir + "rx-ring-ref";
-            return -EINVAL;
-        }
-        qp.rx_ring_ref = v;
-        auto ev = rd(dir + "event-channel");
-        if (ev) {
-            if (!parse_u32(*ev, v)) {
-                *why = "bad " + dir + "event-channel";
-                return -EINVAL;
-            }
-            qp.tx_evtchn = qp.rx_evtchn = v;
-        } else {
-            auto et = rd(dir + "event-channel-tx"), er = rd(dir + "event-channel-rx");
-            uint32_t a = 0, b = 0;
-            if (!et || !er || !parse_u32(*et, a) || !parse_u32(*er, b)) {
-                *why = "reading " + d.fe_path + "/" + dir + "event-channel(-tx/-rx)";
-                return -EINVAL;
-            }
-            if (!_opts.split_event_channels && a != b) {
-                *why = "split event channels were not offered";
-                return -EINVAL;
-            }
-            qp.tx_evtchn = a;
-            qp.rx_evtchn = b;
-        }
+        const std::string dir = nq == 1 ? "" : "queue-" + std::to_string(q) + "/";
+        if (int e = read_queue_keys(*_xs, d.fe_path, dir, _opts.split_event_channels, qp, why); e < 0) return e;
         p.queues.push_back(qp);
     }
     auto flag = [&](const char* k, bool dflt) {
