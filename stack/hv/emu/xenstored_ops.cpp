@@ -171,12 +171,20 @@ int do_rm(xs_request& r) {
     return r.ack_unless(r.d.op_rm(r.w, r.c, canonicalize(r.w, p)));
 }
 
-int do_directory(xs_request& r) {
+// The node a one-string payload names, if the caller may read it; else
+// nullptr with the errno in *err.
+node* node_to_read(xs_request& r, int* err) {
     const char* p = onearg(r.body, r.len);
-    if (!p)
-        return EINVAL;
+    if (!p) {
+        *err = EINVAL;
+        return nullptr;
+    }
+    return r.d.get_node(r.w, r.c, canonicalize(r.w, p), perm_read, err);
+}
+
+int do_directory(xs_request& r) {
     int err = 0;
-    node* n = r.d.get_node(r.w, r.c, canonicalize(r.w, p), perm_read, &err);
+    node* n = node_to_read(r, &err);
     if (!n)
         return err;
     std::string out = child_list(*n);
@@ -224,11 +232,8 @@ int do_directory_part(xs_request& r) {
 }
 
 int do_get_perms(xs_request& r) {
-    const char* p = onearg(r.body, r.len);
-    if (!p)
-        return EINVAL;
     int err = 0;
-    node* n = r.d.get_node(r.w, r.c, canonicalize(r.w, p), perm_read, &err);
+    node* n = node_to_read(r, &err);
     if (!n)
         return err;
     std::string out;
