@@ -29,6 +29,11 @@ trap cleanup EXIT
 export ZCNET_LOG=warn
 
 wait_file() { for _ in $(seq 1 300); do [ -e "$1" ] && return 0; sleep 0.05; done; echo "timeout waiting for $1"; return 1; }
+# A server is ready once it has bound its port (it says so on stderr).
+wait_bound() {
+    for _ in $(seq 1 300); do grep -q "server on port" "$1" 2>/dev/null && return 0; sleep 0.05; done
+    echo "timeout waiting for the server in $1"; cat "$1"; return 1
+}
 
 "$emu" up --dir "$dir"
 wait_file "$dir/broker.sock"
@@ -60,7 +65,7 @@ echo "== ping"
 echo "== zc-perf strict and fallback, payload verified"
 "$bin/apps/zc-perf" -s --service "$s2" --port 5201 >"$dir/perf-server.log" 2>&1 &
 pids+=($!)
-sleep 0.2
+wait_bound "$dir/perf-server.log"
 for mode in strict fallback; do
     "$bin/apps/zc-perf" -c 10.0.0.2 --service "$s1" --port 5201 --mode $mode --verify --time 1 --rtt 200 --json \
         >"$dir/perf-$mode.json"
@@ -78,7 +83,7 @@ echo "== two applications per guest at once"
 "$bin/apps/zc-echo" -s --service "$s2" --port 7 --count 200 >"$dir/echo-server.log" 2>&1 &
 echo_srv=$!
 pids+=($echo_srv)
-sleep 0.2
+wait_bound "$dir/echo-server.log"
 "$bin/apps/zc-perf" -c 10.0.0.2 --service "$s1" --port 5201 --mode strict --verify --time 2 --rtt 100 --json \
     >"$dir/perf-concurrent.json" &
 perf_cli=$!
@@ -92,7 +97,7 @@ echo "== apps/PORTING.md's port, against zc-echo"
 "$bin/apps/zc-echo" -s --service "$s2" --port 8 --count 20 >"$dir/echo-server2.log" 2>&1 &
 echo_srv=$!
 pids+=($echo_srv)
-sleep 0.2
+wait_bound "$dir/echo-server2.log"
 "$bin/apps/udp-sender-zc" 10.0.0.2 8 20 "$s1"
 wait $echo_srv
 echo "== zc-stackd stats"
