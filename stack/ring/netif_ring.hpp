@@ -28,10 +28,11 @@ extern "C" {
 }
 
 // ring.h maps xen_mb()/xen_rmb()/xen_wmb() to the guest kernel's barriers.
-// Code that still uses ring.h's macros (the Xen-lab tests) gets userspace
-// fences that order our ring accesses against the peer's, in another domain:
-// a full fence for the event-index checks, release before publishing a
-// producer index, acquire after reading one.
+// The classes below implement its macros' rules themselves; should any code
+// that includes this header expand one of ring.h's macros, it gets userspace
+// fences ordering our ring accesses against the peer's in another domain: a
+// full fence for the event-index checks, release before publishing a
+// producer index, acquire after reading one. This is the only override.
 #undef xen_mb
 #undef xen_rmb
 #undef xen_wmb
