@@ -492,7 +492,10 @@ struct dom0_host {
         auto x = hv::xs::open(dom0->xenstore_path());
         if (!x) return *why = "xenstore", false;
         xs = std::move(*x);
-        env = {{"ZCNET_HV", "emu"}, {"ZCNET_EMU_SOCK", emu->sock()}, {"ZCNET_LOG", "warn"}};
+        // The domains' processes create their own domains: they get the
+        // toolstack's token (hv/emu/broker.hpp).
+        env = {{"ZCNET_HV", "emu"}, {"ZCNET_EMU_SOCK", emu->sock()}, {"ZCNET_EMU_TOKEN", emu->admin_token()},
+               {"ZCNET_LOG", "warn"}};
         ctl = dir + "/netback.sock";
         std::vector<std::string> nb{o.netback, "run", "--ctl", ctl};
         nb.insert(nb.end(), nb_args.begin(), nb_args.end());

@@ -35,11 +35,14 @@ public:
     bool ok() const { return _h != nullptr; }
     std::string sock() const { return _h->sock(); }
     const std::string& dir() const { return _h->dir(); }
+    const std::string& admin_token() const { return _h->admin_token(); }
+    hv::emu::host& host() { return *_h; }
 
-    // A domain in this process.
-    std::unique_ptr<hv::port> domain(hv::domid_t d, uint32_t mem_pages = 0) {
+    // A domain in this process. `privileged`: a driver domain, which may map
+    // and copy other domains' grants (dom0 always may; hv/emu/broker.hpp).
+    std::unique_ptr<hv::port> domain(hv::domid_t d, uint32_t mem_pages = 0, bool privileged = false) {
         std::string why;
-        auto p = _h->domain(d, mem_pages, &why);
+        auto p = _h->domain(d, mem_pages, &why, false, privileged);
         if (!p) {
             ADD_FAILURE() << "domain " << d << ": " << why;
             return nullptr;

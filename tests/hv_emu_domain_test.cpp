@@ -22,6 +22,7 @@ TEST(EmuDomain, DomidIsUniqueUnlessAttaching) {
     hv::emu::connect_options o;
     o.sock = host.sock();
     o.dom = 7;
+    o.token = host.admin_token();
     std::string why;
     auto dup = hv::emu::open_port(o, &why);
     EXPECT_EQ(dup.error(), -EEXIST);

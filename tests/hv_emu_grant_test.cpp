@@ -506,10 +506,12 @@ TEST_F(EmuGrant, MapErrorsGetXensStatus) {
 
 // A domain that pins a grant owns the active entry until it unpins, whatever
 // the granter writes into the entry meanwhile (Xen: act->domid check).
+// dom2 is a privileged driver domain: only those may map other domains'
+// grants in the emulation (hv/emu/broker.hpp).
 TEST_F(EmuGrant, PinnedEntryRefusesOtherDomain) {
     granter g(host, 1);
     ASSERT_TRUE(g.up());
-    auto dom2 = host.domain(2);
+    auto dom2 = host.domain(2, 0, true);
     ASSERT_TRUE(dom2);
     auto tab2 = dom2->open_gnttab();
     ASSERT_TRUE(tab2);
@@ -825,7 +827,7 @@ TEST_F(EmuGrant, DeadMappersPinsAreReleased) {
     ASSERT_GE(s.rc, 0);
     test::chan ready;
     pid_t mapper = test::spawn([&] {
-        auto d2 = host.domain(2);
+        auto d2 = host.domain(2, 0, true); // a driver domain, as above
         if (!d2) return 1;
         auto t = d2->open_gnttab();
         if (!t) return 2;

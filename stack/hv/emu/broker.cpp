@@ -14,6 +14,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -35,8 +36,15 @@ namespace {
 
 constexpr const char* tag = "emu-broker";
 
-int make_memfd(const std::string& name, size_t bytes, bool sealable) noexcept {
-    int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0));
+// Which fds a connection gets of a domain (broker.hpp, "Who gets what").
+constexpr uint32_t bit(int fd) { return 1u << fd; }
+constexpr uint32_t evtchn_fds = bit(proto::fd_bindings) | bit(proto::fd_bitmaps) | bit(proto::fd_registry);
+constexpr uint32_t own_fds = evtchn_fds | bit(proto::fd_mem) | bit(proto::fd_gnttab);
+constexpr uint32_t foreign_fds = own_fds | bit(proto::fd_active);
+
+// Every memfd is sealable: the broker seals each one once it has its size.
+int make_memfd(const std::string& name, size_t bytes) noexcept {
+    int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) return -errno;
     if (::ftruncate(fd, off_t(bytes)) < 0) {
         int e = errno;
@@ -44,6 +52,44 @@ int make_memfd(const std::string& name, size_t bytes, bool sealable) noexcept {
         return -e;
     }
     return fd;
+}
+
+// Memory several processes map shared: nobody may shrink it (the others
+// would take SIGBUS on the cut-off pages) or grow it, nor add seals (a
+// F_SEAL_FUTURE_WRITE added by a domain would refuse dom0's writable grant
+// mappings). See broker.hpp, "Who gets what".
+int seal_size(int fd) noexcept {
+    if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) return -errno;
+    return 0;
+}
+
+bool same_token(const uint8_t* a, const uint8_t* b) noexcept {
+    uint8_t diff = 0; // constant time: no early exit on the first wrong byte
+    for (size_t i = 0; i < proto::token_bytes; i++) diff |= uint8_t(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+int random_token(uint8_t* out) noexcept {
+    size_t got = 0;
+    while (got < proto::token_bytes) {
+        ssize_t n = ::getrandom(out + got, proto::token_bytes - got, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        got += size_t(n);
+    }
+    return 0;
+}
+
+std::string to_hex(const uint8_t* t) {
+    static const char digits[] = "0123456789abcdef";
+    std::string s;
+    for (size_t i = 0; i < proto::token_bytes; i++) {
+        s += digits[t[i] >> 4];
+        s += digits[t[i] & 15];
+    }
+    return s;
 }
 
 void* map_fd(int fd, size_t bytes) noexcept {
@@ -69,6 +115,8 @@ struct domain {
     std::vector<int> handle_fds;        // index = handle id; -1 = closed
     std::vector<int> conns;             // connections that hold the domain alive
     std::string xs_path;
+    uint8_t token[proto::token_bytes] = {}; // attach secret (broker.hpp)
+    bool privileged = false;                // may get other domains' memory and tables
 
     bool has_handle(uint32_t h) const noexcept { return h != 0 && h < handle_fds.size() && handle_fds[h] >= 0; }
 
@@ -93,6 +141,7 @@ struct domain {
 struct conn {
     int fd = -1;
     domid_t dom = domid_invalid; // after hello
+    pid_t pid = 0;               // SO_PEERCRED at accept, for the log
 };
 
 } // namespace
@@ -105,6 +154,9 @@ struct broker::impl {
     int stop_fd = -1;
     int registry_fd = -1;
     registry_slot* registry = nullptr;
+    uint8_t admin[proto::token_bytes] = {};
+    std::string admin_hex;
+    std::string token_path; // <dir>/admin.token
     std::unordered_map<int, conn> conns;            // by fd
     std::unordered_map<domid_t, domain> domains;    // live domains
     xenstored xs;
@@ -125,8 +177,10 @@ struct broker::impl {
                const int* fds, int nfds) noexcept;
 
     int op_hello(conn& c, const proto::request& r, proto::reply_header& h, int* fds, int& nfds, std::string& text) noexcept;
-    int op_get_domain(const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept;
-    void describe(const domain& d, proto::reply_header& h, int* fds, int& nfds) const noexcept;
+    int op_get_domain(const conn& c, const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept;
+    int op_get_evtchn(const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept;
+    void describe(const domain& d, uint32_t mask, proto::reply_header& h, int* fds, int& nfds) const noexcept;
+    bool is_admin(const proto::request& r) const noexcept { return same_token(r.token, admin); }
     int alloc_port(domain& d) noexcept;
     void close_port(domain& d, evtchn_port_t p) noexcept;
 };
@@ -183,7 +237,17 @@ int broker::impl::init(std::string* why) noexcept {
     }
     bound = true;
 
-    registry_fd = make_memfd("zcemu-registry", registry_bytes, true);
+    if (int e = random_token(admin); e < 0) return fail(why, "broker: getrandom", -e), e;
+    admin_hex = to_hex(admin);
+    token_path = opts.dir + "/admin.token";
+    ::unlink(token_path.c_str());
+    int tfd = ::open(token_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (tfd < 0) return fail(why, "broker: create " + token_path, errno), -errno;
+    bool wrote = ::write(tfd, admin_hex.data(), admin_hex.size()) == ssize_t(admin_hex.size());
+    ::close(tfd);
+    if (!wrote) return fail(why, "broker: write " + token_path, EIO), -EIO;
+
+    registry_fd = make_memfd("zcemu-registry", registry_bytes);
     if (registry_fd < 0) return fail(why, "broker: registry memfd", -registry_fd), registry_fd;
     registry = static_cast<registry_slot*>(map_fd(registry_fd, registry_bytes));
     if (!registry) return fail(why, "broker: mmap registry", errno), -errno;
@@ -215,6 +279,7 @@ void broker::impl::teardown() noexcept {
     xs.stop();
     if (listen_fd >= 0) ::close(listen_fd);
     if (bound) ::unlink(sock_path.c_str());
+    if (!token_path.empty()) ::unlink(token_path.c_str());
     if (epoll_fd >= 0) ::close(epoll_fd);
     if (stop_fd >= 0) ::close(stop_fd);
     if (registry) ::munmap(registry, registry_bytes);
@@ -255,11 +320,21 @@ void broker::impl::accept_one() noexcept {
     for (;;) {
         int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd < 0) return;
+        // Only our own user (or root) may talk to the hypervisor at all; the
+        // tokens then decide what a connection is (broker.hpp).
+        ucred cr{};
+        socklen_t crl = sizeof cr;
+        if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || (cr.uid != ::geteuid() && cr.uid != 0)) {
+            ZC_LOG(warn, tag, "refused a connection from pid %d uid %u: not the broker's user", int(cr.pid),
+                   unsigned(cr.uid));
+            ::close(fd);
+            continue;
+        }
         epoll_event ev{};
         ev.events = EPOLLIN | EPOLLRDHUP;
         ev.data.fd = fd;
         ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev);
-        conns[fd] = conn{fd, domid_invalid};
+        conns[fd] = conn{fd, domid_invalid, cr.pid};
     }
 }
 
@@ -353,14 +428,25 @@ int broker::impl::op_hello(conn& c, const proto::request& r, proto::reply_header
     if (c.dom != domid_invalid) return -EALREADY;
     if (r.d != proto::version) return -EPROTO;
     if (r.a >= max_domains) return -EINVAL;
+    if (r.c & ~uint32_t(proto::hello_attach | proto::hello_privileged)) return -EINVAL;
     domid_t id = domid_t(r.a);
-    bool attach = r.c != 0;
+    bool attach = r.c & proto::hello_attach;
+    const bool admin_ok = is_admin(r);
     auto it = domains.find(id);
     if (it != domains.end()) {
         if (!attach) return -EEXIST;
+        if (!admin_ok && !same_token(r.token, it->second.token)) {
+            ZC_LOG(warn, tag, "pid %d: attach to domain %u refused: wrong token", int(c.pid), unsigned(id));
+            return -EACCES;
+        }
         it->second.conns.push_back(c.fd);
         c.dom = id;
     } else {
+        // Creating a domain is the toolstack's (the admin token's) job.
+        if (!admin_ok) {
+            ZC_LOG(warn, tag, "pid %d: creating domain %u refused: no admin token", int(c.pid), unsigned(id));
+            return -EACCES;
+        }
         uint32_t pages = r.b ? r.b : default_mem_pages;
         if (pages > (1u << 22)) return -EINVAL; // 16 GiB of emulated guest memory at most
         domain d;
@@ -368,29 +454,35 @@ int broker::impl::op_hello(conn& c, const proto::request& r, proto::reply_header
         d.mem_pages = pages;
         d.nr_grefs = default_nr_grefs;
         d.generation = registry[id].generation.load(std::memory_order_relaxed) + 1;
+        d.privileged = id == 0 || (r.c & proto::hello_privileged);
+        if (int e = random_token(d.token); e < 0) return e;
         std::string pfx = "zcemu-d" + std::to_string(id);
         int e;
-        if ((e = make_memfd(pfx + "-mem", size_t(pages) * page_size, false)) < 0) return e;
+        if ((e = make_memfd(pfx + "-mem", size_t(pages) * page_size)) < 0) return e;
         d.fds[proto::fd_mem] = e;
-        if ((e = make_memfd(pfx + "-gnttab", size_t(d.nr_grefs) * sizeof(grant_entry_v1_t), false)) < 0)
+        if ((e = make_memfd(pfx + "-gnttab", size_t(d.nr_grefs) * sizeof(grant_entry_v1_t))) < 0)
             return d.close_all(), e;
         d.fds[proto::fd_gnttab] = e;
-        if ((e = make_memfd(pfx + "-active", size_t(d.nr_grefs) * sizeof(active_entry), false)) < 0)
+        if ((e = make_memfd(pfx + "-active", size_t(d.nr_grefs) * sizeof(active_entry))) < 0)
             return d.close_all(), e;
         d.fds[proto::fd_active] = e;
+        for (int i : {proto::fd_mem, proto::fd_gnttab, proto::fd_active})
+            if ((e = seal_size(d.fds[i])) < 0) return d.close_all(), e;
         d.grants.dom = id;
         d.grants.nr_grefs = d.nr_grefs;
         d.grants.gnttab = static_cast<grant_entry_v1_t*>(
             map_fd(d.fds[proto::fd_gnttab], size_t(d.nr_grefs) * sizeof(grant_entry_v1_t)));
-        d.grants.active = static_cast<active_entry*>(map_fd(e, size_t(d.nr_grefs) * sizeof(active_entry)));
+        d.grants.active = static_cast<active_entry*>(
+            map_fd(d.fds[proto::fd_active], size_t(d.nr_grefs) * sizeof(active_entry)));
         if (!d.grants.gnttab || !d.grants.active) return d.close_all(), -ENOMEM;
-        if ((e = make_memfd(pfx + "-evtchn", evtchn_bindings_bytes, true)) < 0) return d.close_all(), e;
+        if ((e = make_memfd(pfx + "-evtchn", evtchn_bindings_bytes)) < 0) return d.close_all(), e;
         d.fds[proto::fd_bindings] = e;
         d.bindings = static_cast<evtchn_binding*>(map_fd(e, evtchn_bindings_bytes));
         if (!d.bindings) return d.close_all(), -ENOMEM;
         seal_readonly(e);
-        if ((e = make_memfd(pfx + "-evtbits", sizeof(evtchn_bitmaps), false)) < 0) return d.close_all(), e;
+        if ((e = make_memfd(pfx + "-evtbits", sizeof(evtchn_bitmaps))) < 0) return d.close_all(), e;
         d.fds[proto::fd_bitmaps] = e;
+        if ((e = seal_size(e)) < 0) return d.close_all(), e;
         d.xs_path = opts.dir + "/xs/dom" + std::to_string(id) + ".sock";
         int rc = xs.add_domain(id, d.xs_path, id == 0 ? "Domain-0" : "dom" + std::to_string(id));
         if (rc < 0) return d.close_all(), rc;
@@ -402,28 +494,52 @@ int broker::impl::op_hello(conn& c, const proto::request& r, proto::reply_header
         s.state.store(dom_alive, std::memory_order_release);
         c.dom = id;
         if (!opts.quiet)
-            ZC_LOG(info, tag, "domain %u created (%u pages, %u grant entries)", unsigned(id), pages, d.nr_grefs);
+            ZC_LOG(info, tag, "domain %u created (%u pages, %u grant entries%s)", unsigned(id), pages, d.nr_grefs,
+                   d.privileged ? ", privileged" : "");
         it = domains.emplace(id, std::move(d)).first;
     }
-    describe(it->second, h, fds, nfds);
-    text = it->second.xs_path;
+    describe(it->second, own_fds, h, fds, nfds);
+    text.assign(reinterpret_cast<const char*>(it->second.token), proto::token_bytes);
+    text += it->second.xs_path;
     return 0;
 }
 
-// A domain's geometry and table fds, as hello and get_domain return them.
-void broker::impl::describe(const domain& d, proto::reply_header& h, int* fds, int& nfds) const noexcept {
+// A domain's geometry and the table fds named by `mask` (1 << domain_fd).
+void broker::impl::describe(const domain& d, uint32_t mask, proto::reply_header& h, int* fds, int& nfds) const noexcept {
     h.a = d.generation;
     h.b = d.mem_pages;
     h.c = d.nr_grefs;
-    for (int i = 0; i < proto::n_domain_fds - 1; i++) fds[i] = d.fds[i];
-    fds[proto::fd_registry] = registry_fd;
-    nfds = proto::n_domain_fds;
+    h.d = mask;
+    nfds = 0;
+    for (int i = 0; i < proto::n_domain_fds; i++)
+        if (mask & (1u << i)) fds[nfds++] = i == proto::fd_registry ? registry_fd : d.fds[i];
 }
 
-int broker::impl::op_get_domain(const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept {
+// Memory and tables of a domain: one's own (without the active table), or,
+// for a privileged caller, another's with its active table (broker.hpp).
+int broker::impl::op_get_domain(const conn& c, const proto::request& r, proto::reply_header& h, int* fds,
+                                int& nfds) noexcept {
     auto it = domains.find(domid_t(r.a));
     if (r.a >= max_domains || it == domains.end()) return -ESRCH;
-    describe(it->second, h, fds, nfds);
+    if (it->first == c.dom) {
+        describe(it->second, own_fds, h, fds, nfds);
+        return 0;
+    }
+    auto me = domains.find(c.dom);
+    if (me == domains.end() || !me->second.privileged) {
+        ZC_LOG(warn, tag, "pid %d (domain %u): refused domain %u's memory: not a privileged domain", int(c.pid),
+               unsigned(c.dom), unsigned(r.a));
+        return -EPERM;
+    }
+    describe(it->second, foreign_fds, h, fds, nfds);
+    return 0;
+}
+
+// What any domain needs of another to notify it (evtchn.cpp).
+int broker::impl::op_get_evtchn(const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept {
+    auto it = domains.find(domid_t(r.a));
+    if (r.a >= max_domains || it == domains.end()) return -ESRCH;
+    describe(it->second, evtchn_fds, h, fds, nfds);
     return 0;
 }
 
@@ -447,13 +563,19 @@ void broker::impl::handle(conn& c) noexcept {
 
     if (size_t(n) != sizeof r || r.magic != proto::magic) {
         rc = -EPROTO;
+    } else if ((r.code == proto::op::list_domains || r.code == proto::op::shutdown) && !is_admin(r)) {
+        ZC_LOG(warn, tag, "pid %d: op %u refused: no admin token", int(c.pid), unsigned(r.code));
+        rc = -EACCES;
     } else if (r.code != proto::op::hello && !me && r.code != proto::op::list_domains &&
-               r.code != proto::op::shutdown && r.code != proto::op::get_domain) {
-        rc = -ENOTCONN; // must say hello first
+               r.code != proto::op::shutdown) {
+        // Must say hello first: the connection is nobody yet (broker.hpp).
+        ZC_LOG(warn, tag, "pid %d: op %u before hello refused", int(c.pid), unsigned(r.code));
+        rc = -ENOTCONN;
     } else {
         switch (r.code) {
         case proto::op::hello: rc = op_hello(c, r, h, out_fds, n_out, text); break;
-        case proto::op::get_domain: rc = op_get_domain(r, h, out_fds, n_out); break;
+        case proto::op::get_domain: rc = op_get_domain(c, r, h, out_fds, n_out); break;
+        case proto::op::get_evtchn: rc = op_get_evtchn(r, h, out_fds, n_out); break;
         case proto::op::evtchn_open:
             if (n_in != 1) {
                 rc = -EINVAL;
@@ -615,5 +737,6 @@ void broker::stop() noexcept {
 
 const std::string& broker::socket_path() const noexcept { return _p->sock_path; }
 const std::string& broker::dir() const noexcept { return _p->opts.dir; }
+const std::string& broker::admin_token() const noexcept { return _p->admin_hex; }
 
 } // namespace zc::hv::emu

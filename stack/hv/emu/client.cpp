@@ -5,14 +5,63 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/log.hpp"
 #include "hv/emu/proto.hpp"
 
 namespace zc::hv::emu {
+
+namespace {
+constexpr const char* tag = "emu-client";
+
+proto::request req(proto::op code, uint32_t a, uint32_t b, uint32_t c, uint32_t d) noexcept {
+    proto::request r{};
+    r.magic = proto::magic;
+    r.code = code;
+    r.a = a;
+    r.b = b;
+    r.c = c;
+    r.d = d;
+    return r;
+}
+
+// Hex token -> bytes. False unless exactly token_bytes of hex.
+bool parse_token(const std::string& hex, uint8_t* out) noexcept {
+    if (hex.size() != 2 * proto::token_bytes) return false;
+    auto nib = [](char ch) -> int {
+        if (ch >= '0' && ch <= '9') return ch - '0';
+        if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+        if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+        return -1;
+    };
+    for (size_t i = 0; i < proto::token_bytes; i++) {
+        int hi = nib(hex[2 * i]), lo = nib(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return false;
+        out[i] = uint8_t(hi << 4 | lo);
+    }
+    return true;
+}
+
+std::string env_token() {
+    const char* e = std::getenv("ZCNET_EMU_TOKEN");
+    return e ? e : "";
+}
+
+std::string hex_of(const uint8_t* t) {
+    static const char digits[] = "0123456789abcdef";
+    std::string s;
+    for (size_t i = 0; i < proto::token_bytes; i++) {
+        s += digits[t[i] >> 4];
+        s += digits[t[i] & 15];
+    }
+    return s;
+}
+} // namespace
 
 std::string default_socket() {
     const char* e = std::getenv("ZCNET_EMU_SOCK");
@@ -66,23 +115,53 @@ void* map_rw(int fd, size_t bytes) noexcept {
     return p == MAP_FAILED ? nullptr : p;
 }
 
-// Map the tables of a domain from a hello/get_domain reply into `v`. Takes
+// The fds of a hello/get_domain/get_evtchn reply, unpacked by domain_fd
+// (-1 where the broker sent none, proto.hpp). False if the mask and the
+// count disagree; the fds are closed then.
+bool unpack_fds(const proto::reply_header& h, int* packed, int n, int* out) noexcept {
+    int k = 0;
+    for (int i = 0; i < proto::n_domain_fds; i++) out[i] = (h.d & (1u << i)) && k < n ? packed[k++] : -1;
+    if (k == n && !(h.d >> proto::n_domain_fds) && out[proto::fd_bindings] >= 0 && out[proto::fd_bitmaps] >= 0 &&
+        out[proto::fd_registry] >= 0)
+        return true;
+    for (int i = 0; i < n; i++) ::close(packed[i]);
+    return false;
+}
+
+// Map the tables of a domain from unpacked reply fds into `v`. Takes
 // ownership of the fds (mem_fd is kept open, the others are closed once
-// mapped).
-int map_domain(domid_t d, const proto::reply_header& h, int* fds, domain_view& v) noexcept {
+// mapped, the registry fd is left to the caller). `self`: our own domain,
+// whose active table is private to this process (broker.hpp).
+int map_domain(domid_t d, const proto::reply_header& h, const int* fds, domain_view& v, bool self) noexcept {
     v.dom = d;
     v.generation = h.a;
     v.mem_pages = h.b;
     v.nr_grefs = h.c;
-    v.mem_fd = fds[proto::fd_mem];
-    v.mem = static_cast<uint8_t*>(map_rw(fds[proto::fd_mem], size_t(v.mem_pages) * page_size));
-    v.gnttab = static_cast<grant_entry_v1_t*>(map_rw(fds[proto::fd_gnttab], size_t(v.nr_grefs) * sizeof(grant_entry_v1_t)));
-    v.active = static_cast<active_entry*>(map_rw(fds[proto::fd_active], size_t(v.nr_grefs) * sizeof(active_entry)));
+    const size_t active_bytes = size_t(v.nr_grefs) * sizeof(active_entry);
+    bool ok = true;
+    if (fds[proto::fd_mem] >= 0) {
+        v.mem_fd = fds[proto::fd_mem];
+        v.mem = static_cast<uint8_t*>(map_rw(fds[proto::fd_mem], size_t(v.mem_pages) * page_size));
+        ok = ok && v.mem;
+    }
+    if (fds[proto::fd_gnttab] >= 0) {
+        v.gnttab = static_cast<grant_entry_v1_t*>(map_rw(fds[proto::fd_gnttab], size_t(v.nr_grefs) * sizeof(grant_entry_v1_t)));
+        ok = ok && v.gnttab;
+    }
+    if (fds[proto::fd_active] >= 0) {
+        v.active = static_cast<active_entry*>(map_rw(fds[proto::fd_active], active_bytes));
+        ok = ok && v.active;
+    } else if (self) {
+        void* p = ::mmap(nullptr, active_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        v.active = p == MAP_FAILED ? nullptr : static_cast<active_entry*>(p);
+        ok = ok && v.active;
+    }
     v.bindings = static_cast<const evtchn_binding*>(map_ro(fds[proto::fd_bindings], evtchn_bindings_bytes));
     v.bitmaps = static_cast<evtchn_bitmaps*>(map_rw(fds[proto::fd_bitmaps], sizeof(evtchn_bitmaps)));
     for (int i = proto::fd_gnttab; i < proto::n_domain_fds; i++)
-        if (i != proto::fd_registry) ::close(fds[i]);
-    if (!v.mem || !v.gnttab || !v.active || !v.bindings || !v.bitmaps) return -ENOMEM;
+        if (i != proto::fd_registry && fds[i] >= 0) ::close(fds[i]);
+    if (!ok || !v.bindings || !v.bitmaps) return -ENOMEM;
+    if (self && (!v.mem || !v.gnttab)) return -EPROTO;
     return 0;
 }
 
@@ -117,9 +196,30 @@ int client::dial(client& c, const std::string& path, std::string* why) noexcept 
     return 0;
 }
 
-result<std::unique_ptr<client>> client::connect_admin(const std::string& sock, std::string* why) noexcept {
+result<std::unique_ptr<client>> client::connect_admin(const std::string& sock, std::string* why,
+                                                      const std::string& token) noexcept {
     std::unique_ptr<client> c(new client());
-    if (int rc = dial(*c, sock.empty() ? default_socket() : sock, why); rc < 0) return err(rc);
+    const std::string path = sock.empty() ? default_socket() : sock;
+    std::string hex = token;
+    if (hex.empty()) {
+        // The toolstack's token lives beside the socket (broker.hpp); a
+        // domain's program has its own token in $ZCNET_EMU_TOKEN, which is
+        // no admin token, so the file comes first.
+        const std::string file = path.substr(0, path.rfind('/') + 1) + "admin.token";
+        int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            char buf[2 * proto::token_bytes];
+            ssize_t n = ::read(fd, buf, sizeof buf);
+            ::close(fd);
+            if (n > 0) hex.assign(buf, size_t(n));
+        }
+    }
+    if (hex.empty()) hex = env_token();
+    if (int rc = dial(*c, path, why); rc < 0) return err(rc);
+    if (!parse_token(hex, c->_token)) {
+        if (why) *why = "emu: no admin token (admin.token beside " + path + ", or ZCNET_EMU_TOKEN)";
+        return err(-EACCES);
+    }
     return c;
 }
 
@@ -141,25 +241,39 @@ result<std::unique_ptr<client>> client::connect(const connect_options& o, std::s
         return err(-EINVAL);
     }
     std::unique_ptr<client> c(new client());
+    static_assert(sizeof c->_token == proto::token_bytes);
     if (int rc = dial(*c, path, why); rc < 0) return err(rc);
-    proto::request r{proto::magic, proto::op::hello, dom, o.mem_pages, o.attach ? 1u : 0u, proto::version};
+    const std::string hex = o.token.empty() ? env_token() : o.token;
+    if (!parse_token(hex, c->_token)) {
+        if (why)
+            *why = "emu: domain " + std::to_string(dom) +
+                   ": no token (set ZCNET_EMU_TOKEN, or run under `zc-emu run --dom N`)";
+        return err(-EACCES);
+    }
+    uint32_t flags = (o.attach ? proto::hello_attach : 0u) | (o.privileged ? proto::hello_privileged : 0u);
+    proto::request r = req(proto::op::hello, dom, o.mem_pages, flags, proto::version);
+    std::memcpy(r.token, c->_token, sizeof r.token);
     reply rep;
     int rc = c->call(&r, sizeof r, rep);
     if (rc < 0) {
         if (why)
             *why = "emu: domain " + std::to_string(dom) + ": " +
-                   (rc == -EEXIST ? std::string("already running") : std::string(std::strerror(-rc)));
+                   (rc == -EEXIST   ? std::string("already running")
+                    : rc == -EACCES ? std::string("the broker refused our token")
+                                    : std::string(std::strerror(-rc)));
         return err(rc);
     }
-    if (rep.nfds != proto::n_domain_fds) {
-        rep.close_fds();
+    int fds[proto::n_domain_fds];
+    if (rep.text.size() < proto::token_bytes || !unpack_fds(rep.h, rep.fds, rep.nfds, fds)) {
+        if (rep.text.size() < proto::token_bytes) rep.close_fds();
         return err(-EPROTO);
     }
-    c->_registry = static_cast<const registry_slot*>(map_ro(rep.fds[proto::fd_registry], registry_bytes));
-    ::close(rep.fds[proto::fd_registry]);
-    rc = map_domain(dom, rep.h, rep.fds, c->_self);
-    if (rc < 0 || !c->_registry) return err(-ENOMEM);
-    c->_xs_path = rep.text;
+    c->_registry = static_cast<const registry_slot*>(map_ro(fds[proto::fd_registry], registry_bytes));
+    ::close(fds[proto::fd_registry]);
+    rc = map_domain(dom, rep.h, fds, c->_self, true);
+    if (rc < 0 || !c->_registry) return err(rc < 0 ? rc : -ENOMEM);
+    c->_domain_token = hex_of(reinterpret_cast<const uint8_t*>(rep.text.data()));
+    c->_xs_path = rep.text.substr(proto::token_bytes);
     return c;
 }
 
@@ -175,45 +289,59 @@ bool client::alive(domid_t d) const noexcept {
     return d < max_domains && _registry[d].state.load(std::memory_order_acquire) == dom_alive;
 }
 
-result<const domain_view*> client::view(domid_t d) noexcept {
+result<const domain_view*> client::view(domid_t d) noexcept { return fetch_view(d, false); }
+
+result<const domain_view*> client::evtchn_view(domid_t d) noexcept { return fetch_view(d, true); }
+
+result<const domain_view*> client::fetch_view(domid_t d, bool evtchn_only) noexcept {
     if (d >= max_domains || !alive(d)) return err(-ESRCH);
     uint32_t gen = _registry[d].generation.load(std::memory_order_acquire);
     if (d == _self.dom) return &_self;
     {
         std::lock_guard<std::mutex> g(_views_lock);
+        // A full view serves both; an evtchn-only one only evtchn_view().
         auto it = _views.find(d);
         if (it != _views.end() && it->second->generation == gen) return static_cast<const domain_view*>(it->second);
+        if (evtchn_only) {
+            it = _ev_views.find(d);
+            if (it != _ev_views.end() && it->second->generation == gen)
+                return static_cast<const domain_view*>(it->second);
+        }
     }
-    proto::request r{proto::magic, proto::op::get_domain, d, 0, 0, 0};
+    proto::request r = req(evtchn_only ? proto::op::get_evtchn : proto::op::get_domain, d, 0, 0, 0);
     reply rep;
     int rc = call(&r, sizeof r, rep);
-    if (rc < 0) return err(rc);
-    if (rep.nfds != proto::n_domain_fds) {
-        rep.close_fds();
-        return err(-EPROTO);
+    if (rc < 0) {
+        if (rc == -EPERM) ZC_LOG(debug, tag, "d%u: the broker refused domain %u's memory (not privileged)",
+                                 unsigned(_self.dom), unsigned(d));
+        return err(rc);
     }
-    ::close(rep.fds[proto::fd_registry]);
+    int fds[proto::n_domain_fds];
+    if (!unpack_fds(rep.h, rep.fds, rep.nfds, fds)) return err(-EPROTO);
+    ::close(fds[proto::fd_registry]);
     auto v = std::make_unique<domain_view>();
-    rc = map_domain(d, rep.h, rep.fds, *v);
+    rc = map_domain(d, rep.h, fds, *v, false);
+    if (rc == 0 && !evtchn_only && (!v->mem || !v->gnttab || !v->active)) rc = -EPROTO;
     if (rc < 0) {
         unmap_domain(*v);
         return err(rc);
     }
+    auto& cache = evtchn_only ? _ev_views : _views;
     std::lock_guard<std::mutex> g(_views_lock);
-    auto it = _views.find(d);
+    auto it = cache.find(d);
     // Another thread may have raced us to the same generation: keep theirs.
-    if (it != _views.end() && it->second->generation == v->generation) {
+    if (it != cache.end() && it->second->generation == v->generation) {
         unmap_domain(*v);
         return static_cast<const domain_view*>(it->second);
     }
     domain_view* p = v.get();
     _all_views.push_back(std::move(v));
-    _views[d] = p;
+    cache[d] = p;
     return static_cast<const domain_view*>(p);
 }
 
 result<uint16_t> client::evtchn_open(int efd) noexcept {
-    proto::request r{proto::magic, proto::op::evtchn_open, 0, 0, 0, 0};
+    proto::request r = req(proto::op::evtchn_open, 0, 0, 0, 0);
     reply rep;
     std::lock_guard<std::mutex> g(_call_lock);
     _pending_fd = efd;
@@ -223,13 +351,13 @@ result<uint16_t> client::evtchn_open(int efd) noexcept {
 }
 
 void client::evtchn_close(uint16_t handle) noexcept {
-    proto::request r{proto::magic, proto::op::evtchn_close, handle, 0, 0, 0};
+    proto::request r = req(proto::op::evtchn_close, handle, 0, 0, 0);
     reply rep;
     (void)call(&r, sizeof r, rep);
 }
 
 result<evtchn_port_t> client::evtchn_alloc_unbound(uint16_t handle, domid_t remote) noexcept {
-    proto::request r{proto::magic, proto::op::evtchn_alloc_unbound, handle, remote, 0, 0};
+    proto::request r = req(proto::op::evtchn_alloc_unbound, handle, remote, 0, 0);
     reply rep;
     int rc = call(&r, sizeof r, rep);
     if (rc < 0) return err(rc);
@@ -237,7 +365,7 @@ result<evtchn_port_t> client::evtchn_alloc_unbound(uint16_t handle, domid_t remo
 }
 
 result<evtchn_port_t> client::evtchn_bind_interdomain(uint16_t handle, domid_t remote, evtchn_port_t rport) noexcept {
-    proto::request r{proto::magic, proto::op::evtchn_bind, handle, remote, rport, 0};
+    proto::request r = req(proto::op::evtchn_bind, handle, remote, rport, 0);
     reply rep;
     int rc = call(&r, sizeof r, rep);
     if (rc < 0) return err(rc);
@@ -245,7 +373,7 @@ result<evtchn_port_t> client::evtchn_bind_interdomain(uint16_t handle, domid_t r
 }
 
 int client::evtchn_unbind(evtchn_port_t port) noexcept {
-    proto::request r{proto::magic, proto::op::evtchn_unbind, port, 0, 0, 0};
+    proto::request r = req(proto::op::evtchn_unbind, port, 0, 0, 0);
     reply rep;
     return call(&r, sizeof r, rep);
 }
@@ -259,7 +387,7 @@ result<int> client::evtchn_handle_fd(domid_t d, uint16_t handle) noexcept {
         auto it = _handle_fds.find(key);
         if (it != _handle_fds.end()) return it->second;
     }
-    proto::request r{proto::magic, proto::op::evtchn_handle_fd, d, handle, 0, 0};
+    proto::request r = req(proto::op::evtchn_handle_fd, d, handle, 0, 0);
     reply rep;
     int rc = call(&r, sizeof r, rep);
     if (rc < 0) return err(rc);
@@ -274,7 +402,8 @@ result<int> client::evtchn_handle_fd(domid_t d, uint16_t handle) noexcept {
 }
 
 result<std::vector<domid_t>> client::list_domains() noexcept {
-    proto::request r{proto::magic, proto::op::list_domains, 0, 0, 0, 0};
+    proto::request r = req(proto::op::list_domains, 0, 0, 0, 0);
+    std::memcpy(r.token, _token, sizeof r.token);
     reply rep;
     int rc = call(&r, sizeof r, rep);
     if (rc < 0) return err(rc);
@@ -284,7 +413,8 @@ result<std::vector<domid_t>> client::list_domains() noexcept {
 }
 
 int client::shutdown_broker() noexcept {
-    proto::request r{proto::magic, proto::op::shutdown, 0, 0, 0, 0};
+    proto::request r = req(proto::op::shutdown, 0, 0, 0, 0);
+    std::memcpy(r.token, _token, sizeof r.token);
     reply rep;
     return call(&r, sizeof r, rep);
 }

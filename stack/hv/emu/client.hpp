@@ -25,11 +25,17 @@ namespace zc::hv::emu {
 struct domain_view {
     domid_t dom = domid_invalid;
     uint32_t generation = 0;    // registry generation these mappings belong to
+    // What the broker hands out (broker.hpp, "Who gets what"): a view of
+    // another domain obtained by an unprivileged domain (evtchn_view) has
+    // only bindings and bitmaps; mem, mem_fd, gnttab and active are null/-1.
     uint8_t* mem = nullptr;      // mem_pages * 4096 bytes, MAP_SHARED, RW
     int mem_fd = -1;             // the guest-memory memfd (for mapping single pages)
     uint32_t mem_pages = 0;
     grant_entry_v1_t* gnttab = nullptr; // nr_grefs entries, RW
-    active_entry* active = nullptr;     // nr_grefs entries, RW
+    // nr_grefs entries, RW. Of another domain (privileged callers only): its
+    // shared active table. Of our own domain: a table private to this
+    // process (a domain never gets its own active table, broker.hpp).
+    active_entry* active = nullptr;
     uint32_t nr_grefs = 0;
     const evtchn_binding* bindings = nullptr; // max_evtchn_ports, read-only
     evtchn_bitmaps* bitmaps = nullptr;        // RW
@@ -40,6 +46,11 @@ struct connect_options {
     domid_t dom = domid_invalid; // which domain we are; invalid = $ZCNET_DOMID
     uint32_t mem_pages = 0;      // guest memory for a new domain; 0 = default
     bool attach = false;         // join an existing live domain (a second process of it)
+    bool privileged = false;     // create it privileged (a driver domain; dom0 always is)
+    // The secret that authenticates us (broker.hpp): the admin token to create
+    // a domain, the domain's own token (or the admin token) to attach. Hex;
+    // "" = $ZCNET_EMU_TOKEN.
+    std::string token;
 };
 
 // Default broker socket: $ZCNET_EMU_SOCK, else /run/zcnet-emu/broker.sock.
@@ -49,11 +60,13 @@ class client {
 public:
     // Connect and create (or attach to) the domain. Errors: -ECONNREFUSED /
     // -ENOENT (no broker), -EEXIST (domain already alive and !attach),
-    // -EINVAL (bad domid), -ENOMEM.
+    // -EACCES (no or wrong token), -EINVAL (bad domid), -ENOMEM.
     static result<std::unique_ptr<client>> connect(const connect_options& o, std::string* why) noexcept;
     // A connection that is no domain: only list_domains() and
-    // shutdown_broker() (the `zc-emu` tool).
-    static result<std::unique_ptr<client>> connect_admin(const std::string& sock, std::string* why) noexcept;
+    // shutdown_broker() (the `zc-emu` tool). `token` (hex) "" =
+    // $ZCNET_EMU_TOKEN, else the admin.token file beside the socket.
+    static result<std::unique_ptr<client>> connect_admin(const std::string& sock, std::string* why,
+                                                         const std::string& token = "") noexcept;
     ~client();
 
     domid_t self() const noexcept { return _self.dom; }
@@ -61,6 +74,8 @@ public:
     const registry_slot* registry() const noexcept { return _registry; }
     // Path of this domain's xenstore socket (for XENSTORED_PATH).
     const std::string& xenstore_path() const noexcept { return _xs_path; }
+    // This domain's own token, hex: what another process of it attaches with.
+    const std::string& domain_token() const noexcept { return _domain_token; }
 
     bool alive(domid_t d) const noexcept;
 
@@ -68,8 +83,11 @@ public:
     // alive. Views stay mapped for the life of the client, so a caller may
     // keep the pointer; if the domain died and a new one took its domid, a
     // fresh view is returned and the stale one stays mapped (never reused).
-    // Thread safe.
+    // Thread safe. -EPERM: `d` is another domain and we are not privileged.
     result<const domain_view*> view(domid_t d) noexcept;
+    // A view with at least `d`'s event-channel tables (bindings, bitmaps),
+    // which any domain may have. Same lifetime rules as view().
+    result<const domain_view*> evtchn_view(domid_t d) noexcept;
 
     // Event-channel control operations (these go to the broker; notify and
     // pending do not). `handle` comes from evtchn_open.
@@ -91,6 +109,7 @@ private:
     int call(const void* req, size_t len, reply& out) noexcept;
     int call_locked(const void* req, size_t len, reply& out) noexcept;
     static int dial(client& c, const std::string& path, std::string* why) noexcept;
+    result<const domain_view*> fetch_view(domid_t d, bool evtchn_only) noexcept;
 
     int _fd = -1;
     std::mutex _call_lock;  // one request/response at a time on _fd
@@ -98,8 +117,11 @@ private:
     domain_view _self;
     const registry_slot* _registry = nullptr;
     std::string _xs_path;
+    std::string _domain_token;
+    uint8_t _token[32] = {}; // what we authenticated with; sent with admin ops
     std::mutex _views_lock; // protects _views
     std::unordered_map<domid_t, domain_view*> _views;           // current view per domid
+    std::unordered_map<domid_t, domain_view*> _ev_views;        // current evtchn-only view per domid
     std::vector<std::unique_ptr<domain_view>> _all_views;        // owns every view ever made
     std::unordered_map<uint32_t, int> _handle_fds; // (dom << 16 | handle) -> fd; under _views_lock
 };

@@ -67,7 +67,7 @@ public:
         domid_t rd = b.remote_dom;
         evtchn_port_t rp = b.remote_port;
         if (rp == 0 || rp >= max_evtchn_ports) return 0;
-        auto v = _c.view(rd);
+        auto v = _c.evtchn_view(rd);
         if (!v) return 0; // peer died: nothing to deliver to
         const evtchn_binding& rb = (*v)->bindings[rp];
         // Deliver only if the remote end still points back at us.

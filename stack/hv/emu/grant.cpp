@@ -7,6 +7,7 @@
 
 #include <sched.h>
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
 
@@ -107,28 +108,65 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// Xen's per-entry spin lock (active_entry_acquire). Held for a few
-// instructions; under contention yield rather than burn the shared core.
+uint64_t now_ns() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+// How long a caller waits for an active entry's lock before it gives up.
+// The lock is held for a few instructions, but the active table is memory
+// other processes write (the privileged mappers of the domain, see
+// broker.hpp): one that dies or misbehaves holding it must not hang the
+// others, so the wait is bounded and the operation fails instead
+// (GNTST_general_error, as Xen fails an operation on an entry it cannot
+// use). Generous: a holder may be preempted on a loaded host.
+constexpr uint64_t active_lock_limit_ns = 2'000'000'000;
+
+// Xen's per-entry spin lock (active_entry_acquire), bounded. Under
+// contention yield rather than burn the shared core. Check held().
 class active_lock {
 public:
     explicit active_lock(active_entry& a) noexcept : _a(a) {
+        uint64_t deadline = 0;
         for (uint32_t spins = 0;;) {
-            if (!_a.lock.exchange(1, std::memory_order_acquire)) return;
+            if (!_a.lock.exchange(1, std::memory_order_acquire)) {
+                _held = true;
+                return;
+            }
             while (_a.lock.load(std::memory_order_relaxed)) {
-                if (++spins < 64)
+                if (++spins < 64) {
                     cpu_relax();
-                else
-                    sched_yield();
+                    continue;
+                }
+                sched_yield();
+                if (spins % 64) continue;
+                const uint64_t t = now_ns();
+                if (!deadline) deadline = t + active_lock_limit_ns;
+                else if (t > deadline) return; // not held
             }
         }
     }
-    ~active_lock() { _a.lock.store(0, std::memory_order_release); }
+    ~active_lock() {
+        if (_held) _a.lock.store(0, std::memory_order_release);
+    }
+    bool held() const noexcept { return _held; }
     active_lock(const active_lock&) = delete;
     active_lock& operator=(const active_lock&) = delete;
 
 private:
     active_entry& _a;
+    bool _held = false;
 };
+
+// A lock word that stays set is a broken or hostile writer of the table:
+// say so (once per process, the rest are counted by the callers' status).
+void log_stuck_lock(domid_t granter, gref_t ref, const char* what) noexcept {
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true, std::memory_order_relaxed))
+        ZC_LOG(warn, tag, "d%u gref %u: active entry lock held too long, %s (further ones not logged)",
+               unsigned(granter), unsigned(ref), what);
+}
 
 // Xen: unlock_out_clear in map_grant_ref/acquire_grant_for_copy, and
 // release_grant_for_copy / unmap_common_complete: GTF_writing goes with the
@@ -149,6 +187,10 @@ int16_t acquire(const domain_view& v, gref_t ref, domid_t ldom, bool readonly, b
     active_entry& act = v.active[ref];
     grant_entry_v1_t& e = v.gnttab[ref];
     active_lock guard(act);
+    if (!guard.held()) {
+        log_stuck_lock(v.dom, ref, "operation failed");
+        return GNTST_general_error;
+    }
 
     // The active table is shared with every other mapper, so its counts are
     // not trusted further than "which domain pins, and is it about to wrap".
@@ -185,6 +227,12 @@ void release(const domain_view& v, gref_t ref, bool readonly) noexcept {
     if (ref >= v.nr_grefs) return;
     active_entry& act = v.active[ref];
     active_lock guard(act);
+    if (!guard.held()) {
+        // The pin stays counted: the entry keeps GTF_reading/GTF_writing and
+        // its granter cannot end access, which harms only that granter.
+        log_stuck_lock(v.dom, ref, "pin not released");
+        return;
+    }
     // Saturate: another (buggy) mapper process may have scribbled the counts.
     uint32_t& n = readonly ? act.readers : act.writers;
     if (n) --n;
@@ -376,7 +424,7 @@ private:
         uint8_t* page = nullptr;
     };
 
-    const domain_view* lookup(domid_t d) noexcept;
+    const domain_view* lookup(domid_t d, int16_t* st) noexcept;
     int16_t claim_gref(claim& c, const domain_view* v, gref_t ref, bool readonly) noexcept;
     void drop(claim& c, bool readonly) noexcept {
         if (!c.v) return;
@@ -397,7 +445,11 @@ private:
     atomic_counters _ctr;
 };
 
-const domain_view* emu_gnttab::lookup(domid_t d) noexcept {
+// The view of granter `d`, or nullptr with *st = GNTST_bad_domain (no such
+// live domain) or GNTST_permission_denied (the broker gives an unprivileged
+// domain no other domain's memory or tables, broker.hpp "Who gets what").
+const domain_view* emu_gnttab::lookup(domid_t d, int16_t* st) noexcept {
+    *st = GNTST_bad_domain;
     if (d >= max_domains) return nullptr;
     const registry_slot& slot = _c.registry()[d];
     // Xen rcu_lock_domain_by_id(): a dying domain takes no new maps or copies.
@@ -406,7 +458,10 @@ const domain_view* emu_gnttab::lookup(domid_t d) noexcept {
     const domain_view* v = _views[d].load(std::memory_order_acquire);
     if (v && v->generation == gen) return v;
     auto r = _c.view(d); // first use of this domain (or a new domain behind the domid)
-    if (!r) return nullptr;
+    if (!r) {
+        if (r.error() == -EPERM) *st = GNTST_permission_denied;
+        return nullptr;
+    }
     v = r.value();
     _views[d].store(v, std::memory_order_release);
     return v;
@@ -423,8 +478,8 @@ result<mapping> emu_gnttab::map(uint32_t count, const domid_t* doms, const gref_
     bool ok = true;
     for (uint32_t i = 0; i < count; ++i) {
         // rcu_lock_domain_by_id(), unlike copy's _by_any_id, knows no DOMID_SELF.
-        const domain_view* v = lookup(doms[i]);
         int16_t st = GNTST_bad_domain;
+        const domain_view* v = lookup(doms[i], &st);
         uint32_t frame = 0;
         if (v) st = acquire(*v, refs[i], _self, !writable, true, &frame);
         if (st == GNTST_okay) pins[i] = pin{v, refs[i], frame};
@@ -532,10 +587,11 @@ int16_t emu_gnttab::copy_one(copy_segment& s, claim& src, claim& dst) noexcept {
     // Xen gnttab_copy_lock_domains(): both domains before either grant;
     // rcu_lock_domain_by_any_id() accepts DOMID_SELF.
     const domain_view *sv = nullptr, *dv = nullptr;
-    if (sg && !(sv = lookup(s.source.foreign.domid == DOMID_SELF ? _self : s.source.foreign.domid)))
-        return GNTST_bad_domain;
-    if (dg && !(dv = lookup(s.dest.foreign.domid == DOMID_SELF ? _self : s.dest.foreign.domid)))
-        return GNTST_bad_domain;
+    int16_t lst = GNTST_bad_domain;
+    if (sg && !(sv = lookup(s.source.foreign.domid == DOMID_SELF ? _self : s.source.foreign.domid, &lst)))
+        return lst;
+    if (dg && !(dv = lookup(s.dest.foreign.domid == DOMID_SELF ? _self : s.dest.foreign.domid, &lst)))
+        return lst;
 
     const uint8_t* from;
     if (sg) {
@@ -696,6 +752,10 @@ uint32_t release_pins_of(const domain_view& granter, domid_t dead) noexcept {
     for (uint32_t ref = 0; ref < granter.nr_grefs; ++ref) {
         active_entry& act = granter.active[ref];
         active_lock guard(act);
+        if (!guard.held()) {
+            log_stuck_lock(granter.dom, ref, "dead mapper's pin not released");
+            continue;
+        }
         if ((act.readers == 0 && act.writers == 0) || act.pinned_by != dead) continue;
         act.readers = 0;
         act.writers = 0;

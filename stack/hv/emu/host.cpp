@@ -47,8 +47,10 @@ void host::stop() noexcept {
 const std::string& host::sock() const noexcept { return _broker->socket_path(); }
 
 result<std::unique_ptr<hv::port>> host::domain(hv::domid_t d, uint32_t mem_pages, std::string* why,
-                                               bool attach) noexcept {
+                                               bool attach, bool privileged) noexcept {
     connect_options o;
+    o.token = _broker->admin_token();
+    o.privileged = privileged;
     o.sock = sock();
     o.dom = d;
     o.mem_pages = mem_pages;

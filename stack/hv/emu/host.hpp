@@ -29,10 +29,15 @@ public:
     const std::string& sock() const noexcept;
     hv::emu::broker& broker() noexcept { return *_broker; }
 
-    // Domain `d` in this process (created, or joined with `attach`).
-    // mem_pages 0 = the broker's default.
+    // Domain `d` in this process (created, or joined with `attach`), with
+    // the admin token (this process is the toolstack). mem_pages 0 = the
+    // broker's default. `privileged`: a driver domain that may map and copy
+    // other domains' grants (dom0 always may; broker.hpp).
     result<std::unique_ptr<hv::port>> domain(hv::domid_t d, uint32_t mem_pages, std::string* why,
-                                             bool attach = false) noexcept;
+                                             bool attach = false, bool privileged = false) noexcept;
+    // The broker's admin token, hex: for processes this host starts as its
+    // toolstack (they pass it as $ZCNET_EMU_TOKEN).
+    const std::string& admin_token() const noexcept { return _broker->admin_token(); }
 
     // Stop the broker now (the destructor does it otherwise).
     void stop() noexcept;

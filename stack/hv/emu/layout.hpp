@@ -11,7 +11,11 @@
 //        GTF_reading/GTF_writing set and cleared by mappers/copiers with
 //        cmpxchg, exactly as Xen does on the shared entry
 //   active table (memfd, nr_grefs entries)  "hypervisor" state: pin counts
-//        kept by mappers/copiers; the granter never touches it
+//        kept by mappers/copiers. Only the broker and privileged domains
+//        (broker.hpp, "Who gets what") ever get it: the granter cannot write
+//        it, and its lock word, which others may still leave set, is waited
+//        for with a bound (grant.cpp, active_lock)
+//   every memfd is sealed against shrink and grow
 //   registry (memfd, one slot per domid)    the broker only; read by all
 //   evtchn bindings (memfd per domain)      the broker only; read by all
 //   evtchn bitmaps (memfd per domain)       pending set by notifiers, cleared

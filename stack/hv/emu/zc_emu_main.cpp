@@ -45,8 +45,10 @@ const char* usage_text =
     "  --dir DIR                   runtime directory (default $ZCNET_EMU_DIR or /run/zcnet-emu)\n"
     "  -h, --help                  this text\n"
     "\n"
-    "PROGRAM gets ZCNET_HV=emu, ZCNET_EMU_SOCK, ZCNET_DOMID and XENSTORED_PATH in its\n"
-    "environment, so zcnet programs and the real libxenstore find the emulated host.\n";
+    "PROGRAM gets ZCNET_HV=emu, ZCNET_EMU_SOCK, ZCNET_DOMID, ZCNET_EMU_TOKEN (its\n"
+    "domain's secret, never the host's admin token) and XENSTORED_PATH in its\n"
+    "environment, so zcnet programs and the real libxenstore find the emulated host.\n"
+    "status, run and down authenticate with DIR/admin.token (or $ZCNET_EMU_TOKEN).\n";
 
 int usage(int rc) {
     std::fputs(usage_text, rc ? stderr : stdout);
@@ -186,9 +188,26 @@ bool parse_size(const char* s, uint64_t& out) {
     return true;
 }
 
+// The toolstack's secret (broker.hpp): DIR/admin.token, else
+// $ZCNET_EMU_TOKEN (which, in a domain's program, is only its domain's token:
+// enough for --attach to that domain).
+std::string admin_token(const std::string& dir) {
+    std::string t;
+    if (FILE* f = std::fopen((dir + "/admin.token").c_str(), "re")) {
+        char buf[128];
+        size_t n = std::fread(buf, 1, sizeof buf, f);
+        std::fclose(f);
+        t.assign(buf, n);
+    }
+    if (t.empty())
+        if (const char* e = std::getenv("ZCNET_EMU_TOKEN"); e && *e) t = e;
+    return t;
+}
+
 int cmd_run(const std::string& dir, long dom, uint64_t mem, bool attach, char** argv) {
     connect_options o;
     o.sock = dir + "/broker.sock";
+    o.token = admin_token(dir);
     o.dom = zc::hv::domid_t(dom);
     o.mem_pages = uint32_t(mem / 4096);
     o.attach = attach;
@@ -202,6 +221,8 @@ int cmd_run(const std::string& dir, long dom, uint64_t mem, bool attach, char** 
     ::setenv("ZCNET_EMU_SOCK", o.sock.c_str(), 1);
     ::setenv("ZCNET_DOMID", std::to_string(dom).c_str(), 1);
     ::setenv("ZCNET_EMU_ATTACH", "1", 1);
+    // The program attaches with its domain's token only.
+    ::setenv("ZCNET_EMU_TOKEN", (*c)->domain_token().c_str(), 1);
     ::setenv("XENSTORED_PATH", (*c)->xenstore_path().c_str(), 1);
     pid_t pid = ::fork();
     if (pid < 0) {
