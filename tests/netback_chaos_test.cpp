@@ -170,14 +170,19 @@ TEST(NetbackChaosChild, DISABLED_Guest) {
 // fork + execve of this binary as a guest of `role`, with the given pipe
 // ends inherited. Everything the child needs is built before fork(): between
 // fork and execve it calls nothing that allocates.
-pid_t spawn_guest(const char* role, const std::string& sock, std::initializer_list<int> fds) {
+// `token`: the broker's admin token, with which the guest creates its domain
+// (hv/emu/broker.hpp).
+pid_t spawn_guest(const char* role, const std::string& sock, const std::string& token,
+                  std::initializer_list<int> fds) {
     std::vector<std::string> env;
     for (char** e = environ; *e; ++e)
-        if (std::strncmp(*e, "ZC_CHAOS_", 9) != 0) env.emplace_back(*e);
+        if (std::strncmp(*e, "ZC_CHAOS_", 9) != 0 && std::strncmp(*e, "ZCNET_EMU_TOKEN=", 16) != 0)
+            env.emplace_back(*e);
     std::string f;
     for (int x : fds) f += (f.empty() ? "" : ",") + std::to_string(x);
     env.push_back(std::string("ZC_CHAOS_ROLE=") + role);
     env.push_back("ZC_CHAOS_SOCK=" + sock);
+    env.push_back("ZCNET_EMU_TOKEN=" + token);
     env.push_back("ZC_CHAOS_FDS=" + f);
     std::vector<char*> envp;
     for (auto& e : env) envp.push_back(e.data());
@@ -225,10 +230,12 @@ TEST(NetbackChaos, GuestKilledAtRandomMomentsHundredTimes) {
     };
 
     test::chan up1, go1, cmd1, res1;
-    pid_t p1 = spawn_guest("recv", host.sock(), {up1.fd[1], go1.fd[0], cmd1.fd[0], res1.fd[1]});
+    pid_t p1 =
+        spawn_guest("recv", host.sock(), host.admin_token(), {up1.fd[1], go1.fd[0], cmd1.fd[0], res1.fd[1]});
     kids.push_back(p1);
     test::chan up2, go2, cmd2, res2;
-    pid_t p2 = spawn_guest("send", host.sock(), {up2.fd[1], go2.fd[0], cmd2.fd[0], res2.fd[1]});
+    pid_t p2 =
+        spawn_guest("send", host.sock(), host.admin_token(), {up2.fd[1], go2.fd[0], cmd2.fd[0], res2.fd[1]});
     kids.push_back(p2);
     int one;
     ASSERT_TRUE(up1.get(one) && up2.get(one));
@@ -268,7 +275,7 @@ TEST(NetbackChaos, GuestKilledAtRandomMomentsHundredTimes) {
     int killed_connected = 0;
     for (int iter = 0; iter < 100; iter++) {
         test::chan up3, go3;
-        pid_t p3 = spawn_guest("victim", host.sock(), {up3.fd[1], go3.fd[0]});
+        pid_t p3 = spawn_guest("victim", host.sock(), host.admin_token(), {up3.fd[1], go3.fd[0]});
         ASSERT_TRUE(up3.get(one)) << "iteration " << iter;
         ASSERT_EQ(make_vif(3), 0) << "iteration " << iter << ": " << why;
         go3.put(1);

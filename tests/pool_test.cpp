@@ -37,6 +37,9 @@ namespace seg_flag = zc::pool::seg_flag;
 
 namespace {
 
+// The domain running the pools is a driver domain, and so are the peers
+// that map its pages here: in the emulation only privileged domains get
+// another domain's memory to map or copy grants (hv/emu/broker.hpp).
 constexpr hv::domid_t self_dom = 1; // the domain running the pools (a driver domain)
 constexpr hv::domid_t dom_b = 2;
 constexpr hv::domid_t dom_c = 3;
@@ -68,7 +71,7 @@ class pool_test : public ::testing::Test {
 protected:
     void SetUp() override {
         ASSERT_TRUE(_host.ok());
-        _self = _host.domain(self_dom);
+        _self = _host.domain(self_dom, 0, true);
         ASSERT_TRUE(_self);
         auto s = _self->open_gntshr();
         ASSERT_TRUE(s.ok()) << s.error();
@@ -234,8 +237,8 @@ TEST_F(pool_test, isolation) {
     EXPECT_EQ(grants_to(*_self, dom_c), 8u);
 
     // The hypervisor agrees: C cannot map B's grant; B can.
-    auto cport = _host.domain(dom_c);
-    auto bport = _host.domain(dom_b);
+    auto cport = _host.domain(dom_c, 0, true);
+    auto bport = _host.domain(dom_b, 0, true);
     ASSERT_TRUE(cport && bport);
     auto ctab = cport->open_gnttab();
     auto btab = bport->open_gnttab();
@@ -334,7 +337,7 @@ TEST_F(pool_test, grow_and_shrink_scripted) {
 
     // The peer maps a page of an idle chunk: ending its grant fails with
     // -EBUSY (the peer still maps it), the chunk stays counted and is retried.
-    auto bport = _host.domain(dom_b);
+    auto bport = _host.domain(dom_b, 0, true);
     ASSERT_TRUE(bport);
     auto btab = bport->open_gnttab();
     ASSERT_TRUE(btab.ok());
@@ -719,7 +722,7 @@ TEST_F(pool_test, teardown_with_frames_in_flight) {
     auto m = make(opts(2, 8));
     ASSERT_TRUE(m);
     pool* pb = *m->open_peer(dom_b);
-    auto bport = _host.domain(dom_b);
+    auto bport = _host.domain(dom_b, 0, true);
     auto aport = _host.domain(dom_a);
     ASSERT_TRUE(bport && aport);
 

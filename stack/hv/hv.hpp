@@ -176,8 +176,9 @@ public:
 
 // Choose and open the port:
 //   ZCNET_HV=xen|emu overrides; otherwise xen when /dev/xen/gntdev exists,
-//   else emu. The emu backend reads ZCNET_EMU_SOCK (broker socket) and
-//   ZCNET_DOMID, as set by `zc-emu run`.
+//   else emu. The emu backend reads ZCNET_EMU_SOCK (broker socket),
+//   ZCNET_DOMID and ZCNET_EMU_TOKEN (the domain's secret), as set by
+//   `zc-emu run`.
 // On error returns nullptr-carrying result with a message in *why.
 // Defined in the zc_hv_select part (hv/select.cpp): only what chooses a
 // port at run time links both backends.

@@ -19,6 +19,10 @@
 //     never passes the admin token on.
 //   - Every other op needs a hello on the same connection: the connection
 //     then *is* that domain. get_domain without a hello is -ENOTCONN.
+//   Every domain process runs as the broker's user; one that reads
+//   admin.token from the runtime directory or ptraces another process is
+//   outside what the broker can see (docs/ARCHITECTURE.md, "The emulated
+//   hypervisor's authentication").
 // Who gets what (Xen: only the hypervisor touches a domain's tables; a
 // domain reaches foreign memory only through grant operations):
 //   - a domain, of itself: its memory, grant table, event-channel tables,
