@@ -127,7 +127,7 @@ constexpr uint64_t active_lock_limit_ns = 2'000'000'000;
 // contention yield rather than burn the shared core. Check held().
 class active_lock {
 public:
-    explicit active_lock(active_entry& a) noexcept : _a(a) {
+    explicit active_lock(active_entry& a, uint64_t limit_ns = active_lock_limit_ns) noexcept : _a(a) {
         uint64_t deadline = 0;
         for (uint32_t spins = 0;;) {
             if (!_a.lock.exchange(1, std::memory_order_acquire)) {
@@ -142,7 +142,7 @@ public:
                 sched_yield();
                 if (spins % 64) continue;
                 const uint64_t t = now_ns();
-                if (!deadline) deadline = t + active_lock_limit_ns;
+                if (!deadline) deadline = t + limit_ns;
                 else if (t > deadline) return; // not held
             }
         }
@@ -749,11 +749,17 @@ std::unique_ptr<gnttab> make_gnttab(client& c) {
 
 uint32_t release_pins_of(const domain_view& granter, domid_t dead) noexcept {
     uint32_t released = 0;
+    // The broker waits out one stuck entry per granter; after that whoever
+    // holds the table's locks is not coming back, and every further wait is
+    // short, so that a table full of stuck locks cannot stall the broker
+    // for long.
+    uint64_t limit = active_lock_limit_ns;
     for (uint32_t ref = 0; ref < granter.nr_grefs; ++ref) {
         active_entry& act = granter.active[ref];
-        active_lock guard(act);
+        active_lock guard(act, limit);
         if (!guard.held()) {
             log_stuck_lock(granter.dom, ref, "dead mapper's pin not released");
+            limit = 0;
             continue;
         }
         if ((act.readers == 0 && act.writers == 0) || act.pinned_by != dead) continue;
