@@ -7,7 +7,6 @@
 
 #include <sched.h>
 #include <fcntl.h>
-#include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
 
@@ -19,6 +18,7 @@
 #include <unordered_map>
 
 #include "common/check.hpp"
+#include "common/clock.hpp"
 #include "common/log.hpp"
 
 namespace zc::hv::emu {
@@ -108,12 +108,6 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-uint64_t now_ns() noexcept {
-    timespec ts{};
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
-}
-
 // How long a caller waits for an active entry's lock before it gives up.
 // The lock is held for a few instructions, but the active table is memory
 // other processes write (the privileged mappers of the domain, see
@@ -141,7 +135,7 @@ public:
                 }
                 sched_yield();
                 if (spins % 64) continue;
-                const uint64_t t = now_ns();
+                const uint64_t t = uint64_t(mono_ns());
                 if (!deadline) deadline = t + limit_ns;
                 else if (t > deadline) return; // not held
             }
