@@ -552,7 +552,9 @@ TEST_F(EmuGrant, CopyLocalGrefAndGrefToGref) {
     EXPECT_EQ(buf[100], 0);
 
     // local -> gref, the local side crossing a page boundary
-    uint8_t* unaligned = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + page_size) &
+    // 96 bytes before the first page boundary at least 96 bytes into buf (a
+    // boundary closer to buf's start would put the write before buf).
+    uint8_t* unaligned = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + 96 + page_size - 1) &
                                                     ~uintptr_t(page_size - 1)) - 96;
     for (int i = 0; i < 1000; ++i) unaligned[i] = uint8_t(i * 13);
     seg = local_to_gref(unaligned, 2, d.refs[0], 7, 1000);

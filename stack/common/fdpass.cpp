@@ -14,7 +14,7 @@ long send(int sock, const void* buf, size_t len, const int* fds, int nfds, int f
     msghdr mh{};
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
-    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * max_fds)];
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * max_fds)] = {}; // padding goes out too
     if (nfds > 0) {
         mh.msg_control = ctl;
         mh.msg_controllen = CMSG_SPACE(sizeof(int) * size_t(nfds));
