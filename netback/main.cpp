@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 extern "C" {
@@ -174,6 +175,10 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
     std::signal(SIGPIPE, SIG_IGN);
     ZC_LOG(info, "netback", "ready; control socket %s", ctl.c_str());
     (*b)->process();
+    // Type=notify (zc-netback.service): ready once the backend watches
+    // xenstore and the control socket listens. A no-op outside systemd
+    // (NOTIFY_SOCKET unset), see sd_notify(3).
+    ::sd_notify(0, "READY=1");
     for (;;) {
         pollfd p[3] = {{(*b)->fd(), POLLIN, 0}, {lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
         int n = ::poll(p, 3, 2000);
@@ -189,6 +194,7 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
             signalfd_siginfo si;
             (void)!::read(sfd, &si, sizeof si);
             ZC_LOG(info, "netback", "signal %u: shutting down", si.ssi_signo);
+            ::sd_notify(0, "STOPPING=1");
             break;
         }
         if (p[0].revents) (*b)->process();
