@@ -11,8 +11,10 @@
 # (apt-get satisfy, with the suite's updates and security sources) brings
 # them up to the versions this build needs before dpkg -i installs zcnet.
 #
-# Usage: pkgtest.sh BUILD_DIR [SOURCE_DIR]. Exit 77 (skip) when not root or
-# when debootstrap/cpack/dpkg-deb are missing and no cached root exists.
+# Usage: ZCNET_PKGTEST=1 pkgtest.sh BUILD_DIR. Exit 77 (skip) unless
+# ZCNET_PKGTEST=1 (it needs the network once and writes the cache; .ci/run
+# enables it), when not root, or when cpack/dpkg-deb are missing, or
+# debootstrap is missing and no cached root exists.
 set -euo pipefail
 build=$(cd "${1:?usage: pkgtest.sh BUILD_DIR}" && pwd)
 suite=${ZCNET_PKGTEST_SUITE:-bookworm}
@@ -26,6 +28,7 @@ log() { echo "pkgtest: $*" >&2; }
 skip() { log "SKIP: $*"; exit 77; }
 fail() { log "FAIL: $*"; exit 1; }
 
+[ "${ZCNET_PKGTEST:-0}" = 1 ] || skip "set ZCNET_PKGTEST=1 to build, install and purge the packages"
 [ "$(id -u)" -eq 0 ] || skip "needs root (chroot, dpkg in a root)"
 for t in cpack dpkg-deb chroot tar; do
   command -v "$t" >/dev/null || skip "$t not installed"
