@@ -150,6 +150,15 @@ void serve_ctl(int lfd, backend& b) {
 }
 
 int cmd_run(const backend_options& o, const std::string& ctl) {
+    // SIGINT/SIGTERM are blocked before the backend starts its worker
+    // threads, which inherit the mask: the signals then reach only the
+    // signalfd below (a thread with them unblocked would let SIGTERM, e.g.
+    // `systemctl stop`, kill the process without its shutdown).
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
     std::string why;
     auto port = hv::open(&why);
     if (!port) {
@@ -166,11 +175,6 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
         std::fprintf(stderr, "zc-netback: control socket %s: %s\n", ctl.c_str(), std::strerror(-lfd));
         return 1;
     }
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
     int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     std::signal(SIGPIPE, SIG_IGN);
     ZC_LOG(info, "netback", "ready; control socket %s", ctl.c_str());
