@@ -469,6 +469,13 @@ std::string exe_dir(const std::string& self) {
     return s == std::string::npos ? "." : self.substr(0, s);
 }
 
+// A program zc-vmbench runs: in the build tree at ../<build_rel>, installed
+// (cmake --install, the zcnet package) next to zc-vmbench itself.
+std::string sibling(const std::string& self, const std::string& build_rel, const std::string& name) {
+    std::string in_tree = exe_dir(self) + "/../" + build_rel + "/" + name;
+    return ::access(in_tree.c_str(), X_OK) == 0 ? in_tree : exe_dir(self) + "/" + name;
+}
+
 // The part of an emulated host every mode shares: a broker (the
 // hypervisor) in a temporary directory, dom0's port and xenstore, and
 // zc-netback serving dom0's vifs with a control socket for its counters.
@@ -1094,9 +1101,9 @@ int main(int argc, char** argv) {
     char self[PATH_MAX];
     ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
     o.self = n > 0 ? std::string(self, size_t(n)) : argv[0];
-    o.netback = exe_dir(o.self) + "/../netback/zc-netback";
-    o.stackd = exe_dir(o.self) + "/../uapi/zc-stackd";
-    o.perf = exe_dir(o.self) + "/../apps/zc-perf";
+    o.netback = sibling(o.self, "netback", "zc-netback");
+    o.stackd = sibling(o.self, "uapi", "zc-stackd");
+    o.perf = sibling(o.self, "apps", "zc-perf");
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         bool has = i + 1 < argc;

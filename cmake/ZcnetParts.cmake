@@ -37,7 +37,9 @@ function(zc_part name kind)
     file(CREATE_LINK ${h} ${stage}/${P_PREFIX}/${base} SYMBOLIC)
   endforeach()
   file(MAKE_DIRECTORY ${stage})
-  target_include_directories(${name} ${scope} ${stage})
+  # BUILD_INTERFACE: the staged tree is the build's; an installed part
+  # (libzcnet, dist/CMakeLists.txt) names its installed include directory.
+  target_include_directories(${name} ${scope} $<BUILD_INTERFACE:${stage}>)
   if(P_DEPS)
     target_link_libraries(${name} ${scope} ${P_DEPS})
   endif()

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 extern "C" {
@@ -149,6 +150,15 @@ void serve_ctl(int lfd, backend& b) {
 }
 
 int cmd_run(const backend_options& o, const std::string& ctl) {
+    // SIGINT/SIGTERM are blocked before the backend starts its worker
+    // threads, which inherit the mask: the signals then reach only the
+    // signalfd below (a thread with them unblocked would let SIGTERM, e.g.
+    // `systemctl stop`, kill the process without its shutdown).
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
     std::string why;
     auto port = hv::open(&why);
     if (!port) {
@@ -165,15 +175,14 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
         std::fprintf(stderr, "zc-netback: control socket %s: %s\n", ctl.c_str(), std::strerror(-lfd));
         return 1;
     }
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
     int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     std::signal(SIGPIPE, SIG_IGN);
     ZC_LOG(info, "netback", "ready; control socket %s", ctl.c_str());
     (*b)->process();
+    // Type=notify (zc-netback.service): ready once the backend watches
+    // xenstore and the control socket listens. A no-op outside systemd
+    // (NOTIFY_SOCKET unset), see sd_notify(3).
+    ::sd_notify(0, "READY=1");
     for (;;) {
         pollfd p[3] = {{(*b)->fd(), POLLIN, 0}, {lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
         int n = ::poll(p, 3, 2000);
@@ -189,6 +198,7 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
             signalfd_siginfo si;
             (void)!::read(sfd, &si, sizeof si);
             ZC_LOG(info, "netback", "signal %u: shutting down", si.ssi_signo);
+            ::sd_notify(0, "STOPPING=1");
             break;
         }
         if (p[0].revents) (*b)->process();

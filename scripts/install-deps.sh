@@ -13,6 +13,9 @@ pkgs=(
   iproute2 iperf3                  # network-namespace tests and kernel baselines
   gnuplot-nox jq                   # bench/plot.sh: the throughput PNG from the JSON
   qemu-system-x86 debootstrap busybox-static cpio  # tests/xenlab: Xen 4.17 booted in QEMU
+  libsystemd-dev                   # zc-netback: sd_notify (zc-netback.service, Type=notify)
+  dpkg-dev lintian                 # cpack -G DEB (dpkg-shlibdeps), the packages' lintian check
+  man-db groff-base                # dist/check_man.sh renders the man pages
 )
 
 missing=()

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/check.hpp"
@@ -43,10 +44,28 @@ level threshold() noexcept {
 
 void set_threshold(level l) noexcept { g_threshold.store(int(l), std::memory_order_relaxed); }
 
+bool stderr_is_journal() noexcept {
+    // systemd.exec(5), $JOURNAL_STREAM: "<device>:<inode>" of the stream
+    // stderr was connected to; only a match means stderr still goes there.
+    const char* e = std::getenv("JOURNAL_STREAM");
+    if (!e || !*e) return false;
+    unsigned long long dev = 0, ino = 0;
+    if (std::sscanf(e, "%llu:%llu", &dev, &ino) != 2) return false;
+    struct stat st;
+    if (::fstat(2, &st) != 0) return false;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void write(level l, const char* tag, const char* fmt, ...) noexcept {
     static const char* names[] = {"error", "warn", "info", "debug"};
+    // Under systemd the journal reads a "<N>" prefix as the line's syslog
+    // priority (sd-daemon(3): SD_ERR 3, SD_WARNING 4, SD_INFO 6, SD_DEBUG 7)
+    // and records the pid itself.
+    static const char* prio[] = {"<3>", "<4>", "<6>", "<7>"};
     char buf[1024];
-    int n = std::snprintf(buf, sizeof buf, "zcnet[%d] %s %s: ", int(getpid()), names[int(l)], tag);
+    int n = stderr_is_journal()
+                ? std::snprintf(buf, sizeof buf, "%s%s %s: ", prio[int(l)], names[int(l)], tag)
+                : std::snprintf(buf, sizeof buf, "zcnet[%d] %s %s: ", int(getpid()), names[int(l)], tag);
     if (n < 0 || size_t(n) >= sizeof buf) n = 0;
     va_list ap;
     va_start(ap, fmt);

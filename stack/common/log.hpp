@@ -14,8 +14,13 @@ enum class level : int { error = 0, warn = 1, info = 2, debug = 3 };
 level threshold() noexcept;
 void set_threshold(level l) noexcept;
 
+// One line on stderr. When stderr is the journal (a systemd service,
+// $JOURNAL_STREAM), the line carries the level as a syslog priority.
 void write(level l, const char* tag, const char* fmt, ...) noexcept
     __attribute__((format(printf, 3, 4)));
+
+// stderr is the stream $JOURNAL_STREAM names (systemd.exec(5)).
+bool stderr_is_journal() noexcept;
 
 // A token bucket: at most `burst` messages, refilled at `per_sec`.
 // Use one per peer-triggerable message site.
