@@ -82,16 +82,6 @@ int random_token(uint8_t* out) noexcept {
     return 0;
 }
 
-std::string to_hex(const uint8_t* t) {
-    static const char digits[] = "0123456789abcdef";
-    std::string s;
-    for (size_t i = 0; i < proto::token_bytes; i++) {
-        s += digits[t[i] >> 4];
-        s += digits[t[i] & 15];
-    }
-    return s;
-}
-
 void* map_fd(int fd, size_t bytes) noexcept {
     void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     return p == MAP_FAILED ? nullptr : p;
@@ -238,7 +228,7 @@ int broker::impl::init(std::string* why) noexcept {
     bound = true;
 
     if (int e = random_token(admin); e < 0) return fail(why, "broker: getrandom", -e), e;
-    admin_hex = to_hex(admin);
+    admin_hex = proto::token_hex(admin);
     token_path = opts.dir + "/admin.token";
     ::unlink(token_path.c_str());
     int tfd = ::open(token_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);

@@ -30,37 +30,11 @@ proto::request req(proto::op code, uint32_t a, uint32_t b, uint32_t c, uint32_t 
     return r;
 }
 
-// Hex token -> bytes. False unless exactly token_bytes of hex.
-bool parse_token(const std::string& hex, uint8_t* out) noexcept {
-    if (hex.size() != 2 * proto::token_bytes) return false;
-    auto nib = [](char ch) -> int {
-        if (ch >= '0' && ch <= '9') return ch - '0';
-        if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-        if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-        return -1;
-    };
-    for (size_t i = 0; i < proto::token_bytes; i++) {
-        int hi = nib(hex[2 * i]), lo = nib(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) return false;
-        out[i] = uint8_t(hi << 4 | lo);
-    }
-    return true;
-}
-
 std::string env_token() {
     const char* e = std::getenv("ZCNET_EMU_TOKEN");
     return e ? e : "";
 }
 
-std::string hex_of(const uint8_t* t) {
-    static const char digits[] = "0123456789abcdef";
-    std::string s;
-    for (size_t i = 0; i < proto::token_bytes; i++) {
-        s += digits[t[i] >> 4];
-        s += digits[t[i] & 15];
-    }
-    return s;
-}
 } // namespace
 
 std::string default_socket() {
@@ -216,7 +190,7 @@ result<std::unique_ptr<client>> client::connect_admin(const std::string& sock, s
     }
     if (hex.empty()) hex = env_token();
     if (int rc = dial(*c, path, why); rc < 0) return err(rc);
-    if (!parse_token(hex, c->_token)) {
+    if (!proto::parse_token_hex(hex, c->_token)) {
         if (why) *why = "emu: no admin token (admin.token beside " + path + ", or ZCNET_EMU_TOKEN)";
         return err(-EACCES);
     }
@@ -244,7 +218,7 @@ result<std::unique_ptr<client>> client::connect(const connect_options& o, std::s
     static_assert(sizeof c->_token == proto::token_bytes);
     if (int rc = dial(*c, path, why); rc < 0) return err(rc);
     const std::string hex = o.token.empty() ? env_token() : o.token;
-    if (!parse_token(hex, c->_token)) {
+    if (!proto::parse_token_hex(hex, c->_token)) {
         if (why)
             *why = "emu: domain " + std::to_string(dom) +
                    ": no token (set ZCNET_EMU_TOKEN, or run under `zc-emu run --dom N`)";
@@ -272,7 +246,7 @@ result<std::unique_ptr<client>> client::connect(const connect_options& o, std::s
     ::close(fds[proto::fd_registry]);
     rc = map_domain(dom, rep.h, fds, c->_self, true);
     if (rc < 0 || !c->_registry) return err(rc < 0 ? rc : -ENOMEM);
-    c->_domain_token = hex_of(reinterpret_cast<const uint8_t*>(rep.text.data()));
+    c->_domain_token = proto::token_hex(reinterpret_cast<const uint8_t*>(rep.text.data()));
     c->_xs_path = rep.text.substr(proto::token_bytes);
     return c;
 }

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "common/fdpass.hpp"
 
@@ -14,6 +15,34 @@ namespace zc::hv::emu::proto {
 inline constexpr uint32_t magic = 0x7a63656d; // "zcem"
 inline constexpr uint32_t version = 2;
 inline constexpr size_t token_bytes = 32; // a secret: the admin token or one domain's token
+
+// A token's text form (admin.token, $ZCNET_EMU_TOKEN): 2 * token_bytes
+// lower-case hex digits.
+inline std::string token_hex(const uint8_t* t) {
+    static const char digits[] = "0123456789abcdef";
+    std::string s;
+    for (size_t i = 0; i < token_bytes; i++) {
+        s += digits[t[i] >> 4];
+        s += digits[t[i] & 15];
+    }
+    return s;
+}
+// False unless `hex` is exactly 2 * token_bytes hex digits (either case).
+inline bool parse_token_hex(const std::string& hex, uint8_t* out) noexcept {
+    if (hex.size() != 2 * token_bytes) return false;
+    auto nib = [](char ch) -> int {
+        if (ch >= '0' && ch <= '9') return ch - '0';
+        if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+        if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+        return -1;
+    };
+    for (size_t i = 0; i < token_bytes; i++) {
+        const int hi = nib(hex[2 * i]), lo = nib(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return false;
+        out[i] = uint8_t(hi << 4 | lo);
+    }
+    return true;
+}
 inline constexpr int max_fds = fdpass::max_fds; // messages go through common/fdpass
 
 enum class op : uint32_t {
