@@ -65,8 +65,6 @@ constexpr int end_markers = 8;        // UDP may drop some; the receiver also ha
 constexpr int64_t rx_idle_ns = 1'000'000'000;
 constexpr const char* veth_name = "zcv0"; // same name in both namespaces: each has its own
 
-int64_t now_ns() noexcept { return mono_ns(); }
-
 // ---------------------------------------------------------------------------
 // Signal-time cleanup registry. Plain arrays, written before the resource
 // exists and cleared after it is gone, so a handler sees a superset.
@@ -370,7 +368,7 @@ void set_rcvbuf(int s, int bytes) noexcept {
     bool done = false;
     while (!done) {
         int n = recvmmsg(s, b.msgs.data(), batch, MSG_WAITFORONE, nullptr);
-        int64_t t = now_ns();
+        int64_t t = mono_ns();
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK) child_fail(wfd, r, "recvmmsg");
@@ -433,11 +431,11 @@ void set_rcvbuf(int s, int bytes) noexcept {
         memcpy(h + 8, &kind, 4);
         b.iovs[2 * i + 1] = {b.pattern.data() + (seq & 0xff) + hdr_size, payload - hdr_size};
     };
-    int64_t start = now_ns();
+    int64_t start = mono_ns();
     int64_t deadline = start + int64_t(seconds * 1e9);
     uint64_t seq = 0;
     r.first_ns = start;
-    while (now_ns() < deadline) {
+    while (mono_ns() < deadline) {
         for (int i = 0; i < batch; ++i) fill(i, seq + uint64_t(i), tag_data);
         int n = sendmmsg(s, b.msgs.data(), batch, 0);
         if (n < 0) {
@@ -449,7 +447,7 @@ void set_rcvbuf(int s, int bytes) noexcept {
         r.frames += uint64_t(n);
         r.bytes += uint64_t(n) * payload;
     }
-    r.last_ns = now_ns();
+    r.last_ns = mono_ns();
     // End markers, spaced out so they do not all land in a full receive queue.
     for (int k = 0; k < end_markers; ++k) {
         fill(0, seq, tag_end);
@@ -479,7 +477,7 @@ void set_rcvbuf(int s, int bytes) noexcept {
         s = accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
         if (s < 0) {
             if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) child_fail(wfd, r, "accept");
-            if (now_ns() > hard_deadline_ns) {
+            if (mono_ns() > hard_deadline_ns) {
                 errno = ETIMEDOUT;
                 child_fail(wfd, r, "accept");
             }
@@ -490,7 +488,7 @@ void set_rcvbuf(int s, int bytes) noexcept {
     uint64_t off = 0;
     for (;;) {
         ssize_t n = recv(s, b.rx.data(), tcp_rx_buf, 0);
-        int64_t t = now_ns();
+        int64_t t = mono_ns();
         if (n == 0) break; // EOF: the sender is done
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -519,11 +517,11 @@ void set_rcvbuf(int s, int bytes) noexcept {
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0) child_fail(wfd, r, "socket");
     if (connect(s, reinterpret_cast<sockaddr*>(&peer), sizeof peer) < 0) child_fail(wfd, r, "connect");
-    int64_t start = now_ns();
+    int64_t start = mono_ns();
     int64_t deadline = start + int64_t(seconds * 1e9);
     r.first_ns = start;
     uint64_t off = 0;
-    while (now_ns() < deadline) {
+    while (mono_ns() < deadline) {
         ssize_t n = send(s, b.pattern.data() + off % tcp_period, bulk, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -533,7 +531,7 @@ void set_rcvbuf(int s, int bytes) noexcept {
         r.bytes += uint64_t(n);
     }
     r.frames = r.bytes / bulk;
-    r.last_ns = now_ns();
+    r.last_ns = mono_ns();
     // Stay until the receiver has read everything and closed, so the tail of
     // the transfer is charged to this run, not to whatever runs next.
     shutdown(s, SHUT_WR);
@@ -569,11 +567,11 @@ double machine_busy_seconds() noexcept {
 
 // Reads one report; false on timeout or when the child died first.
 bool read_report(int fd, report& r, int timeout_ms) noexcept {
-    int64_t deadline = now_ns() + int64_t(timeout_ms) * 1'000'000;
+    int64_t deadline = mono_ns() + int64_t(timeout_ms) * 1'000'000;
     size_t got = 0;
     auto* p = reinterpret_cast<uint8_t*>(&r);
     while (got < sizeof r) {
-        int left = int(std::max<int64_t>(0, (deadline - now_ns()) / 1'000'000));
+        int left = int(std::max<int64_t>(0, (deadline - mono_ns()) / 1'000'000));
         pollfd pfd{fd, POLLIN, 0};
         int rc = poll(&pfd, 1, left);
         if (rc < 0 && errno == EINTR) continue;
@@ -640,7 +638,7 @@ enum class proto { udp, tcp };
 // One measurement: receiver in b, sender in a.
 void measure(const netns_pair& ns, proto pr, size_t payload, double seconds, buffers& b, kernel_result& out) {
     const pid_t me = getpid();
-    const int64_t hard_deadline = now_ns() + int64_t((seconds + 20) * 1e9);
+    const int64_t hard_deadline = mono_ns() + int64_t((seconds + 20) * 1e9);
     const sockaddr_in rx_addr = make_addr(ns.addr(2), pr == proto::udp ? udp_port : tcp_port);
     child rx, tx;
     int rc = spawn(rx, [&](int wfd) {
