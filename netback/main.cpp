@@ -8,6 +8,8 @@
 #include <cstring>
 #include <poll.h>
 #include <string>
+#include <vector>
+#include <algorithm>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -32,6 +34,8 @@ namespace {
 const char* usage_text =
     "usage: zc-netback [run] [--workers N] [--max-queues N] [--no-split-evtchn]\n"
     "                  [--force-bounce] [--rx-queue N] [--drain-ms MS] [--ctl PATH]\n"
+    "                  [--uplink IFNAME]... [--xdp-mode any|zc|copy|skb] [--xdp-batch N]\n"
+    "                  [--uplink-frames N] [--uplink-aging S]\n"
     "       zc-netback stats [--json] [--ctl PATH]\n"
     "       zc-netback vif-add --frontend DOM [--devid N] [--mac aa:bb:cc:dd:ee:ff] [--backend DOM]\n"
     "       zc-netback vif-del --frontend DOM [--devid N] [--backend DOM]\n"
@@ -49,6 +53,13 @@ const char* usage_text =
     "--force-bounce    copy every frame through a bounce buffer (the double-copy baseline)\n"
     "--rx-queue N      frames held per vif while its guest posts no RX buffers (default 256)\n"
     "--drain-ms MS     then they are dropped and counted (default 10000)\n"
+    "--uplink IFNAME   an AF_XDP uplink on IFNAME (repeatable): a switch port to the wire\n"
+    "                  and the host; zc-netback's XDP program is attached while it runs\n"
+    "--xdp-mode M      any (default: driver zero-copy, else driver copy, else generic),\n"
+    "                  or require zc, copy or skb (fails when the driver cannot)\n"
+    "--xdp-batch N     frames per AF_XDP ring operation (default 64)\n"
+    "--uplink-frames N UMEM frames of 4 KiB per uplink, a power of two (default 4096)\n"
+    "--uplink-aging S  MACs learned behind an uplink are forgotten after S seconds (default 300)\n"
     "--ctl PATH        control socket (default: next to the emulated host's broker, or\n"
     "                  /run/zcnet/netback.sock)\n"
     "The hypervisor is chosen as everywhere in zcnet: ZCNET_HV=xen|emu, else /dev/xen.\n";
@@ -96,6 +107,20 @@ std::string stats_json(backend& b) {
         out += ",\"batch_hist\":[";
         for (unsigned i = 0; i < batch_hist_buckets; i++) out += (i ? "," : "") + std::to_string(s.batch_hist[i]);
         out += "]}";
+        first = false;
+    }
+    out += "],\"uplinks\":[";
+    first = true;
+    for (auto& u : b.dp().uplinks()) {
+        out += std::string(first ? "" : ",") + "{\"ifname\":\"" + json_escape(u.ifname) + "\",\"xdp_mode\":\"" +
+               u.mode + "\",\"mac\":\"" + to_string(u.mac) + "\",\"mtu\":" + std::to_string(u.mtu);
+        for (size_t k = 0; k < uplink_stats::schema_size; k++)
+            out += std::string(",\"") + uplink_stats::schema[k].name + "\":" + std::to_string(u.stats.field(k));
+        out += ",\"xdp_redirected\":" + std::to_string(u.xdp_redirected) +
+               ",\"xdp_passed\":" + std::to_string(u.xdp_passed) + ",\"xdp_runts\":" + std::to_string(u.xdp_runts) +
+               ",\"fill_starved\":" + std::to_string(u.fill_starved) +
+               ",\"tx_wakeups\":" + std::to_string(u.tx_wakeups) + ",\"rx_wakeups\":" + std::to_string(u.rx_wakeups) +
+               "}";
         first = false;
     }
     out += "],\"devices\":[";
@@ -149,7 +174,7 @@ void serve_ctl(int lfd, backend& b) {
     }
 }
 
-int cmd_run(const backend_options& o, const std::string& ctl) {
+int cmd_run(const backend_options& o, const std::string& ctl, const std::vector<uplink_options>& ups) {
     // SIGINT/SIGTERM are blocked before the backend starts its worker
     // threads, which inherit the mask: the signals then reach only the
     // signalfd below (a thread with them unblocked would let SIGTERM, e.g.
@@ -169,6 +194,12 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
     if (!b) {
         std::fprintf(stderr, "zc-netback: %s\n", why.c_str());
         return 1;
+    }
+    for (auto& u : ups) {
+        if (int rc = (*b)->dp().add_uplink(u, &why); rc < 0) {
+            std::fprintf(stderr, "zc-netback: uplink %s: %s\n", u.ifname.c_str(), why.c_str());
+            return 1;
+        }
     }
     int lfd = listen_ctl(ctl);
     if (lfd < 0) {
@@ -264,6 +295,20 @@ int cmd_stats(const std::string& ctl, bool json) {
                     state.c_str(), field(obj, "disabled_reason").c_str());
         pos = close;
     }
+    // Uplinks: one line each (the JSON has every counter).
+    pos = out.find("\"uplinks\":[");
+    end = out.find("],\"devices\"", pos == std::string::npos ? 0 : pos);
+    while (pos != std::string::npos && (pos = out.find("{\"ifname\"", pos)) != std::string::npos && pos < end) {
+        size_t close = out.find('}', pos);
+        std::string obj = out.substr(pos, close - pos);
+        uint64_t drops = 0;
+        for (const counter_desc& c : uplink_stats::schema)
+            if (c.drop) drops += std::strtoull(field(obj, c.name).c_str(), nullptr, 10);
+        std::printf("uplink %-12s xdp=%-4s to_wire %s from_wire %s to_vifs %s drops %" PRIu64 "\n",
+                    field(obj, "ifname").c_str(), field(obj, "xdp_mode").c_str(), field(obj, "to_wire_frames").c_str(),
+                    field(obj, "from_wire_frames").c_str(), field(obj, "to_vif_frames").c_str(), drops);
+        pos = close;
+    }
     return 0;
 }
 
@@ -312,6 +357,8 @@ int main(int argc, char** argv) {
     int i = 1;
     if (argc > 1 && argv[1][0] != '-') cmd = argv[i++];
     backend_options o;
+    std::vector<uplink_options> ups;
+    uplink_options up_o; // --xdp-mode etc. apply to every --uplink
     std::string ctl = default_ctl(), mac;
     bool json = false;
     long fe = -1, be = 0, devid = 0;
@@ -336,6 +383,11 @@ int main(int argc, char** argv) {
         else if (a == "--rx-queue" && num(1, 65536, v)) o.dp.rx_queue_limit = uint32_t(v);
         else if (a == "--drain-ms" && num(1, 3600000, v)) o.dp.drain_timeout_ms = uint32_t(v);
         else if (a == "--ctl" && i + 1 < argc) ctl = argv[++i];
+        else if (a == "--uplink" && i + 1 < argc) ups.push_back(uplink_options{.ifname = argv[++i]});
+        else if (a == "--xdp-mode" && i + 1 < argc) up_o.mode = argv[++i];
+        else if (a == "--xdp-batch" && num(1, 4096, v)) up_o.batch = uint32_t(v);
+        else if (a == "--uplink-frames" && num(64, 1 << 20, v)) up_o.frames = uint32_t(v);
+        else if (a == "--uplink-aging" && num(1, 86400, v)) up_o.aging_s = uint32_t(v);
         else if (a == "--json") json = true;
         else if (a == "--frontend" && num(0, 0x7fef, fe)) {
         } else if (a == "--backend" && num(0, 0x7fef, be)) {
@@ -346,7 +398,13 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
-    if (cmd == "run") return cmd_run(o, ctl);
+    for (auto& u : ups) {
+        const std::string name = u.ifname;
+        u = up_o;
+        u.ifname = name;
+        u.ring = std::min<uint32_t>(u.ring, u.frames / 2);
+    }
+    if (cmd == "run") return cmd_run(o, ctl, ups);
     if (cmd == "stats") return cmd_stats(ctl, json);
     if (cmd == "vif-add") return cmd_vif(true, be, fe, devid, mac);
     if (cmd == "vif-del") return cmd_vif(false, be, fe, devid, mac);

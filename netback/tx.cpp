@@ -244,6 +244,10 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
 // frames waiting for its RX buffers.
 void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p, vif& dv,
                                time_point now) noexcept {
+    if (dv.up) {
+        uplink_out(w, *qp, p, *dv.up);
+        return;
+    }
     vif_core& dc = *dv.core;
     if (dc.disabled.load(std::memory_order_relaxed) || dc.removed.load(std::memory_order_relaxed)) {
         bump(dc.ctr.drop_disabled);
@@ -326,6 +330,7 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
 // The batch's copies, then its references: packets nobody else holds are
 // complete now.
 void datapath::impl::finish_tx_batch(worker& w, const std::shared_ptr<queue>& qp) noexcept {
+    flush_uplink_tx(w);
     copy_and_publish(w, w.tx_dels, w.tx_convs);
     for (tx_packet* p : w.tx_pkts) put_ref(w, qp, p);
     flush_done(w);
