@@ -59,6 +59,7 @@
 #include "common/log.hpp"
 #include "netback/counters.hpp"
 #include "netback/datapath.hpp"
+#include "netback/source_check.hpp"
 #include "netback/switch.hpp"
 #include "netback/tx_check.hpp"
 #include "pool/manager.hpp"
@@ -187,6 +188,7 @@ struct queue {
     std::atomic<uint32_t> pending_slots{0}; // TX slots consumed, response not yet sent
     bool tx_more = false;                   // owner only: a batch stopped early
     std::atomic<bool> tx_kick{false};       // responses went out: slots free again
+    tx_credit credit;                       // owner only: the vif's `rate` (Linux tx_credit_exceeded)
 
     // ---- RX ----
     std::mutex rx_lock;

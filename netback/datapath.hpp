@@ -46,6 +46,12 @@ struct vif_params {
     bool feature_rx_notify = true;
     bool feature_no_csum_offload = false;
     bool feature_ipv6_csum_offload = false;
+    // The toolstack's keys in the backend directory (source_check.hpp):
+    // `ip` (IPv4 sources allowed, network byte order; empty: any) and
+    // `rate` (credit_bytes per credit_usec; credit_usec 0: unlimited).
+    std::vector<uint32_t> ipv4;
+    uint64_t credit_bytes = ~uint64_t{0};
+    uint64_t credit_usec = 0;
 };
 
 struct datapath_options {

@@ -38,6 +38,7 @@ const char* usage_text =
     "                  [--uplink-frames N] [--uplink-aging S]\n"
     "       zc-netback stats [--json] [--ctl PATH]\n"
     "       zc-netback vif-add --frontend DOM [--devid N] [--mac aa:bb:cc:dd:ee:ff] [--backend DOM]\n"
+    "                          [--ip \"A.B.C.D ...\"] [--rate RATE]\n"
     "       zc-netback vif-del --frontend DOM [--devid N] [--backend DOM]\n"
     "\n"
     "run      serve every vif whose backend directory is under this domain's\n"
@@ -46,6 +47,9 @@ const char* usage_text =
     "vif-add  the toolstack's part (xl network-attach): create the frontend and\n"
     "         backend xenstore directories of a vif. Needs dom0 privilege.\n"
     "vif-del  remove them again.\n"
+    "--ip      vif-add: the IPv4 source addresses the guest may use (xl's ip=)\n"
+    "--rate    vif-add: TX rate as xl's rate= (e.g. 10Mb/s, 1MB/s, 10Mb/s@20ms);\n"
+    "          written as libxl does (the `rate` key: BYTES,USECS)\n"
     "\n"
     "--workers N       data-path threads (default 1)\n"
     "--max-queues N    multi-queue-max-queues offered to frontends (default 4)\n"
@@ -312,7 +316,43 @@ int cmd_stats(const std::string& ctl, bool json) {
     return 0;
 }
 
-int cmd_vif(bool add, long be, long fe, long devid, const std::string& mac) {
+// xl's rate= syntax (libxl_device_nic rate_bytes_per_interval and
+// rate_interval_usecs): RATE[@INTERVAL], RATE = N{B,b,KB,Kb,MB,Mb,GB,Gb}/s
+// (B bytes, b bits), INTERVAL = N{s,ms,us}, default 50ms. Returns the
+// `rate` key's value or "" when malformed.
+std::string xl_rate_key(const std::string& s) {
+    auto at = s.find('@');
+    std::string r = s.substr(0, at), iv = at == std::string::npos ? "50ms" : s.substr(at + 1);
+    char* end = nullptr;
+    const double n = std::strtod(r.c_str(), &end);
+    std::string unit = end ? end : "";
+    if (n <= 0 || unit.size() < 3 || unit.substr(unit.size() - 2) != "/s") return "";
+    unit = unit.substr(0, unit.size() - 2);
+    double mult;
+    if (unit == "B") mult = 1;
+    else if (unit == "b") mult = 1.0 / 8;
+    else if (unit == "KB") mult = 1e3;
+    else if (unit == "Kb") mult = 1e3 / 8;
+    else if (unit == "MB") mult = 1e6;
+    else if (unit == "Mb") mult = 1e6 / 8;
+    else if (unit == "GB") mult = 1e9;
+    else if (unit == "Gb") mult = 1e9 / 8;
+    else return "";
+    const double us = std::strtod(iv.c_str(), &end);
+    std::string iu = end ? end : "";
+    double usecs;
+    if (iu == "s") usecs = us * 1e6;
+    else if (iu == "ms") usecs = us * 1e3;
+    else if (iu == "us") usecs = us;
+    else return "";
+    if (usecs < 1 || usecs > 4e9) return "";
+    const double bytes = n * mult * usecs / 1e6;
+    if (bytes < 1) return "";
+    return std::to_string(uint64_t(bytes)) + "," + std::to_string(uint64_t(usecs));
+}
+
+int cmd_vif(bool add, long be, long fe, long devid, const std::string& mac, const std::string& ip,
+            const std::string& rate) {
     if (fe < 0) {
         std::fprintf(stderr, "zc-netback: --frontend DOM is required\n");
         return 2;
@@ -341,6 +381,14 @@ int cmd_vif(bool add, long be, long fe, long devid, const std::string& mac) {
         std::fprintf(stderr, "zc-netback vif-add: bad MAC '%s' (want aa:bb:cc:dd:ee:ff)\n", mac.c_str());
         return 2;
     }
+    s.ip = ip;
+    if (!rate.empty()) {
+        s.rate = xl_rate_key(rate);
+        if (s.rate.empty()) {
+            std::fprintf(stderr, "zc-netback vif-add: bad rate '%s' (want e.g. 10Mb/s or 1MB/s@20ms)\n", rate.c_str());
+            return 2;
+        }
+    }
     int rc = vif_create(**x, s, &why);
     if (rc < 0) {
         std::fprintf(stderr, "zc-netback: %s\n", why.c_str());
@@ -359,7 +407,7 @@ int main(int argc, char** argv) {
     backend_options o;
     std::vector<uplink_options> ups;
     uplink_options up_o; // --xdp-mode etc. apply to every --uplink
-    std::string ctl = default_ctl(), mac;
+    std::string ctl = default_ctl(), mac, ip, rate;
     bool json = false;
     long fe = -1, be = 0, devid = 0;
     for (; i < argc; i++) {
@@ -393,6 +441,8 @@ int main(int argc, char** argv) {
         } else if (a == "--backend" && num(0, 0x7fef, be)) {
         } else if (a == "--devid" && num(0, 65535, devid)) {
         } else if (a == "--mac" && i + 1 < argc) mac = argv[++i];
+        else if (a == "--ip" && i + 1 < argc) ip = argv[++i];
+        else if (a == "--rate" && i + 1 < argc) rate = argv[++i];
         else {
             std::fprintf(stderr, "zc-netback: bad or incomplete option '%s'\n\n%s", a.c_str(), usage_text);
             return 2;
@@ -406,8 +456,8 @@ int main(int argc, char** argv) {
     }
     if (cmd == "run") return cmd_run(o, ctl, ups);
     if (cmd == "stats") return cmd_stats(ctl, json);
-    if (cmd == "vif-add") return cmd_vif(true, be, fe, devid, mac);
-    if (cmd == "vif-del") return cmd_vif(false, be, fe, devid, mac);
+    if (cmd == "vif-add") return cmd_vif(true, be, fe, devid, mac, ip, rate);
+    if (cmd == "vif-del") return cmd_vif(false, be, fe, devid, mac, ip, rate);
     std::fprintf(stderr, "zc-netback: unknown command '%s'\n\n%s", cmd.c_str(), usage_text);
     return 2;
 }

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -316,14 +317,17 @@ public:
         dp = std::move(*r);
     }
 
-    raw_frontend* guest(hv::domid_t d, bool split = false, bool configured_mac = true, uint32_t post = rx_pages) {
+    raw_frontend* guest(hv::domid_t d, bool split = false, bool configured_mac = true, uint32_t post = rx_pages,
+                        const std::function<void(netback::vif_params&)>& tweak = {}) {
         auto g = std::make_unique<raw_frontend>();
         if (!g->init(host, d, mac_of(uint8_t(d)), split)) {
             ADD_FAILURE() << "guest " << d;
             return nullptr;
         }
         std::string why;
-        int rc = dp->add_vif(g->params(0, configured_mac), &why);
+        netback::vif_params vp = g->params(0, configured_mac);
+        if (tweak) tweak(vp);
+        int rc = dp->add_vif(vp, &why);
         if (rc != 0) {
             ADD_FAILURE() << "add_vif d" << d << ": " << rc << " " << why;
             return nullptr;
@@ -966,3 +970,93 @@ TEST_F(NetbackDatapath, AddVifRejectsBadParams) {
 }
 
 } // namespace
+
+// ---- guest source checks and rate (netback/source_check.hpp) ---------------------
+
+TEST_F(NetbackDatapath, SourceChecksDropForeignMacAndIpAndCountThem) {
+    start();
+    const uint8_t own[4] = {10, 0, 0, 1}, other[4] = {10, 0, 0, 9};
+    auto a = guest(1, false, true, rx_pages, [&](netback::vif_params& p) {
+        uint32_t v;
+        std::memcpy(&v, own, 4);
+        p.ipv4 = {v};
+    });
+    auto b = guest(2);
+    ASSERT_TRUE(a && b);
+    auto ipv4_from = [&](const mac_addr& src, const uint8_t* ip, uint32_t seed) {
+        auto f = make_frame(b->mac, src, 100, seed);
+        f[14] = 0x45;
+        std::memcpy(f.data() + 26, ip, 4);
+        return f;
+    };
+    auto arp_from = [&](const uint8_t* ip, uint32_t seed) {
+        auto f = make_frame(bcast, a->mac, 60, seed);
+        f[12] = 0x08;
+        f[13] = 0x06;
+        std::memcpy(f.data() + 28, ip, 4);
+        return f;
+    };
+    const mac_addr foreign = {0x02, 0xee, 0, 0, 0, 0x01};
+    const std::vector<std::vector<uint8_t>> bad = {ipv4_from(foreign, own, 1), ipv4_from(a->mac, other, 2),
+                                                   arp_from(other, 3)};
+    for (auto& f : bad) {
+        auto ids = a->send(f);
+        std::vector<netif_tx_response> tr;
+        ASSERT_TRUE(a->wait_tx(ids.size(), tr));
+        EXPECT_EQ(tr[0].status, NETIF_RSP_OKAY) << "dropped as the vif scripts' ebtables would: after TX";
+    }
+    // The good ones arrive, and only they.
+    auto good_ip = ipv4_from(a->mac, own, 4), good_arp = arp_from(own, 5);
+    a->send(good_ip);
+    a->send(good_arp);
+    std::vector<rx_packet> rb;
+    ASSERT_TRUE(b->wait_rx(2, rb));
+    ASSERT_EQ(rb.size(), 2u);
+    EXPECT_EQ(rb[0].data, good_ip);
+    EXPECT_EQ(rb[1].data, good_arp);
+    const auto s = info(1).stats;
+    EXPECT_EQ(s.drop_spoofed_mac, 1u);
+    EXPECT_EQ(s.drop_spoofed_ip, 2u);
+    EXPECT_EQ(info(2).stats.rx_packets, 2u);
+}
+
+TEST_F(NetbackDatapath, RateKeyHoldsTheVifToItsRateWithinTenPercent) {
+    start();
+    // xl's rate=4Mb/s@10ms: 5000 bytes per 10 ms window (the `rate` key "5000,10000").
+    constexpr uint64_t credit_bytes = 5000, credit_usec = 10000;
+    constexpr double rate = double(credit_bytes) * 1e6 / double(credit_usec); // bytes per second
+    auto a = guest(1, false, true, rx_pages, [&](netback::vif_params& p) {
+        p.credit_bytes = credit_bytes;
+        p.credit_usec = credit_usec;
+    });
+    auto b = guest(2);
+    ASSERT_TRUE(a && b);
+    // Two chunks in flight keep the ring non-empty (idle time would lose
+    // credit: it never accumulates beyond one window) and stay within the
+    // frontend's 96 TX pages.
+    constexpr uint32_t len = 1000, chunk = 40, chunks = 9;
+    std::vector<rx_packet> got;
+    auto send_chunk = [&](uint32_t c) {
+        size_t n = 0;
+        for (uint32_t i = 0; i < chunk; ++i) n += a->send(make_frame(b->mac, a->mac, len, c * chunk + i)).size();
+        return n;
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    size_t sent = send_chunk(0);
+    std::vector<netif_tx_response> tr; // every response so far (wait_tx takes what is there)
+    for (uint32_t c = 1; c <= chunks; ++c) {
+        const size_t before = sent;
+        if (c < chunks) sent += send_chunk(c);
+        ASSERT_TRUE(a->wait_tx(before, tr, 10000));
+        b->wait_rx(0, got, 0);
+    }
+    ASSERT_TRUE(a->wait_tx(sent, tr, 10000));
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_TRUE(b->wait_rx(chunk * chunks, got));
+    // The first window's credit goes at once (Linux starts with a full credit).
+    const double expect = double(uint64_t(len) * chunk * chunks - credit_bytes) / rate;
+    EXPECT_GT(secs, expect * 0.9) << "faster than the rate";
+    EXPECT_LT(secs, expect * 1.1) << "slower than the rate";
+    EXPECT_GT(info(1).stats.rate_limited, 0u);
+    EXPECT_EQ(info(2).stats.rx_packets, uint64_t(chunk) * chunks);
+}
