@@ -8,6 +8,7 @@
 // docs/ARCHITECTURE.md, "Guest source checks and rate".
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string_view>
@@ -46,13 +47,13 @@ struct tx_credit {
     time_point timeout = time_point::max(); // a pending credit timer
     bool started = false;
 
-    // Linux tx_add_credit: a packet larger than one window's credit may
-    // still go once enough credit accumulated (bursts up to 128 KiB).
-    void add(uint64_t credit_bytes, uint32_t size) noexcept {
-        uint64_t max_burst = std::min<uint64_t>(size, 131072);
-        max_burst = std::max<uint64_t>(max_burst, credit_bytes);
+    // Linux tx_add_credit: credit accumulates up to a burst of 128 KiB (or
+    // one window's credit if larger), so that a jumbo or GSO packet larger
+    // than one window's credit still goes.
+    void add(uint64_t credit_bytes) noexcept {
+        const uint64_t max_burst = std::max<uint64_t>(131072, credit_bytes);
         uint64_t max_credit = remaining + credit_bytes;
-        if (max_credit < remaining) max_credit = ~uint64_t{0};
+        if (max_credit < remaining) max_credit = ~uint64_t{0}; // wrapped
         remaining = std::min(max_credit, max_burst);
     }
     // True when a packet of `size` bytes must wait (Linux
@@ -68,13 +69,13 @@ struct tx_credit {
         if (timeout != time_point::max()) {
             if (now < timeout) return true; // timer_pending()
             timeout = time_point::max();    // tx_credit_callback
-            add(credit_bytes, size);
+            add(credit_bytes);
         }
         if (remaining < size) {
             const time_point next = window_start + std::chrono::microseconds(credit_usec);
             if (now >= next) {
                 window_start = now;
-                add(credit_bytes, size);
+                add(credit_bytes);
             }
             if (size > remaining) {
                 timeout = next;
