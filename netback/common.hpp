@@ -227,6 +227,13 @@ struct uplink_tx {
     pool::frame f;
     uint32_t seg_begin = 0, seg_end = 0;
     uint8_t txflags = 0;
+    // One segment of a software-segmented GSO frame (uplink_gso.cpp):
+    // headers to fix up once the payload is in.
+    uint8_t gso = 0;           // XEN_NETIF_GSO_TYPE_* of the super-frame, 0: a plain frame
+    bool gso_last = false;
+    uint16_t l3 = 0, l4 = 0;   // header offsets in the frame
+    uint32_t gso_index = 0;    // segment number
+    uint32_t gso_mss = 0;
 };
 
 struct fatal_note {
@@ -408,6 +415,7 @@ struct datapath::impl {
 
     // ---- uplink.cpp: AF_XDP uplinks ----
     void uplink_out(worker& w, const queue& q, const tx_packet& p, uplink& u) noexcept;
+    void uplink_out_gso(worker& w, const queue& q, const tx_packet& p, uplink& u) noexcept;
     void flush_uplink_tx(worker& w) noexcept;
     void uplink_rx_loop(uplink& u) noexcept;
     void uplink_deliver(uplink& u, vif& dv, pool::frame& f, std::vector<std::shared_ptr<queue>>& touched) noexcept;

@@ -98,11 +98,13 @@ struct uplink_options {
     X(to_vif_frames, "frames", false, "frames from the wire queued for a vif (one grant copy each)")      \
     X(flood_copies, "frames", false, "extra local copies of a frame from the wire flooded to several vifs") \
     X(csum_completed, "frames", false, "checksum-blank guest frames completed before the wire")           \
+    X(gso_frames, "frames", false, "guest GSO frames segmented in software before the wire")              \
+    X(gso_segments, "frames", false, "MTU-sized frames those became")                                     \
     X(drop_runt, "frames", true, "from the wire: shorter than an Ethernet header")                        \
     X(drop_no_dest, "frames", true, "from the wire: no vif to deliver to")                                \
     X(drop_vif_full, "frames", true, "from the wire: the destination vif's queue was full, dead or stalled") \
     X(drop_oversize, "frames", true, "to the wire: larger than the uplink MTU and not GSO")               \
-    X(drop_gso, "frames", true, "to the wire: GSO frame (no software segmentation yet)")                  \
+    X(drop_gso, "frames", true, "to the wire: GSO frame whose headers are not TCP/IPv4 or TCP/IPv6, or too big") \
     X(drop_bad_csum, "frames", true, "to the wire: checksum-blank frame whose headers cannot be parsed")   \
     X(drop_no_buffer, "frames", true, "to the wire: no free UMEM frame")                                   \
     X(drop_tx_ring_full, "frames", true, "to the wire: the AF_XDP TX ring was full")                       \

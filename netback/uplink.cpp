@@ -111,7 +111,7 @@ std::vector<uplink_info> datapath::uplinks() const {
 // that fill it (run by flush_uplink_tx with the rest of the batch).
 void datapath::impl::uplink_out(worker& w, const queue& q, const tx_packet& p, uplink& u) noexcept {
     if (p.gso_type != XEN_NETIF_GSO_TYPE_NONE) {
-        bump(u.drop_gso);
+        uplink_out_gso(w, q, p, u);
         return;
     }
     if (p.len > u.max_len || p.len > u.link->max_frame()) {
@@ -172,7 +172,8 @@ void datapath::impl::flush_uplink_tx(worker& w) noexcept {
                 u.link->umem().release(t.f);
                 continue;
             }
-            if (t.txflags & NETTXF_csum_blank) {
+            if (t.gso) fix_gso_headers(u.link->umem().data(t.f), t);
+            if (t.gso || (t.txflags & NETTXF_csum_blank)) {
                 if (!complete_checksum(u.link->umem().data(t.f), t.f.len)) {
                     bump(u.drop_bad_csum);
                     u.link->umem().release(t.f);

@@ -43,4 +43,11 @@ struct uplink {
 // False when the headers cannot be parsed (the frame is dropped).
 bool complete_checksum(uint8_t* frame, uint32_t len) noexcept;
 
+struct uplink_tx;
+// The headers of one segment of a software-segmented TCP GSO frame, once
+// its payload is in place (Linux tcp_gso_segment / inet_gso_segment /
+// ipv6_gso_segment): IP lengths, the IPv4 id and header checksum, the TCP
+// sequence number and flags. The TCP checksum is completed afterwards.
+void fix_gso_headers(uint8_t* frame, const uplink_tx& t) noexcept;
+
 } // namespace zc::netback

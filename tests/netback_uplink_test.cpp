@@ -14,6 +14,7 @@
 #include "netback/source_check.hpp"
 #include "netback/switch.hpp"
 #include "netback/uplink.hpp"
+#include "l4_frames.hpp"
 #include "proto/checksum.hpp"
 
 using namespace zc;
@@ -26,68 +27,6 @@ struct port {
 const uint8_t guest_mac[6] = {0x02, 0, 0, 0, 0, 1};
 const uint8_t host_mac[6] = {0x02, 0, 0, 0, 0, 0x64};
 
-// An Ethernet + IPv4/IPv6 + UDP/TCP frame with a deliberately wrong L4 checksum field.
-std::vector<uint8_t> l4_frame(bool v6, uint8_t proto, uint32_t payload) {
-    const uint32_t l3 = v6 ? 40 : 20, l4h = proto == 6 ? 20 : 8;
-    std::vector<uint8_t> f(14 + l3 + l4h + payload);
-    std::memcpy(f.data(), host_mac, 6);
-    std::memcpy(f.data() + 6, guest_mac, 6);
-    f[12] = v6 ? 0x86 : 0x08;
-    f[13] = v6 ? 0xdd : 0x00;
-    uint8_t* ip = f.data() + 14;
-    const uint32_t l4_len = l4h + payload;
-    if (v6) {
-        ip[0] = 0x60;
-        ip[4] = uint8_t(l4_len >> 8);
-        ip[5] = uint8_t(l4_len);
-        ip[6] = proto;
-        ip[7] = 64;
-        for (int i = 0; i < 32; ++i) ip[8 + i] = uint8_t(i * 7 + 1);
-    } else {
-        ip[0] = 0x45;
-        const uint32_t tot = 20 + l4_len;
-        ip[2] = uint8_t(tot >> 8);
-        ip[3] = uint8_t(tot);
-        ip[8] = 64;
-        ip[9] = proto;
-        const uint8_t a[8] = {10, 0, 0, 1, 10, 0, 0, 100};
-        std::memcpy(ip + 12, a, 8);
-    }
-    uint8_t* l4 = ip + l3;
-    l4[0] = 0x30;
-    l4[1] = 0x39;
-    l4[2] = 0x00;
-    l4[3] = 0x07;
-    if (proto == 17) {
-        l4[4] = uint8_t(l4_len >> 8);
-        l4[5] = uint8_t(l4_len);
-        l4[6] = 0xde; // garbage: a checksum-blank frame's field is not the checksum
-        l4[7] = 0xad;
-    } else {
-        l4[12] = 0x50;
-        l4[16] = 0xbe;
-        l4[17] = 0xef;
-    }
-    for (uint32_t i = 0; i < payload; ++i) l4[l4h + i] = uint8_t(i * 31 + 5);
-    return f;
-}
-
-// RFC 1071 verification with the pseudo-header, written independently of
-// complete_checksum (one's-complement sum over a built buffer).
-bool l4_checksum_ok(const std::vector<uint8_t>& f) {
-    const bool v6 = f[12] == 0x86;
-    const uint8_t* ip = f.data() + 14;
-    const uint32_t l3 = v6 ? 40 : 20;
-    const uint8_t proto = v6 ? ip[6] : ip[9];
-    const uint32_t l4_len = uint32_t(f.size()) - 14 - l3;
-    std::vector<uint8_t> ph;
-    if (v6) ph.insert(ph.end(), ip + 8, ip + 40);
-    else ph.insert(ph.end(), ip + 12, ip + 20);
-    const uint8_t tail[8] = {0, 0, uint8_t(l4_len >> 8), uint8_t(l4_len), 0, 0, 0, proto};
-    ph.insert(ph.end(), tail, tail + 8);
-    ph.insert(ph.end(), ip + l3, ip + l3 + l4_len);
-    return proto::csum_verify(ph.data(), ph.size());
-}
 } // namespace
 
 TEST(UplinkSwitch, MacsLearnedBehindAnUplinkAgeOut) {
@@ -138,19 +77,19 @@ TEST(UplinkChecksum, CompletesUdpAndTcpOverIpv4AndIpv6) {
     for (bool v6 : {false, true})
         for (uint8_t proto : {uint8_t(17), uint8_t(6)})
             for (uint32_t payload : {0u, 1u, 333u, 1400u}) {
-                auto f = l4_frame(v6, proto, payload);
-                EXPECT_FALSE(l4_checksum_ok(f));
+                auto f = test::l4_frame(host_mac, guest_mac, v6, proto, payload);
+                EXPECT_FALSE(test::l4_checksum_ok(f));
                 ASSERT_TRUE(complete_checksum(f.data(), uint32_t(f.size()))) << v6 << int(proto) << payload;
-                EXPECT_TRUE(l4_checksum_ok(f)) << "v6 " << v6 << " proto " << int(proto) << " payload " << payload;
+                EXPECT_TRUE(test::l4_checksum_ok(f)) << "v6 " << v6 << " proto " << int(proto) << " payload " << payload;
             }
 }
 
 TEST(UplinkChecksum, RefusesWhatItCannotParse) {
-    auto f = l4_frame(false, 17, 100);
+    auto f = test::l4_frame(host_mac, guest_mac, false, 17, 100);
     EXPECT_FALSE(complete_checksum(f.data(), 30)) << "truncated IPv4 header";
-    auto g = l4_frame(false, 1, 100); // ICMP: no L4 checksum offload
+    auto g = test::l4_frame(host_mac, guest_mac, false, 1, 100); // ICMP: no L4 checksum offload
     EXPECT_FALSE(complete_checksum(g.data(), uint32_t(g.size())));
-    auto h = l4_frame(false, 17, 100);
+    auto h = test::l4_frame(host_mac, guest_mac, false, 17, 100);
     h[16] = 0xff; // total length beyond the frame
     EXPECT_FALSE(complete_checksum(h.data(), uint32_t(h.size())));
     std::vector<uint8_t> runt(10, 0);

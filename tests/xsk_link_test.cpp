@@ -3,13 +3,8 @@
 // the test's own (unshare(CLONE_NEWNET): it disappears with the process on
 // every exit path). The far end is driven with an AF_PACKET socket. Skips
 // when namespaces or BPF are not available (not root).
-#include <arpa/inet.h>
 #include <linux/if_link.h>
-#include <linux/if_packet.h>
-#include <net/ethernet.h>
 #include <net/if.h>
-#include <poll.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +18,7 @@
 #include <vector>
 
 #include "link/xsk.hpp"
+#include "netns_veth.hpp"
 
 using namespace zc;
 using namespace zc::link;
@@ -32,65 +28,14 @@ namespace {
 constexpr const char* near_if = "zcxa";
 constexpr const char* far_if = "zcxb";
 
-// One namespace per test process (ctest runs each test in its own).
-bool netns_ready(std::string* why) {
-    static int state = 0; // 0 unknown, 1 ready, -1 unavailable
-    static std::string reason;
-    if (state == 0) {
-        state = -1;
-        if (::geteuid() != 0) reason = "needs root (network namespaces, BPF)";
-        else if (::unshare(CLONE_NEWNET) < 0) reason = std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
-        else if (std::system("ip link set lo up && ip link add zcxa type veth peer name zcxb && "
-                             "ip link set zcxa up && ip link set zcxb up") != 0)
-            reason = "cannot create a veth pair";
-        else state = 1;
-    }
-    *why = reason;
-    return state == 1;
-}
-
-#define NEED_NETNS()                                \
-    do {                                            \
-        std::string why_;                           \
-        if (!netns_ready(&why_)) GTEST_SKIP() << why_; \
+#define NEED_NETNS()                                          \
+    do {                                                      \
+        std::string why_;                                     \
+        if (!test::veth_netns(near_if, far_if, &why_)) GTEST_SKIP() << why_; \
     } while (0)
 
-struct raw_sock {
-    int fd = -1;
-    int ifindex = 0;
-    explicit raw_sock(const char* ifname) {
-        fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-        ifindex = int(::if_nametoindex(ifname));
-        sockaddr_ll sa{};
-        sa.sll_family = AF_PACKET;
-        sa.sll_protocol = htons(ETH_P_ALL);
-        sa.sll_ifindex = ifindex;
-        if (fd >= 0) ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-    }
-    ~raw_sock() {
-        if (fd >= 0) ::close(fd);
-    }
-    void send(const std::vector<uint8_t>& f) const {
-        sockaddr_ll sa{};
-        sa.sll_family = AF_PACKET;
-        sa.sll_ifindex = ifindex;
-        sa.sll_halen = 6;
-        ASSERT_EQ(::sendto(fd, f.data(), f.size(), 0, reinterpret_cast<const sockaddr*>(&sa), sizeof sa),
-                  ssize_t(f.size()));
-    }
-    // The next frame with our test ethertype (the kernel sends its own too).
-    std::vector<uint8_t> recv_test(int timeout_ms) const {
-        for (;;) {
-            pollfd p{fd, POLLIN, 0};
-            if (::poll(&p, 1, timeout_ms) <= 0) return {};
-            std::vector<uint8_t> b(2048);
-            ssize_t n = ::recv(fd, b.data(), b.size(), 0);
-            if (n < 14) continue;
-            b.resize(size_t(n));
-            if (b[12] == 0x88 && b[13] == 0xb5) return b;
-        }
-    }
-};
+bool is_test_frame(const std::vector<uint8_t>& b) { return b[12] == 0x88 && b[13] == 0xb5; }
+using test::raw_sock;
 
 std::vector<uint8_t> test_frame(const uint8_t* dst, uint8_t fill, size_t len = 200) {
     std::vector<uint8_t> f(len, fill);
@@ -196,7 +141,7 @@ TEST(XskLink, DefaultModeReceivesSendsAndDetaches) {
     std::memcpy((*l)->umem().data(tx), out.data(), out.size());
     tx.len = uint16_t(out.size());
     ASSERT_EQ((*l)->send(&tx, 1), 1u);
-    EXPECT_EQ(far.recv_test(2000), out);
+    EXPECT_EQ(far.recv(2000, is_test_frame), out);
     const auto c = (*l)->counters();
     EXPECT_GE(c.rx_frames, 2u);
     EXPECT_EQ(c.tx_frames, 1u);

@@ -133,7 +133,15 @@ int xsk_link::state::try_mode(xdp_mode m, std::string* why) {
     sc.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD; // our own program (xdp_prog)
     sc.xdp_flags = m == xdp_mode::skb ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
     sc.bind_flags = uint16_t((m == xdp_mode::zc ? XDP_ZEROCOPY : XDP_COPY) | XDP_USE_NEED_WAKEUP);
-    if (int rc = xsk_socket__create(&xsk, opt.ifname.c_str(), opt.queue, umem, &rx, &tx, &sc); rc < 0) {
+    // -EBUSY: a socket closed a moment ago still holds the queue (the
+    // kernel releases it asynchronously); wait for it, up to a second.
+    int rc = 0;
+    for (int tries = 0; tries < 50; ++tries) {
+        rc = xsk_socket__create(&xsk, opt.ifname.c_str(), opt.queue, umem, &rx, &tx, &sc);
+        if (rc != -EBUSY) break;
+        ::usleep(20000);
+    }
+    if (rc < 0) {
         xsk = nullptr;
         set_why(why, std::string("binding an AF_XDP socket in ") + to_string(m) + " mode: " + std::strerror(-rc) +
                          (m == xdp_mode::zc && (rc == -EOPNOTSUPP || rc == -EPROTONOSUPPORT || rc == -EINVAL)
