@@ -87,6 +87,11 @@ struct uplink_options {
     uint32_t ring = 1024;                // AF_XDP ring descriptors
     uint32_t batch = 64;                 // frames per ring operation
     uint32_t aging_s = 300;              // MACs learned behind the uplink age out after this
+    // UMEM frames one destination vif may hold waiting for its RX buffers
+    // (0: frames / 8); beyond it, its frames are copied to the shared
+    // bounce pool (counted), so a slow guest cannot starve the others'
+    // receive. docs/ARCHITECTURE.md, "Uplinks".
+    uint32_t dest_quota = 0;
 };
 
 // Per-uplink counters (the switch port's view): frames to and from the wire.
@@ -97,6 +102,7 @@ struct uplink_options {
     X(from_wire_bytes, "bytes", false, "bytes of those frames")                                           \
     X(to_vif_frames, "frames", false, "frames from the wire queued for a vif (one grant copy each)")      \
     X(flood_copies, "frames", false, "extra local copies of a frame from the wire flooded to several vifs") \
+    X(quota_fallbacks, "frames", false, "from the wire: the destination's UMEM quota was used up, copied to a bounce buffer") \
     X(csum_completed, "frames", false, "checksum-blank guest frames completed before the wire")           \
     X(gso_frames, "frames", false, "guest GSO frames segmented in software before the wire")              \
     X(gso_segments, "frames", false, "MTU-sized frames those became")                                     \

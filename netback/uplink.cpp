@@ -47,6 +47,7 @@ int datapath::add_uplink(const uplink_options& o, std::string* why) noexcept {
     if (!l) return l.error();
     u->link = std::move(*l);
     u->max_len = u->link->mtu() + eth_hlen + 4;
+    u->dest_quota = o.dest_quota ? o.dest_quota : std::max<uint32_t>(1, o.frames / 8);
     // Frames for the host's own MAC belong to the kernel.
     if (int rc = u->link->prog().add_pass_mac(u->link->if_mac()); rc < 0) {
         if (why) *why = std::string("setting the host MAC in the XDP program: ") + std::strerror(-rc);
@@ -264,6 +265,27 @@ void datapath::impl::uplink_deliver(uplink& u, vif& dv, pool::frame& f,
         bump(dc.ctr.drop_rx_full);
         u.link->umem().release(f);
         return;
+    }
+    if (dq->count >= u.dest_quota) {
+        // This destination holds its share of the UMEM already (the quota is
+        // charged after receipt: one queue's fill ring cannot know the
+        // destination in advance). The frame moves to the shared bounce pool.
+        pool::pool* bp = mgr->bounce();
+        pool::frame b;
+        if (!bp || bp->alloc_frame(b, 0) < 0 || bp->buf_size() < f.len) {
+            if (b.kind == pool::seg_kind::local) bp->release(b);
+            bump(u.drop_vif_full);
+            bump(dc.ctr.drop_rx_full);
+            u.link->umem().release(f);
+            return;
+        }
+        std::memcpy(bp->data(b), u.link->umem().data(f), f.len);
+        b.len = f.len;
+        b.domid = dc.dom;
+        u.link->umem().release(f);
+        f = b;
+        bump(u.quota_fallbacks);
+        bump(dc.ctr.fallback_copies);
     }
     if (dq->count == 0) dq->last_rx = now;
     rx_item& it = dq->at(dq->count);

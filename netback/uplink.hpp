@@ -21,6 +21,7 @@ struct uplink {
     std::unique_ptr<link::xsk_link> link;
     std::shared_ptr<vif> port; // its switch port (vif::up points back here)
     uint32_t max_len = 0;      // largest frame to the wire: MTU + Ethernet header + one VLAN tag
+    uint32_t dest_quota = 0;   // UMEM frames one destination may hold waiting (uplink_options::dest_quota)
     int stop_fd = -1;
     std::thread th;
 #define ZC_NETBACK_UPLINK_ATOMIC_(name, unit, drop, help) std::atomic<uint64_t> name{0};

@@ -1130,3 +1130,30 @@ TEST_F(NetbackDatapath, UplinkSegmentsGsoCompletesChecksumsAndDeliversFromTheWir
     EXPECT_GE(ups[0].stats.to_vif_frames, 1u);
     EXPECT_EQ(ups[0].stats.drop_copy_error, 0u);
 }
+
+TEST_F(NetbackDatapath, UplinkDestinationOverItsUmemQuotaFallsBackToBounceBuffers) {
+    std::string why;
+    if (!test::veth_netns("zcdpa", "zcdpb", &why)) GTEST_SKIP() << why;
+    start();
+    auto a = guest(1, false, true, 0); // posts no RX buffers yet: frames wait, holding UMEM
+    ASSERT_TRUE(a);
+    netback::uplink_options uo;
+    uo.ifname = "zcdpa";
+    uo.frames = 256;
+    uo.ring = 64;
+    uo.dest_quota = 2;
+    ASSERT_EQ(dp->add_uplink(uo, &why), 0) << why;
+    test::raw_sock far("zcdpb");
+    std::vector<std::vector<uint8_t>> sent;
+    for (uint32_t i = 0; i < 5; ++i) {
+        sent.push_back(make_frame(a->mac, mac_addr{0x02, 0xaa, 0, 0, 0, 0x01}, 200 + i, 20 + i));
+        far.send(sent.back());
+    }
+    ASSERT_TRUE(eventually([&] { return dp->uplinks()[0].stats.to_vif_frames >= 5; }));
+    EXPECT_EQ(dp->uplinks()[0].stats.quota_fallbacks, 3u) << "two wait in UMEM, three in bounce buffers";
+    a->post_rx(rx_pages);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(a->wait_rx(5, rx));
+    for (uint32_t i = 0; i < 5; ++i) EXPECT_EQ(rx[i].data, sent[i]) << i;
+    EXPECT_TRUE(eventually([&] { return dp->bounce_in_use() == 0; }));
+}
