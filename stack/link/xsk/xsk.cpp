@@ -107,6 +107,7 @@ struct xsk_link::state {
     int try_mode(xdp_mode m, std::string* why);
     void refill();
     void reap_completions();
+    void kick_tx();
 };
 
 // One mode: attach the program (driver or generic), register the UMEM and
@@ -179,6 +180,22 @@ void xsk_link::state::refill() {
     if (xsk_ring_prod__needs_wakeup(&fill)) {
         rx_wakeups.fetch_add(1, std::memory_order_relaxed);
         (void)::recvfrom(fd(), nullptr, 0, MSG_DONTWAIT, nullptr, nullptr);
+    }
+}
+
+// Under tx_lock: ask the kernel to send what the TX ring holds. In copy and
+// SKB mode a sendto() transmits at most a small batch (Linux
+// xsk_generic_xmit: TX_BATCH_SIZE) and answers EAGAIN while more is left,
+// so kick until the ring is empty or the kernel stops making progress; in
+// zero-copy mode the driver sends and a wakeup is needed only when it asks.
+void xsk_link::state::kick_tx() {
+    for (int k = 0; k < 256 && xsk_prod_nb_free(&tx, opt.ring) < opt.ring; ++k) {
+        if (!xsk_ring_prod__needs_wakeup(&tx)) break;
+        tx_wakeups.fetch_add(1, std::memory_order_relaxed);
+        if (::sendto(fd(), nullptr, 0, MSG_DONTWAIT, nullptr, 0) < 0 && errno != EAGAIN && errno != EBUSY &&
+            errno != ENOBUFS)
+            break;
+        reap_completions();
     }
 }
 
@@ -344,11 +361,8 @@ uint32_t xsk_link::send(pool::frame* fs, uint32_t n) noexcept {
         xsk_ring_prod__submit(&s.tx, got);
         s.tx_frames.fetch_add(got, std::memory_order_relaxed);
         s.tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
-        if (xsk_ring_prod__needs_wakeup(&s.tx)) {
-            s.tx_wakeups.fetch_add(1, std::memory_order_relaxed);
-            (void)::sendto(s.fd(), nullptr, 0, MSG_DONTWAIT, nullptr, 0);
-        }
     }
+    s.kick_tx();
     return got;
 }
 
