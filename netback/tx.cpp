@@ -116,9 +116,12 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
             // The `rate` credit (Linux xenvif_tx_build_gops): a packet over
             // it stays on the ring until the credit timer; poll_timeout
             // wakes the worker then.
+            // Charged the whole packet, as Linux charges txreq.size before
+            // xenvif_count_requests (first.size is the first slot's own now).
+            uint32_t total = r.first.size;
+            for (uint32_t i = 0; i < r.nfrags; ++i) total += r.frags[i].size;
             if (r.verdict == tx_verdict::accept &&
-                q.credit.exceeded(core.params.credit_bytes, core.params.credit_usec, r.first.size,
-                                  clock_type::now())) {
+                q.credit.exceeded(core.params.credit_bytes, core.params.credit_usec, total, clock_type::now())) {
                 bump(core.ctr.rate_limited);
                 limited = true;
                 break;

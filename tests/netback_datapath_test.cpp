@@ -1036,11 +1036,14 @@ TEST_F(NetbackDatapath, RateKeyHoldsTheVifToItsRateWithinTenPercent) {
     // Two chunks in flight keep the ring non-empty (idle time would lose
     // credit: it never accumulates beyond one window) and stay within the
     // frontend's 96 TX pages.
-    constexpr uint32_t len = 1000, chunk = 40, chunks = 9;
+    // Two slots a frame (the credit is charged the whole packet, not its
+    // first slot): 2 chunks x 20 frames x 2 pages in flight.
+    constexpr uint32_t len = 1000, chunk = 20, chunks = 18;
     std::vector<rx_packet> got;
     auto send_chunk = [&](uint32_t c) {
         size_t n = 0;
-        for (uint32_t i = 0; i < chunk; ++i) n += a->send(make_frame(b->mac, a->mac, len, c * chunk + i)).size();
+        for (uint32_t i = 0; i < chunk; ++i)
+            n += a->send(make_frame(b->mac, a->mac, len, c * chunk + i), {100, len - 100}).size();
         return n;
     };
     const auto t0 = std::chrono::steady_clock::now();
