@@ -18,12 +18,15 @@ mkdir -p "$work/debs"
 log() { echo "xenlab: $*" >&2; }
 
 # 1. dom0 root. xen-utils-4.17 is the toolstack (xl, xenstored, xenconsoled);
-#    busybox-static gives nc/ping for the scenarios.
+#    busybox-static gives nc/ping for the scenarios. dom0 is offline, so the
+#    root also carries the shared libraries the zcnet package depends on
+#    (dpkg-deb -f zcnet_*.deb Depends): lab.sh installs that package with
+#    dpkg and dpkg refuses it if one is missing.
 [ -e "$work/root/.xenlab-debootstrap-done" ] || log "debootstrap dom0 root (a few minutes)"
 root=$work/root
 if [ ! -e "$root/.xenlab-debootstrap-done" ]; then
   debootstrap --variant=minbase \
-    --include=xen-utils-4.17,xenstore-utils,iproute2,kmod,procps,busybox-static \
+    --include=xen-utils-4.17,xenstore-utils,iproute2,kmod,procps,busybox-static,libbpf1,libxdp1,liburing2,libsystemd0 \
     bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
     { tail -30 "$work/debootstrap.log" >&2; exit 1; }
   touch "$root/.xenlab-debootstrap-done"
