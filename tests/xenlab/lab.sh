@@ -8,7 +8,8 @@
 # step1  the Xen hypervisor port in dom0 against two domUs (grant map,
 #        gref->gref copy between the domUs' pages, GNTST_* codes, event
 #        channels across domains, xenstore watches): tests/xenlab/hv_lab_test.cpp
-# step2  zc-netback in dom0 (kernel xen-netback never loaded), two domUs with
+# step2  zc-netback in dom0, installed from the zcnet package with dpkg and
+#        run with no capabilities (kernel xen-netback never loaded), two domUs with
 #        the unmodified xen-netfront: Connected, ping both ways, a checksummed
 #        bulk transfer, xl destroy of one guest mid-transfer, re-create.
 #
