@@ -148,7 +148,7 @@ std::string stats_json(backend& b) {
     return out;
 }
 
-std::string metrics_text(backend& b) { return prometheus_text(b.dp().vifs(), b.devices()); }
+std::string metrics_text(backend& b) { return prometheus_text(b.dp().vifs(), b.devices(), b.dp().uplinks()); }
 
 // `--metrics-file`: where and how often; `next` is the monotonic time of
 // the next write.

@@ -61,7 +61,8 @@ std::string batch_bucket(unsigned i) {
 
 } // namespace
 
-std::string prometheus_text(const std::vector<vif_info>& vifs, const std::vector<device_info>& devices) {
+std::string prometheus_text(const std::vector<vif_info>& vifs, const std::vector<device_info>& devices,
+                            const std::vector<uplink_info>& uplinks) {
     std::string out;
     family(out, "zcnet_netback_vifs", "gauge", "vifs the data path serves");
     out += "zcnet_netback_vifs " + std::to_string(vifs.size()) + "\n";
@@ -103,6 +104,40 @@ std::string prometheus_text(const std::vector<vif_info>& vifs, const std::vector
     for (auto& d : devices)
         sample(out, "zcnet_netback_device_frontend_state", vif_labels(d.frontend, d.devid),
                uint64_t(d.frontend_state < 0 ? 0 : d.frontend_state));
+
+    // Uplinks: the interface name is the operator's (a command-line
+    // option), escaped all the same.
+    auto up_labels = [](const uplink_info& u) { return "uplink=\"" + label_value(u.ifname) + "\""; };
+    family(out, "zcnet_netback_uplink_info", "gauge", "an AF_XDP uplink (value 1): XDP mode obtained, MAC, MTU");
+    for (auto& u : uplinks)
+        sample(out, "zcnet_netback_uplink_info",
+               up_labels(u) + ",mode=\"" + label_value(u.mode) + "\",mac=\"" + label_value(to_string(u.mac)) +
+                   "\",mtu=\"" + std::to_string(u.mtu) + "\"",
+               1);
+    for (size_t k = 0; k < uplink_stats::schema_size; k++) {
+        const counter_desc& c = uplink_stats::schema[k];
+        std::string name = std::string("zcnet_netback_uplink_") + c.name + "_total";
+        family(out, name, "counter", std::string(c.drop ? "dropped " : "") + c.unit + ": " + c.help);
+        for (auto& u : uplinks) sample(out, name, up_labels(u), u.stats.field(k));
+    }
+    struct extra {
+        const char* name;
+        const char* help;
+        uint64_t uplink_info::*field;
+    };
+    static constexpr extra extras[] = {
+        {"xdp_redirected", "frames the XDP program redirected to the AF_XDP socket", &uplink_info::xdp_redirected},
+        {"xdp_passed", "frames the XDP program passed to the kernel (the host's own MAC)", &uplink_info::xdp_passed},
+        {"xdp_runts", "dropped frames: the XDP program saw less than an Ethernet header", &uplink_info::xdp_runts},
+        {"fill_starved", "times the fill ring had no free UMEM frame to give the kernel", &uplink_info::fill_starved},
+        {"tx_wakeups", "sendto() kicks of the AF_XDP TX ring (need_wakeup)", &uplink_info::tx_wakeups},
+        {"rx_wakeups", "wake-ups of the AF_XDP receive thread", &uplink_info::rx_wakeups},
+    };
+    for (const extra& e : extras) {
+        std::string name = std::string("zcnet_netback_uplink_") + e.name + "_total";
+        family(out, name, "counter", e.help);
+        for (auto& u : uplinks) sample(out, name, up_labels(u), u.*e.field);
+    }
     return out;
 }
 

@@ -16,7 +16,10 @@
 
 namespace zc::netback {
 
-std::string prometheus_text(const std::vector<vif_info>& vifs, const std::vector<device_info>& devices);
+// Uplinks (AF_XDP ports, netback/uplink.hpp) add the families
+// `zcnet_netback_uplink_<name>_total` of their own counter schema.
+std::string prometheus_text(const std::vector<vif_info>& vifs, const std::vector<device_info>& devices,
+                            const std::vector<uplink_info>& uplinks = {});
 
 // Writes `text` to `path` atomically (a temporary file in the same
 // directory, then rename(2)), so that a collector never reads half a file.

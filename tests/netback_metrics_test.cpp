@@ -116,6 +116,34 @@ TEST(NetbackMetrics, EveryCounterOfEveryVifIsOneWellFormedSample) {
     EXPECT_EQ(prometheus_text(vifs, devs).find("xyzzy"), std::string::npos);
 }
 
+TEST(NetbackMetrics, UplinkCountersAndModeAreExported) {
+    uplink_info u{};
+    u.ifname = "veth\"0\n";
+    u.mode = "copy";
+    u.mac = mac_addr{{0x02, 0, 0, 0, 0, 9}};
+    u.mtu = 1500;
+    for (size_t k = 0; k < uplink_stats::schema_size; k++) {
+        uint64_t val = 300 + k;
+        std::memcpy(reinterpret_cast<char*>(&u.stats) + k * sizeof(uint64_t), &val, sizeof val);
+    }
+    u.xdp_redirected = 77;
+    u.fill_starved = 5;
+    auto p = parse(prometheus_text({}, {}, {u}));
+    for (auto& e : p.errors) ADD_FAILURE() << e;
+    const std::string l = "{uplink=\"veth\\\"0\\n\"}"; // the name escaped as the format says
+    for (size_t k = 0; k < uplink_stats::schema_size; k++) {
+        std::string name = std::string("zcnet_netback_uplink_") + uplink_stats::schema[k].name + "_total";
+        EXPECT_EQ(p.type[name], "counter") << name;
+        ASSERT_TRUE(p.samples.count(name + l)) << name + l;
+        EXPECT_EQ(p.samples[name + l], u.stats.field(k)) << name;
+    }
+    EXPECT_EQ(p.samples["zcnet_netback_uplink_xdp_redirected_total" + l], 77u);
+    EXPECT_EQ(p.samples["zcnet_netback_uplink_fill_starved_total" + l], 5u);
+    EXPECT_EQ(p.samples["zcnet_netback_uplink_info{uplink=\"veth\\\"0\\n\",mode=\"copy\",mac=\"02:00:00:00:00:09\","
+                        "mtu=\"1500\"}"],
+              1u);
+}
+
 TEST(NetbackMetrics, NoVifsIsStillAValidExposition) {
     auto text = prometheus_text({}, {});
     auto p = parse(text);
