@@ -13,6 +13,7 @@ extern "C" {
 #include <xen/io/xenbus.h>
 }
 
+#include "common/log.hpp"
 #include "emu_host.hpp"
 #include "hv/xs.hpp"
 #include "netback/backend.hpp"
@@ -32,6 +33,7 @@ struct rig {
     std::unique_ptr<hv::gntshr> shr;
     std::unique_ptr<hv::evtchn> ev;
     hv::shared_pages rings;
+    std::vector<hv::shared_pages> old_rings;
     hv::domid_t fe = 1;
 
     explicit rig(backend_options o = {}) {
@@ -50,6 +52,8 @@ struct rig {
     ~rig() {
         be.reset();
         if (shr && rings.count) shr->unshare(rings);
+        for (auto& o : old_rings)
+            if (shr && o.count) shr->unshare(o);
     }
 
     std::string fe_dir(uint32_t devid = 0) { return frontend_dir(fe, devid); }
@@ -73,7 +77,13 @@ struct rig {
 
     // What xen-netfront's setup_netfront() and talk_to_netback() do: two
     // shared ring pages, an event channel, the keys.
-    void frontend_keys(bool rx_copy = true, int queues = 0) {
+    void frontend_keys(bool rx_copy = true, int queues = 0, bool fresh_rings = false) {
+        if (fresh_rings && rings.count) {
+            // A restarted netfront: new ring pages, new grant references
+            // (the old pages stay granted until the backend lets them go).
+            old_rings.push_back(std::move(rings));
+            rings = {};
+        }
         if (!rings.count) {
             auto p = shr->share(0, 2, true);
             ASSERT_TRUE(p);
@@ -281,6 +291,176 @@ TEST(NetbackBackend, FrontendDeathRemovesTheVif) {
     ASSERT_TRUE(until([&] { return (*be)->dp().vifs().empty(); })) << "vif not torn down after the guest died";
     EXPECT_TRUE(until([&] { return !xs0->read(backend_dir(0, 2, 0)); })) << "backend directory left behind";
     EXPECT_TRUE((*be)->devices().empty());
+}
+
+// ---- Hardening: the XenbusState transitions Linux netfront really uses ----
+
+// Connect rig `r`'s frontend (devid 0) and wait for Connected.
+void connect_frontend(rig& r) {
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+    r.frontend_keys();
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateConnected); })) << r.be_key("error");
+    ASSERT_EQ(r.be->dp().vifs().size(), 1u);
+}
+
+// Linux xen-netback frontend_changed(Initialising) while Connected:
+// set_backend_state(InitWait) disconnects (rings unmapped, channels
+// unbound) and the next Connected maps the rings the frontend publishes now.
+TEST(NetbackHardening, Item10_InitialisingAfterConnectedReconnects) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    ASSERT_NO_FATAL_FAILURE(connect_frontend(r));
+    const auto before = r.be->dp().hv_counters();
+    EXPECT_EQ(before.maps, 2u) << "one TX and one RX ring page";
+
+    r.fe_state(XenbusStateInitialising);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }))
+        << "backend state " << r.be_key("state");
+    EXPECT_TRUE(r.be->dp().vifs().empty()) << "old rings still served";
+    EXPECT_EQ(r.be->dp().hv_counters().unmaps, 2u) << "old rings still mapped";
+    // The old pages are the guest's again: it can end their grants.
+    EXPECT_EQ(r.shr->unshare(r.rings), 0);
+
+    r.frontend_keys(true, 0, true);
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateConnected); })) << r.be_key("error");
+    EXPECT_EQ(r.be->dp().vifs().size(), 1u);
+    EXPECT_EQ(r.be->dp().hv_counters().maps, 4u) << "the new rings were not mapped";
+    EXPECT_EQ(r.be_key("error"), "");
+}
+
+// xennet_xdp_set(): Reconfiguring, wait for the backend's Reconfigured, then
+// Connected again. The vif stays connected throughout (Linux answers
+// Reconfigured from frontend_changed and keeps the rings).
+TEST(NetbackHardening, Item10_ReconfiguringStaysConnected) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    ASSERT_NO_FATAL_FAILURE(connect_frontend(r));
+    r.fe_state(XenbusStateReconfiguring);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateReconfigured); }))
+        << "backend state " << r.be_key("state");
+    EXPECT_EQ(r.be->dp().vifs().size(), 1u);
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateConnected); })) << "backend state " << r.be_key("state");
+    EXPECT_EQ(r.be->dp().vifs().size(), 1u);
+    EXPECT_EQ(r.be->dp().hv_counters().unmaps, 0u) << "the rings were torn down";
+}
+
+// A state number outside the enum: xenbus_dev_fatal and Closing, not a crash
+// and not a silent Closed.
+TEST(NetbackHardening, Item10_StateOutOfRangeIsFatal) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    ASSERT_NO_FATAL_FAILURE(connect_frontend(r));
+    r.xsg->write(r.fe_dir() + "/state", "4000000000");
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing); })) << "backend state " << r.be_key("state");
+    EXPECT_TRUE(r.be->dp().vifs().empty());
+    EXPECT_EQ(r.be_key("error"), "saw state 4000000000 at frontend");
+}
+
+// ---- Hardening: logs and backend/error carry sanitised frontend strings ----
+
+// stderr of `fn` into a file (a pipe could fill up and block the backend).
+template <class F>
+std::string capture_stderr(F fn) {
+    char path[] = "/tmp/zc_harden_log_XXXXXX";
+    int fd = ::mkstemp(path);
+    EXPECT_GE(fd, 0);
+    ::unlink(path);
+    ::fflush(stderr);
+    int saved = ::dup(2);
+    ::dup2(fd, 2);
+    fn();
+    ::fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    ::lseek(fd, 0, SEEK_SET);
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, size_t(n));
+    ::close(fd);
+    return out;
+}
+
+size_t count_of(const std::string& hay, const std::string& needle) {
+    size_t n = 0;
+    for (size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
+    return n;
+}
+
+TEST(NetbackHardening, Item9_FrontendStringsAreSanitisedInLogsAndErrorKey) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+    r.frontend_keys();
+    // A forged log line, a terminal escape and a lot of padding.
+    const std::string evil = "7\nzcnet[1] error netback: FORGED\x1b[2J" + std::string(1500, 'A');
+    ASSERT_EQ(r.xsg->write(r.fe_dir() + "/multi-queue-num-queues", evil), 0); // within xenstored's 2 KiB quota
+    std::string out = capture_stderr([&] {
+        r.fe_state(XenbusStateConnected);
+        ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing); }));
+    });
+    const std::string err = r.be_key("error");
+    EXPECT_NE(err.find("multi-queue-num-queues"), std::string::npos) << err;
+    EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+    EXPECT_EQ(err.find('\x1b'), std::string::npos) << err;
+    EXPECT_LE(err.size(), 256u) << "backend/error is not bounded";
+    EXPECT_NE(err.find("\\x0a"), std::string::npos) << "the newline is not shown escaped: " << err;
+    EXPECT_NE(out.find("connect failed"), std::string::npos) << out;
+    EXPECT_EQ(out.find("\nzcnet[1] error netback: FORGED"), std::string::npos) << "forged log line: " << out;
+    EXPECT_EQ(out.find('\x1b'), std::string::npos) << out;
+    EXPECT_LE(out.size(), 1024u) << "the frontend's 1.5 KB string went into the log";
+}
+
+TEST(NetbackHardening, Item9_LogWriteEscapesControlCharacters) {
+    std::string out = capture_stderr([] { ZC_LOG(error, "t", "a%sb", "\n\r\x1b\x7f"); });
+    EXPECT_EQ(count_of(out, "\n"), 1u) << out;
+    EXPECT_NE(out.find("a\\x0a\\x0d\\x1b\\x7fb\n"), std::string::npos) << out;
+    EXPECT_EQ(log::sanitize("ok-1:2", 64), "ok-1:2");
+    EXPECT_EQ(log::sanitize("a\tb\xff", 64), "a\\x09b\\xff");
+    EXPECT_EQ(log::sanitize(log::sanitize("a\tb", 64), 64), "a\\x09b");
+    EXPECT_EQ(log::sanitize(std::string(100, 'x'), 10), "xxxxxxx...");
+}
+
+// One frontend cycling its state as fast as it can: the lines about it are
+// rate-limited, and a line about another vif still gets out.
+TEST(NetbackHardening, Item9_ControlPlaneLogIsRateLimitedPerVif) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    s.devid = 1;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait) && r.be_state_is(XenbusStateInitWait, 1); }));
+    r.frontend_keys();
+    r.xsg->write(r.fe_dir() + "/multi-queue-num-queues", "junk");
+    std::string out = capture_stderr([&] {
+        // Each round: connect fails (a warn line), Closed, Initialising.
+        for (int i = 0; i < 200; ++i) {
+            r.fe_state(XenbusStateConnected);
+            ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing); }));
+            r.fe_state(XenbusStateClosed);
+            ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosed); }));
+            r.fe_state(XenbusStateInitialising);
+            ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+        }
+        // The quiet vif's first failure is still logged.
+        r.xsg->write(frontend_dir(r.fe, 1) + "/state", "4");
+        ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing, 1); }));
+    });
+    const size_t noisy = count_of(out, "vif 1/0:"), quiet = count_of(out, "vif 1/1: connect failed");
+    EXPECT_LT(noisy, 200u) << "200 failed connects, as many lines";
+    EXPECT_GE(noisy, 1u);
+    EXPECT_EQ(quiet, 1u) << "the noisy vif silenced the line about another";
 }
 
 } // namespace
