@@ -456,6 +456,11 @@ int backend::connect(device& d, std::string* why) noexcept {
     p.feature_gso_tcpv6 = flag("feature-gso-tcpv6", false);
     p.feature_no_csum_offload = flag("feature-no-csum-offload", false);
     p.feature_ipv6_csum_offload = flag("feature-ipv6-csum-offload", false);
+    // The toolstack's MTU for the vif (libxl writes "mtu" into the frontend
+    // directory, owned by us and read-only to the guest). Absent or out of
+    // range: no limit, as before libxl wrote it.
+    uint32_t mtu = 0;
+    if (auto m = rd("mtu"); m && parse_u32(*m, mtu, 65535) && mtu >= 68) p.mtu = mtu;
 
     if (d.vif_added) disconnect(d);
     int rc = _dp->add_vif(p, why);

@@ -46,6 +46,9 @@ struct vif_params {
     bool feature_rx_notify = true;
     bool feature_no_csum_offload = false;
     bool feature_ipv6_csum_offload = false;
+    // The toolstack's "mtu" for the frontend (0: no limit). Non-GSO frames
+    // larger than mtu + 18 are not delivered to this vif (netback/offload.hpp).
+    uint32_t mtu = 0;
 };
 
 struct datapath_options {
@@ -107,6 +110,10 @@ public:
     int remove_vif(hv::domid_t frontend, uint32_t devid) noexcept;
 
     std::vector<vif_info> vifs() const;
+    // The counters of removed vifs, summed once nothing in flight refers to
+    // them any more (drops counted after removal included): with vifs(),
+    // every frame zc-netback took is counted somewhere.
+    vif_stats retired_stats() const;
 
     // Hypervisor operations of every handle the datapath owns (maps and
     // unmaps of ring pages, grant-copy batches, notifications).

@@ -13,6 +13,7 @@ extern "C" {
 #include <xen/io/xenbus.h>
 }
 
+#include "capture_stderr.hpp"
 #include "common/log.hpp"
 #include "emu_host.hpp"
 #include "hv/xs.hpp"
@@ -364,34 +365,8 @@ TEST(NetbackHardening, Item10_StateOutOfRangeIsFatal) {
 
 // ---- Hardening: logs and backend/error carry sanitised frontend strings ----
 
-// stderr of `fn` into a file (a pipe could fill up and block the backend).
-template <class F>
-std::string capture_stderr(F fn) {
-    char path[] = "/tmp/zc_harden_log_XXXXXX";
-    int fd = ::mkstemp(path);
-    EXPECT_GE(fd, 0);
-    ::unlink(path);
-    ::fflush(stderr);
-    int saved = ::dup(2);
-    ::dup2(fd, 2);
-    fn();
-    ::fflush(stderr);
-    ::dup2(saved, 2);
-    ::close(saved);
-    std::string out;
-    char buf[4096];
-    ssize_t n;
-    ::lseek(fd, 0, SEEK_SET);
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, size_t(n));
-    ::close(fd);
-    return out;
-}
-
-size_t count_of(const std::string& hay, const std::string& needle) {
-    size_t n = 0;
-    for (size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
-    return n;
-}
+using test::capture_stderr;
+using test::count_of;
 
 TEST(NetbackHardening, Item9_FrontendStringsAreSanitisedInLogsAndErrorKey) {
     rig r;
