@@ -18,6 +18,10 @@ struct vif_spec {
     hv::domid_t frontend = hv::domid_invalid;
     uint32_t devid = 0;
     mac_addr mac{};  // all zero: derived from the frontend domid and devid (00:16:3e:..., Xen's OUI)
+    // The vif's MTU ("mtu" in the frontend directory, as libxl writes it;
+    // 1500 is libxl's default). zc-netback delivers no non-GSO frame larger
+    // than mtu + 18 to the vif. 0: no key, no limit.
+    uint32_t mtu = 1500;
 };
 
 std::string frontend_dir(hv::domid_t frontend, uint32_t devid);
