@@ -2,14 +2,17 @@
 // Checksum and GSO metadata of a frame between guests, and what a
 // destination accepts. Pure functions over the header bytes zc-netback
 // copied (the first tx_copy_len bytes of the first slot), so that they are
-// tested and fuzzed on their own.
+// tested on their own.
 //
 // Source side, as Linux xen-netback does before a frame enters the host
 // stack (netback.c checksum_setup -> skb_checksum_setup, xenvif_set_skb_gso
 // and the GSO header-length check in xenvif_tx_submit): a checksum-blank or
 // GSO frame must be IPv4 or IPv6 (no IP fragment) carrying TCP or UDP (TCP
 // for GSO, matching the GSO type's IP version), with the checksum field
-// inside the frame.
+// inside the frame. The headers are read from the header copy only: a
+// checksum-blank or GSO frame whose IP header (and, for GSO, TCP header)
+// is not within the first tx_copy_len bytes of its first slot is dropped
+// (counted), where Linux would pull more of the frame.
 //
 // Destination side, as the host stack in front of a Linux vif does: a
 // frame whose checksum is still to be completed is not given to a frontend
