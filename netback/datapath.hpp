@@ -81,6 +81,7 @@ struct vif_info {
     uint32_t queues;
     bool disabled;
     bool rx_stalled;                 // some queue is stalled (Linux: carrier off)
+    uint32_t mtu;                    // vif_params::mtu (0: no limit)
     std::string disabled_reason;
     vif_stats stats;
 };

@@ -284,6 +284,7 @@ std::vector<vif_info> datapath::vifs() const {
         i.mac = c.params.mac;
         i.queues = uint32_t(v->queues.size());
         i.disabled = c.disabled.load();
+        i.mtu = c.params.mtu;
         i.rx_stalled = false;
         for (auto& q : v->queues) {
             std::lock_guard qg(q->rx_lock);

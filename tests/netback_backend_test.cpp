@@ -363,6 +363,26 @@ TEST(NetbackHardening, Item10_StateOutOfRangeIsFatal) {
     EXPECT_EQ(r.be_key("error"), "saw state 4000000000 at frontend");
 }
 
+// The toolstack's mtu (libxl writes it into the frontend directory, read-only
+// to the guest) is what the data path limits non-GSO frames to; without
+// the key there is no limit.
+TEST(NetbackHardening, Item7_ToolstackMtuReachesTheDatapath) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    ASSERT_NO_FATAL_FAILURE(connect_frontend(r));
+    EXPECT_EQ(r.be->dp().vifs()[0].mtu, 1500u);
+    EXPECT_EQ(r.xsg->write(r.fe_dir() + "/mtu", "65535"), -EACCES) << "the guest must not raise its own mtu";
+    vif_spec s;
+    s.frontend = r.fe;
+    s.devid = 1;
+    s.mtu = 0;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    EXPECT_FALSE(r.xs0->read(frontend_dir(r.fe, 1) + "/mtu"));
+    s.devid = 2;
+    s.mtu = 67;
+    EXPECT_EQ(vif_create(*r.xs0, s, nullptr), -EINVAL);
+}
+
 // ---- Hardening: logs and backend/error carry sanitised frontend strings ----
 
 using test::capture_stderr;
