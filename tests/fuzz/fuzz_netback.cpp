@@ -139,6 +139,14 @@ struct world {
             ::poll(&p, 1, 1);
         }
     }
+    // Run the control plane until it has had nothing to do for a millisecond.
+    void pump() {
+        for (int i = 0; i < 100; ++i) {
+            pollfd p{be->fd(), POLLIN, 0};
+            const int ready = ::poll(&p, 1, 1);
+            if (be->process() == 0 && ready == 0) return;
+        }
+    }
     const device_info* dev(hv::domid_t fe) {
         static std::vector<device_info> cache;
         cache = be->devices();
@@ -435,7 +443,7 @@ void world::run(reader& r) {
         const uint8_t st = i == nstates ? 4 : r.u8();
         const std::string v = st < 200 ? std::to_string(st % 10) : std::to_string(r.u32());
         fz.xs->write(frontend_dir(dom_fuzz, 0) + "/state", v);
-        until([] { return false; }, 2);
+        pump();
     }
     until([&] { auto* d = dev(dom_fuzz); return !d || d->backend_state == XenbusStateConnected ||
                                                   d->backend_state == XenbusStateClosing; }, 100);
