@@ -334,6 +334,31 @@ TEST(NetbackHardening, Item10_InitialisingAfterConnectedReconnects) {
     EXPECT_EQ(r.be_key("error"), "");
 }
 
+// A frontend restarting in a loop (netfront reloaded, resume): each time the
+// backend lets the old rings go (the guest can end their grants) and maps
+// the new ones; at the end every mapping is undone.
+TEST(NetbackHardening, Item10_ReconnectLoopReturnsToBaseline) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    ASSERT_NO_FATAL_FAILURE(connect_frontend(r));
+    for (int i = 0; i < 30; ++i) {
+        r.fe_state(XenbusStateInitialising);
+        ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); })) << i;
+        ASSERT_TRUE(r.be->dp().vifs().empty()) << i;
+        r.frontend_keys(true, 0, true);
+        ASSERT_EQ(r.shr->unshare(r.old_rings.back()), 0) << "round " << i << ": old rings still mapped";
+        r.old_rings.pop_back();
+        r.fe_state(XenbusStateConnected);
+        ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateConnected); })) << i << " " << r.be_key("error");
+    }
+    r.fe_state(XenbusStateClosed);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosed); }));
+    const auto c = r.be->dp().hv_counters();
+    EXPECT_EQ(c.maps, 62u);
+    EXPECT_EQ(c.unmaps, c.maps);
+    EXPECT_EQ(r.be->dp().bounce_in_use(), 0u);
+}
+
 // xennet_xdp_set(): Reconfiguring, wait for the backend's Reconfigured, then
 // Connected again. The vif stays connected throughout (Linux answers
 // Reconfigured from frontend_changed and keeps the rings).
