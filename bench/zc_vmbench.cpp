@@ -547,6 +547,7 @@ struct host : dom0_host {
             if (!guests.back().line(l, 10000) || l != "up") return *why = "guest " + std::to_string(d) + ": " + l, false;
             netback::vif_spec s;
             s.frontend = d;
+            s.mtu = 65535; // non-GSO frames up to 64 KiB between the guests
             if (netback::vif_create(*xs, s, why) < 0) return false;
         }
         for (size_t g = 0; g < guests.size(); g++) {
@@ -683,6 +684,7 @@ struct app_host : dom0_host {
             }
             netback::vif_spec vs;
             vs.frontend = hv::domid_t(g + 1);
+            vs.mtu = 65535;
             if (netback::vif_create(*xs, vs, why) < 0) return false;
         }
         for (int g = 0; g < 2; g++) {

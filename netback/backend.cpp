@@ -23,11 +23,13 @@ constexpr const char* tag = "netback";
 constexpr const char* tok_backend = "be";
 constexpr const char* tok_release = "rel";
 constexpr const char* tok_frontend = "fe:"; // + "<fe>/<devid>"
+// backend/error and zc-disabled: bounded, whatever the frontend wrote.
+constexpr size_t max_error_len = 256;
 
 const char* state_name(int s) {
     static const char* names[] = {"Unknown", "Initialising", "InitWait", "Initialised", "Connected",
                                   "Closing", "Closed", "Reconfiguring", "Reconfigured"};
-    return s >= 0 && s <= 8 ? names[s] : "Invalid";
+    return s >= 0 && s <= 8 ? names[s] : "invalid";
 }
 
 // Frontend-written numbers: strict decimal, bounded.
@@ -94,7 +96,13 @@ struct backend::device {
     int fe_state = -1;                 // theirs, last seen (-1: not yet read)
     bool vif_added = false;
     std::string last_error;
+    // Every line about this device is rate-limited on its own: a frontend
+    // cycling its state floods neither the log nor the lines about others.
+    log::ratelimit rl{20, 2};
 };
+
+// A log line about device `d`, through its own rate limiter.
+#define DEV_LOG(d, lvl, ...) ZC_LOG_RL((d).rl, lvl, tag, __VA_ARGS__)
 
 result<std::unique_ptr<backend>> backend::create(hv::port& port, const backend_options& o, std::string* why) noexcept {
     if (o.max_queues == 0 || o.max_queues > 64) {
@@ -187,9 +195,10 @@ void backend::handle_fatals() noexcept {
         // As xenvif_fatal_tx_err(): the vif stops, the xenbus state stays;
         // the guest has to reconnect. The reason is also left in xenstore
         // for the operator.
-        it->second->last_error = reason;
-        _xs->write(it->second->be_path + "/zc-disabled", reason);
-        ZC_LOG(warn, tag, "vif %s disabled: %s", key.c_str(), reason.c_str());
+        device& d = *it->second;
+        d.last_error = log::sanitize(reason, max_error_len);
+        _xs->write(d.be_path + "/zc-disabled", d.last_error);
+        DEV_LOG(d, warn, "vif %s disabled: %s", key.c_str(), d.last_error.c_str());
     }
 }
 
@@ -281,7 +290,7 @@ void backend::probe(device& d) noexcept {
     // interface, so it signals the toolstack itself.
     _xs->write(d.be_path + "/hotplug-status", "connected");
     set_state(d, XenbusStateInitWait);
-    ZC_LOG(info, tag, "vif %s: probed, InitWait", d.key.c_str());
+    DEV_LOG(d, info, "vif %s: probed, InitWait", d.key.c_str());
 }
 
 void backend::set_state(device& d, int state) noexcept {
@@ -296,57 +305,109 @@ void backend::on_frontend_state(const std::string& key) noexcept {
     frontend_changed(*it->second);
 }
 
-// frontend_changed() + set_backend_state() of Linux netback.
+// set_backend_state() of Linux netback: walk from our state to `target`
+// one XenbusState at a time, as Linux does (Connected -> Closing -> Closed ->
+// InitWait, and so on), writing each step. Connecting is the one step that
+// can fail; then the frontend is told with backend/error and Closing.
+void backend::set_backend_state(device& d, int target) noexcept {
+    for (int guard = 0; d.state != target && guard < 8; ++guard) {
+        switch (d.state) {
+        case XenbusStateInitialising:
+        case XenbusStateUnknown:
+            set_state(d, target == XenbusStateClosed ? XenbusStateClosed : XenbusStateInitWait);
+            break;
+        case XenbusStateClosed:
+            if (target == XenbusStateClosing) set_state(d, XenbusStateClosing);
+            else probe(d); // features again, then InitWait
+            break;
+        case XenbusStateInitWait:
+            if (target == XenbusStateConnected) {
+                std::string why;
+                if (int rc = connect(d, &why); rc < 0) {
+                    // xenbus_dev_fatal(): log, leave the reason in xenstore, Closing.
+                    d.last_error = log::sanitize(why, max_error_len);
+                    DEV_LOG(d, warn, "vif %s: connect failed: %s", d.key.c_str(), d.last_error.c_str());
+                    _xs->write(d.be_path + "/error", d.last_error);
+                    set_state(d, XenbusStateClosing);
+                    return;
+                }
+                set_state(d, XenbusStateConnected);
+                DEV_LOG(d, info, "vif %s: Connected", d.key.c_str());
+            } else {
+                set_state(d, XenbusStateClosing);
+            }
+            break;
+        case XenbusStateConnected:
+        case XenbusStateReconfigured:
+            if (target == XenbusStateConnected) { // back from Reconfigured
+                set_state(d, XenbusStateConnected);
+                break;
+            }
+            // backend_disconnect(): unmap the rings, unbind, then Closing.
+            disconnect(d);
+            set_state(d, XenbusStateClosing);
+            break;
+        case XenbusStateClosing:
+        default:
+            set_state(d, XenbusStateClosed);
+            break;
+        }
+    }
+}
+
+// frontend_changed() of Linux netback.
 void backend::frontend_changed(device& d) noexcept {
+    // xenbus_read_driver_state(): a missing or unparsable value is Unknown.
     auto v = _xs->read(d.fe_path + "/state");
     uint32_t st = XenbusStateUnknown;
-    if (v && !parse_u32(*v, st, 8)) st = XenbusStateUnknown;
-    if (!v) st = XenbusStateUnknown;
-    if (int(st) == d.fe_state && st != XenbusStateConnected) return;
-    d.fe_state = int(st);
-    ZC_LOG(debug, tag, "vif %s: frontend %s, backend %s", d.key.c_str(), state_name(int(st)), state_name(d.state));
+    if (!v || !parse_u32(*v, st)) st = XenbusStateUnknown;
+    if (int64_t(st) == d.fe_state && st != XenbusStateConnected) return;
+    d.fe_state = st <= XenbusStateReconfigured ? int(st) : -1;
+    DEV_LOG(d, debug, "vif %s: frontend %s, backend %s", d.key.c_str(), state_name(int(st)), state_name(d.state));
+    if (st > XenbusStateReconfigured) {
+        // xenbus_dev_fatal(dev, -EINVAL, "saw state %d at frontend").
+        d.last_error = "saw state " + std::to_string(st) + " at frontend";
+        DEV_LOG(d, warn, "vif %s: %s", d.key.c_str(), d.last_error.c_str());
+        _xs->write(d.be_path + "/error", d.last_error);
+        set_backend_state(d, XenbusStateClosing);
+        return;
+    }
     switch (st) {
     case XenbusStateInitialising:
-        // A frontend coming back after Closed (reboot of the driver).
-        if (d.state == XenbusStateClosed) probe(d);
+        // Also from Connected: a frontend that restarts (driver reload,
+        // xennet's reconnect after resume) gets its old rings unmapped and
+        // the next Connected maps the new ones.
+        set_backend_state(d, XenbusStateInitWait);
         break;
     case XenbusStateInitialised:
         break;
-    case XenbusStateConnected: {
-        if (d.state == XenbusStateConnected) break;
-        std::string why;
-        int rc = connect(d, &why);
-        if (rc < 0) {
-            // xenbus_dev_fatal(): log, leave the reason in xenstore, Closing.
-            d.last_error = why;
-            ZC_LOG(warn, tag, "vif %s: connect failed: %s", d.key.c_str(), why.c_str());
-            _xs->write(d.be_path + "/error", why);
-            set_state(d, XenbusStateClosing);
-            break;
-        }
-        set_state(d, XenbusStateConnected);
-        ZC_LOG(info, tag, "vif %s: Connected", d.key.c_str());
+    case XenbusStateConnected:
+        set_backend_state(d, XenbusStateConnected);
         break;
-    }
+    case XenbusStateReconfiguring:
+        // xennet_xdp_set(): the frontend asks for an XDP headroom. We offer
+        // no feature-xdp-headroom, so there is nothing to change; answer
+        // Reconfigured as Linux does and stay connected.
+        if (d.state == XenbusStateConnected) set_state(d, XenbusStateReconfigured);
+        break;
+    case XenbusStateReconfigured:
+        break;
     case XenbusStateClosing:
-        disconnect(d);
-        set_state(d, XenbusStateClosing);
+        set_backend_state(d, XenbusStateClosing);
         break;
     case XenbusStateClosed:
-        disconnect(d);
-        set_state(d, XenbusStateClosed);
+        set_backend_state(d, XenbusStateClosed);
         break;
     case XenbusStateUnknown:
     default:
-        // The frontend directory is gone (guest destroyed) or nonsense.
-        disconnect(d);
-        set_state(d, XenbusStateClosed);
+        // The frontend directory is gone (guest destroyed).
+        set_backend_state(d, XenbusStateClosed);
         // If its whole domain is gone, finish the teardown here: the
         // @releaseDomain for it may have been handled before we knew the
         // device. `d` is destroyed by this.
         if (!_xs->read("/local/domain/" + std::to_string(d.frontend) + "/domid")) {
             std::string key = d.key, be = d.be_path;
-            ZC_LOG(info, tag, "vif %s: frontend domain gone", key.c_str());
+            DEV_LOG(d, info, "vif %s: frontend domain gone", key.c_str());
             forget(key);
             _xs->rm(be);
         }
@@ -374,7 +435,7 @@ int backend::connect(device& d, std::string* why) noexcept {
     uint32_t nq = 1;
     if (auto v = rd("multi-queue-num-queues")) {
         if (!parse_u32(*v, nq) || nq == 0) {
-            *why = "bad multi-queue-num-queues '" + *v + "'";
+            *why = "bad multi-queue-num-queues '" + log::sanitize(*v, 16) + "'";
             return -EINVAL;
         }
         if (nq > _opts.max_queues) {
@@ -404,6 +465,11 @@ int backend::connect(device& d, std::string* why) noexcept {
     p.feature_gso_tcpv6 = flag("feature-gso-tcpv6", false);
     p.feature_no_csum_offload = flag("feature-no-csum-offload", false);
     p.feature_ipv6_csum_offload = flag("feature-ipv6-csum-offload", false);
+    // The toolstack's MTU for the vif (libxl writes "mtu" into the frontend
+    // directory, owned by us and read-only to the guest). Absent or out of
+    // range: no limit, as before libxl wrote it.
+    uint32_t mtu = 0;
+    if (auto m = rd("mtu"); m && parse_u32(*m, mtu, 65535) && mtu >= 68) p.mtu = mtu;
 
     if (d.vif_added) disconnect(d);
     int rc = _dp->add_vif(p, why);
@@ -418,7 +484,7 @@ void backend::disconnect(device& d) noexcept {
     if (!d.vif_added) return;
     _dp->remove_vif(d.frontend, d.devid);
     d.vif_added = false;
-    ZC_LOG(info, tag, "vif %s: disconnected", d.key.c_str());
+    DEV_LOG(d, info, "vif %s: disconnected", d.key.c_str());
 }
 
 void backend::forget(const std::string& key) noexcept {
@@ -427,7 +493,7 @@ void backend::forget(const std::string& key) noexcept {
     device& d = *it->second;
     disconnect(d);
     _xs->unwatch(d.fe_path + "/state", std::string(tok_frontend) + key);
-    ZC_LOG(info, tag, "vif %s: removed", key.c_str());
+    DEV_LOG(d, info, "vif %s: removed", key.c_str());
     _devices.erase(it);
 }
 

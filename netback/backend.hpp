@@ -66,6 +66,7 @@ private:
     int connect(device& d, std::string* why) noexcept;
     void disconnect(device& d) noexcept;
     void set_state(device& d, int state) noexcept;
+    void set_backend_state(device& d, int target) noexcept;
     void forget(const std::string& key) noexcept;
     void handle_fatals() noexcept;
 

@@ -60,6 +60,7 @@
 #include "netback/counters.hpp"
 #include "netback/datapath.hpp"
 #include "netback/source_check.hpp"
+#include "netback/offload.hpp"
 #include "netback/switch.hpp"
 #include "netback/tx_check.hpp"
 #include "pool/manager.hpp"
@@ -78,11 +79,6 @@ inline constexpr uint32_t ring_slots = tx_back_ring::size;
 
 using clock_type = std::chrono::steady_clock;
 using time_point = clock_type::time_point;
-
-// Log rate limits shared by every data-path file (a peer can trigger these).
-inline log::ratelimit g_drop_log{10, 1};
-inline log::ratelimit g_copy_log{10, 1};
-inline log::ratelimit g_stall_log{10, 1};
 
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept { c.fetch_add(n, std::memory_order_relaxed); }
 
@@ -114,6 +110,12 @@ struct vif_counters {
     }
 };
 
+// The counters of vifs gone (datapath::retired_stats).
+struct retired_totals {
+    std::mutex lock; // protects stats
+    vif_stats stats;
+};
+
 // What a vif's queues share with it and with frames in flight: identity,
 // features, counters, the disabled state. Outlives the vif while anything
 // in flight refers to it (Linux struct xenvif).
@@ -126,6 +128,25 @@ struct vif_core {
     std::atomic<bool> removed{false};
     std::mutex reason_lock; // protects reason
     std::string reason;
+    // Log rate limits of the lines about this vif (its frontend can trigger
+    // them): one per vif, so that a noisy guest does not silence the lines
+    // about the others.
+    log::ratelimit drop_log{10, 1};
+    log::ratelimit copy_log{10, 1};
+    log::ratelimit stall_log{10, 1};
+    std::shared_ptr<retired_totals> retired;
+
+    vif_core() = default;
+    vif_core(const vif_core&) = delete;
+    vif_core& operator=(const vif_core&) = delete;
+    // The last frame in flight for this vif is done: its counters join the
+    // retired totals.
+    ~vif_core() {
+        if (!retired) return;
+        const vif_stats s = ctr.snapshot();
+        std::lock_guard g(retired->lock);
+        retired->stats += s;
+    }
 };
 
 struct worker;
@@ -147,6 +168,7 @@ struct tx_packet {
     uint8_t gso_type = XEN_NETIF_GSO_TYPE_NONE;
     int8_t status = NETIF_RSP_OKAY;
     uint16_t index = 0;
+    offload_info off;       // from check_offload (switch_batch)
     // Deliveries still reading the source pages. The TX responses go out
     // when it drops to zero (never before the copies are done).
     std::atomic<uint32_t> refs{0};
@@ -270,6 +292,7 @@ struct delivery {
     bool bounced = false;
     bool one_to_one = true;
     bool extra = false;
+    bool rx_grant_fault = false;          // a copy failed on the destination's own grant
     uint8_t ndata = 0, nring = 0;
     RING_IDX first = 0;
     netif_rx_request req[max_rx_ring_slots];
@@ -362,6 +385,7 @@ struct datapath::impl {
     std::unique_ptr<pool::manager> mgr;
     std::vector<std::unique_ptr<worker>> workers;
     std::atomic<uint32_t> next_worker{0};
+    std::shared_ptr<retired_totals> retired = std::make_shared<retired_totals>();
 
     mutable std::mutex vifs_lock; // protects vifs (the registry; the switch has its own lock)
     std::map<std::pair<hv::domid_t, uint32_t>, std::shared_ptr<vif>> vifs;
@@ -396,6 +420,7 @@ struct datapath::impl {
     void add_delivery_segments(worker& w, delivery& d, uint32_t di) noexcept;
     void add_conversion_segments(worker& w, conversion& cv, uint32_t ci) noexcept;
     void run_copy_batch(worker& w, std::vector<delivery>& dels, std::vector<conversion>& convs) noexcept;
+    void attribute_rx_faults(std::vector<delivery>& dels) noexcept;
     bool start_conversion(const std::shared_ptr<queue>& dq, rx_item& it, conversion& cv) noexcept;
     void finish_conversions(worker& w, std::vector<conversion>& convs) noexcept;
     void release_bounce(pool::frame* f, uint32_t n) noexcept;

@@ -120,12 +120,46 @@ void datapath::impl::run_copy_batch(worker& w, std::vector<delivery>& dels,
     std::vector<hv::copy_segment>& segs = w.copy_segs;
     const int rc = tab->copy(segs.data(), uint32_t(segs.size()));
     for (vif_core* c : w.cores) bump(c->ctr.grant_copy_batches);
+    bool probe = false;
     for (size_t i = 0; i < segs.size(); ++i) {
         const int16_t st = rc < 0 ? int16_t(GNTST_general_error) : segs[i].status;
         if (st == GNTST_okay) continue;
         const worker::seg_owner& o = w.seg_own[i];
-        if (o.del >= 0) dels[size_t(o.del)].slot_status[o.slot] = st;
-        else convs[size_t(o.conv)].failed = true;
+        if (o.del >= 0) {
+            dels[size_t(o.del)].slot_status[o.slot] = st;
+            probe = probe || rc >= 0;
+        } else {
+            convs[size_t(o.conv)].failed = true;
+        }
+    }
+    if (probe) attribute_rx_faults(dels);
+}
+
+// A failed gref->gref segment does not say whose grant was bad. Xen checks
+// both; Linux's RX copy only has the receiver's (its source is local), so
+// its failures are the receiver's. Here a failed delivery whose source
+// still reads (or is local) failed on the receiver's RX grant: that is
+// charged to the receiver, not to the sender (counters.hpp, drop_rx_grant).
+void datapath::impl::attribute_rx_faults(std::vector<delivery>& dels) noexcept {
+    alignas(64) static thread_local uint8_t scratch[hv::page_size];
+    for (delivery& d : dels) {
+        bool failed = false;
+        for (uint32_t j = 0; j < d.nring; ++j) failed = failed || d.slot_status[j] != GNTST_okay;
+        if (!failed) continue;
+        bool source_ok = true;
+        for (uint32_t i = 0; i < d.nslots && source_ok; ++i) {
+            const pool::frame& s = d.seg[i];
+            if (s.len == 0 || s.kind != pool::seg_kind::foreign) continue;
+            hv::copy_segment c{};
+            c.source.foreign.ref = s.gref;
+            c.source.foreign.offset = s.offset;
+            c.source.foreign.domid = s.domid;
+            c.dest.virt = scratch;
+            c.len = s.len;
+            c.flags = GNTCOPY_source_gref;
+            source_ok = tab->copy(&c, 1) == 0 && c.status == GNTST_okay;
+        }
+        d.rx_grant_fault = source_ok;
     }
 }
 
@@ -188,7 +222,7 @@ void datapath::impl::finish_conversions(worker& w, std::vector<conversion>& conv
         }
         if (cv.failed) {
             bump(cv.src_core->ctr.drop_copy_error);
-            if (g_copy_log.allow())
+            if (cv.src_core->copy_log.allow())
                 ZC_LOG(warn, tag, "vif%u.%u: fallback copy failed", unsigned(cv.src_core->dom), cv.src_core->devid);
         } else {
             bump(cv.src_core->ctr.fallback_copies);

@@ -11,9 +11,10 @@
 #include "common/counters.hpp"
 
 // Attribution: tx_*, the copy counters, fallback_copies, drop_no_dest,
-// drop_malformed, drop_copy_error and drop_unsupported count on the vif that
-// sent the frame (its traffic caused them); rx_*, queued, drop_rx_full,
-// drop_disabled and rx_stalls on the vif the frame was for.
+// drop_malformed, drop_copy_error, drop_unsupported, drop_bad_offload,
+// drop_no_csum and drop_mtu count on the vif that sent the frame (its
+// traffic caused them); rx_*, queued, drop_rx_full, drop_disabled,
+// drop_rx_grant and rx_stalls on the vif the frame was for.
 #define ZC_NETBACK_VIF_COUNTERS(X)                                                                              \
     X(tx_packets, "packets", false, "packets from the frontend (its TX ring)")                                 \
     X(tx_bytes, "bytes", false, "bytes of those packets")                                                       \
@@ -37,6 +38,10 @@
     X(drop_spoofed_mac, "frames", true, "sent from a MAC other than the vif's configured one")               \
     X(drop_spoofed_ip, "frames", true, "IPv4 or ARP sender address not in the vif's `ip` key")              \
     X(rate_limited, "events", false, "TX stopped until the `rate` credit's next window")                  \
+    X(drop_rx_grant, "frames", true, "the copy into this vif's RX buffer failed: its own bad grant")          \
+    X(drop_bad_offload, "frames", true, "checksum/GSO metadata that does not match the frame's headers")        \
+    X(drop_no_csum, "frames", true, "checksum to complete for a destination without checksum offload")        \
+    X(drop_mtu, "frames", true, "non-GSO frame larger than the destination's mtu")                              \
     X(rx_stalls, "events", false, "times this vif's RX was found stalled (XSA-392)")                          \
     X(notifies_sent, "events", false, "event-channel notifications sent to the frontend")                      \
     X(events_received, "events", false, "event-channel events received from the frontend")

@@ -52,6 +52,9 @@ struct vif_params {
     std::vector<uint32_t> ipv4;
     uint64_t credit_bytes = ~uint64_t{0};
     uint64_t credit_usec = 0;
+    // The toolstack's "mtu" for the frontend (0: no limit). Non-GSO frames
+    // larger than mtu + 18 are not delivered to this vif (netback/offload.hpp).
+    uint32_t mtu = 0;
 };
 
 struct datapath_options {
@@ -138,6 +141,7 @@ struct vif_info {
     uint32_t queues;
     bool disabled;
     bool rx_stalled;                 // some queue is stalled (Linux: carrier off)
+    uint32_t mtu;                    // vif_params::mtu (0: no limit)
     std::string disabled_reason;
     vif_stats stats;
 };
@@ -167,6 +171,10 @@ public:
     int remove_vif(hv::domid_t frontend, uint32_t devid) noexcept;
 
     std::vector<vif_info> vifs() const;
+    // The counters of removed vifs, summed once nothing in flight refers to
+    // them any more (drops counted after removal included): with vifs(),
+    // every frame zc-netback took is counted somewhere.
+    vif_stats retired_stats() const;
 
     // Open an AF_XDP uplink and make it a port of the switch (uplink.cpp).
     // Errors: -EINVAL (bad options), or what link::xsk_link::open returns

@@ -96,6 +96,7 @@ int datapath::add_vif(const vif_params& prm, std::string* why) noexcept {
     core->dom = prm.frontend;
     core->devid = prm.devid;
     core->params = prm;
+    core->retired = d.retired;
     auto v = std::make_shared<vif>();
     v->core = core;
     for (uint32_t qi = 0; qi < prm.queues.size(); ++qi) {
@@ -284,6 +285,7 @@ std::vector<vif_info> datapath::vifs() const {
         i.mac = c.params.mac;
         i.queues = uint32_t(v->queues.size());
         i.disabled = c.disabled.load();
+        i.mtu = c.params.mtu;
         i.rx_stalled = false;
         for (auto& q : v->queues) {
             std::lock_guard qg(q->rx_lock);
@@ -307,6 +309,11 @@ hv::op_counters datapath::hv_counters() const noexcept {
         t += w->ev->counters();
     }
     return t;
+}
+
+vif_stats datapath::retired_stats() const {
+    std::lock_guard g(_p->retired->lock);
+    return _p->retired->stats;
 }
 
 uint32_t datapath::bounce_in_use() const noexcept {

@@ -107,6 +107,9 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
             }
             notify = dq.rx.push_responses_and_check_notify();
             dq.last_rx = now;
+        } else {
+            // The destination went away between reservation and publish.
+            for (size_t k = begin; k < end; ++k) bump(dq.core->ctr.drop_disabled);
         }
     }
     if (notify) dq.w->notify(dq.rx_port, *dq.core);
@@ -156,7 +159,9 @@ void datapath::impl::write_rx_responses(queue& dq, delivery& d) noexcept {
         }
         dq.done[idx & (ring_slots - 1)] = 1;
     }
-    if (failed || d.len == 0) {
+    if (failed && d.rx_grant_fault) {
+        bump(dc.ctr.drop_rx_grant); // the receiver's own grant (run_copy_batch)
+    } else if (failed || d.len == 0) {
         bump(d.src_core->ctr.drop_copy_error);
     } else {
         bump(dc.ctr.rx_packets);
@@ -268,7 +273,7 @@ time_point datapath::impl::service_rx(worker& w, const std::shared_ptr<queue>& d
         convert_held(dqp, now, next, convs);
         if (dq.count) next = std::min(next, dq.at(0).expires);
     }
-    if (stalled_now && g_stall_log.allow())
+    if (stalled_now && dc.stall_log.allow())
         ZC_LOG(info, tag, "vif%u.%u: guest RX stalled (too few RX slots for %u ms)", unsigned(dc.dom), dc.devid,
                opt.stall_timeout_ms);
     for (auto& r : drops) put_ref(w, r.first, r.second);

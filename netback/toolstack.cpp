@@ -20,6 +20,10 @@ mac_addr default_mac(hv::domid_t fe, uint32_t devid) {
 }
 
 int vif_create(hv::xs& xs, const vif_spec& s, std::string* why) {
+    if (s.mtu != 0 && (s.mtu < 68 || s.mtu > 65535)) {
+        if (why) *why = "vif-add: the mtu must be 68..65535";
+        return -EINVAL;
+    }
     if (s.frontend == hv::domid_invalid || s.frontend == s.backend) {
         if (why) *why = "vif-add: the frontend must be another domain than the backend";
         return -EINVAL;
@@ -52,8 +56,10 @@ int vif_create(hv::xs& xs, const vif_spec& s, std::string* why) {
         // netfront bounces its data for a backend the toolstack marks
         // untrusted, XSA-403) and "mtu", which the guest may read but not change.
         rc = rc ? rc : xs.write(fe + "/trusted", "1", *t);
-        rc = rc ? rc : xs.write(fe + "/mtu", "1500", *t);
-        rc = rc ? rc : xs.set_perms(fe + "/mtu", {"n" + be_id, "r" + fe_id}, *t);
+        if (s.mtu) {
+            rc = rc ? rc : xs.write(fe + "/mtu", std::to_string(s.mtu), *t);
+            rc = rc ? rc : xs.set_perms(fe + "/mtu", {"n" + be_id, "r" + fe_id}, *t);
+        }
         // Backend: owned by the backend domain, readable by the guest.
         rc = rc ? rc : xs.mkdir(be, *t);
         rc = rc ? rc : xs.set_perms(be, {"n" + be_id, "r" + fe_id}, *t);

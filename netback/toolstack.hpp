@@ -20,6 +20,10 @@ struct vif_spec {
     mac_addr mac{};  // all zero: derived from the frontend domid and devid (00:16:3e:..., Xen's OUI)
     std::string ip;  // xl's ip=: the `ip` key (IPv4 addresses, space separated), "" for none
     std::string rate; // the `rate` key as libxl writes it ("BYTES,USECS"), "" for none
+    // The vif's MTU ("mtu" in the frontend directory, as libxl writes it;
+    // 1500 is libxl's default). zc-netback delivers no non-GSO frame larger
+    // than mtu + 18 to the vif. 0: no key, no limit.
+    uint32_t mtu = 1500;
 };
 
 std::string frontend_dir(hv::domid_t frontend, uint32_t devid);

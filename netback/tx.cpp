@@ -49,8 +49,8 @@ void bucket(vif_counters& c, uint32_t n) noexcept {
 
 // Drop reasons are logged even when the chain turns out fatal later: Linux
 // logs them as it finds them.
-void log_tx_drop(const vif_core& core, const tx_check_result& r) noexcept {
-    if (r.drop == tx_drop_reason::none || !g_drop_log.allow()) return;
+void log_tx_drop(vif_core& core, const tx_check_result& r) noexcept {
+    if (r.drop == tx_drop_reason::none || !core.drop_log.allow()) return;
     if (r.drop == tx_drop_reason::too_many_slots)
         ZC_LOG(warn, tag, "vif%u.%u: too many slots (%u > %u), dropping packet", unsigned(core.dom), core.devid,
                r.drop_arg[0], r.drop_arg[1]);
@@ -226,7 +226,7 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
         const int16_t st = hdr_rc < 0 ? int16_t(GNTST_general_error) : w.hdr_segs[k].status;
         if (st != GNTST_okay) {
             // xenvif_tx_check_gop: the header could not be read.
-            if (g_copy_log.allow())
+            if (core.copy_log.allow())
                 ZC_LOG(warn, tag, "vif%u.%u: header copy failed: %s", unsigned(core.dom), core.devid,
                        hv::gntst_name(st));
             p.status = NETIF_RSP_ERROR;
@@ -236,6 +236,14 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
         bump(core.ctr.tx_packets);
         bump(core.ctr.tx_bytes, p.len);
         bump(core.ctr.tx_slots, p.nslots);
+        // checksum_setup / xenvif_set_skb_gso (netback/offload.hpp).
+        if (check_offload(p.hdr, p.hdr_len, p.len, p.txflags, p.gso_type, p.gso_size, &p.off) != offload_verdict::ok) {
+            bump(core.ctr.drop_bad_offload);
+            if (core.drop_log.allow())
+                ZC_LOG(info, tag, "vif%u.%u: checksum/GSO metadata does not match the frame (%u bytes, gso %u/%u)",
+                       unsigned(core.dom), core.devid, p.len, unsigned(p.gso_type), unsigned(p.gso_size));
+            continue;
+        }
         const uint8_t* dst = p.hdr;
         const uint8_t* src = p.hdr + 6;
         // The vif scripts' antispoofing (source_check.hpp): dropped, counted,
@@ -250,7 +258,7 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
         for (auto& dv : w.dests) switch_to(w, qp, p, *dv, now);
         if (w.dests.empty()) {
             bump(core.ctr.drop_no_dest);
-            if (g_drop_log.allow())
+            if (core.drop_log.allow())
                 ZC_LOG(info, tag,
                        "vif%u.%u: no destination for %02x:%02x:%02x:%02x:%02x:%02x from "
                        "%02x:%02x:%02x:%02x:%02x:%02x (%u bytes, %u slots, first %u)",
@@ -272,6 +280,10 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
     vif_core& dc = *dv.core;
     if (dc.disabled.load(std::memory_order_relaxed) || dc.removed.load(std::memory_order_relaxed)) {
         bump(dc.ctr.drop_disabled);
+        return;
+    }
+    if (const offload_verdict v = check_destination(p.off, p.len, p.gso_type, dc.params); v != offload_verdict::ok) {
+        bump(v == offload_verdict::no_csum ? qp->core->ctr.drop_no_csum : qp->core->ctr.drop_mtu);
         return;
     }
     const rx_plan plan = plan_for(p.seg, p.nslots, p.len, p.gso_type, dc);

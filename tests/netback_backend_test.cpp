@@ -13,6 +13,8 @@ extern "C" {
 #include <xen/io/xenbus.h>
 }
 
+#include "capture_stderr.hpp"
+#include "common/log.hpp"
 #include "emu_host.hpp"
 #include "hv/xs.hpp"
 #include "netback/backend.hpp"
@@ -32,6 +34,7 @@ struct rig {
     std::unique_ptr<hv::gntshr> shr;
     std::unique_ptr<hv::evtchn> ev;
     hv::shared_pages rings;
+    std::vector<hv::shared_pages> old_rings;
     hv::domid_t fe = 1;
 
     explicit rig(backend_options o = {}) {
@@ -50,6 +53,8 @@ struct rig {
     ~rig() {
         be.reset();
         if (shr && rings.count) shr->unshare(rings);
+        for (auto& o : old_rings)
+            if (shr && o.count) shr->unshare(o);
     }
 
     std::string fe_dir(uint32_t devid = 0) { return frontend_dir(fe, devid); }
@@ -73,7 +78,13 @@ struct rig {
 
     // What xen-netfront's setup_netfront() and talk_to_netback() do: two
     // shared ring pages, an event channel, the keys.
-    void frontend_keys(bool rx_copy = true, int queues = 0) {
+    void frontend_keys(bool rx_copy = true, int queues = 0, bool fresh_rings = false) {
+        if (fresh_rings && rings.count) {
+            // A restarted netfront: new ring pages, new grant references
+            // (the old pages stay granted until the backend lets them go).
+            old_rings.push_back(std::move(rings));
+            rings = {};
+        }
         if (!rings.count) {
             auto p = shr->share(0, 2, true);
             ASSERT_TRUE(p);
@@ -281,6 +292,195 @@ TEST(NetbackBackend, FrontendDeathRemovesTheVif) {
     ASSERT_TRUE(until([&] { return (*be)->dp().vifs().empty(); })) << "vif not torn down after the guest died";
     EXPECT_TRUE(until([&] { return !xs0->read(backend_dir(0, 2, 0)); })) << "backend directory left behind";
     EXPECT_TRUE((*be)->devices().empty());
+}
+
+// ---- Hardening: the XenbusState transitions Linux netfront really uses ----
+
+// Connect rig `r`'s frontend (devid 0) and wait for Connected.
+void connect_frontend(rig& r) {
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+    r.frontend_keys();
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateConnected); })) << r.be_key("error");
+    ASSERT_EQ(r.be->dp().vifs().size(), 1u);
+}
+
+// Linux xen-netback frontend_changed(Initialising) while Connected:
+// set_backend_state(InitWait) disconnects (rings unmapped, channels
+// unbound) and the next Connected maps the rings the frontend publishes now.
+TEST(NetbackHardening, Item10_InitialisingAfterConnectedReconnects) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    ASSERT_NO_FATAL_FAILURE(connect_frontend(r));
+    const auto before = r.be->dp().hv_counters();
+    EXPECT_EQ(before.maps, 2u) << "one TX and one RX ring page";
+
+    r.fe_state(XenbusStateInitialising);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }))
+        << "backend state " << r.be_key("state");
+    EXPECT_TRUE(r.be->dp().vifs().empty()) << "old rings still served";
+    EXPECT_EQ(r.be->dp().hv_counters().unmaps, 2u) << "old rings still mapped";
+    // The old pages are the guest's again: it can end their grants.
+    EXPECT_EQ(r.shr->unshare(r.rings), 0);
+
+    r.frontend_keys(true, 0, true);
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateConnected); })) << r.be_key("error");
+    EXPECT_EQ(r.be->dp().vifs().size(), 1u);
+    EXPECT_EQ(r.be->dp().hv_counters().maps, 4u) << "the new rings were not mapped";
+    EXPECT_EQ(r.be_key("error"), "");
+}
+
+// A frontend restarting in a loop (netfront reloaded, resume): each time the
+// backend lets the old rings go (the guest can end their grants) and maps
+// the new ones; at the end every mapping is undone.
+TEST(NetbackHardening, Item10_ReconnectLoopReturnsToBaseline) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    ASSERT_NO_FATAL_FAILURE(connect_frontend(r));
+    for (int i = 0; i < 30; ++i) {
+        r.fe_state(XenbusStateInitialising);
+        ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); })) << i;
+        ASSERT_TRUE(r.be->dp().vifs().empty()) << i;
+        r.frontend_keys(true, 0, true);
+        ASSERT_EQ(r.shr->unshare(r.old_rings.back()), 0) << "round " << i << ": old rings still mapped";
+        r.old_rings.pop_back();
+        r.fe_state(XenbusStateConnected);
+        ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateConnected); })) << i << " " << r.be_key("error");
+    }
+    r.fe_state(XenbusStateClosed);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosed); }));
+    const auto c = r.be->dp().hv_counters();
+    EXPECT_EQ(c.maps, 62u);
+    EXPECT_EQ(c.unmaps, c.maps);
+    EXPECT_EQ(r.be->dp().bounce_in_use(), 0u);
+}
+
+// xennet_xdp_set(): Reconfiguring, wait for the backend's Reconfigured, then
+// Connected again. The vif stays connected throughout (Linux answers
+// Reconfigured from frontend_changed and keeps the rings).
+TEST(NetbackHardening, Item10_ReconfiguringStaysConnected) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    ASSERT_NO_FATAL_FAILURE(connect_frontend(r));
+    r.fe_state(XenbusStateReconfiguring);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateReconfigured); }))
+        << "backend state " << r.be_key("state");
+    EXPECT_EQ(r.be->dp().vifs().size(), 1u);
+    r.fe_state(XenbusStateConnected);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateConnected); })) << "backend state " << r.be_key("state");
+    EXPECT_EQ(r.be->dp().vifs().size(), 1u);
+    EXPECT_EQ(r.be->dp().hv_counters().unmaps, 0u) << "the rings were torn down";
+}
+
+// A state number outside the enum: xenbus_dev_fatal and Closing, not a crash
+// and not a silent Closed.
+TEST(NetbackHardening, Item10_StateOutOfRangeIsFatal) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    ASSERT_NO_FATAL_FAILURE(connect_frontend(r));
+    r.xsg->write(r.fe_dir() + "/state", "4000000000");
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing); })) << "backend state " << r.be_key("state");
+    EXPECT_TRUE(r.be->dp().vifs().empty());
+    EXPECT_EQ(r.be_key("error"), "saw state 4000000000 at frontend");
+}
+
+// The toolstack's mtu (libxl writes it into the frontend directory, read-only
+// to the guest) is what the data path limits non-GSO frames to; without
+// the key there is no limit.
+TEST(NetbackHardening, Item7_ToolstackMtuReachesTheDatapath) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    ASSERT_NO_FATAL_FAILURE(connect_frontend(r));
+    EXPECT_EQ(r.be->dp().vifs()[0].mtu, 1500u);
+    EXPECT_EQ(r.xsg->write(r.fe_dir() + "/mtu", "65535"), -EACCES) << "the guest must not raise its own mtu";
+    vif_spec s;
+    s.frontend = r.fe;
+    s.devid = 1;
+    s.mtu = 0;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    EXPECT_FALSE(r.xs0->read(frontend_dir(r.fe, 1) + "/mtu"));
+    s.devid = 2;
+    s.mtu = 67;
+    EXPECT_EQ(vif_create(*r.xs0, s, nullptr), -EINVAL);
+}
+
+// ---- Hardening: logs and backend/error carry sanitised frontend strings ----
+
+using test::capture_stderr;
+using test::count_of;
+
+TEST(NetbackHardening, Item9_FrontendStringsAreSanitisedInLogsAndErrorKey) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+    r.frontend_keys();
+    // A forged log line, a terminal escape and a lot of padding.
+    const std::string evil = "7\nzcnet[1] error netback: FORGED\x1b[2J" + std::string(1500, 'A');
+    ASSERT_EQ(r.xsg->write(r.fe_dir() + "/multi-queue-num-queues", evil), 0); // within xenstored's 2 KiB quota
+    std::string out = capture_stderr([&] {
+        r.fe_state(XenbusStateConnected);
+        ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing); }));
+    });
+    const std::string err = r.be_key("error");
+    EXPECT_NE(err.find("multi-queue-num-queues"), std::string::npos) << err;
+    EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+    EXPECT_EQ(err.find('\x1b'), std::string::npos) << err;
+    EXPECT_LE(err.size(), 256u) << "backend/error is not bounded";
+    EXPECT_NE(err.find("\\x0a"), std::string::npos) << "the newline is not shown escaped: " << err;
+    EXPECT_NE(out.find("connect failed"), std::string::npos) << out;
+    EXPECT_EQ(out.find("\nzcnet[1] error netback: FORGED"), std::string::npos) << "forged log line: " << out;
+    EXPECT_EQ(out.find('\x1b'), std::string::npos) << out;
+    EXPECT_LE(out.size(), 1024u) << "the frontend's 1.5 KB string went into the log";
+}
+
+TEST(NetbackHardening, Item9_LogWriteEscapesControlCharacters) {
+    std::string out = capture_stderr([] { ZC_LOG(error, "t", "a%sb", "\n\r\x1b\x7f"); });
+    EXPECT_EQ(count_of(out, "\n"), 1u) << out;
+    EXPECT_NE(out.find("a\\x0a\\x0d\\x1b\\x7fb\n"), std::string::npos) << out;
+    EXPECT_EQ(log::sanitize("ok-1:2", 64), "ok-1:2");
+    EXPECT_EQ(log::sanitize("a\tb\xff", 64), "a\\x09b\\xff");
+    EXPECT_EQ(log::sanitize(log::sanitize("a\tb", 64), 64), "a\\x09b");
+    EXPECT_EQ(log::sanitize(std::string(100, 'x'), 10), "xxxxxxx...");
+}
+
+// One frontend cycling its state as fast as it can: the lines about it are
+// rate-limited, and a line about another vif still gets out.
+TEST(NetbackHardening, Item9_ControlPlaneLogIsRateLimitedPerVif) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    vif_spec s;
+    s.frontend = r.fe;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    s.devid = 1;
+    ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait) && r.be_state_is(XenbusStateInitWait, 1); }));
+    r.frontend_keys();
+    r.xsg->write(r.fe_dir() + "/multi-queue-num-queues", "junk");
+    std::string out = capture_stderr([&] {
+        // Each round: connect fails (a warn line), Closed, Initialising.
+        for (int i = 0; i < 200; ++i) {
+            r.fe_state(XenbusStateConnected);
+            ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing); }));
+            r.fe_state(XenbusStateClosed);
+            ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosed); }));
+            r.fe_state(XenbusStateInitialising);
+            ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateInitWait); }));
+        }
+        // The quiet vif's first failure is still logged.
+        r.xsg->write(frontend_dir(r.fe, 1) + "/state", "4");
+        ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing, 1); }));
+    });
+    const size_t noisy = count_of(out, "vif 1/0:"), quiet = count_of(out, "vif 1/1: connect failed");
+    EXPECT_LT(noisy, 200u) << "200 failed connects, as many lines";
+    EXPECT_GE(noisy, 1u);
+    EXPECT_EQ(quiet, 1u) << "the noisy vif silenced the line about another";
 }
 
 } // namespace

@@ -18,11 +18,13 @@ extern "C" {
 #include <xen/io/netif.h>
 }
 
+#include "capture_stderr.hpp"
 #include "emu_host.hpp"
 #include "l4_frames.hpp"
 #include "netns_veth.hpp"
 #include "hv/emu/grant.hpp"
 #include "netback/datapath.hpp"
+#include "netback/offload.hpp"
 #include "ring/netif_ring.hpp"
 
 using namespace zc;
@@ -52,6 +54,30 @@ std::vector<uint8_t> make_frame(const mac_addr& dst, const mac_addr& src, uint32
         f[i] = uint8_t(x >> 16);
     }
     return f;
+}
+
+// An IPv4 or IPv6 header and a TCP header over the frame's first bytes, so
+// that checksum-blank and GSO frames pass the checksum_setup checks
+// (netback/offload.hpp); the rest stays the seeded payload.
+void stamp_tcp_headers(std::vector<uint8_t>& f, bool v6) {
+    const size_t l4 = v6 ? 14 + 40 : 14 + 20;
+    ASSERT_GE(f.size(), l4 + 20);
+    if (v6) {
+        f[12] = 0x86, f[13] = 0xdd;
+        f[14] = 0x60, f[15] = f[16] = f[17] = 0;
+        const size_t plen = std::min<size_t>(f.size() - 54, 0xffff);
+        f[18] = uint8_t(plen >> 8), f[19] = uint8_t(plen);
+        f[20] = 6; // TCP
+        f[21] = 64;
+    } else {
+        f[12] = 0x08, f[13] = 0x00;
+        f[14] = 0x45, f[15] = 0;
+        const size_t tot = std::min<size_t>(f.size() - 14, 0xffff);
+        f[16] = uint8_t(tot >> 8), f[17] = uint8_t(tot);
+        f[20] = f[21] = 0; // not a fragment
+        f[22] = 64, f[23] = 6;
+    }
+    f[l4 + 12] = 0x50; // data offset: 20 bytes
 }
 
 struct rx_packet {
@@ -122,6 +148,7 @@ public:
         q.rx_evtchn = port_rx;
         v.queues.push_back(q);
         v.feature_sg = v.feature_gso_tcpv4 = v.feature_gso_tcpv6 = true;
+        v.feature_ipv6_csum_offload = true; // as Linux netfront writes it
         return v;
     }
 
@@ -435,6 +462,7 @@ void exchange_all_sizes(NetbackDatapath& t, raw_frontend& a, raw_frontend& b) {
             const bool gso = len > 1514;
             const uint8_t gtype = dir ? XEN_NETIF_GSO_TYPE_TCPV6 : XEN_NETIF_GSO_TYPE_TCPV4;
             const uint16_t txflags = (seed % 2) ? NETTXF_csum_blank : NETTXF_data_validated;
+            if (gso || (txflags & NETTXF_csum_blank)) stamp_tcp_headers(f, dir && len >= 74);
             auto ids = from.send(f, sizes_v, off, gso ? gtype : 0, gso ? 1448 : 0, txflags);
             std::vector<netif_tx_response> tr;
             ASSERT_TRUE(from.wait_tx(ids.size(), tr)) << len;
@@ -969,6 +997,220 @@ TEST_F(NetbackDatapath, AddVifRejectsBadParams) {
     EXPECT_EQ(dp->add_vif(p, &why), -ENOENT) << why;
     ASSERT_EQ(dp->remove_vif(1, 0), 0);
     expect_balanced();
+}
+
+// ---- Hardening: accounting, offload checks, per-vif log limits ------------------
+
+// The destination is removed while the grant copy into its RX buffers runs
+// (between reservation and publish): the frame is lost and counted on the
+// destination, whose counters end up in retired_stats().
+struct remove_ctx {
+    std::atomic<int> calls{0};
+    std::atomic<bool> at_payload{false}, removed{false};
+};
+void remove_during_payload_copy(void* arg) noexcept {
+    auto* c = static_cast<remove_ctx*>(arg);
+    // Copy 1 is the header copy (tx.cpp), copy 2 the payload into the RX slot.
+    if (c->calls.fetch_add(1) != 1) return;
+    c->at_payload = true;
+    for (int i = 0; i < 2000 && !c->removed; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+TEST_F(NetbackDatapath, Item8_DeliveryToVifRemovedBeforePublishIsCounted) {
+    start();
+    auto* a = guest(1);
+    auto* b = guest(2);
+    ASSERT_TRUE(a && b);
+    remove_ctx ctx;
+    hv::emu::test_hooks::set_copy_hook(remove_during_payload_copy, &ctx);
+    auto f = make_frame(b->mac, a->mac, 300, 3);
+    auto ids = a->send(f);
+    ASSERT_TRUE(eventually([&] { return ctx.at_payload.load(); }));
+    EXPECT_EQ(dp->remove_vif(2, 0), 0);
+    ctx.removed = true;
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(ids.size(), tr));
+    hv::emu::test_hooks::set_copy_hook(nullptr, nullptr);
+    EXPECT_EQ(tr[0].status, NETIF_RSP_OKAY);
+    EXPECT_TRUE(eventually([&] { return dp->retired_stats().drop_disabled == 1; }))
+        << "drop_disabled " << dp->retired_stats().drop_disabled;
+    EXPECT_EQ(dp->retired_stats().rx_packets, 0u);
+    EXPECT_EQ(info(1).stats.tx_packets, 1u);
+}
+
+// The receiver posts an RX request with a grant reference that is not
+// granted: the copy fails on its grant, so the loss is its own (Linux: every
+// RX copy failure is the receiver's), never the sender's drop_copy_error.
+TEST_F(NetbackDatapath, Item8_ReceiverBadRxGrantIsChargedToReceiver) {
+    start();
+    auto* a = guest(1);
+    auto* b = guest(2, false, true, 0);
+    ASSERT_TRUE(a && b);
+    netif_rx_request r{};
+    r.id = 5;
+    r.gref = 4000; // not a grant of b's
+    b->rx.write_request(b->rx.req_prod_pvt++, r);
+    if (b->rx.push_requests_and_check_notify()) b->ev->notify(b->port_rx);
+    auto f = make_frame(b->mac, a->mac, 200, 4);
+    auto ids = a->send(f);
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(ids.size(), tr));
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(1, rx, 5000, false));
+    EXPECT_LT(rx[0].error, 0) << "the RX response must carry the copy's error";
+    EXPECT_TRUE(eventually([&] { return info(2).stats.drop_rx_grant == 1; }));
+    EXPECT_EQ(info(1).stats.drop_copy_error, 0u) << "the sender was charged for the receiver's bad grant";
+    // A sender whose own grant fails still pays for it: b gets a good buffer.
+    b->post_rx(4);
+    expect_delivery(*a, *b);
+}
+
+// feature-no-csum-offload (IPv4) and a missing feature-ipv6-csum-offload:
+// a frame whose checksum is still blank is not delivered (counted on the
+// sender); a frame with its checksum done is.
+TEST_F(NetbackDatapath, Item7_ChecksumBlankToNoCsumOffloadFrontendIsDroppedAndCounted) {
+    start();
+    auto* a = guest(1);
+    auto* b = guest(2, false, true, rx_pages, [](netback::vif_params& p) {
+        p.feature_no_csum_offload = true;
+        p.feature_ipv6_csum_offload = false;
+    });
+    ASSERT_TRUE(a && b);
+    for (bool v6 : {false, true}) {
+        auto f = make_frame(b->mac, a->mac, 400, 6);
+        stamp_tcp_headers(f, v6);
+        auto ids = a->send(f, {}, 0, 0, 0, NETTXF_csum_blank | NETTXF_data_validated);
+        std::vector<netif_tx_response> tr;
+        ASSERT_TRUE(a->wait_tx(ids.size(), tr));
+        EXPECT_EQ(tr[0].status, NETIF_RSP_OKAY);
+    }
+    EXPECT_TRUE(eventually([&] { return info(1).stats.drop_no_csum == 2; })) << info(1).stats.drop_no_csum;
+    EXPECT_EQ(info(2).stats.rx_packets, 0u) << "a checksum-blank frame reached a no-csum-offload frontend";
+    auto f = make_frame(b->mac, a->mac, 400, 7);
+    stamp_tcp_headers(f, false);
+    auto ids = a->send(f, {}, 0, 0, 0, NETTXF_data_validated);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(1, rx));
+    EXPECT_EQ(rx[0].data, f);
+}
+
+// is_skb_forwardable: a non-GSO frame over the receiver's mtu + 18 is not
+// forwarded; a GSO frame is.
+TEST_F(NetbackDatapath, Item7_FrameOverReceiverMtuIsDroppedAndCounted) {
+    start();
+    auto* a = guest(1);
+    auto* b = guest(2, false, true, rx_pages, [](netback::vif_params& p) { p.mtu = 1500; });
+    ASSERT_TRUE(a && b);
+    auto big = make_frame(b->mac, a->mac, 1519, 8);
+    auto ids = a->send(big);
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(ids.size(), tr));
+    EXPECT_TRUE(eventually([&] { return info(1).stats.drop_mtu == 1; }));
+    expect_delivery(*a, *b, 1518, 9);
+    auto gso = make_frame(b->mac, a->mac, 9000, 10);
+    stamp_tcp_headers(gso, false);
+    ids = a->send(gso, {}, 0, XEN_NETIF_GSO_TYPE_TCPV4, 1448, NETTXF_csum_blank | NETTXF_data_validated);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(1, rx));
+    EXPECT_EQ(rx[0].data, gso);
+    EXPECT_EQ(info(1).stats.drop_mtu, 1u);
+}
+
+// checksum_setup / xenvif_set_skb_gso: checksum and GSO requests that do not
+// match the frame's headers are dropped and counted (the TX response is
+// OKAY: the requests themselves were well-formed), valid ones go through.
+TEST_F(NetbackDatapath, Item7_GsoAndChecksumMetadataAreValidated) {
+    start();
+    auto* a = guest(1);
+    auto* b = guest(2);
+    ASSERT_TRUE(a && b);
+    struct bad_case {
+        const char* what;
+        uint32_t len;
+        bool v6;
+        uint8_t gso_type;
+        std::function<void(std::vector<uint8_t>&)> edit;
+    };
+    const uint16_t blank = NETTXF_csum_blank | NETTXF_data_validated;
+    const bad_case cases[] = {
+        {"not IP", 300, false, 0, [](auto& f) { f[12] = 0x88, f[13] = 0xb5; }},
+        {"IPv4 fragment", 300, false, 0, [](auto& f) { f[20] = 0x20; }},
+        {"not TCP/UDP", 300, false, 0, [](auto& f) { f[23] = 1; }},
+        {"IPv4 header length < 20", 300, false, 0, [](auto& f) { f[14] = 0x44; }},
+        {"TCPv4 GSO over IPv6", 3000, true, XEN_NETIF_GSO_TYPE_TCPV4, [](auto&) {}},
+        {"TCPv6 GSO over IPv4", 3000, false, XEN_NETIF_GSO_TYPE_TCPV6, [](auto&) {}},
+        {"GSO over UDP", 3000, false, XEN_NETIF_GSO_TYPE_TCPV4, [](auto& f) { f[23] = 17; }},
+        {"TCP data offset < 20", 3000, false, XEN_NETIF_GSO_TYPE_TCPV4, [](auto& f) { f[34 + 12] = 0x40; }},
+        {"IPv6 fragment header", 300, true, 0, [](auto& f) { f[20] = 44; }},
+        {"checksum field past the end", 60, false, 0, [](auto& f) { f[14] = 0x4f; }},
+    };
+    uint64_t n = 0;
+    for (const auto& c : cases) {
+        auto f = make_frame(b->mac, a->mac, c.len, 11);
+        stamp_tcp_headers(f, c.v6);
+        c.edit(f);
+        auto ids = a->send(f, {}, 0, c.gso_type, c.gso_type ? 1448 : 0, blank);
+        std::vector<netif_tx_response> tr;
+        ASSERT_TRUE(a->wait_tx(ids.size(), tr)) << c.what;
+        EXPECT_EQ(tr[0].status, NETIF_RSP_OKAY) << c.what;
+        ++n;
+        EXPECT_TRUE(eventually([&] { return info(1).stats.drop_bad_offload == n; })) << c.what;
+    }
+    EXPECT_EQ(info(2).stats.rx_packets, 0u);
+    EXPECT_FALSE(info(1).disabled);
+    for (bool v6 : {false, true}) {
+        auto f = make_frame(b->mac, a->mac, 5000, 12);
+        stamp_tcp_headers(f, v6);
+        a->send(f, {}, 0, v6 ? XEN_NETIF_GSO_TYPE_TCPV6 : XEN_NETIF_GSO_TYPE_TCPV4, 1448, blank);
+        std::vector<rx_packet> rx;
+        ASSERT_TRUE(b->wait_rx(1, rx));
+        EXPECT_EQ(rx[0].data, f);
+    }
+    EXPECT_EQ(info(1).stats.drop_bad_offload, n);
+}
+
+TEST(NetbackOffload, Item7_ChecksumFieldMustBeInsideTheFrame) {
+    std::vector<uint8_t> f(14 + 20 + 20, 0);
+    stamp_tcp_headers(f, false);
+    netback::offload_info oi;
+    using netback::offload_verdict;
+    EXPECT_EQ(netback::check_offload(f.data(), uint32_t(f.size()), uint32_t(f.size()), NETTXF_csum_blank, 0, 0, &oi),
+              offload_verdict::ok);
+    EXPECT_TRUE(oi.needs_csum);
+    EXPECT_EQ(oi.ip_version, 4);
+    // TCP's checksum field ends 18 bytes into its header.
+    EXPECT_EQ(netback::check_offload(f.data(), 14 + 20 + 17, 14 + 20 + 17, NETTXF_csum_blank, 0, 0, &oi),
+              offload_verdict::bad_metadata);
+    // Checksum done: nothing to validate, whatever the bytes.
+    EXPECT_EQ(netback::check_offload(f.data(), 20, 20, NETTXF_data_validated, 0, 0, &oi), offload_verdict::ok);
+    netback::vif_params dst;
+    dst.mtu = 1500;
+    oi.needs_csum = false;
+    EXPECT_EQ(netback::check_destination(oi, 1518, 0, dst), offload_verdict::ok);
+    EXPECT_EQ(netback::check_destination(oi, 1519, 0, dst), offload_verdict::over_mtu);
+    EXPECT_EQ(netback::check_destination(oi, 1519, XEN_NETIF_GSO_TYPE_TCPV4, dst), offload_verdict::ok);
+}
+
+// One guest sending a stream of bad frames: the lines about it are limited,
+// and a bad frame from another guest is still logged.
+TEST_F(NetbackDatapath, Item9_DataPathLogLimitersArePerVif) {
+    start();
+    auto* a = guest(1);
+    auto* b = guest(2);
+    ASSERT_TRUE(a && b);
+    std::string out = test::capture_stderr([&] {
+        for (int i = 0; i < 50; ++i) {
+            a->send(std::vector<uint8_t>(10, 0)); // < ETH_HLEN: "bad packet size"
+            std::vector<netif_tx_response> tr;
+            ASSERT_TRUE(a->wait_tx(1, tr));
+        }
+        b->send(std::vector<uint8_t>(10, 0));
+        std::vector<netif_tx_response> tr;
+        ASSERT_TRUE(b->wait_tx(1, tr));
+    });
+    EXPECT_EQ(info(1).stats.drop_malformed, 50u);
+    EXPECT_LT(test::count_of(out, "vif1.0: bad packet size"), 50u);
+    EXPECT_EQ(test::count_of(out, "vif2.0: bad packet size"), 1u) << "guest 1 silenced the line about guest 2";
 }
 
 } // namespace

@@ -58,6 +58,7 @@ struct rig {
         if (!p) return nullptr;
         netback::vif_spec s;
         s.frontend = d;
+        s.mtu = 65535; // the guests exchange non-GSO frames up to 64 KiB (xl: mtu=65535)
         std::string why;
         EXPECT_EQ(netback::vif_create(*xs0, s, &why), 0) << why;
         auto nf = link::netfront::connect(*p, o, &why);

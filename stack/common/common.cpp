@@ -72,9 +72,51 @@ void write(level l, const char* tag, const char* fmt, ...) noexcept {
     int m = std::vsnprintf(buf + n, sizeof buf - size_t(n) - 1, fmt, ap);
     va_end(ap);
     size_t len = size_t(n) + (m < 0 ? 0 : std::min(size_t(m), sizeof buf - size_t(n) - 2));
-    buf[len++] = '\n';
+    // One line whatever the arguments held: control bytes become \xNN.
+    char out[sizeof buf * 4 + 2];
+    size_t o = 0;
+    for (size_t i = 0; i < len; ++i) {
+        const unsigned char c = static_cast<unsigned char>(buf[i]);
+        if (c < 0x20 || c == 0x7f) {
+            static const char hex[] = "0123456789abcdef";
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        } else {
+            out[o++] = char(c);
+        }
+    }
+    out[o++] = '\n';
     // One write(2) so that lines from several processes do not interleave.
-    (void)!::write(2, buf, len);
+    (void)!::write(2, out, o);
+}
+
+std::string sanitize(std::string_view s, size_t max) {
+    static const char hex[] = "0123456789abcdef";
+    std::string r;
+    r.reserve(std::min(max, s.size()));
+    for (unsigned char c : s) {
+        char esc[4];
+        size_t n = 0;
+        if (c >= 0x20 && c < 0x7f) {
+            esc[n++] = char(c);
+        } else {
+            esc[0] = '\\';
+            esc[1] = 'x';
+            esc[2] = hex[c >> 4];
+            esc[3] = hex[c & 15];
+            n = 4;
+        }
+        if (r.size() + n > max) {
+            // Cut, leaving room for the marker.
+            while (!r.empty() && r.size() + 3 > max) r.pop_back();
+            if (max >= 3) r += "...";
+            return r;
+        }
+        r.append(esc, n);
+    }
+    return r;
 }
 
 bool ratelimit::allow() noexcept {
