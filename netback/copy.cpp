@@ -70,13 +70,8 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
     for (uint32_t i = 0; i < d.nslots; ++i) {
         const pool::frame& s = d.seg[i];
         if (s.len == 0) continue;
-        if (d.one_to_one) {
-            add(s, 0, j, 0, s.len);
-            d.slot_len[ring_slot(j)] = s.len;
-            ++j;
-            continue;
-        }
-        // Packed: fill every RX page before the next (Linux xenvif_rx_skb).
+        // Fill every RX page before the next (Linux xenvif_rx_next_chunk;
+        // a source slot never crosses its own page, tx_check).
         uint32_t s_off = 0;
         while (s_off < s.len) {
             const uint32_t k = std::min<uint32_t>(uint32_t(hv::page_size) - off, s.len - s_off);

@@ -249,7 +249,7 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
         bump(dc.ctr.drop_disabled);
         return;
     }
-    const rx_plan plan = plan_for(p.seg, p.nslots, p.len, p.gso_type, dc);
+    const rx_plan plan = plan_for(p.len, p.gso_type, dc);
     if (!plan.ok) {
         bump(qp->core->ctr.drop_unsupported);
         return;
@@ -261,7 +261,7 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
         return;
     }
     if (opt.force_bounce || dq->count != 0 || dq->rx.unconsumed() < plan.nring) {
-        enqueue_waiting(w, qp, p, dq, now);
+        enqueue_waiting(w, qp, p, dq, plan.nring, now);
         return;
     }
     delivery& d = w.tx_dels.emplace_back();
@@ -280,13 +280,15 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
 }
 
 // Under dq's rx_lock: queue the frame behind the frames already waiting,
-// bounded (XSA-392: never an unbounded queue for a frontend that does not
-// post buffers). It keeps the source's slots (zero copy) until delivered or
-// converted to bounce buffers.
+// bounded in entries, bytes and the RX slots they need (XSA-392: never an
+// unbounded queue for a frontend that does not post buffers). It keeps the
+// source's slots (zero copy) until delivered or converted to bounce buffers
+// (convert_held).
 void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p,
-                                     const std::shared_ptr<queue>& dq, time_point now) noexcept {
+                                     const std::shared_ptr<queue>& dq, uint32_t nring, time_point now) noexcept {
     vif_core& dc = *dq->core;
-    if (dq->count >= dq->cap) {
+    if (dq->count >= dq->cap || dq->held_bytes + p.len > opt.rx_queue_bytes ||
+        dq->held_slots + nring > rx_queue_slots) {
         bump(dc.ctr.drop_rx_full);
         return;
     }
@@ -302,17 +304,20 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     it.gso_size = p.gso_size;
     it.txflags = p.txflags;
     it.gso_type = p.gso_type;
+    it.nring = uint8_t(nring);
+    it.held_len = p.len;
+    dq->held_bytes += p.len;
+    dq->held_slots += nring;
     it.seq = dq->next_seq++;
+    it.queued = now;
     it.expires = now + std::chrono::milliseconds(opt.drain_timeout_ms);
     it.hold_until = now + std::chrono::milliseconds(opt.hold_ms);
     ++dq->count;
     ++dq->nforeign;
     if (!opt.force_bounce) bump(dc.ctr.queued);
-    // Give the source its slots back now when holding them would hurt:
-    // forced, too many zero-copy frames waiting here, or the source's ring
-    // half full of pending slots.
-    if (opt.force_bounce || dq->nforeign > opt.rx_queue_limit ||
-        qp->pending_slots.load(std::memory_order_relaxed) > tx_back_ring::size / 2) {
+    // The double-copy baseline converts at once; otherwise the owner's
+    // timers decide (convert_held).
+    if (opt.force_bounce) {
         conversion& cv = w.tx_convs.emplace_back();
         if (!start_conversion(dq, it, cv)) w.tx_convs.pop_back();
     }
