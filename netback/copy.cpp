@@ -45,6 +45,7 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
         d.slot_len[j] = 0;
         d.slot_status[j] = GNTST_okay;
     }
+    uint32_t vm_to_vm = 0, nsegs = 0; // counted once per delivery
     auto add = [&](const pool::frame& s, uint32_t s_off, uint32_t j, uint32_t d_off, uint32_t len) {
         hv::copy_segment c{};
         if (s.kind == pool::seg_kind::foreign) {
@@ -52,7 +53,7 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
             c.source.foreign.offset = uint16_t(s.offset + s_off);
             c.source.foreign.domid = s.domid;
             c.flags = GNTCOPY_source_gref | GNTCOPY_dest_gref;
-            bump(sc.ctr.vm_to_vm_segments);
+            ++vm_to_vm;
         } else {
             c.source.virt = mgr->bounce()->data(s) + s_off;
             c.flags = GNTCOPY_dest_gref;
@@ -64,11 +65,12 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
         c.len = uint16_t(len);
         w.copy_segs.push_back(c);
         w.seg_own.push_back({int32_t(di), -1, rs});
-        bump(sc.ctr.grant_copy_segments);
+        ++nsegs;
     };
+    const pool::frame* segs = d.segs();
     uint32_t j = 0, off = 0;
     for (uint32_t i = 0; i < d.nslots; ++i) {
-        const pool::frame& s = d.seg[i];
+        const pool::frame& s = segs[i];
         if (s.len == 0) continue;
         // Fill every RX page before the next (Linux xenvif_rx_next_chunk;
         // a source slot never crosses its own page, tx_check).
@@ -85,6 +87,8 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
             }
         }
     }
+    if (vm_to_vm) bump(sc.ctr.vm_to_vm_segments, vm_to_vm);
+    bump(sc.ctr.grant_copy_segments, nsegs);
 }
 
 // The first half of a bounce fallback: the source's slots into the bounce

@@ -93,7 +93,12 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
     {
         std::lock_guard g(dq.rx_lock);
         if (!dq.rx_dead) {
-            for (size_t k = begin; k < end; ++k) write_rx_responses(dq, dels[order[k]]);
+            rx_tally t;
+            for (size_t k = begin; k < end; ++k) write_rx_responses(dq, dels[order[k]], t);
+            vif_core& dc = *dq.core;
+            bump(dc.ctr.rx_packets, t.packets);
+            bump(dc.ctr.rx_bytes, t.bytes);
+            bump(dc.ctr.rx_slots, t.slots);
             // Responses go out in ring order: another worker may still be
             // copying into slots reserved before ours.
             while (dq.rx.rsp_prod_pvt != dq.rx.req_cons && dq.done[dq.rx.rsp_prod_pvt & (ring_slots - 1)]) {
@@ -115,9 +120,9 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
     }
 }
 
-// Under dq's rx_lock: the RX responses of one delivery, marked done.
-void datapath::impl::write_rx_responses(queue& dq, delivery& d) noexcept {
-    vif_core& dc = *dq.core;
+// Under dq's rx_lock: the RX responses of one delivery, marked done; what
+// it delivered is added to `t` (the caller bumps the counters once).
+void datapath::impl::write_rx_responses(queue& dq, delivery& d, rx_tally& t) noexcept {
     bool failed = false;
     for (uint32_t j = 0; j < d.nring; ++j) {
         const RING_IDX idx = d.first + j;
@@ -154,9 +159,9 @@ void datapath::impl::write_rx_responses(queue& dq, delivery& d) noexcept {
     if (failed || d.len == 0) {
         bump(d.src_core->ctr.drop_copy_error);
     } else {
-        bump(dc.ctr.rx_packets);
-        bump(dc.ctr.rx_bytes, d.len);
-        bump(dc.ctr.rx_slots, d.ndata);
+        ++t.packets;
+        t.bytes += d.len;
+        t.slots += d.ndata;
     }
 }
 
@@ -228,8 +233,8 @@ bool datapath::impl::take_rx_items(const std::shared_ptr<queue>& dqp, std::vecto
         d.src_core = it.src_core;
         d.bounced = it.bounced;
         d.nslots = it.nslots;
-        std::copy(it.segs(), it.segs() + it.nslots, d.seg);
-        if (!it.bounced) {
+        if (it.bounced) std::copy(it.bounce, it.bounce + it.nslots, d.seg);
+        else {
             d.src = std::move(it.src);
             d.pkt = it.pkt;
             --dq.nforeign;

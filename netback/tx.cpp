@@ -7,6 +7,7 @@
 // completion (xenvif_idx_release / make_tx_response / push_tx_responses).
 // The payload copies themselves are in copy.cpp.
 #include <algorithm>
+#include <cstring>
 
 #include "netback/common.hpp"
 
@@ -207,6 +208,12 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
         if (it != vifs.end() && it->second->core.get() == &core) self = it->second;
     }
     const time_point now = clock_type::now();
+    // A batch is almost always one flow: learn a source MAC and look a
+    // destination up once per run of equal MACs, not once per frame. A
+    // learn invalidates the remembered lookup (it may have moved that MAC).
+    uint8_t learned[6], looked_up[6];
+    bool have_learned = false, have_dests = false;
+    uint64_t packets = 0, bytes = 0, slots = 0;
     for (uint32_t k = 0; k < w.tx_pkts.size(); ++k) {
         tx_packet& p = *w.tx_pkts[k];
         const int16_t st = hdr_rc < 0 ? int16_t(GNTST_general_error) : w.hdr_segs[k].status;
@@ -219,13 +226,22 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
             bump(core.ctr.drop_copy_error);
             continue;
         }
-        bump(core.ctr.tx_packets);
-        bump(core.ctr.tx_bytes, p.len);
-        bump(core.ctr.tx_slots, p.nslots);
+        ++packets;
+        bytes += p.len;
+        slots += p.nslots;
         const uint8_t* dst = p.hdr;
         const uint8_t* src = p.hdr + 6;
-        if (self) sw.learn(src, self);
-        sw.lookup(dst, self.get(), w.dests);
+        if (self && !(have_learned && std::memcmp(src, learned, 6) == 0)) {
+            sw.learn(src, self);
+            std::memcpy(learned, src, 6);
+            have_learned = true;
+            have_dests = false;
+        }
+        if (!(have_dests && std::memcmp(dst, looked_up, 6) == 0)) {
+            sw.lookup(dst, self.get(), w.dests);
+            std::memcpy(looked_up, dst, 6);
+            have_dests = true;
+        }
         for (auto& dv : w.dests) switch_to(w, qp, p, *dv, now);
         if (w.dests.empty()) {
             bump(core.ctr.drop_no_dest);
@@ -237,6 +253,9 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
                        src[1], src[2], src[3], src[4], src[5], p.len, unsigned(p.nslots), unsigned(p.hdr_len));
         }
     }
+    bump(core.ctr.tx_packets, packets);
+    bump(core.ctr.tx_bytes, bytes);
+    bump(core.ctr.tx_slots, slots);
 }
 
 // One frame to one destination vif: direct into its RX ring when nothing
@@ -270,7 +289,6 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
     d.pkt = &p;
     p.refs.fetch_add(1, std::memory_order_relaxed);
     d.src_core = qp->core;
-    std::copy(p.seg, p.seg + p.nslots, d.seg);
     d.nslots = p.nslots;
     d.len = p.len;
     d.gso_size = p.gso_size;
