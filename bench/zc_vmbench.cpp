@@ -201,6 +201,89 @@ int guest_recv(link::netfront& nf, uint32_t phase, size_t size, double seconds) 
     return 0;
 }
 
+// Request/response (rr mode): one frame out, wait for its echo, repeat for
+// `seconds`; the round-trip times' percentiles. Never spins: waits on the
+// event channel between frames.
+double pct(std::vector<double>& v, double q) {
+    if (v.empty()) return 0;
+    size_t k = std::min(v.size() - 1, size_t(q * double(v.size())));
+    std::nth_element(v.begin(), v.begin() + long(k), v.end());
+    return v[k];
+}
+
+int guest_ping(link::netfront& nf, uint32_t phase, size_t size, double seconds, const link::mac_addr& dst) {
+    auto tmpl = make_template(size);
+    auto* h = reinterpret_cast<bench_hdr*>(tmpl.data());
+    std::memcpy(h->dst, dst.data(), 6);
+    std::memcpy(h->src, nf.mac().data(), 6);
+    h->type_be = htons(ethertype);
+    h->magic = magic;
+    h->phase = phase;
+    h->len = uint32_t(size);
+    h->kind = k_data;
+    std::vector<uint8_t> buf(std::max<size_t>(size, 2048) + 64);
+    std::vector<double> rtt;
+    uint64_t lost = 0, bad = 0;
+    const double end = now_s() + seconds;
+    for (uint64_t seq = 0; now_s() < end; ++seq) {
+        h->seq = seq;
+        const double t0 = now_s();
+        int rc;
+        while ((rc = nf.send(tmpl.data(), size)) == -EAGAIN) nf.wait(20);
+        if (rc < 0) {
+            say("{\"error\":\"send: %s\"}", std::strerror(-rc));
+            return 1;
+        }
+        bool got = false;
+        while (!got && now_s() - t0 < 1.0) {
+            auto n = nf.recv(buf.data(), buf.size());
+            if (!n) {
+                nf.wait(50);
+                continue;
+            }
+            auto* r = reinterpret_cast<const bench_hdr*>(buf.data());
+            if (*n < hdr_len || r->magic != magic || r->phase != phase || r->kind != k_data || r->seq != seq) continue;
+            if (*n != size) ++bad;
+            rtt.push_back((now_s() - t0) * 1e6);
+            got = true;
+        }
+        if (!got) ++lost;
+    }
+    h->kind = k_end;
+    for (int i = 0; i < 3; ++i) nf.send(tmpl.data(), size);
+    const size_t n = rtt.size();
+    const double p50 = pct(rtt, 0.5), p99 = pct(rtt, 0.99), p999 = pct(rtt, 0.999);
+    say("{\"samples\":%zu,\"lost\":%" PRIu64 ",\"bad\":%" PRIu64 ",\"p50\":%.2f,\"p99\":%.2f,\"p999\":%.2f}", n,
+        lost, bad, p50, p99, p999);
+    return 0;
+}
+
+// The other end: every frame of this phase goes back to its sender.
+int guest_echo(link::netfront& nf, uint32_t phase, double seconds) {
+    std::vector<uint8_t> buf(65536 + 64);
+    say("ready");
+    uint64_t echoed = 0;
+    const double deadline = now_s() + seconds + 10;
+    while (now_s() < deadline) {
+        auto n = nf.recv(buf.data(), buf.size());
+        if (!n) {
+            nf.wait(50);
+            continue;
+        }
+        auto* h = reinterpret_cast<bench_hdr*>(buf.data());
+        if (*n < hdr_len || h->magic != magic || h->phase != phase) continue;
+        if (h->kind == k_end) break;
+        uint8_t mac[6];
+        std::memcpy(mac, h->dst, 6);
+        std::memcpy(h->dst, h->src, 6);
+        std::memcpy(h->src, mac, 6);
+        while (nf.send(buf.data(), *n) == -EAGAIN) nf.wait(20);
+        ++echoed;
+    }
+    say("{\"echoed\":%" PRIu64 "}", echoed);
+    return 0;
+}
+
 int run_guest(const guest_opts& o) {
     std::signal(SIGPIPE, SIG_IGN);
     std::string why;
@@ -254,6 +337,18 @@ int run_guest(const guest_opts& o) {
             } else {
                 guest_recv(*nf, phase, size, secs);
             }
+        } else if (line.rfind("rr ", 0) == 0 && nf) {
+            // rr <phase> <size> <seconds> [<dst-mac>]: the sender pings, the receiver echoes.
+            unsigned phase = 0;
+            size_t size = 0;
+            double secs = 0;
+            char mac[32] = {};
+            int k = std::sscanf(line.c_str(), "rr %u %zu %lf %31s", &phase, &size, &secs, mac);
+            link::mac_addr dst{};
+            if (k < 3 || size < 60 || size > 65535) say("{\"error\":\"bad command\"}");
+            else if (o.role == "recv") guest_echo(*nf, phase, secs);
+            else if (k < 4 || !parse_mac(mac, dst, mac_allow_short)) say("{\"error\":\"bad mac\"}");
+            else guest_ping(*nf, phase, size, secs, dst);
         } else if (line == "stats" && nf) {
             auto s = nf->stats(0);
             say("{\"tx_packets\":%" PRIu64 ",\"rx_packets\":%" PRIu64 ",\"tx_errors\":%" PRIu64
@@ -455,9 +550,17 @@ struct row {
     std::string note;
 };
 
+// A request/response measurement: round-trip times in microseconds.
+struct rr_row {
+    std::string mode; // zc-rr (through zc-netback) or kernel-rr (veth, UDP)
+    size_t frame = 0;
+    uint64_t samples = 0, lost = 0;
+    double p50 = 0, p99 = 0, p999 = 0;
+};
+
 struct run_opts {
     std::vector<size_t> sizes{64, 256, 1500, 4096, 9000, 65535}; // 65535: XEN_NETIF_MAX_TX_SIZE
-    std::vector<std::string> modes{"zc", "double-copy", "pressure", "kernel", "memcpy", "app"};
+    std::vector<std::string> modes{"zc", "double-copy", "pressure", "kernel", "memcpy", "app", "rr"};
     std::vector<uint32_t> pairs{1};
     std::vector<uint32_t> queues{1};
     uint32_t workers = 0; // zc-netback data-path threads; 0: one per queue, at most the CPUs
@@ -573,6 +676,27 @@ struct host : dom0_host {
         for (auto& g : guests) g.stop();
         guests.clear();
         stop_dom0();
+    }
+
+    // Request/response between the first pair: round-trip percentiles.
+    bool measure_rr(uint32_t phase, size_t size, double seconds, rr_row& r, std::string* why) {
+        const std::string cmd = "rr " + std::to_string(phase) + " " + std::to_string(size) + " " +
+                                std::to_string(seconds);
+        std::string l, lr;
+        guests[1].send(cmd);
+        if (!guests[1].line(l, 10000) || l != "ready") return *why = "echo side not ready: " + l, false;
+        guests[0].send(cmd + " " + macs[1]);
+        const int timeout = int(seconds * 1000) + 30000;
+        if (!guests[0].line(l, timeout) || !guests[1].line(lr, timeout)) return *why = "a guest did not report", false;
+        if (!jfield(l, "error").empty()) return *why = "guest error: " + l, false;
+        r.mode = "zc-rr";
+        r.frame = size;
+        r.samples = uint64_t(jnum(l, "samples"));
+        r.lost = uint64_t(jnum(l, "lost")) + uint64_t(jnum(l, "bad"));
+        r.p50 = jnum(l, "p50");
+        r.p99 = jnum(l, "p99");
+        r.p999 = jnum(l, "p999");
+        return r.samples > 0 || (*why = "no round trip completed", false);
     }
 
     // One measurement: every pair at `size` for `seconds`.
@@ -783,13 +907,15 @@ const char* usage_text =
     "\n"
     "  --sizes LIST    frame sizes in bytes (default 64,256,1500,4096,9000,65535; 65535 is\n"
     "                  the largest netif frame, XEN_NETIF_MAX_TX_SIZE)\n"
-    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy,app,app-headroom (default all but\n"
-    "                  app-headroom)\n"
+    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy,app,app-headroom,rr (default all\n"
+    "                  but app-headroom)\n"
     "                  zc: one gref->gref grant copy per slot; double-copy: through a bounce\n"
     "                  buffer (zc-netback --force-bounce); pressure: receivers post few RX\n"
     "                  buffers so fallback engages; app: zc-perf between applications through\n"
     "                  zc-stackd in each guest (zc socket API, frames up to 1514 bytes);\n"
-    "                  app-headroom: the same with zc-stackd --tx-headers headroom (one slot)\n"
+    "                  app-headroom: the same with zc-stackd --tx-headers headroom (one slot);\n"
+    "                  rr: request/response round trips (p50/p99/p99.9) at the sizes up to\n"
+    "                  1514, through zc-netback and over the kernel's veth (UDP) in the same run\n"
     "  --pairs LIST    guest pairs, e.g. 1,2,4,8 (default 1)\n"
     "  --queues LIST   netif queues per vif, e.g. 1,2 (default 1)\n"
     "  --workers N     zc-netback data-path threads (default: one per queue, at most the CPUs)\n"
@@ -887,7 +1013,69 @@ void print_summary(const std::vector<row>& rows, std::map<size_t, row>& mc, std:
 struct pass {
     std::vector<row> rows;
     std::map<size_t, row> mc, kern;
+    std::vector<rr_row> rr;
 };
+
+void print_rr(const rr_row& r) {
+    std::printf("%-12s %7zu  rtt p50 %8.1f us  p99 %8.1f us  p99.9 %8.1f us  (%" PRIu64 " round trips, %" PRIu64
+                " lost)\n",
+                r.mode.c_str(), r.frame, r.p50, r.p99, r.p999, r.samples, r.lost);
+    std::fflush(stdout);
+}
+
+// rr mode: request/response through zc-netback (the first pair) and over
+// the kernel's veth (UDP), at every measured size up to a standard frame.
+bool run_rr(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
+    bool ok = true;
+    std::vector<size_t> sizes;
+    for (size_t s : o.sizes)
+        if (s <= link::eth_frame_len) sizes.push_back(s);
+    if (sizes.empty()) return true;
+    {
+        host h;
+        std::string why;
+        const uint32_t workers = o.workers ? o.workers : 1;
+        std::vector<std::string> nb{"--workers", std::to_string(workers)};
+        if (!h.start(o, 1, nb, link::netif_rx_ring_size, 1, &why)) {
+            std::fprintf(stderr, "zc-vmbench: rr: cannot start the emulated host: %s\n", why.c_str());
+            return false;
+        }
+        for (size_t s : sizes) {
+            rr_row r;
+            prog.step("zc-rr " + std::to_string(s) + " B", o.seconds);
+            const bool measured = h.measure_rr(++phase, s, o.seconds, r, &why);
+            prog.clear();
+            if (!measured) {
+                std::fprintf(stderr, "zc-vmbench: zc-rr %zu B: %s\n", s, why.c_str());
+                ok = false;
+                continue;
+            }
+            print_rr(r);
+            ps.rr.push_back(r);
+        }
+    }
+    for (size_t s : sizes) {
+        std::string why;
+        prog.step("kernel-rr " + std::to_string(s) + " B", o.seconds);
+        auto k = bench::run_kernel_udp_rr(s, o.seconds, &why);
+        prog.clear();
+        if (!k || !k->error.empty()) {
+            std::printf("%-12s %7zu  skipped: %s\n", "kernel-rr", s, k ? k->error.c_str() : why.c_str());
+            continue;
+        }
+        rr_row r;
+        r.mode = "kernel-rr";
+        r.frame = s;
+        r.samples = k->frames_received;
+        r.lost = k->frames_lost + k->bad_frames;
+        r.p50 = k->rtt_p50_us;
+        r.p99 = k->rtt_p99_us;
+        r.p999 = k->rtt_p999_us;
+        print_rr(r);
+        ps.rr.push_back(r);
+    }
+    return ok;
+}
 
 bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
     std::vector<row>& rows = ps.rows;
@@ -1042,6 +1230,7 @@ bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
             }
         }
     }
+    if (want("rr")) ok = run_rr(o, prog, phase, ps) && ok;
     return ok;
 }
 
@@ -1106,6 +1295,24 @@ pass median_pass(const std::vector<pass>& passes) {
                 if (auto it = (p.*which).find(frame); it != (p.*which).end()) rs.push_back(&it->second);
             (agg.*which)[frame] = median_row(rs);
         }
+    for (const rr_row& r : passes.front().rr) {
+        std::vector<double> p50, p99, p999;
+        rr_row m = r;
+        m.samples = m.lost = 0;
+        for (const pass& p : passes)
+            for (const rr_row& x : p.rr)
+                if (x.mode == r.mode && x.frame == r.frame) {
+                    p50.push_back(x.p50);
+                    p99.push_back(x.p99);
+                    p999.push_back(x.p999);
+                    m.samples += x.samples;
+                    m.lost += x.lost;
+                }
+        m.p50 = median(p50);
+        m.p99 = median(p99);
+        m.p999 = median(p999);
+        agg.rr.push_back(m);
+    }
     return agg;
 }
 
@@ -1169,7 +1376,8 @@ int run(run_opts o) {
             app_modes += std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end();
         prog.total = o.repeat * (uint32_t(o.sizes.size()) * (1 + (kernel ? 1 : 0) +
                                                              zc_modes * uint32_t(o.pairs.size() * o.queues.size())) +
-                                 (kernel ? 1 : 0) + app_modes * app_sizes);
+                                 (kernel ? 1 : 0) + app_modes * app_sizes +
+                                 (std::find(o.modes.begin(), o.modes.end(), "rr") != o.modes.end() ? 2 * app_sizes : 0));
     }
     std::printf("%-12s %7s %5s %3s %9s %8s %9s %8s %8s %7s %7s %7s %6s %7s %-6s %s\n", "mode", "frame", "pairs", "q",
                 "Gbit/s", "Mpps", "cpu-s/GB", "/memcpy", "/kernel", "seg/pkt", "hc/pkt", "ntf/pkt", "fb/pkt",
@@ -1187,6 +1395,10 @@ int run(run_opts o) {
     std::map<size_t, row>& kern = agg.kern;
     if (o.repeat == 1) print_summary(rows, mc, kern);
     else print_repeat_summary(passes);
+    if (!agg.rr.empty()) {
+        std::printf("\nround trips%s:\n", o.repeat > 1 ? " (median of the passes' percentiles)" : "");
+        for (const rr_row& r : agg.rr) print_rr(r);
+    }
     // Machine-readable outputs.
     if (FILE* f = std::fopen(o.json.c_str(), "w")) {
         std::fprintf(f, "{\"tool\":\"zc-vmbench\",\"seconds\":%.3f,\"rows\":[", o.seconds);
@@ -1204,6 +1416,14 @@ int run(run_opts o) {
                          rk, r.frames, r.sent, r.intact ? "true" : "false", r.segs_per_pkt, r.batches_per_pkt,
                          r.notifies_per_pkt, r.fallbacks_per_pkt, r.nb_us_per_pkt, r.passes,
                          r.passes > 1 ? r.gbps_min : r.gbps, r.passes > 1 ? r.gbps_max : r.gbps);
+        }
+        std::fprintf(f, "],\"latency\":[");
+        for (size_t i = 0; i < agg.rr.size(); i++) {
+            const rr_row& r = agg.rr[i];
+            std::fprintf(f,
+                         "%s{\"mode\":\"%s\",\"frame\":%zu,\"samples\":%" PRIu64 ",\"lost\":%" PRIu64
+                         ",\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f}",
+                         i ? "," : "", r.mode.c_str(), r.frame, r.samples, r.lost, r.p50, r.p99, r.p999);
         }
         std::fprintf(f, "]}\n");
         std::fclose(f);
@@ -1266,7 +1486,7 @@ int main(int argc, char** argv) {
             o.modes = split(argv[++i]);
             for (auto& m : o.modes)
                 if (m != "zc" && m != "double-copy" && m != "pressure" && m != "kernel" && m != "memcpy" &&
-                    m != "app" && m != "app-headroom") {
+                    m != "app" && m != "app-headroom" && m != "rr") {
                     std::fprintf(stderr, "zc-vmbench: unknown mode '%s'\n", m.c_str());
                     return 2;
                 }
