@@ -54,9 +54,9 @@ struct datapath_options {
     // Bytes of the frames waiting for one queue's RX buffers (zero-copy or
     // bounced); a frame beyond this, or beyond two RX rings' worth of the
     // RX slots they need, is dropped and counted (Linux xenvif_rx_queue_tail
-    // stops at rx_queue_max bytes). The default holds one full TX ring of
+    // stops at rx_queue_max bytes). Half of it holds one full TX ring of
     // 64 KiB frames.
-    uint32_t rx_queue_bytes = 1u << 20;
+    uint32_t rx_queue_bytes = 2u << 20;
     uint32_t drain_timeout_ms = 10000;   // then queued frames are dropped and counted (Linux: rx_drain_timeout_msecs)
     uint32_t batch = 64;                 // packets per TX batch / grant-copy batch
     bool force_bounce = false;           // copy through a bounce buffer even when a direct copy is possible (benchmark baseline)
@@ -66,9 +66,11 @@ struct datapath_options {
     uint32_t hold_ms = 10;
     // Earlier, after this long, when the source runs short of TX slots (a
     // netfront stops below XEN_NETIF_NR_SLOTS_MIN + 1 free, Linux
-    // netfront_tx_slot_available) and the destination has published nothing
-    // for as long: a destination that keeps taking frames paces the source
-    // (flow control, one copy per frame) instead of costing a second copy.
+    // netfront_tx_slot_available), the destination has published nothing
+    // for as long and holds less than half of rx_queue_bytes (the slots
+    // given back would otherwise only bring frames to drop): a destination
+    // that keeps taking frames paces the source (flow control, one copy per
+    // frame) instead of costing a second copy.
     uint32_t pressure_hold_us = 2000;
     // A destination that keeps too few RX slots for the frame at the head of
     // its queue for this long is stalled: its queue is dropped (counted) and

@@ -337,14 +337,16 @@ static bool runs_short(const queue& src, uint32_t freeing) noexcept {
 
 // Under rx_lock: a zero-copy frame moves to bounce buffers (copy.cpp) and
 // gives the source its TX slots back when it has held them hold_ms, or
-// pressure_hold_us while its source runs short and this destination has
-// published nothing for as long. A destination that keeps taking frames
-// paces its sources instead (each frame copied once).
+// pressure_hold_us while its source runs short, this destination has
+// published nothing for as long and has room for what the source would
+// send next (half of rx_queue_bytes). A destination that keeps taking
+// frames paces its sources instead (each frame copied once).
 void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point now, time_point& next,
                                   std::vector<conversion>& convs) noexcept {
     queue& dq = *dqp;
     const auto pressure_hold = std::chrono::microseconds(opt.pressure_hold_us);
     const time_point idle_since = dq.last_rx;
+    const bool room = dq.held_bytes <= opt.rx_queue_bytes / 2;
     // Slots this pass gives back per source: convert only what it needs.
     std::pair<const queue*, uint32_t> freeing[4] = {};
     auto freeing_of = [&freeing](const queue* src) -> uint32_t* {
@@ -360,7 +362,7 @@ void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point 
         if (it.bounced || it.converting) continue;
         bool go = it.hold_until <= now;
         uint32_t* fr = it.src ? freeing_of(it.src.get()) : nullptr;
-        if (!go && it.src && runs_short(*it.src, fr ? *fr : 0)) {
+        if (!go && room && it.src && runs_short(*it.src, fr ? *fr : 0)) {
             const time_point at = std::max(idle_since, it.queued) + pressure_hold;
             if (at <= now) go = true;
             else next = std::min(next, at);

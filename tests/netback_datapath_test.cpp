@@ -979,6 +979,7 @@ TEST_F(NetbackDatapath, WaitingFramesAreBoundedInBytes) {
     netback::datapath_options o;
     o.hold_ms = 60000;
     o.rx_queue_bytes = 2 * 65535 + 100;
+    o.pressure_hold_us = 20000; // the source does not run short here
     start(o);
     auto a = guest(1), b = guest(2, false, true, 0);
     ASSERT_TRUE(a && b);
