@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <poll.h>
 #include <string>
@@ -19,9 +20,11 @@ extern "C" {
 #include <xen/io/xenbus.h>
 }
 
+#include "common/clock.hpp"
 #include "common/log.hpp"
 #include "hv/hv.hpp"
 #include "netback/backend.hpp"
+#include "netback/metrics.hpp"
 #include "netback/toolstack.hpp"
 
 using namespace zc;
@@ -32,13 +35,15 @@ namespace {
 const char* usage_text =
     "usage: zc-netback [run] [--workers N] [--max-queues N] [--no-split-evtchn]\n"
     "                  [--force-bounce] [--rx-queue N] [--drain-ms MS] [--ctl PATH]\n"
-    "       zc-netback stats [--json] [--ctl PATH]\n"
+    "                  [--metrics-file PATH [--metrics-interval S]]\n"
+    "       zc-netback stats [--json | --prometheus] [--ctl PATH]\n"
     "       zc-netback vif-add --frontend DOM [--devid N] [--mac aa:bb:cc:dd:ee:ff] [--backend DOM]\n"
     "       zc-netback vif-del --frontend DOM [--devid N] [--backend DOM]\n"
     "\n"
     "run      serve every vif whose backend directory is under this domain's\n"
     "         backend/vif in xenstore (the default command). Stops on SIGINT/SIGTERM.\n"
-    "stats    per-vif counters of a running zc-netback, as a table or JSON.\n"
+    "stats    per-vif counters of a running zc-netback, as a table, JSON or the\n"
+    "         Prometheus text format.\n"
     "vif-add  the toolstack's part (xl network-attach): create the frontend and\n"
     "         backend xenstore directories of a vif. Needs dom0 privilege.\n"
     "vif-del  remove them again.\n"
@@ -49,6 +54,9 @@ const char* usage_text =
     "--force-bounce    copy every frame through a bounce buffer (the double-copy baseline)\n"
     "--rx-queue N      frames held per vif while its guest posts no RX buffers (default 256)\n"
     "--drain-ms MS     then they are dropped and counted (default 10000)\n"
+    "--metrics-file PATH  write the counters in the Prometheus text format to PATH\n"
+    "                  every --metrics-interval seconds (default 15), atomically, for\n"
+    "                  node_exporter's textfile collector; removed on exit\n"
     "--ctl PATH        control socket (default: next to the emulated host's broker, or\n"
     "                  /run/zcnet/netback.sock)\n"
     "The hypervisor is chosen as everywhere in zcnet: ZCNET_HV=xen|emu, else /dev/xen.\n";
@@ -111,6 +119,31 @@ std::string stats_json(backend& b) {
     return out;
 }
 
+std::string metrics_text(backend& b) { return prometheus_text(b.dp().vifs(), b.devices()); }
+
+// `--metrics-file`: where and how often; `next` is the monotonic time of
+// the next write.
+struct metrics_out {
+    std::string path;
+    int64_t interval_ms = 15000;
+    int64_t next = 0;
+    bool failed = false; // the last write failed (logged once until it works)
+
+    void maybe_write(backend& b) {
+        if (path.empty() || mono_ms() < next) return;
+        next = mono_ms() + interval_ms;
+        int rc = write_file_atomic(path, metrics_text(b));
+        if (rc < 0 && !failed) ZC_LOG(error, "netback", "metrics file %s: %s", path.c_str(), std::strerror(-rc));
+        else if (rc == 0 && failed) ZC_LOG(info, "netback", "metrics file %s written again", path.c_str());
+        failed = rc < 0;
+    }
+    int poll_ms() const {
+        if (path.empty()) return 2000;
+        int64_t now = mono_ms();
+        return next <= now ? 0 : int(std::min<int64_t>(2000, next - now));
+    }
+};
+
 int listen_ctl(const std::string& path) {
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
@@ -138,7 +171,9 @@ void serve_ctl(int lfd, backend& b) {
         ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         char req[64] = {};
         ssize_t n = ::read(c, req, sizeof req - 1);
-        std::string reply = n > 0 && std::strncmp(req, "stats", 5) == 0 ? stats_json(b) : "{\"error\":\"unknown request\"}\n";
+        std::string reply = n > 0 && std::strncmp(req, "stats", 5) == 0     ? stats_json(b)
+                            : n > 0 && std::strncmp(req, "metrics", 7) == 0 ? metrics_text(b)
+                                                                            : "{\"error\":\"unknown request\"}\n";
         size_t off = 0;
         while (off < reply.size()) {
             ssize_t w = ::write(c, reply.data() + off, reply.size() - off);
@@ -149,7 +184,7 @@ void serve_ctl(int lfd, backend& b) {
     }
 }
 
-int cmd_run(const backend_options& o, const std::string& ctl) {
+int cmd_run(const backend_options& o, const std::string& ctl, metrics_out metrics) {
     // SIGINT/SIGTERM are blocked before the backend starts its worker
     // threads, which inherit the mask: the signals then reach only the
     // signalfd below (a thread with them unblocked would let SIGTERM, e.g.
@@ -185,8 +220,9 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
     ::sd_notify(0, "READY=1");
     for (;;) {
         pollfd p[3] = {{(*b)->fd(), POLLIN, 0}, {lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
-        int n = ::poll(p, 3, 2000);
+        int n = ::poll(p, 3, metrics.poll_ms());
         if (n < 0 && errno != EINTR) break;
+        metrics.maybe_write(**b);
         if (n == 0) {
             if (!(*b)->xenstore_alive()) {
                 ZC_LOG(error, "netback", "xenstore is gone (hypervisor stopped?): exiting");
@@ -207,13 +243,15 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
     // Final counters in the log: what a run did.
     std::string final_stats = stats_json(**b);
     ZC_LOG(info, "netback", "final stats: %s", final_stats.c_str());
+    // A stopped daemon exports nothing: stale counters would look live.
+    if (!metrics.path.empty()) ::unlink(metrics.path.c_str());
     b->reset();
     ::close(lfd);
     ::unlink(ctl.c_str());
     return 0;
 }
 
-int cmd_stats(const std::string& ctl, bool json) {
+int cmd_stats(const std::string& ctl, bool json, bool prometheus) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
@@ -223,13 +261,14 @@ int cmd_stats(const std::string& ctl, bool json) {
         std::fprintf(stderr, "zc-netback stats: no zc-netback at %s: %s\n", ctl.c_str(), std::strerror(errno));
         return 1;
     }
-    (void)!::write(fd, "stats\n", 6);
+    const char* req = prometheus ? "metrics\n" : "stats\n";
+    (void)!::write(fd, req, std::strlen(req));
     std::string out;
     char buf[4096];
     ssize_t n;
     while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, size_t(n));
     ::close(fd);
-    if (json) {
+    if (json || prometheus) {
         std::fputs(out.c_str(), stdout);
         return 0;
     }
@@ -313,7 +352,8 @@ int main(int argc, char** argv) {
     if (argc > 1 && argv[1][0] != '-') cmd = argv[i++];
     backend_options o;
     std::string ctl = default_ctl(), mac;
-    bool json = false;
+    bool json = false, prometheus = false;
+    metrics_out metrics;
     long fe = -1, be = 0, devid = 0;
     for (; i < argc; i++) {
         std::string a = argv[i];
@@ -337,6 +377,9 @@ int main(int argc, char** argv) {
         else if (a == "--drain-ms" && num(1, 3600000, v)) o.dp.drain_timeout_ms = uint32_t(v);
         else if (a == "--ctl" && i + 1 < argc) ctl = argv[++i];
         else if (a == "--json") json = true;
+        else if (a == "--prometheus") prometheus = true;
+        else if (a == "--metrics-file" && i + 1 < argc && argv[i + 1][0]) metrics.path = argv[++i];
+        else if (a == "--metrics-interval" && num(1, 86400, v)) metrics.interval_ms = int64_t(v) * 1000;
         else if (a == "--frontend" && num(0, 0x7fef, fe)) {
         } else if (a == "--backend" && num(0, 0x7fef, be)) {
         } else if (a == "--devid" && num(0, 65535, devid)) {
@@ -346,8 +389,12 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
-    if (cmd == "run") return cmd_run(o, ctl);
-    if (cmd == "stats") return cmd_stats(ctl, json);
+    if (json && prometheus) {
+        std::fprintf(stderr, "zc-netback stats: --json and --prometheus exclude each other\n");
+        return 2;
+    }
+    if (cmd == "run") return cmd_run(o, ctl, metrics);
+    if (cmd == "stats") return cmd_stats(ctl, json, prometheus);
     if (cmd == "vif-add") return cmd_vif(true, be, fe, devid, mac);
     if (cmd == "vif-del") return cmd_vif(false, be, fe, devid, mac);
     std::fprintf(stderr, "zc-netback: unknown command '%s'\n\n%s", cmd.c_str(), usage_text);
