@@ -229,7 +229,11 @@ int guest_ping(link::netfront& nf, uint32_t phase, size_t size, double seconds, 
         h->seq = seq;
         const double t0 = now_s();
         int rc;
-        while ((rc = nf.send(tmpl.data(), size)) == -EAGAIN) nf.wait(20);
+        while ((rc = nf.send(tmpl.data(), size)) == -EAGAIN && now_s() - t0 < 1.0) nf.wait(20);
+        if (rc == -EAGAIN) {
+            ++lost; // the ring stayed full for a second
+            continue;
+        }
         if (rc < 0) {
             say("{\"error\":\"send: %s\"}", std::strerror(-rc));
             return 1;
@@ -277,8 +281,9 @@ int guest_echo(link::netfront& nf, uint32_t phase, double seconds) {
         std::memcpy(mac, h->dst, 6);
         std::memcpy(h->dst, h->src, 6);
         std::memcpy(h->src, mac, 6);
-        while (nf.send(buf.data(), *n) == -EAGAIN) nf.wait(20);
-        ++echoed;
+        int rc;
+        for (int tries = 0; (rc = nf.send(buf.data(), *n)) == -EAGAIN && tries < 50; ++tries) nf.wait(20);
+        if (rc >= 0) ++echoed;
     }
     say("{\"echoed\":%" PRIu64 "}", echoed);
     return 0;
