@@ -46,9 +46,18 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
         d.slot_status[j] = GNTST_okay;
     }
     uint32_t vm_to_vm = 0, nsegs = 0; // counted once per delivery
+    // A frame the header copy read whole (one slot of at most
+    // XEN_NETBACK_TX_COPY_LEN bytes) goes from that private copy: its TX page
+    // is not read a second time (as Linux xenvif_tx_build_gops keeps such a
+    // frame in the skb's linear area), and the grant copy needs no source
+    // grant. What the switch decided on is then exactly what is delivered.
+    tx_packet* small = !d.bounced && d.pkt->nslots == 1 && d.pkt->hdr_len == d.pkt->len ? d.pkt : nullptr;
     auto add = [&](const pool::frame& s, uint32_t s_off, uint32_t j, uint32_t d_off, uint32_t len) {
         hv::copy_segment c{};
-        if (s.kind == pool::seg_kind::foreign) {
+        if (small) {
+            c.source.virt = small->hdr + s_off;
+            c.flags = GNTCOPY_dest_gref;
+        } else if (s.kind == pool::seg_kind::foreign) {
             c.source.foreign.ref = s.gref;
             c.source.foreign.offset = uint16_t(s.offset + s_off);
             c.source.foreign.domid = s.domid;
@@ -88,6 +97,7 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
         }
     }
     if (vm_to_vm) bump(sc.ctr.vm_to_vm_segments, vm_to_vm);
+    if (small) bump(sc.ctr.hdr_payload_segments, nsegs);
     bump(sc.ctr.grant_copy_segments, nsegs);
 }
 
