@@ -977,6 +977,37 @@ TEST_F(NetbackDatapath, SourceWithSlotsLeftKeepsItsFramesZeroCopy) {
     EXPECT_EQ(info(1).stats.vm_to_vm_segments, 4u * 16);
 }
 
+// A short source whose destination already holds more than half of
+// rx_queue_bytes keeps waiting: slots given back would only bring frames to
+// drop.
+TEST_F(NetbackDatapath, ShortSourceIsNotBouncedIntoAFullDestination) {
+    netback::datapath_options o;
+    o.hold_ms = 60000;
+    o.pressure_hold_us = 20000;
+    o.rx_queue_bytes = 400 * 1024; // 240 frames of 1500 bytes: more than half
+    start(o);
+    auto a = guest(1), b = guest(2, false, true, 0);
+    ASSERT_TRUE(a && b);
+    constexpr uint32_t n = 240; // one slot each: the source runs short
+    std::vector<std::vector<uint8_t>> sent;
+    for (uint32_t i = 0; i < n; ++i) {
+        sent.push_back(make_frame(b->mac, a->mac, 1500, 500 + i));
+        a->send(sent.back());
+    }
+    ASSERT_TRUE(eventually([&] { return info(2).stats.queued == n; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200)); // 10x pressure_hold_us
+    EXPECT_EQ(info(1).stats.fallback_copies, 0u);
+    EXPECT_EQ(a->tx_pending_responses(), 0u);
+    EXPECT_EQ(info(2).stats.drop_rx_full, 0u);
+    b->post_rx(rx_pages);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(n, rx));
+    for (uint32_t i = 0; i < n; ++i) EXPECT_TRUE(rx[i].data == sent[i]) << i;
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(n, tr));
+    EXPECT_EQ(info(1).stats.fallback_copies, 0u);
+}
+
 // The frames waiting for one queue are bounded in bytes (Linux
 // xenvif_rx_queue_tail's rx_queue_max), not in frames.
 TEST_F(NetbackDatapath, WaitingFramesAreBoundedInBytes) {
