@@ -379,7 +379,8 @@ BENCHMARK(BM_switch_flood)->Arg(2)->Arg(16)->Arg(64);
 
 // ---------------------------------------------------------------------------
 // Grant-copy batches: frames from guest 1's TX slots to guest 2's RX slots,
-// one segment per slot (copy_and_publish's one_to_one layout).
+// page-aligned slots: one segment per RX slot (copy_and_publish fills
+// every RX page, so a page-aligned frame copies slot for slot).
 
 constexpr hv::domid_t src_dom = 1, dst_dom = 2;
 

@@ -294,6 +294,8 @@ struct report {
     char what[64] = {};
     uint64_t frames = 0, bytes = 0, bad = 0, reordered = 0;
     int64_t first_ns = 0, last_ns = 0;
+    uint64_t lost = 0;                      // request/response: requests without an answer
+    int64_t p50_ns = 0, p99_ns = 0, p999_ns = 0; // request/response: round-trip percentiles
 };
 static_assert(sizeof(report) <= PIPE_BUF, "reports are written atomically");
 
@@ -304,6 +306,7 @@ struct buffers {
     std::vector<uint8_t> hdrs;       // UDP sender: one header per batch slot
     std::vector<mmsghdr> msgs;
     std::vector<iovec> iovs;
+    std::vector<int64_t> rtt;        // request/response: one round trip per entry
 };
 
 void send_report(int fd, report& r, uint32_t phase) noexcept {
@@ -541,6 +544,97 @@ void set_rcvbuf(int s, int bytes) noexcept {
         if (n > 0 || (n < 0 && errno == EINTR)) continue;
         break;
     }
+    close(s);
+    send_report(wfd, r, 2);
+    _exit(0);
+}
+
+// Request/response: the echo side sends every datagram back to its sender.
+[[noreturn]] void udp_echo(int ns_fd, pid_t parent, int wfd, sockaddr_in self, int64_t hard_deadline_ns,
+                           buffers& b) noexcept {
+    report r;
+    child_enter(ns_fd, parent, wfd, r);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) child_fail(wfd, r, "socket");
+    set_rcvtimeo(s, 100);
+    if (bind(s, reinterpret_cast<sockaddr*>(&self), sizeof self) < 0) child_fail(wfd, r, "bind");
+    send_report(wfd, r, 1);
+    for (;;) {
+        sockaddr_in from{};
+        socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(s, b.rx.data(), rx_slot, 0, reinterpret_cast<sockaddr*>(&from), &fl);
+        int64_t t = mono_ns();
+        if (n < 0) {
+            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) child_fail(wfd, r, "recvfrom");
+            if ((r.frames && t - r.last_ns > rx_idle_ns) || t > hard_deadline_ns) break;
+            continue;
+        }
+        uint32_t kind = 0;
+        if (n >= ssize_t(hdr_size)) memcpy(&kind, b.rx.data() + 8, 4);
+        if (kind == tag_end) break;
+        sendto(s, b.rx.data(), size_t(n), 0, reinterpret_cast<sockaddr*>(&from), fl);
+        r.last_ns = t;
+        ++r.frames;
+    }
+    close(s);
+    send_report(wfd, r, 2);
+    _exit(0);
+}
+
+// Request/response: one datagram out, wait for its echo (1 s at most),
+// repeat for `seconds`; the round trips' percentiles go into the report.
+[[noreturn]] void udp_ping(int ns_fd, pid_t parent, int wfd, sockaddr_in peer, size_t payload, double seconds,
+                           buffers& b) noexcept {
+    report r;
+    child_enter(ns_fd, parent, wfd, r);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) child_fail(wfd, r, "socket");
+    if (connect(s, reinterpret_cast<sockaddr*>(&peer), sizeof peer) < 0) child_fail(wfd, r, "connect");
+    set_rcvtimeo(s, 1000);
+    std::vector<uint8_t>& out = b.pattern; // header written over the pattern's start
+    const int64_t start = mono_ns(), deadline = start + int64_t(seconds * 1e9);
+    r.first_ns = start;
+    size_t n = 0;
+    for (uint64_t seq = 0; mono_ns() < deadline && n < b.rtt.size(); ++seq) {
+        memcpy(out.data(), &seq, 8);
+        memcpy(out.data() + 8, &tag_data, 4);
+        const int64_t t0 = mono_ns();
+        if (send(s, out.data(), payload, 0) < 0) {
+            if (errno == EINTR || errno == ENOBUFS) continue;
+            child_fail(wfd, r, "send");
+        }
+        bool got = false;
+        while (!got) {
+            ssize_t k = recv(s, b.rx.data(), rx_slot, 0);
+            if (k < 0) {
+                if (errno == EINTR) continue;
+                break; // timed out: lost
+            }
+            uint64_t back;
+            memcpy(&back, b.rx.data(), 8);
+            if (k != ssize_t(payload)) ++r.bad;
+            if (back == seq) got = true;
+        }
+        if (!got) {
+            ++r.lost;
+            continue;
+        }
+        b.rtt[n++] = mono_ns() - t0;
+    }
+    r.last_ns = mono_ns();
+    r.frames = n;
+    r.bytes = n * payload;
+    auto pct = [&](double q) {
+        if (!n) return int64_t(0);
+        const size_t k = std::min(n - 1, size_t(q * double(n)));
+        std::nth_element(b.rtt.begin(), b.rtt.begin() + long(k), b.rtt.begin() + long(n));
+        return b.rtt[k];
+    };
+    r.p50_ns = pct(0.5);
+    r.p99_ns = pct(0.99);
+    r.p999_ns = pct(0.999);
+    memcpy(out.data() + 8, &tag_end, 4);
+    for (int k = 0; k < end_markers; ++k) send(s, out.data(), payload, 0);
     close(s);
     send_report(wfd, r, 2);
     _exit(0);
@@ -832,6 +926,64 @@ result<std::vector<kernel_result>> run_kernel_udp(const std::vector<size_t>& fra
         rows.push_back(std::move(r));
     }
     return rows;
+}
+
+result<kernel_result> run_kernel_udp_rr(size_t frame, double seconds, std::string* why) {
+    std::string dummy;
+    if (!why) why = &dummy;
+    kernel_result r;
+    r.proto = "udp-rr";
+    r.frame = frame;
+    r.mtu = veth_mtu;
+    r.payload = udp_payload_for_frame(frame, &r.capped);
+    if (r.payload == 0) {
+        *why = "frame below " + std::to_string(eth_ip_udp_overhead + min_udp_payload) + " bytes";
+        return err(-EINVAL);
+    }
+    r.wire_frame = r.payload + eth_ip_udp_overhead;
+    if (int rc = precheck(why); rc < 0) return err(rc);
+    std::lock_guard lk(g_run_mutex);
+    netns_pair ns;
+    if (int rc = ns.setup(why); rc < 0) return err(rc);
+    buffers b;
+    b.pattern.assign(r.payload, 0x5a);
+    b.rx.resize(rx_slot);
+    // Allocated before fork: at most one round trip per 2 us.
+    b.rtt.resize(size_t(seconds * 500000) + 16);
+    const pid_t me = getpid();
+    const int64_t hard_deadline = mono_ns() + int64_t((seconds + 20) * 1e9);
+    const sockaddr_in echo_addr = make_addr(ns.addr(2), udp_port);
+    child echo, ping;
+    int rc = spawn(echo, [&](int wfd) { udp_echo(ns.fd(1), me, wfd, echo_addr, hard_deadline, b); });
+    report er, pr;
+    if (rc < 0 || !read_report(echo.rfd, er, 10'000) || er.phase != 1) {
+        r.error = er.what[0] ? std::string("echo: ") + er.what : "echo side did not start";
+        return r;
+    }
+    rc = spawn(ping, [&](int wfd) { udp_ping(ns.fd(0), me, wfd, echo_addr, r.payload, seconds, b); });
+    if (rc < 0) {
+        r.error = std::string("fork: ") + strerror(-rc);
+        return r;
+    }
+    const bool ping_ok = read_report(ping.rfd, pr, int((seconds + 15) * 1000));
+    const bool echo_ok = read_report(echo.rfd, er, ping_ok ? 5'000 : 0);
+    ping.reap(!ping_ok);
+    echo.reap(!echo_ok);
+    if (!ping_ok) r.error = "ping side did not report";
+    else if (pr.err) r.error = std::string("ping: ") + pr.what;
+    else if (pr.frames == 0) r.error = "no round trip completed";
+    r.frames_sent = pr.frames + pr.lost;
+    r.frames_received = pr.frames;
+    r.frames_lost = pr.lost;
+    r.bad_frames = pr.bad;
+    r.bytes_received = pr.bytes;
+    r.seconds = double(pr.last_ns - pr.first_ns) / 1e9;
+    r.integrity_ok = pr.frames > 0 && pr.bad == 0;
+    r.cpu_seconds = cpu_of(ping.ru) + cpu_of(echo.ru);
+    r.rtt_p50_us = double(pr.p50_ns) / 1e3;
+    r.rtt_p99_us = double(pr.p99_ns) / 1e3;
+    r.rtt_p999_us = double(pr.p999_ns) / 1e3;
+    return r;
 }
 
 result<kernel_result> run_kernel_tcp(size_t bulk, double seconds, std::string* why) {

@@ -68,6 +68,9 @@ struct kernel_result {
     uint64_t reordered = 0;        // UDP: datagrams arriving below the highest seq seen
     uint64_t bad_frames = 0;       // failed the size/tag/pattern check
     bool integrity_ok = false;     // something arrived and every byte checked out
+    // Request/response (run_kernel_udp_rr): round-trip percentiles; frames_received
+    // counts completed round trips, frames_lost requests without an answer.
+    double rtt_p50_us = 0, rtt_p99_us = 0, rtt_p999_us = 0;
     std::string error;             // non-empty: this row failed (other rows may be fine)
 };
 
@@ -86,6 +89,11 @@ bool kernel_path_available(std::string* why);
 result<std::vector<kernel_result>> run_kernel_udp(const std::vector<size_t>& frame_sizes,
                                                   double seconds_per_size, std::string* why,
                                                   const kernel_progress& progress = {});
+
+// UDP request/response: one datagram of a `frame`-byte Ethernet frame to
+// the other namespace, which echoes it; the next goes when the answer is
+// back (1 s timeout, counted lost). For `seconds`; round-trip percentiles.
+result<kernel_result> run_kernel_udp_rr(size_t frame, double seconds, std::string* why);
 
 // TCP bulk: one connection, writes of `bulk` bytes for `seconds`, then
 // shutdown; the receiver reads until EOF and checks the byte stream.

@@ -13,4 +13,11 @@ jq -e '[.rows[] | select(.mode == "zc" and .fallbacks_per_pkt > 0.5)] | length =
 jq -e '[.rows[] | select(.mode == "double-copy" and .fallbacks_per_pkt < 0.9)] | length == 0' "$dir/r.json" >/dev/null || { echo "double-copy did not bounce"; exit 1; }
 jq -e '[.rows[] | select(.mode == "pressure")] | length == 3' "$dir/r.json" >/dev/null || { echo "pressure rows missing"; exit 1; }
 head -c 300 "$dir/r.csv" | head -1 | grep -q '^mode,frame' || { echo "bad CSV"; exit 1; }
+# --repeat: rows are medians over interleaved passes, with their spread.
+"$bin" --repeat 2 --sizes 1500 --seconds 0.2 --modes zc,double-copy --json "$dir/p.json" --csv "$dir/p.csv" --png "" >"$dir/p.txt"
+jq -e '[.rows[] | select(.passes != 2 or .gbps_min > .gbps or .gbps > .gbps_max)] | length == 0' "$dir/p.json" >/dev/null || { echo "bad --repeat rows"; exit 1; }
+grep -q 'median (min-max)' "$dir/p.txt" || { echo "no --repeat summary"; exit 1; }
+# rr: request/response round trips through zc-netback (the kernel rows need root).
+"$bin" --modes rr --sizes 64 --seconds 0.2 --json "$dir/l.json" --csv "$dir/l.csv" --png "" >"$dir/l.txt"
+jq -e '[.latency[] | select(.mode == "zc-rr" and .samples > 0 and .p50_us > 0 and .p50_us <= .p99_us and .p99_us <= .p999_us)] | length == 1' "$dir/l.json" >/dev/null || { echo "bad rr rows"; cat "$dir/l.txt"; exit 1; }
 echo "vmbench quick: ok"

@@ -201,6 +201,94 @@ int guest_recv(link::netfront& nf, uint32_t phase, size_t size, double seconds) 
     return 0;
 }
 
+// Request/response (rr mode): one frame out, wait for its echo, repeat for
+// `seconds`; the round-trip times' percentiles. Never spins: waits on the
+// event channel between frames.
+double pct(std::vector<double>& v, double q) {
+    if (v.empty()) return 0;
+    size_t k = std::min(v.size() - 1, size_t(q * double(v.size())));
+    std::nth_element(v.begin(), v.begin() + long(k), v.end());
+    return v[k];
+}
+
+int guest_ping(link::netfront& nf, uint32_t phase, size_t size, double seconds, const link::mac_addr& dst) {
+    auto tmpl = make_template(size);
+    auto* h = reinterpret_cast<bench_hdr*>(tmpl.data());
+    std::memcpy(h->dst, dst.data(), 6);
+    std::memcpy(h->src, nf.mac().data(), 6);
+    h->type_be = htons(ethertype);
+    h->magic = magic;
+    h->phase = phase;
+    h->len = uint32_t(size);
+    h->kind = k_data;
+    std::vector<uint8_t> buf(std::max<size_t>(size, 2048) + 64);
+    std::vector<double> rtt;
+    uint64_t lost = 0, bad = 0;
+    const double end = now_s() + seconds;
+    for (uint64_t seq = 0; now_s() < end; ++seq) {
+        h->seq = seq;
+        const double t0 = now_s();
+        int rc;
+        while ((rc = nf.send(tmpl.data(), size)) == -EAGAIN && now_s() - t0 < 1.0) nf.wait(20);
+        if (rc == -EAGAIN) {
+            ++lost; // the ring stayed full for a second
+            continue;
+        }
+        if (rc < 0) {
+            say("{\"error\":\"send: %s\"}", std::strerror(-rc));
+            return 1;
+        }
+        bool got = false;
+        while (!got && now_s() - t0 < 1.0) {
+            auto n = nf.recv(buf.data(), buf.size());
+            if (!n) {
+                nf.wait(50);
+                continue;
+            }
+            auto* r = reinterpret_cast<const bench_hdr*>(buf.data());
+            if (*n < hdr_len || r->magic != magic || r->phase != phase || r->kind != k_data || r->seq != seq) continue;
+            if (*n != size) ++bad;
+            rtt.push_back((now_s() - t0) * 1e6);
+            got = true;
+        }
+        if (!got) ++lost;
+    }
+    h->kind = k_end;
+    for (int i = 0; i < 3; ++i) nf.send(tmpl.data(), size);
+    const size_t n = rtt.size();
+    const double p50 = pct(rtt, 0.5), p99 = pct(rtt, 0.99), p999 = pct(rtt, 0.999);
+    say("{\"samples\":%zu,\"lost\":%" PRIu64 ",\"bad\":%" PRIu64 ",\"p50\":%.2f,\"p99\":%.2f,\"p999\":%.2f}", n,
+        lost, bad, p50, p99, p999);
+    return 0;
+}
+
+// The other end: every frame of this phase goes back to its sender.
+int guest_echo(link::netfront& nf, uint32_t phase, double seconds) {
+    std::vector<uint8_t> buf(65536 + 64);
+    say("ready");
+    uint64_t echoed = 0;
+    const double deadline = now_s() + seconds + 10;
+    while (now_s() < deadline) {
+        auto n = nf.recv(buf.data(), buf.size());
+        if (!n) {
+            nf.wait(50);
+            continue;
+        }
+        auto* h = reinterpret_cast<bench_hdr*>(buf.data());
+        if (*n < hdr_len || h->magic != magic || h->phase != phase) continue;
+        if (h->kind == k_end) break;
+        uint8_t mac[6];
+        std::memcpy(mac, h->dst, 6);
+        std::memcpy(h->dst, h->src, 6);
+        std::memcpy(h->src, mac, 6);
+        int rc;
+        for (int tries = 0; (rc = nf.send(buf.data(), *n)) == -EAGAIN && tries < 50; ++tries) nf.wait(20);
+        if (rc >= 0) ++echoed;
+    }
+    say("{\"echoed\":%" PRIu64 "}", echoed);
+    return 0;
+}
+
 int run_guest(const guest_opts& o) {
     std::signal(SIGPIPE, SIG_IGN);
     std::string why;
@@ -254,6 +342,18 @@ int run_guest(const guest_opts& o) {
             } else {
                 guest_recv(*nf, phase, size, secs);
             }
+        } else if (line.rfind("rr ", 0) == 0 && nf) {
+            // rr <phase> <size> <seconds> [<dst-mac>]: the sender pings, the receiver echoes.
+            unsigned phase = 0;
+            size_t size = 0;
+            double secs = 0;
+            char mac[32] = {};
+            int k = std::sscanf(line.c_str(), "rr %u %zu %lf %31s", &phase, &size, &secs, mac);
+            link::mac_addr dst{};
+            if (k < 3 || size < 60 || size > 65535) say("{\"error\":\"bad command\"}");
+            else if (o.role == "recv") guest_echo(*nf, phase, secs);
+            else if (k < 4 || !parse_mac(mac, dst, mac_allow_short)) say("{\"error\":\"bad mac\"}");
+            else guest_ping(*nf, phase, size, secs, dst);
         } else if (line == "stats" && nf) {
             auto s = nf->stats(0);
             say("{\"tx_packets\":%" PRIu64 ",\"rx_packets\":%" PRIu64 ",\"tx_errors\":%" PRIu64
@@ -449,16 +549,28 @@ struct row {
     uint64_t frames = 0, sent = 0;
     bool intact = false;
     double segs_per_pkt = 0, batches_per_pkt = 0, notifies_per_pkt = 0, fallbacks_per_pkt = 0;
+    double nb_us_per_pkt = 0; // zc-netback's own CPU (user + system) per delivered frame
+    double gbps_min = 0, gbps_max = 0; // --repeat: the spread of the passes (gbps is their median)
+    uint32_t passes = 1;
     std::string note;
+};
+
+// A request/response measurement: round-trip times in microseconds.
+struct rr_row {
+    std::string mode; // zc-rr (through zc-netback) or kernel-rr (veth, UDP)
+    size_t frame = 0;
+    uint64_t samples = 0, lost = 0;
+    double p50 = 0, p99 = 0, p999 = 0;
 };
 
 struct run_opts {
     std::vector<size_t> sizes{64, 256, 1500, 4096, 9000, 65535}; // 65535: XEN_NETIF_MAX_TX_SIZE
-    std::vector<std::string> modes{"zc", "double-copy", "pressure", "kernel", "memcpy", "app"};
+    std::vector<std::string> modes{"zc", "double-copy", "pressure", "kernel", "memcpy", "app", "rr"};
     std::vector<uint32_t> pairs{1};
     std::vector<uint32_t> queues{1};
     uint32_t workers = 0; // zc-netback data-path threads; 0: one per queue, at most the CPUs
     double seconds = 1.0;
+    uint32_t repeat = 1; // the modes run this many times, interleaved; rows report the median
     std::string json = "zc-vmbench.json", csv = "zc-vmbench.csv", png = "zc-vmbench.png";
     std::string netback, self;
     std::string stackd, perf; // app mode: zc-stackd and zc-perf
@@ -572,11 +684,33 @@ struct host : dom0_host {
         stop_dom0();
     }
 
+    // Request/response between the first pair: round-trip percentiles.
+    bool measure_rr(uint32_t phase, size_t size, double seconds, rr_row& r, std::string* why) {
+        const std::string cmd = "rr " + std::to_string(phase) + " " + std::to_string(size) + " " +
+                                std::to_string(seconds);
+        std::string l, lr;
+        guests[1].send(cmd);
+        if (!guests[1].line(l, 10000) || l != "ready") return *why = "echo side not ready: " + l, false;
+        guests[0].send(cmd + " " + macs[1]);
+        const int timeout = int(seconds * 1000) + 30000;
+        if (!guests[0].line(l, timeout) || !guests[1].line(lr, timeout)) return *why = "a guest did not report", false;
+        if (!jfield(l, "error").empty()) return *why = "guest error: " + l, false;
+        r.mode = "zc-rr";
+        r.frame = size;
+        r.samples = uint64_t(jnum(l, "samples"));
+        r.lost = uint64_t(jnum(l, "lost")) + uint64_t(jnum(l, "bad"));
+        r.p50 = jnum(l, "p50");
+        r.p99 = jnum(l, "p99");
+        r.p999 = jnum(l, "p999");
+        return r.samples > 0 || (*why = "no round trip completed", false);
+    }
+
     // One measurement: every pair at `size` for `seconds`.
     bool measure(uint32_t phase, size_t size, double seconds, row& r, std::string* why) {
         const netback::vif_stats s0 = netback_totals(ctl);
         double cpu0 = 0;
         for (pid_t p : pids()) cpu0 += cpu_of(p);
+        const double nb0 = cpu_of(netback.pid);
         size_t pairs = guests.size() / 2;
         for (size_t p = 0; p < pairs; p++) {
             guests[2 * p + 1].send("run " + std::to_string(phase) + " " + std::to_string(size) + " " +
@@ -604,6 +738,7 @@ struct host : dom0_host {
         }
         double cpu1 = 0;
         for (pid_t p : pids()) cpu1 += cpu_of(p);
+        const double nb1 = cpu_of(netback.pid);
         const netback::vif_stats s1 = netback_totals(ctl);
         auto d = [&](vif_counter k) { return double(s1.*k - s0.*k); };
         r.frame = size;
@@ -620,6 +755,7 @@ struct host : dom0_host {
         r.batches_per_pkt = d(&netback::vif_stats::grant_copy_batches) / pk;
         r.notifies_per_pkt = d(&netback::vif_stats::notifies_sent) / pk;
         r.fallbacks_per_pkt = d(&netback::vif_stats::fallback_copies) / pk;
+        r.nb_us_per_pkt = (nb1 - nb0) * 1e6 / pk;
         if (bad) r.note = std::to_string(bad) + " corrupt frames";
         if (sent > frames) r.note += (r.note.empty() ? "" : "; ") + std::to_string(sent - frames) + " not delivered";
         return true;
@@ -761,35 +897,43 @@ void print_row(const row& r, const row* mc, const row* kern) {
     char rm[32] = "-", rk[32] = "-";
     if (mc && mc->gbps > 0) std::snprintf(rm, sizeof rm, "%.3f", r.gbps / mc->gbps);
     if (kern && kern->gbps > 0) std::snprintf(rk, sizeof rk, "%.2f", r.gbps / kern->gbps);
-    std::printf("%-12s %7zu %5u %3u %9.3f %8.3f %9.2f %8s %8s %7.2f %7.3f %7.2f %6.2f %-6s %s\n", r.mode.c_str(),
-                r.frame, r.pairs, r.queues, r.gbps, r.mpps, r.cpu_s_per_gb, rm, rk, r.segs_per_pkt, r.batches_per_pkt,
-                r.notifies_per_pkt, r.fallbacks_per_pkt, r.intact ? "yes" : "NO", r.note.c_str());
+    std::printf("%-12s %7zu %5u %3u %9.3f %8.3f %9.2f %8s %8s %7.2f %7.3f %7.2f %6.2f %7.3f %-6s %s\n",
+                r.mode.c_str(), r.frame, r.pairs, r.queues, r.gbps, r.mpps, r.cpu_s_per_gb, rm, rk, r.segs_per_pkt,
+                r.batches_per_pkt, r.notifies_per_pkt, r.fallbacks_per_pkt, r.nb_us_per_pkt, r.intact ? "yes" : "NO",
+                r.note.c_str());
     std::fflush(stdout);
 }
 
 const char* usage_text =
     "usage: zc-vmbench [--quick] [--sizes LIST] [--modes LIST] [--pairs LIST] [--queues LIST]\n"
-    "                  [--workers N] [--seconds S] [--json FILE] [--csv FILE] [--png FILE]\n"
-    "                  [--netback PATH]\n"
+    "                  [--workers N] [--seconds S] [--repeat N] [--json FILE] [--csv FILE]\n"
+    "                  [--png FILE] [--netback PATH]\n"
     "\n"
     "VM-to-VM throughput through zc-netback on an emulated Xen host, with the kernel\n"
     "path (two network namespaces joined by veth, UDP) and memcpy measured in the same run.\n"
     "\n"
     "  --sizes LIST    frame sizes in bytes (default 64,256,1500,4096,9000,65535; 65535 is\n"
     "                  the largest netif frame, XEN_NETIF_MAX_TX_SIZE)\n"
-    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy,app,app-headroom (default all but\n"
-    "                  app-headroom)\n"
+    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy,app,app-headroom,rr (default all\n"
+    "                  but app-headroom)\n"
     "                  zc: one gref->gref grant copy per slot; double-copy: through a bounce\n"
     "                  buffer (zc-netback --force-bounce); pressure: receivers post few RX\n"
     "                  buffers so fallback engages; app: zc-perf between applications through\n"
     "                  zc-stackd in each guest (zc socket API, frames up to 1514 bytes);\n"
-    "                  app-headroom: the same with zc-stackd --tx-headers headroom (one slot)\n"
+    "                  app-headroom: the same with zc-stackd --tx-headers headroom (one slot);\n"
+    "                  rr: request/response round trips (p50/p99/p99.9) at the sizes up to\n"
+    "                  1514, through zc-netback and over the kernel's veth (UDP) in the same run\n"
     "  --pairs LIST    guest pairs, e.g. 1,2,4,8 (default 1)\n"
     "  --queues LIST   netif queues per vif, e.g. 1,2 (default 1)\n"
     "  --workers N     zc-netback data-path threads (default: one per queue, at most the CPUs)\n"
     "  --seconds S     per measurement (default 1.0)\n"
+    "  --repeat N      run every mode N times, interleaved (all modes, then again), and report\n"
+    "                  the median of each row with its min-max; ratios are taken within each\n"
+    "                  pass, then their median (default 1)\n"
     "  --quick         sizes 64,1500,9000, 0.3 s each (what CI runs)\n"
-    "  --json/--csv/--png FILE   outputs (default zc-vmbench.{json,csv,png}); the PNG needs gnuplot\n";
+    "  --json/--csv/--png FILE   outputs (default zc-vmbench.{json,csv,png}); the PNG needs gnuplot\n"
+    "\n"
+    "nb-us/pkt is zc-netback's own CPU time (user + system) per delivered frame.\n";
 
 std::vector<std::string> split(const std::string& s);
 
@@ -872,28 +1016,78 @@ void print_summary(const std::vector<row>& rows, std::map<size_t, row>& mc, std:
     }
 }
 
-int run(run_opts o) {
-    std::signal(SIGPIPE, SIG_IGN);
+// One pass over every mode: its rows, and the baselines of this pass.
+struct pass {
     std::vector<row> rows;
-    progress prog;
-    {
-        uint32_t zc_modes = 0;
-        for (const char* m : {"zc", "double-copy", "pressure"})
-            zc_modes += std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end();
-        bool kernel = std::find(o.modes.begin(), o.modes.end(), "kernel") != o.modes.end();
-        uint32_t app_sizes = 0;
-        for (size_t s : o.sizes) app_sizes += s <= link::eth_frame_len;
-        uint32_t app_modes = 0;
-        for (const char* m : {"app", "app-headroom"})
-            app_modes += std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end();
-        prog.total = uint32_t(o.sizes.size()) * (1 + (kernel ? 1 : 0) +
-                                                 zc_modes * uint32_t(o.pairs.size() * o.queues.size())) +
-                     (kernel ? 1 : 0) + app_modes * app_sizes;
-    }
-    std::printf("%-12s %7s %5s %3s %9s %8s %9s %8s %8s %7s %7s %7s %6s %-6s %s\n", "mode", "frame", "pairs", "q", "Gbit/s",
-                "Mpps", "cpu-s/GB", "/memcpy", "/kernel", "seg/pkt", "hc/pkt", "ntf/pkt", "fb/pkt", "intact",
-                "note");
     std::map<size_t, row> mc, kern;
+    std::vector<rr_row> rr;
+};
+
+void print_rr(const rr_row& r) {
+    std::printf("%-12s %7zu  rtt p50 %8.1f us  p99 %8.1f us  p99.9 %8.1f us  (%" PRIu64 " round trips, %" PRIu64
+                " lost)\n",
+                r.mode.c_str(), r.frame, r.p50, r.p99, r.p999, r.samples, r.lost);
+    std::fflush(stdout);
+}
+
+// rr mode: request/response through zc-netback (the first pair) and over
+// the kernel's veth (UDP), at every measured size up to a standard frame.
+bool run_rr(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
+    bool ok = true;
+    std::vector<size_t> sizes;
+    for (size_t s : o.sizes)
+        if (s <= link::eth_frame_len) sizes.push_back(s);
+    if (sizes.empty()) return true;
+    {
+        host h;
+        std::string why;
+        const uint32_t workers = o.workers ? o.workers : 1;
+        std::vector<std::string> nb{"--workers", std::to_string(workers)};
+        if (!h.start(o, 1, nb, link::netif_rx_ring_size, 1, &why)) {
+            std::fprintf(stderr, "zc-vmbench: rr: cannot start the emulated host: %s\n", why.c_str());
+            return false;
+        }
+        for (size_t s : sizes) {
+            rr_row r;
+            prog.step("zc-rr " + std::to_string(s) + " B", o.seconds);
+            const bool measured = h.measure_rr(++phase, s, o.seconds, r, &why);
+            prog.clear();
+            if (!measured) {
+                std::fprintf(stderr, "zc-vmbench: zc-rr %zu B: %s\n", s, why.c_str());
+                ok = false;
+                continue;
+            }
+            print_rr(r);
+            ps.rr.push_back(r);
+        }
+    }
+    for (size_t s : sizes) {
+        std::string why;
+        prog.step("kernel-rr " + std::to_string(s) + " B", o.seconds);
+        auto k = bench::run_kernel_udp_rr(s, o.seconds, &why);
+        prog.clear();
+        if (!k || !k->error.empty()) {
+            std::printf("%-12s %7zu  skipped: %s\n", "kernel-rr", s, k ? k->error.c_str() : why.c_str());
+            continue;
+        }
+        rr_row r;
+        r.mode = "kernel-rr";
+        r.frame = s;
+        r.samples = k->frames_received;
+        r.lost = k->frames_lost + k->bad_frames;
+        r.p50 = k->rtt_p50_us;
+        r.p99 = k->rtt_p99_us;
+        r.p999 = k->rtt_p999_us;
+        print_rr(r);
+        ps.rr.push_back(r);
+    }
+    return ok;
+}
+
+bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
+    std::vector<row>& rows = ps.rows;
+    std::map<size_t, row>& mc = ps.mc;
+    std::map<size_t, row>& kern = ps.kern;
     auto want = [&](const char* m) { return std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end(); };
     // Baselines first, so every later row prints its ratios.
     for (size_t s : o.sizes) {
@@ -961,7 +1155,6 @@ int run(run_opts o) {
             }
         }
     }
-    uint32_t phase = 0;
     bool ok = true;
     for (const char* mode : {"zc", "double-copy", "pressure"}) {
         if (!want(mode)) continue;
@@ -1044,7 +1237,175 @@ int run(run_opts o) {
             }
         }
     }
-    print_summary(rows, mc, kern);
+    if (want("rr")) ok = run_rr(o, prog, phase, ps) && ok;
+    return ok;
+}
+
+double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// The same row (mode, frame, pairs, queues) of a pass, or null.
+const row* same_row(const pass& p, const row& like) {
+    for (auto& r : p.rows)
+        if (r.mode == like.mode && r.frame == like.frame && r.pairs == like.pairs && r.queues == like.queues) return &r;
+    return nullptr;
+}
+
+row median_row(const std::vector<const row*>& rs) {
+    row m = *rs.front();
+    auto med = [&rs](double row::*f) {
+        std::vector<double> v;
+        for (const row* r : rs) v.push_back(r->*f);
+        return median(std::move(v));
+    };
+    m.gbps = med(&row::gbps);
+    m.mpps = med(&row::mpps);
+    m.cpu_s_per_gb = med(&row::cpu_s_per_gb);
+    m.segs_per_pkt = med(&row::segs_per_pkt);
+    m.batches_per_pkt = med(&row::batches_per_pkt);
+    m.notifies_per_pkt = med(&row::notifies_per_pkt);
+    m.fallbacks_per_pkt = med(&row::fallbacks_per_pkt);
+    m.nb_us_per_pkt = med(&row::nb_us_per_pkt);
+    m.gbps_min = m.gbps_max = rs.front()->gbps;
+    m.frames = m.sent = 0;
+    m.intact = true;
+    for (const row* r : rs) {
+        m.gbps_min = std::min(m.gbps_min, r->gbps);
+        m.gbps_max = std::max(m.gbps_max, r->gbps);
+        m.frames += r->frames;
+        m.sent += r->sent;
+        m.intact = m.intact && r->intact;
+    }
+    m.passes = uint32_t(rs.size());
+    m.note = "median of " + std::to_string(rs.size()) + " passes";
+    return m;
+}
+
+// --repeat: every row (and baseline) as the median over the passes.
+pass median_pass(const std::vector<pass>& passes) {
+    pass agg;
+    for (const row& r : passes.front().rows) {
+        std::vector<const row*> rs;
+        for (const pass& p : passes)
+            if (const row* x = same_row(p, r)) rs.push_back(x);
+        agg.rows.push_back(median_row(rs));
+    }
+    using baselines = std::map<size_t, row> pass::*;
+    for (baselines which : {&pass::mc, &pass::kern})
+        for (auto& [frame, r] : passes.front().*which) {
+            std::vector<const row*> rs;
+            for (const pass& p : passes)
+                if (auto it = (p.*which).find(frame); it != (p.*which).end()) rs.push_back(&it->second);
+            (agg.*which)[frame] = median_row(rs);
+        }
+    for (const rr_row& r : passes.front().rr) {
+        std::vector<double> p50, p99, p999;
+        rr_row m = r;
+        m.samples = m.lost = 0;
+        for (const pass& p : passes)
+            for (const rr_row& x : p.rr)
+                if (x.mode == r.mode && x.frame == r.frame) {
+                    p50.push_back(x.p50);
+                    p99.push_back(x.p99);
+                    p999.push_back(x.p999);
+                    m.samples += x.samples;
+                    m.lost += x.lost;
+                }
+        m.p50 = median(p50);
+        m.p99 = median(p99);
+        m.p999 = median(p999);
+        agg.rr.push_back(m);
+    }
+    return agg;
+}
+
+// --repeat: the zc rows with their spread, and each ratio taken within a
+// pass (the baselines ran minutes apart otherwise), then its median and
+// min-max over the passes.
+void print_repeat_summary(const std::vector<pass>& passes) {
+    std::printf("\nzc over %zu interleaved passes: median (min-max); ratios within each pass:\n", passes.size());
+    std::printf("%7s %5s %6s %24s %20s %20s %20s %8s %9s\n", "frame", "pairs", "queues", "zc Gbit/s", "zc/dbl-copy",
+                "zc/kernel-udp", "zc/kernel-tcp", "fb/pkt", "nb-us/pkt");
+    auto spread = [](std::vector<double> v, const char* fmt, char* out, size_t n) {
+        if (v.empty()) {
+            std::snprintf(out, n, "-");
+            return;
+        }
+        const double m = median(v);
+        std::sort(v.begin(), v.end());
+        char f[64];
+        std::snprintf(f, sizeof f, "%s (%s-%s)", fmt, fmt, fmt);
+        std::snprintf(out, n, f, m, v.front(), v.back());
+    };
+    for (const row& z : passes.front().rows) {
+        if (z.mode != "zc") continue;
+        std::vector<double> g, rd, rk, rt, fb, nb;
+        for (const pass& p : passes) {
+            const row* x = same_row(p, z);
+            if (!x) continue;
+            g.push_back(x->gbps);
+            fb.push_back(x->fallbacks_per_pkt);
+            nb.push_back(x->nb_us_per_pkt);
+            row d = *x;
+            d.mode = "double-copy";
+            if (const row* y = same_row(p, d); y && y->gbps > 0) rd.push_back(x->gbps / y->gbps);
+            if (auto k = p.kern.find(z.frame); k != p.kern.end() && k->second.gbps > 0)
+                rk.push_back(x->gbps / k->second.gbps);
+            for (const row& t : p.rows)
+                if (t.mode == "kernel-tcp" && t.gbps > 0) rt.push_back(x->gbps / t.gbps);
+        }
+        char cg[64], cd[64], ck[64], ct[64];
+        spread(g, "%.2f", cg, sizeof cg);
+        spread(rd, "%.2f", cd, sizeof cd);
+        spread(rk, "%.2f", ck, sizeof ck);
+        spread(rt, "%.2f", ct, sizeof ct);
+        std::printf("%7zu %5u %6u %24s %20s %20s %20s %8.3f %9.3f\n", z.frame, z.pairs, z.queues, cg, cd, ck, ct,
+                    median(fb), median(nb));
+    }
+}
+
+int run(run_opts o) {
+    std::signal(SIGPIPE, SIG_IGN);
+    progress prog;
+    {
+        uint32_t zc_modes = 0;
+        for (const char* m : {"zc", "double-copy", "pressure"})
+            zc_modes += std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end();
+        bool kernel = std::find(o.modes.begin(), o.modes.end(), "kernel") != o.modes.end();
+        uint32_t app_sizes = 0;
+        for (size_t s : o.sizes) app_sizes += s <= link::eth_frame_len;
+        uint32_t app_modes = 0;
+        for (const char* m : {"app", "app-headroom"})
+            app_modes += std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end();
+        prog.total = o.repeat * (uint32_t(o.sizes.size()) * (1 + (kernel ? 1 : 0) +
+                                                             zc_modes * uint32_t(o.pairs.size() * o.queues.size())) +
+                                 (kernel ? 1 : 0) + app_modes * app_sizes +
+                                 (std::find(o.modes.begin(), o.modes.end(), "rr") != o.modes.end() ? 2 * app_sizes : 0));
+    }
+    std::printf("%-12s %7s %5s %3s %9s %8s %9s %8s %8s %7s %7s %7s %6s %7s %-6s %s\n", "mode", "frame", "pairs", "q",
+                "Gbit/s", "Mpps", "cpu-s/GB", "/memcpy", "/kernel", "seg/pkt", "hc/pkt", "ntf/pkt", "fb/pkt",
+                "nb-us/pkt", "intact", "note");
+    uint32_t phase = 0;
+    bool ok = true;
+    std::vector<pass> passes(o.repeat);
+    for (uint32_t i = 0; i < o.repeat; ++i) {
+        if (o.repeat > 1) std::printf("-- pass %u of %u\n", i + 1, o.repeat);
+        ok = run_pass(o, prog, phase, passes[i]) && ok;
+    }
+    pass agg = o.repeat == 1 ? passes[0] : median_pass(passes);
+    std::vector<row>& rows = agg.rows;
+    std::map<size_t, row>& mc = agg.mc;
+    std::map<size_t, row>& kern = agg.kern;
+    if (o.repeat == 1) print_summary(rows, mc, kern);
+    else print_repeat_summary(passes);
+    if (!agg.rr.empty()) {
+        std::printf("\nround trips%s:\n", o.repeat > 1 ? " (median of the passes' percentiles)" : "");
+        for (const rr_row& r : agg.rr) print_rr(r);
+    }
     // Machine-readable outputs.
     if (FILE* f = std::fopen(o.json.c_str(), "w")) {
         std::fprintf(f, "{\"tool\":\"zc-vmbench\",\"seconds\":%.3f,\"rows\":[", o.seconds);
@@ -1056,21 +1417,32 @@ int run(run_opts o) {
                          "%s{\"mode\":\"%s\",\"frame\":%zu,\"pairs\":%u,\"queues\":%u,\"gbps\":%.4f,\"mpps\":%.4f,"
                          "\"cpu_s_per_gb\":%.4f,\"ratio_memcpy\":%.4f,\"ratio_kernel\":%.4f,\"frames\":%" PRIu64
                          ",\"sent\":%" PRIu64 ",\"intact\":%s,\"grant_copy_segments_per_pkt\":%.3f,"
-                         "\"grant_copy_batches_per_pkt\":%.4f,\"notifies_per_pkt\":%.4f,\"fallbacks_per_pkt\":%.4f}",
+                         "\"grant_copy_batches_per_pkt\":%.4f,\"notifies_per_pkt\":%.4f,\"fallbacks_per_pkt\":%.4f,"
+                         "\"netback_us_per_pkt\":%.4f,\"passes\":%u,\"gbps_min\":%.4f,\"gbps_max\":%.4f}",
                          i ? "," : "", r.mode.c_str(), r.frame, r.pairs, r.queues, r.gbps, r.mpps, r.cpu_s_per_gb, rm,
                          rk, r.frames, r.sent, r.intact ? "true" : "false", r.segs_per_pkt, r.batches_per_pkt,
-                         r.notifies_per_pkt, r.fallbacks_per_pkt);
+                         r.notifies_per_pkt, r.fallbacks_per_pkt, r.nb_us_per_pkt, r.passes,
+                         r.passes > 1 ? r.gbps_min : r.gbps, r.passes > 1 ? r.gbps_max : r.gbps);
+        }
+        std::fprintf(f, "],\"latency\":[");
+        for (size_t i = 0; i < agg.rr.size(); i++) {
+            const rr_row& r = agg.rr[i];
+            std::fprintf(f,
+                         "%s{\"mode\":\"%s\",\"frame\":%zu,\"samples\":%" PRIu64 ",\"lost\":%" PRIu64
+                         ",\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f}",
+                         i ? "," : "", r.mode.c_str(), r.frame, r.samples, r.lost, r.p50, r.p99, r.p999);
         }
         std::fprintf(f, "]}\n");
         std::fclose(f);
     }
     if (FILE* f = std::fopen(o.csv.c_str(), "w")) {
         std::fprintf(f, "mode,frame,pairs,queues,gbps,mpps,cpu_s_per_gb,intact,seg_per_pkt,batches_per_pkt,"
-                        "notifies_per_pkt,fallbacks_per_pkt\n");
+                        "notifies_per_pkt,fallbacks_per_pkt,netback_us_per_pkt,passes,gbps_min,gbps_max\n");
         for (auto& r : rows)
-            std::fprintf(f, "%s,%zu,%u,%u,%.4f,%.4f,%.4f,%d,%.3f,%.4f,%.4f,%.4f\n", r.mode.c_str(), r.frame, r.pairs,
-                         r.queues, r.gbps, r.mpps, r.cpu_s_per_gb, r.intact ? 1 : 0, r.segs_per_pkt,
-                         r.batches_per_pkt, r.notifies_per_pkt, r.fallbacks_per_pkt);
+            std::fprintf(f, "%s,%zu,%u,%u,%.4f,%.4f,%.4f,%d,%.3f,%.4f,%.4f,%.4f,%.4f,%u,%.4f,%.4f\n", r.mode.c_str(),
+                         r.frame, r.pairs, r.queues, r.gbps, r.mpps, r.cpu_s_per_gb, r.intact ? 1 : 0, r.segs_per_pkt,
+                         r.batches_per_pkt, r.notifies_per_pkt, r.fallbacks_per_pkt, r.nb_us_per_pkt, r.passes,
+                         r.passes > 1 ? r.gbps_min : r.gbps, r.passes > 1 ? r.gbps_max : r.gbps);
         std::fclose(f);
     }
     std::string plot = ZC_PLOT_SH;
@@ -1121,7 +1493,7 @@ int main(int argc, char** argv) {
             o.modes = split(argv[++i]);
             for (auto& m : o.modes)
                 if (m != "zc" && m != "double-copy" && m != "pressure" && m != "kernel" && m != "memcpy" &&
-                    m != "app" && m != "app-headroom") {
+                    m != "app" && m != "app-headroom" && m != "rr") {
                     std::fprintf(stderr, "zc-vmbench: unknown mode '%s'\n", m.c_str());
                     return 2;
                 }
@@ -1142,6 +1514,13 @@ int main(int argc, char** argv) {
                 std::fprintf(stderr, "zc-vmbench: --seconds takes 0.05..600\n");
                 return 2;
             }
+        } else if (a == "--repeat" && has) {
+            long v = std::atol(argv[++i]);
+            if (v < 1 || v > 100) {
+                std::fprintf(stderr, "zc-vmbench: --repeat takes 1..100\n");
+                return 2;
+            }
+            o.repeat = uint32_t(v);
         } else if (a == "--json" && has) o.json = argv[++i];
         else if (a == "--csv" && has) o.csv = argv[++i];
         else if (a == "--png" && has) o.png = argv[++i];

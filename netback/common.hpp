@@ -35,7 +35,8 @@
 // header: one gref->local grant copy of at most XEN_NETBACK_TX_COPY_LEN bytes
 //         of the first slot (to read the MACs);
 // payload: one gref->gref grant copy per destination RX slot, source TX page
-//         to destination RX page (one_to_one layout: TX slot i -> RX slot i);
+//         to destination RX page, every RX page filled before the next
+//         (Linux xenvif_rx_next_chunk);
 // fallback: gref->local into a bounce buffer, then local->gref, counted.
 // (copy.cpp is where the payload copies are made; see docs/ARCHITECTURE.md,
 // "Copies per path".)
@@ -76,6 +77,11 @@ inline constexpr uint32_t tx_copy_len = 128; // XEN_NETBACK_TX_COPY_LEN
 inline constexpr uint32_t rx_max_data_slots = XEN_NETIF_NR_SLOTS_MIN;
 inline constexpr uint32_t max_rx_ring_slots = max_tx_slots + 1; // data + the GSO extra
 inline constexpr uint32_t ring_slots = tx_back_ring::size;
+// A netfront stops its queue when fewer TX slots than this are free (Linux
+// xen-netfront netfront_tx_slot_available): the source "runs short".
+inline constexpr uint32_t tx_short_slots = XEN_NETIF_NR_SLOTS_MIN + 1;
+// RX slots the frames waiting for one queue may need: two RX rings' worth.
+inline constexpr uint32_t rx_queue_slots = 2 * ring_slots;
 
 using clock_type = std::chrono::steady_clock;
 using time_point = clock_type::time_point;
@@ -185,10 +191,12 @@ struct rx_item {
     uint16_t gso_size = 0;
     uint8_t txflags = 0;
     uint8_t gso_type = 0;
+    uint8_t nring = 0;                   // RX slots it needs (rx_plan::nring; counted in queue::held_slots)
     bool bounced = false;
     bool converting = false;             // a bounce copy is in flight; its job owns the buffers
+    uint32_t held_len = 0;               // counted in queue::held_bytes (len may become 0 on a failed copy)
     uint64_t seq = 0;
-    time_point expires{}, hold_until{};
+    time_point queued{}, expires{}, hold_until{};
 
     const pool::frame* segs() const noexcept { return bounced ? bounce : pkt->seg; }
 };
@@ -221,13 +229,20 @@ struct queue {
     time_point last_rx{};
     std::unique_ptr<rx_item[]> items; // circular, `cap` entries
     uint32_t cap = 0, head = 0, count = 0, nforeign = 0;
+    uint64_t held_bytes = 0;   // bytes of the waiting frames (datapath_options::rx_queue_bytes)
+    uint32_t held_slots = 0;   // RX slots they need (rx_queue_slots)
     uint64_t next_seq = 1;
     uint8_t done[ring_slots] = {}; // response written, waiting for earlier slots to publish
     std::atomic<bool> rx_kick{false};
 
     rx_item& at(uint32_t i) noexcept { return items[(head + i) % cap]; }
-    // Under rx_lock: the head item leaves the queue (already moved or dropped).
+    // Under rx_lock: the head item leaves the queue (its frame already moved
+    // or released); what it still refers to is reset.
     void pop_head() noexcept {
+        rx_item& it = items[head];
+        held_bytes -= it.held_len;
+        held_slots -= it.nring;
+        it = rx_item{};
         head = (head + 1) % cap;
         --count;
     }
@@ -264,33 +279,36 @@ struct fatal_note {
     std::string reason;
 };
 
-// RX slot layout of a frame for one destination (Linux xenvif_rx_skb fills
-// every RX page completely; we keep TX slot i -> RX slot i so that each RX
-// slot takes exactly one grant copy, and pack only when that would exceed
-// what a netfront accepts). rx.cpp.
+// RX slot layout of a frame for one destination: ceil(len / 4096) data
+// slots, every RX page filled before the next (Linux xenvif_rx_skb), plus
+// the GSO extra. rx.cpp.
 struct rx_plan {
     bool ok = false;
-    bool one_to_one = true;
     bool extra = false;
     uint8_t ndata = 0, nring = 0;
 };
-rx_plan plan_for(const pool::frame* seg, uint32_t nslots, uint32_t len, uint8_t gso_type, const vif_core& dst);
+rx_plan plan_for(uint32_t len, uint8_t gso_type, const vif_core& dst);
 // RX ring slots the item needs at `dc` (1 when it cannot go there at all).
 uint32_t needed_of(const rx_item& it, const vif_core& dc, rx_plan* out = nullptr);
 
 // Where the frame for one delivery comes from and goes to.
 struct delivery {
+    // Constructed once per frame: only what every path reads is initialised
+    // (value-initialising its kilobyte was a measurable part of the per-frame
+    // cost at 64 bytes); the arrays are written before they are read.
+    delivery() noexcept {}
     std::shared_ptr<queue> dq;
     std::shared_ptr<queue> src;           // foreign: owner of pkt
-    tx_packet* pkt = nullptr;             // foreign: holds one ref
+    tx_packet* pkt = nullptr;             // foreign: holds one ref; its seg[] are the slots
     std::shared_ptr<vif_core> src_core;
-    pool::frame seg[max_tx_slots];        // bounced: owned local frames
+    union {                               // left uninitialised by the constructor
+        pool::frame seg[max_tx_slots];    // bounced: owned local frames (written when bounced is set)
+    };
     uint16_t nslots = 0;
     uint32_t len = 0;
     uint16_t gso_size = 0;
     uint8_t txflags = 0, gso_type = 0;
     bool bounced = false;
-    bool one_to_one = true;
     bool extra = false;
     bool rx_grant_fault = false;          // a copy failed on the destination's own grant
     uint8_t ndata = 0, nring = 0;
@@ -298,6 +316,8 @@ struct delivery {
     netif_rx_request req[max_rx_ring_slots];
     uint16_t slot_len[max_rx_ring_slots];
     int16_t slot_status[max_rx_ring_slots];
+
+    const pool::frame* segs() const noexcept { return bounced ? seg : pkt->seg; }
 };
 // Under dq's rx_lock: take plan.nring RX requests of `dq` for `d`
 // (RING_COPY_REQUEST each) and record the layout. rx.cpp.
@@ -409,7 +429,7 @@ struct datapath::impl {
     void switch_batch(worker& w, const std::shared_ptr<queue>& q, int hdr_rc) noexcept;
     void switch_to(worker& w, const std::shared_ptr<queue>& q, tx_packet& p, vif& dv, time_point now) noexcept;
     void enqueue_waiting(worker& w, const std::shared_ptr<queue>& q, tx_packet& p,
-                         const std::shared_ptr<queue>& dq, time_point now) noexcept;
+                         const std::shared_ptr<queue>& dq, uint32_t nring, time_point now) noexcept;
     void finish_tx_batch(worker& w, const std::shared_ptr<queue>& q) noexcept;
     void put_ref(worker& w, const std::shared_ptr<queue>& src, tx_packet* pkt) noexcept;
     void flush_done(worker& w) noexcept;
@@ -428,7 +448,10 @@ struct datapath::impl {
     // ---- rx.cpp: RX publish, drain, timers ----
     void publish(worker& w, std::vector<delivery>& dels) noexcept;
     void publish_to(worker& w, std::vector<delivery>& dels, size_t begin, size_t end, time_point now) noexcept;
-    void write_rx_responses(queue& dq, delivery& d) noexcept;
+    struct rx_tally {
+        uint64_t packets = 0, bytes = 0, slots = 0;
+    };
+    void write_rx_responses(queue& dq, delivery& d, rx_tally& t) noexcept;
     void drain_rx(worker& w, const std::shared_ptr<queue>& dq) noexcept;
     bool take_rx_items(const std::shared_ptr<queue>& dq, std::vector<delivery>& dels, packet_refs& drops) noexcept;
     time_point service_rx(worker& w, const std::shared_ptr<queue>& dq) noexcept;

@@ -45,14 +45,24 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
         d.slot_len[j] = 0;
         d.slot_status[j] = GNTST_okay;
     }
+    uint32_t vm_to_vm = 0, nsegs = 0; // counted once per delivery
+    // A frame the header copy read whole (one slot of at most
+    // XEN_NETBACK_TX_COPY_LEN bytes) goes from that private copy: its TX page
+    // is not read a second time (as Linux xenvif_tx_build_gops keeps such a
+    // frame in the skb's linear area), and the grant copy needs no source
+    // grant. What the switch decided on is then exactly what is delivered.
+    tx_packet* small = !d.bounced && d.pkt->nslots == 1 && d.pkt->hdr_len == d.pkt->len ? d.pkt : nullptr;
     auto add = [&](const pool::frame& s, uint32_t s_off, uint32_t j, uint32_t d_off, uint32_t len) {
         hv::copy_segment c{};
-        if (s.kind == pool::seg_kind::foreign) {
+        if (small) {
+            c.source.virt = small->hdr + s_off;
+            c.flags = GNTCOPY_dest_gref;
+        } else if (s.kind == pool::seg_kind::foreign) {
             c.source.foreign.ref = s.gref;
             c.source.foreign.offset = uint16_t(s.offset + s_off);
             c.source.foreign.domid = s.domid;
             c.flags = GNTCOPY_source_gref | GNTCOPY_dest_gref;
-            bump(sc.ctr.vm_to_vm_segments);
+            ++vm_to_vm;
         } else {
             c.source.virt = s.owner->data(s) + s_off; // a bounce buffer, or an uplink's UMEM frame
             c.flags = GNTCOPY_dest_gref;
@@ -64,19 +74,15 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
         c.len = uint16_t(len);
         w.copy_segs.push_back(c);
         w.seg_own.push_back({int32_t(di), -1, rs});
-        bump(sc.ctr.grant_copy_segments);
+        ++nsegs;
     };
+    const pool::frame* segs = d.segs();
     uint32_t j = 0, off = 0;
     for (uint32_t i = 0; i < d.nslots; ++i) {
-        const pool::frame& s = d.seg[i];
+        const pool::frame& s = segs[i];
         if (s.len == 0) continue;
-        if (d.one_to_one) {
-            add(s, 0, j, 0, s.len);
-            d.slot_len[ring_slot(j)] = s.len;
-            ++j;
-            continue;
-        }
-        // Packed: fill every RX page before the next (Linux xenvif_rx_skb).
+        // Fill every RX page before the next (Linux xenvif_rx_next_chunk;
+        // a source slot never crosses its own page, tx_check).
         uint32_t s_off = 0;
         while (s_off < s.len) {
             const uint32_t k = std::min<uint32_t>(uint32_t(hv::page_size) - off, s.len - s_off);
@@ -90,6 +96,9 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
             }
         }
     }
+    if (vm_to_vm) bump(sc.ctr.vm_to_vm_segments, vm_to_vm);
+    if (small) bump(sc.ctr.hdr_payload_segments, nsegs);
+    bump(sc.ctr.grant_copy_segments, nsegs);
 }
 
 // The first half of a bounce fallback: the source's slots into the bounce

@@ -26,6 +26,8 @@
     X(grant_copy_batches, "calls", false, "grant-copy hypercalls this vif's traffic took part in")             \
     X(header_copy_segments, "segments", false, "header copies into local memory (switching)")                  \
     X(vm_to_vm_segments, "segments", false, "gref->gref payload segments (the one copy)")                      \
+    X(hdr_payload_segments, "segments", false,                                                                  \
+      "payload segments of frames the header copy read whole (<= 128 bytes), copied from it")                \
     X(fallback_copies, "frames", false, "frames copied through a bounce buffer")                               \
     X(queued, "frames", false, "frames that had to wait for RX buffers")                                       \
     X(drop_no_dest, "frames", true, "unknown unicast with nowhere to flood")                                   \

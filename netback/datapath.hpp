@@ -59,16 +59,28 @@ struct vif_params {
 
 struct datapath_options {
     uint32_t workers = 1;                // threads serving queues (queues are spread over them)
-    uint32_t rx_queue_limit = 256;       // frames held for a destination with no RX buffers, per vif
+    uint32_t rx_queue_limit = 256;       // frames held for a destination with no RX buffers, per queue (x2 entries)
+    // Bytes of the frames waiting for one queue's RX buffers (zero-copy or
+    // bounced); a frame beyond this, or beyond two RX rings' worth of the
+    // RX slots they need, is dropped and counted (Linux xenvif_rx_queue_tail
+    // stops at rx_queue_max bytes). Half of it holds one full TX ring of
+    // 64 KiB frames.
+    uint32_t rx_queue_bytes = 2u << 20;
     uint32_t drain_timeout_ms = 10000;   // then queued frames are dropped and counted (Linux: rx_drain_timeout_msecs)
     uint32_t batch = 64;                 // packets per TX batch / grant-copy batch
     bool force_bounce = false;           // copy through a bounce buffer even when a direct copy is possible (benchmark baseline)
     // A frame waiting for the destination's RX buffers keeps the source's TX
     // slots (zero copy) for at most this long; then it is copied into a
-    // bounce buffer and the source gets its slots back. Also done at once
-    // when the source has more than half its TX ring waiting, or when the
-    // destination already holds rx_queue_limit such frames.
+    // bounce buffer and the source gets its slots back.
     uint32_t hold_ms = 10;
+    // Earlier, after this long, when the source runs short of TX slots (a
+    // netfront stops below XEN_NETIF_NR_SLOTS_MIN + 1 free, Linux
+    // netfront_tx_slot_available), the destination has published nothing
+    // for as long and holds less than half of rx_queue_bytes (the slots
+    // given back would otherwise only bring frames to drop): a destination
+    // that keeps taking frames paces the source (flow control, one copy per
+    // frame) instead of costing a second copy.
+    uint32_t pressure_hold_us = 2000;
     // A destination that keeps too few RX slots for the frame at the head of
     // its queue for this long is stalled: its queue is dropped (counted) and
     // frames to it are dropped until it posts slots again (Linux

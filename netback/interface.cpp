@@ -25,6 +25,7 @@ result<std::unique_ptr<datapath>> datapath::create(hv::port& port, const datapat
     if (o.workers == 0 || o.workers > 64) return fail(-EINVAL, "workers must be 1..64");
     if (o.batch == 0 || o.batch > 1024) return fail(-EINVAL, "batch must be 1..1024");
     if (o.rx_queue_limit == 0 || o.rx_queue_limit > 65536) return fail(-EINVAL, "rx_queue_limit must be 1..65536");
+    if (o.rx_queue_bytes < 65536) return fail(-EINVAL, "rx_queue_bytes must hold one 64 KiB frame");
     std::unique_ptr<impl> p(new (std::nothrow) impl(port, o, std::move(on_fatal)));
     if (!p) return fail(-ENOMEM, "out of memory");
     auto tab = port.open_gnttab();

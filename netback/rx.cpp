@@ -12,20 +12,16 @@
 
 namespace zc::netback {
 
-rx_plan plan_for(const pool::frame* seg, uint32_t nslots, uint32_t len, uint8_t gso_type, const vif_core& dst) {
+// Linux xenvif_rx_skb / xenvif_rx_data_slot: every RX page is filled
+// before the next one (xenvif_rx_next_chunk), so a frame needs
+// ceil(len / 4096) data slots whatever its TX layout, and its headers are in
+// the first slot unless the frame is shorter. A netfront without SG takes
+// one page only.
+rx_plan plan_for(uint32_t len, uint8_t gso_type, const vif_core& dst) {
     rx_plan p;
-    uint32_t nonempty = 0;
-    for (uint32_t i = 0; i < nslots; ++i) nonempty += seg[i].len != 0;
-    const bool sg = dst.params.feature_sg;
-    if (sg && nonempty <= rx_max_data_slots) {
-        p.one_to_one = true;
-        p.ndata = uint8_t(nonempty);
-    } else {
-        p.one_to_one = false;
-        const uint32_t n = std::max<uint32_t>(1, (len + hv::page_size - 1) / hv::page_size);
-        if (!sg && n > 1) return p; // needs SG the frontend did not ask for
-        p.ndata = uint8_t(n);
-    }
+    const uint32_t n = std::max<uint32_t>(1, (len + hv::page_size - 1) / hv::page_size);
+    if (n > 1 && !dst.params.feature_sg) return p; // needs SG the frontend did not ask for
+    p.ndata = uint8_t(n);
     if (gso_type != XEN_NETIF_GSO_TYPE_NONE) {
         // Linux xenvif_rx_next_skb: the GSO extra goes only to a frontend that
         // negotiated the type (gso_mask); otherwise Linux segments in software,
@@ -41,13 +37,12 @@ rx_plan plan_for(const pool::frame* seg, uint32_t nslots, uint32_t len, uint8_t 
 }
 
 uint32_t needed_of(const rx_item& it, const vif_core& dc, rx_plan* out) {
-    rx_plan p = plan_for(it.segs(), it.nslots, it.len, it.gso_type, dc);
+    rx_plan p = plan_for(it.len, it.gso_type, dc);
     if (out) *out = p;
     return p.ok ? p.nring : 1;
 }
 
 void reserve_rx(delivery& d, queue& dq, const rx_plan& plan) noexcept {
-    d.one_to_one = plan.one_to_one;
     d.extra = plan.extra;
     d.ndata = plan.ndata;
     d.nring = plan.nring;
@@ -98,7 +93,12 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
     {
         std::lock_guard g(dq.rx_lock);
         if (!dq.rx_dead) {
-            for (size_t k = begin; k < end; ++k) write_rx_responses(dq, dels[order[k]]);
+            rx_tally t;
+            for (size_t k = begin; k < end; ++k) write_rx_responses(dq, dels[order[k]], t);
+            vif_core& dc = *dq.core;
+            bump(dc.ctr.rx_packets, t.packets);
+            bump(dc.ctr.rx_bytes, t.bytes);
+            bump(dc.ctr.rx_slots, t.slots);
             // Responses go out in ring order: another worker may still be
             // copying into slots reserved before ours.
             while (dq.rx.rsp_prod_pvt != dq.rx.req_cons && dq.done[dq.rx.rsp_prod_pvt & (ring_slots - 1)]) {
@@ -123,9 +123,9 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
     }
 }
 
-// Under dq's rx_lock: the RX responses of one delivery, marked done.
-void datapath::impl::write_rx_responses(queue& dq, delivery& d) noexcept {
-    vif_core& dc = *dq.core;
+// Under dq's rx_lock: the RX responses of one delivery, marked done; what
+// it delivered is added to `t` (the caller bumps the counters once).
+void datapath::impl::write_rx_responses(queue& dq, delivery& d, rx_tally& t) noexcept {
     bool failed = false;
     for (uint32_t j = 0; j < d.nring; ++j) {
         const RING_IDX idx = d.first + j;
@@ -160,13 +160,13 @@ void datapath::impl::write_rx_responses(queue& dq, delivery& d) noexcept {
         dq.done[idx & (ring_slots - 1)] = 1;
     }
     if (failed && d.rx_grant_fault) {
-        bump(dc.ctr.drop_rx_grant); // the receiver's own grant (run_copy_batch)
+        bump(dq.core->ctr.drop_rx_grant); // the receiver's own grant (run_copy_batch)
     } else if (failed || d.len == 0) {
         bump(d.src_core->ctr.drop_copy_error);
     } else {
-        bump(dc.ctr.rx_packets);
-        bump(dc.ctr.rx_bytes, d.len);
-        bump(dc.ctr.rx_slots, d.ndata);
+        ++t.packets;
+        t.bytes += d.len;
+        t.slots += d.ndata;
     }
 }
 
@@ -183,7 +183,7 @@ void datapath::impl::drop_item(rx_item& it, packet_refs& refs) noexcept {
     } else if (it.pkt) {
         refs.emplace_back(std::move(it.src), it.pkt);
     }
-    it = rx_item{};
+    it.pkt = nullptr; // pop_head resets the rest
 }
 
 // Deliver waiting frames while the RX ring has room (xenvif_rx_action).
@@ -238,8 +238,8 @@ bool datapath::impl::take_rx_items(const std::shared_ptr<queue>& dqp, std::vecto
         d.src_core = it.src_core;
         d.bounced = it.bounced;
         d.nslots = it.nslots;
-        std::copy(it.segs(), it.segs() + it.nslots, d.seg);
-        if (!it.bounced) {
+        if (it.bounced) std::copy(it.bounce, it.bounce + it.nslots, d.seg);
+        else {
             d.src = std::move(it.src);
             d.pkt = it.pkt;
             --dq.nforeign;
@@ -249,7 +249,6 @@ bool datapath::impl::take_rx_items(const std::shared_ptr<queue>& dqp, std::vecto
         d.txflags = it.txflags;
         d.gso_type = it.gso_type;
         reserve_rx(d, dq, plan);
-        it = rx_item{};
         dq.pop_head();
     }
     return true;
@@ -334,22 +333,53 @@ bool datapath::impl::check_rx_stall(queue& dq, time_point now, time_point& next)
     return false;
 }
 
-// Under rx_lock: frames that held the source's slots long enough (or while
-// the source runs out of slots) move to bounce buffers (copy.cpp).
+// Whether a source queue's frontend is (nearly) out of TX slots: fewer
+// free than a netfront needs to send its largest packet, not counting
+// `freeing` slots whose conversion this pass already started.
+static bool runs_short(const queue& src, uint32_t freeing) noexcept {
+    return src.pending_slots.load(std::memory_order_relaxed) + tx_short_slots > ring_slots + freeing;
+}
+
+// Under rx_lock: a zero-copy frame moves to bounce buffers (copy.cpp) and
+// gives the source its TX slots back when it has held them hold_ms, or
+// pressure_hold_us while its source runs short, this destination has
+// published nothing for as long and has room for what the source would
+// send next (half of rx_queue_bytes). A destination that keeps taking
+// frames paces its sources instead (each frame copied once).
 void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point now, time_point& next,
                                   std::vector<conversion>& convs) noexcept {
     queue& dq = *dqp;
+    const auto pressure_hold = std::chrono::microseconds(opt.pressure_hold_us);
+    const time_point idle_since = dq.last_rx;
+    const bool room = dq.held_bytes <= opt.rx_queue_bytes / 2;
+    // Slots this pass gives back per source: convert only what it needs.
+    std::pair<const queue*, uint32_t> freeing[4] = {};
+    auto freeing_of = [&freeing](const queue* src) -> uint32_t* {
+        for (auto& f : freeing)
+            if (f.first == src || !f.first) {
+                f.first = src;
+                return &f.second;
+            }
+        return nullptr; // more sources than tracked: count nothing for them
+    };
     for (uint32_t i = 0; i < dq.count; ++i) {
         rx_item& it = dq.at(i);
         if (it.bounced || it.converting) continue;
-        const bool pressure =
-            it.src && it.src->pending_slots.load(std::memory_order_relaxed) > tx_back_ring::size / 2;
-        if (it.hold_until <= now || pressure || dq.nforeign > opt.rx_queue_limit) {
+        bool go = it.hold_until <= now;
+        uint32_t* fr = it.src ? freeing_of(it.src.get()) : nullptr;
+        if (!go && room && it.src && runs_short(*it.src, fr ? *fr : 0)) {
+            const time_point at = std::max(idle_since, it.queued) + pressure_hold;
+            if (at <= now) go = true;
+            else next = std::min(next, at);
+        }
+        if (go) {
             conversion& cv = convs.emplace_back();
+            const uint32_t slots = it.pkt ? it.pkt->nslots + it.pkt->extra_count : 0u;
             if (!start_conversion(dqp, it, cv)) { // no bounce buffers now; retried later
                 convs.pop_back();
                 break;
             }
+            if (fr) *fr += slots;
         } else {
             next = std::min(next, it.hold_until);
         }

@@ -7,6 +7,7 @@
 // completion (xenvif_idx_release / make_tx_response / push_tx_responses).
 // The payload copies themselves are in copy.cpp.
 #include <algorithm>
+#include <cstring>
 
 #include "netback/common.hpp"
 
@@ -221,6 +222,12 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
         if (it != vifs.end() && it->second->core.get() == &core) self = it->second;
     }
     const time_point now = clock_type::now();
+    // A batch is almost always one flow: learn a source MAC and look a
+    // destination up once per run of equal MACs, not once per frame. A
+    // learn invalidates the remembered lookup (it may have moved that MAC).
+    uint8_t learned[6], looked_up[6];
+    bool have_learned = false, have_dests = false;
+    uint64_t packets = 0, bytes = 0, slots = 0;
     for (uint32_t k = 0; k < w.tx_pkts.size(); ++k) {
         tx_packet& p = *w.tx_pkts[k];
         const int16_t st = hdr_rc < 0 ? int16_t(GNTST_general_error) : w.hdr_segs[k].status;
@@ -233,9 +240,9 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
             bump(core.ctr.drop_copy_error);
             continue;
         }
-        bump(core.ctr.tx_packets);
-        bump(core.ctr.tx_bytes, p.len);
-        bump(core.ctr.tx_slots, p.nslots);
+        ++packets;
+        bytes += p.len;
+        slots += p.nslots;
         // checksum_setup / xenvif_set_skb_gso (netback/offload.hpp).
         if (check_offload(p.hdr, p.hdr_len, p.len, p.txflags, p.gso_type, p.gso_size, &p.off) != offload_verdict::ok) {
             bump(core.ctr.drop_bad_offload);
@@ -253,8 +260,17 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
             bump(v == source_verdict::bad_mac ? core.ctr.drop_spoofed_mac : core.ctr.drop_spoofed_ip);
             continue;
         }
-        if (self) sw.learn(src, self);
-        sw.lookup(dst, self.get(), w.dests);
+        if (self && !(have_learned && std::memcmp(src, learned, 6) == 0)) {
+            sw.learn(src, self);
+            std::memcpy(learned, src, 6);
+            have_learned = true;
+            have_dests = false;
+        }
+        if (!(have_dests && std::memcmp(dst, looked_up, 6) == 0)) {
+            sw.lookup(dst, self.get(), w.dests);
+            std::memcpy(looked_up, dst, 6);
+            have_dests = true;
+        }
         for (auto& dv : w.dests) switch_to(w, qp, p, *dv, now);
         if (w.dests.empty()) {
             bump(core.ctr.drop_no_dest);
@@ -266,6 +282,9 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
                        src[1], src[2], src[3], src[4], src[5], p.len, unsigned(p.nslots), unsigned(p.hdr_len));
         }
     }
+    bump(core.ctr.tx_packets, packets);
+    bump(core.ctr.tx_bytes, bytes);
+    bump(core.ctr.tx_slots, slots);
 }
 
 // One frame to one destination vif: direct into its RX ring when nothing
@@ -286,7 +305,7 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
         bump(v == offload_verdict::no_csum ? qp->core->ctr.drop_no_csum : qp->core->ctr.drop_mtu);
         return;
     }
-    const rx_plan plan = plan_for(p.seg, p.nslots, p.len, p.gso_type, dc);
+    const rx_plan plan = plan_for(p.len, p.gso_type, dc);
     if (!plan.ok) {
         bump(qp->core->ctr.drop_unsupported);
         return;
@@ -298,7 +317,7 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
         return;
     }
     if (opt.force_bounce || dq->count != 0 || dq->rx.unconsumed() < plan.nring) {
-        enqueue_waiting(w, qp, p, dq, now);
+        enqueue_waiting(w, qp, p, dq, plan.nring, now);
         return;
     }
     delivery& d = w.tx_dels.emplace_back();
@@ -307,7 +326,6 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
     d.pkt = &p;
     p.refs.fetch_add(1, std::memory_order_relaxed);
     d.src_core = qp->core;
-    std::copy(p.seg, p.seg + p.nslots, d.seg);
     d.nslots = p.nslots;
     d.len = p.len;
     d.gso_size = p.gso_size;
@@ -317,13 +335,15 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
 }
 
 // Under dq's rx_lock: queue the frame behind the frames already waiting,
-// bounded (XSA-392: never an unbounded queue for a frontend that does not
-// post buffers). It keeps the source's slots (zero copy) until delivered or
-// converted to bounce buffers.
+// bounded in entries, bytes and the RX slots they need (XSA-392: never an
+// unbounded queue for a frontend that does not post buffers). It keeps the
+// source's slots (zero copy) until delivered or converted to bounce buffers
+// (convert_held).
 void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p,
-                                     const std::shared_ptr<queue>& dq, time_point now) noexcept {
+                                     const std::shared_ptr<queue>& dq, uint32_t nring, time_point now) noexcept {
     vif_core& dc = *dq->core;
-    if (dq->count >= dq->cap) {
+    if (dq->count >= dq->cap || dq->held_bytes + p.len > opt.rx_queue_bytes ||
+        dq->held_slots + nring > rx_queue_slots) {
         bump(dc.ctr.drop_rx_full);
         return;
     }
@@ -339,17 +359,20 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     it.gso_size = p.gso_size;
     it.txflags = p.txflags;
     it.gso_type = p.gso_type;
+    it.nring = uint8_t(nring);
+    it.held_len = p.len;
+    dq->held_bytes += p.len;
+    dq->held_slots += nring;
     it.seq = dq->next_seq++;
+    it.queued = now;
     it.expires = now + std::chrono::milliseconds(opt.drain_timeout_ms);
     it.hold_until = now + std::chrono::milliseconds(opt.hold_ms);
     ++dq->count;
     ++dq->nforeign;
     if (!opt.force_bounce) bump(dc.ctr.queued);
-    // Give the source its slots back now when holding them would hurt:
-    // forced, too many zero-copy frames waiting here, or the source's ring
-    // half full of pending slots.
-    if (opt.force_bounce || dq->nforeign > opt.rx_queue_limit ||
-        qp->pending_slots.load(std::memory_order_relaxed) > tx_back_ring::size / 2) {
+    // The double-copy baseline converts at once; otherwise the owner's
+    // timers decide (convert_held).
+    if (opt.force_bounce) {
         conversion& cv = w.tx_convs.emplace_back();
         if (!start_conversion(dq, it, cv)) w.tx_convs.pop_back();
     }

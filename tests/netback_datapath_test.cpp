@@ -34,7 +34,7 @@ namespace {
 
 constexpr uint32_t ring_size = 256;
 static_assert(ring::tx_front_ring::size == ring_size && ring::rx_front_ring::size == ring_size);
-constexpr uint32_t tx_pages = 96;
+constexpr uint32_t tx_pages = 256; // a full TX ring of 64 KiB frames in flight
 constexpr uint32_t rx_pages = 256;
 
 mac_addr mac_of(uint8_t n) { return {0x02, 0x00, 0x00, 0x00, 0x00, n}; }
@@ -476,8 +476,10 @@ void exchange_all_sizes(NetbackDatapath& t, raw_frontend& a, raw_frontend& b) {
             ASSERT_EQ(rx.size(), 1u);
             EXPECT_EQ(rx[0].error, 0);
             EXPECT_TRUE(rx[0].data == f) << "payload differs at size " << len;
-            EXPECT_EQ(rx[0].data_slots, sizes_v.size()) << "one RX slot per TX slot";
-            expect_slots[dir ? 0 : 1] += sizes_v.size();
+            // Linux xenvif_rx_next_chunk: every RX page filled before the next.
+            const uint32_t pages = (len + uint32_t(hv::page_size) - 1) / uint32_t(hv::page_size);
+            EXPECT_EQ(rx[0].data_slots, pages) << "RX pages filled at size " << len;
+            expect_slots[dir ? 0 : 1] += pages;
             EXPECT_EQ(rx[0].has_gso, gso);
             if (gso) {
                 EXPECT_TRUE(rx[0].flags0 & NETRXF_extra_info);
@@ -495,14 +497,21 @@ void exchange_all_sizes(NetbackDatapath& t, raw_frontend& a, raw_frontend& b) {
     auto ia = t.info(a.dom), ib = t.info(b.dom);
     EXPECT_EQ(ia.stats.rx_slots, expect_slots[0]);
     EXPECT_EQ(ib.stats.rx_slots, expect_slots[1]);
-    // The one copy: exactly one gref->gref segment per destination slot.
-    EXPECT_EQ(ia.stats.vm_to_vm_segments, ib.stats.rx_slots);
-    EXPECT_EQ(ib.stats.vm_to_vm_segments, ia.stats.rx_slots);
+    // The one copy: gref->gref segments, each source slot split at most once
+    // per RX page boundary it straddles; frames of at most 128 bytes in one
+    // slot (60, 64, 128) go from the header copy that read them whole.
+    EXPECT_EQ(ia.stats.hdr_payload_segments, 3u);
+    EXPECT_EQ(ib.stats.hdr_payload_segments, 3u);
+    EXPECT_GE(ia.stats.vm_to_vm_segments + 3, ia.stats.tx_slots);
+    EXPECT_LE(ia.stats.vm_to_vm_segments + 3, ia.stats.tx_slots + ib.stats.rx_slots);
+    EXPECT_GE(ib.stats.vm_to_vm_segments + 3, ib.stats.tx_slots);
+    EXPECT_LE(ib.stats.vm_to_vm_segments + 3, ib.stats.tx_slots + ia.stats.rx_slots);
     EXPECT_EQ(ia.stats.fallback_copies, 0u);
     EXPECT_EQ(ib.stats.fallback_copies, 0u);
     EXPECT_EQ(ia.stats.header_copy_segments, ia.stats.tx_packets);
     // Every segment is a header copy or the one VM-to-VM copy.
-    EXPECT_EQ(ia.stats.grant_copy_segments, ia.stats.header_copy_segments + ia.stats.vm_to_vm_segments);
+    EXPECT_EQ(ia.stats.grant_copy_segments,
+              ia.stats.header_copy_segments + ia.stats.vm_to_vm_segments + ia.stats.hdr_payload_segments);
     EXPECT_EQ(ia.stats.tx_packets, std::size(sizes));
     EXPECT_EQ(ib.stats.rx_packets, std::size(sizes));
     EXPECT_EQ(ia.stats.drop_malformed + ia.stats.drop_copy_error + ia.stats.drop_rx_full, 0u);
@@ -559,7 +568,7 @@ TEST_F(NetbackDatapath, ConcurrentBidirectionalTrafficAcrossWorkers) {
     EXPECT_EQ(ok_a.load(), n);
     EXPECT_EQ(ok_b.load(), n);
     EXPECT_EQ(info(1).stats.fallback_copies, 0u);
-    EXPECT_EQ(info(1).stats.vm_to_vm_segments, info(2).stats.rx_slots);
+    EXPECT_EQ(info(1).stats.vm_to_vm_segments + info(1).stats.hdr_payload_segments, info(2).stats.rx_slots);
 }
 
 // ---- switch ----------------------------------------------------------------------
@@ -910,6 +919,191 @@ TEST_F(NetbackDatapath, Xsa392RxStallWithOneFreeSlotIsDetected) {
     EXPECT_EQ(rx[0].data, f);
     EXPECT_TRUE(eventually([&] { return !info(2).rx_stalled; }));
     expect_delivery(*a, *b, 5000, 3);
+}
+
+// ---- hold policy: zero-copy frames wait, bounce only when the source runs short --
+
+// 15 frames of 64 KiB (16 slots each): the source has fewer than
+// XEN_NETIF_NR_SLOTS_MIN + 1 TX slots left, a netfront would stop.
+constexpr uint32_t short_frames = 15;
+
+std::vector<std::vector<uint8_t>> send_big(raw_frontend& from, raw_frontend& to, uint32_t n, size_t& slots) {
+    std::vector<std::vector<uint8_t>> sent;
+    for (uint32_t i = 0; i < n; ++i) {
+        sent.push_back(make_frame(to.mac, from.mac, 65535, 100 + i));
+        slots += from.send(sent.back()).size();
+    }
+    return sent;
+}
+
+// A receiver that keeps taking frames paces a source that ran short: no
+// frame is copied twice, however long the source waits in total.
+TEST_F(NetbackDatapath, ShortSourceIsPacedNotBouncedWhileTheReceiverTakesFrames) {
+    netback::datapath_options o;
+    o.hold_ms = 60000;
+    o.pressure_hold_us = 300000; // the receiver below publishes every ~20 ms
+    start(o);
+    auto a = guest(1), b = guest(2, false, true, /*post=*/0);
+    ASSERT_TRUE(a && b);
+    size_t slots = 0;
+    auto sent = send_big(*a, *b, short_frames, slots);
+    ASSERT_EQ(slots, short_frames * 16);
+    std::vector<rx_packet> rx;
+    for (uint32_t i = 0; i < short_frames; ++i) {
+        b->post_rx(16); // one frame's worth: every RX page is filled
+        ASSERT_TRUE(b->wait_rx(i + 1, rx, 5000, /*repost=*/false)) << i;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    for (uint32_t i = 0; i < short_frames; ++i) EXPECT_TRUE(rx[i].data == sent[i]) << i;
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(slots, tr));
+    EXPECT_EQ(info(1).stats.fallback_copies, 0u);
+    EXPECT_EQ(info(2).stats.rx_slots, short_frames * 16);
+    EXPECT_EQ(dp->bounce_in_use(), 0u);
+}
+
+// A receiver that takes nothing while the source ran short: held frames
+// move to bounce buffers after pressure_hold_us, long before hold_ms, until
+// the source can send its largest packet again (no more than that).
+TEST_F(NetbackDatapath, ShortSourceGetsItsSlotsBackWhenTheReceiverIdles) {
+    netback::datapath_options o;
+    o.hold_ms = 60000;
+    o.pressure_hold_us = 20000;
+    start(o);
+    auto a = guest(1), b = guest(2, false, true, 0);
+    ASSERT_TRUE(a && b);
+    size_t slots = 0;
+    auto sent = send_big(*a, *b, short_frames, slots);
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(16, tr)) << "the short source must get slots back";
+    for (auto& r : tr) EXPECT_EQ(r.status, NETIF_RSP_OKAY);
+    const uint64_t fb = info(1).stats.fallback_copies;
+    EXPECT_GE(fb, 1u);
+    EXPECT_LT(fb, short_frames) << "only what the source needs is copied twice";
+    b->post_rx(rx_pages);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(short_frames, rx));
+    for (uint32_t i = 0; i < short_frames; ++i) EXPECT_TRUE(rx[i].data == sent[i]) << i;
+    EXPECT_TRUE(eventually([&] { return dp->bounce_in_use() == 0; }));
+}
+
+// A source with slots to spare keeps its frames zero-copy until hold_ms.
+TEST_F(NetbackDatapath, SourceWithSlotsLeftKeepsItsFramesZeroCopy) {
+    netback::datapath_options o;
+    o.hold_ms = 60000;
+    o.pressure_hold_us = 20000;
+    start(o);
+    auto a = guest(1), b = guest(2, false, true, 0);
+    ASSERT_TRUE(a && b);
+    size_t slots = 0;
+    auto sent = send_big(*a, *b, 4, slots);
+    ASSERT_TRUE(eventually([&] { return info(2).stats.queued == 4; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200)); // 10x pressure_hold_us
+    EXPECT_EQ(info(1).stats.fallback_copies, 0u);
+    EXPECT_EQ(a->tx_pending_responses(), 0u) << "held frames keep the source's slots";
+    b->post_rx(rx_pages);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(4, rx));
+    for (uint32_t i = 0; i < 4; ++i) EXPECT_TRUE(rx[i].data == sent[i]) << i;
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(slots, tr));
+    EXPECT_EQ(info(1).stats.fallback_copies, 0u);
+    EXPECT_EQ(info(1).stats.vm_to_vm_segments, 4u * 16);
+}
+
+// A short source whose destination already holds more than half of
+// rx_queue_bytes keeps waiting: slots given back would only bring frames to
+// drop.
+TEST_F(NetbackDatapath, ShortSourceIsNotBouncedIntoAFullDestination) {
+    netback::datapath_options o;
+    o.hold_ms = 60000;
+    o.pressure_hold_us = 20000;
+    o.rx_queue_bytes = 400 * 1024; // 240 frames of 1500 bytes: more than half
+    start(o);
+    auto a = guest(1), b = guest(2, false, true, 0);
+    ASSERT_TRUE(a && b);
+    constexpr uint32_t n = 240; // one slot each: the source runs short
+    std::vector<std::vector<uint8_t>> sent;
+    for (uint32_t i = 0; i < n; ++i) {
+        sent.push_back(make_frame(b->mac, a->mac, 1500, 500 + i));
+        a->send(sent.back());
+    }
+    ASSERT_TRUE(eventually([&] { return info(2).stats.queued == n; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200)); // 10x pressure_hold_us
+    EXPECT_EQ(info(1).stats.fallback_copies, 0u);
+    EXPECT_EQ(a->tx_pending_responses(), 0u);
+    EXPECT_EQ(info(2).stats.drop_rx_full, 0u);
+    b->post_rx(rx_pages);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(n, rx));
+    for (uint32_t i = 0; i < n; ++i) EXPECT_TRUE(rx[i].data == sent[i]) << i;
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(n, tr));
+    EXPECT_EQ(info(1).stats.fallback_copies, 0u);
+}
+
+// The frames waiting for one queue are bounded in bytes (Linux
+// xenvif_rx_queue_tail's rx_queue_max), not in frames.
+TEST_F(NetbackDatapath, WaitingFramesAreBoundedInBytes) {
+    netback::datapath_options o;
+    o.hold_ms = 60000;
+    o.rx_queue_bytes = 2 * 65535 + 100;
+    o.pressure_hold_us = 20000; // the source does not run short here
+    start(o);
+    auto a = guest(1), b = guest(2, false, true, 0);
+    ASSERT_TRUE(a && b);
+    size_t slots = 0;
+    auto sent = send_big(*a, *b, 4, slots);
+    ASSERT_TRUE(eventually([&] { return info(2).stats.drop_rx_full == 2; }));
+    EXPECT_EQ(info(2).stats.queued, 2u);
+    b->post_rx(rx_pages);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(b->wait_rx(2, rx));
+    EXPECT_TRUE(rx[0].data == sent[0]);
+    EXPECT_TRUE(rx[1].data == sent[1]);
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(slots, tr));
+    EXPECT_EQ(info(2).stats.rx_packets, 2u);
+}
+
+// Linux xenvif_rx_next_chunk fills every RX page: a TX chain of a 14-byte
+// first slot and 1-byte slots arrives in as few RX slots as its length
+// needs, its headers never split across slots.
+TEST_F(NetbackDatapath, RxFillsEveryPageWhateverTheTxLayout) {
+    start();
+    auto a = guest(1), b = guest(2);
+    ASSERT_TRUE(a && b);
+    struct layout {
+        uint32_t len;
+        std::vector<uint16_t> sizes;
+    };
+    std::vector<layout> cases;
+    {
+        std::vector<uint16_t> s{14};
+        for (int i = 0; i < 17; ++i) s.push_back(1);
+        s.push_back(60 - 14 - 17);
+        cases.push_back({60, s});
+        std::vector<uint16_t> t{14};
+        for (int i = 0; i < 15; ++i) t.push_back(1);
+        t.push_back(4096);
+        t.push_back(4096);
+        t.push_back(uint16_t(9000 - 14 - 15 - 2 * 4096));
+        cases.push_back({9000, t});
+    }
+    uint32_t seed = 1;
+    for (auto& c : cases) {
+        ASSERT_EQ(c.sizes.size(), 19u); // the first slot and 18 frags
+        auto f = make_frame(b->mac, a->mac, c.len, seed++);
+        auto ids = a->send(f, c.sizes);
+        std::vector<netif_tx_response> tr;
+        ASSERT_TRUE(a->wait_tx(ids.size(), tr));
+        for (auto& r : tr) EXPECT_EQ(r.status, NETIF_RSP_OKAY);
+        std::vector<rx_packet> rx;
+        ASSERT_TRUE(b->wait_rx(1, rx));
+        EXPECT_TRUE(rx[0].data == f) << c.len;
+        EXPECT_EQ(rx[0].data_slots, (c.len + 4095) / 4096) << c.len;
+    }
+    EXPECT_EQ(info(1).stats.fallback_copies, 0u);
 }
 
 TEST_F(NetbackDatapath, ForceBounceCopiesTwiceAndCountsIt) {
