@@ -70,22 +70,21 @@ bool rx_has_work(queue& q) noexcept {
 }
 
 // The end of an event on `port` (Linux xen_irq_lateeoi with
-// XEN_EOI_FLAG_SPURIOUS when it found no work). True when its unmask is
-// held back: the port leaves `ports` and poll_timeout unmasks it when due.
-bool late_eoi(queue& q, eoi_state& e, hv::evtchn_port_t port, bool spurious, time_point now,
+// XEN_EOI_FLAG_SPURIOUS when it found no work). When its unmask is held
+// back, the port leaves `ports` and poll_timeout unmasks it when due.
+void late_eoi(queue& q, eoi_state& e, hv::evtchn_port_t port, bool spurious, time_point now,
               std::vector<hv::evtchn_port_t>& ports) noexcept {
     if (!spurious) {
         e.spurious = 0;
-        return false;
+        return;
     }
     bump(q.core->ctr.spurious_events);
     if ((1u << e.spurious) < spurious_cap_ms) ++e.spurious;
-    if (e.spurious <= spurious_threshold) return false;
+    if (e.spurious <= spurious_threshold) return;
     const unsigned ms = std::min(1u << (e.spurious - 1 - spurious_threshold), eoi_delay_max_ms);
     e.due = now + std::chrono::milliseconds(ms);
     bump(q.core->ctr.eoi_delays);
     ports.erase(std::remove(ports.begin(), ports.end(), port), ports.end());
-    return true;
 }
 
 // Unmasks a held-back port whose delay is over; returns when the next is
