@@ -154,7 +154,7 @@ int service::impl::do_open(zsock& s, const ctl_req& rq) noexcept {
     if (pool_pages + pages > opt.max_pool_pages) return -ENOSPC;
     if (int rc = map_shm(s, tx, rx, ent); rc < 0) return rc;
     // The pool: granted to the backend, which copies from it.
-    auto p = shr->share(nf->backend_id(), pages, false);
+    auto p = shr->share_exportable(nf->backend_id(), pages, false);
     if (!p) return p.error() == -ENOSPC ? -ENOSPC : -ENOMEM;
     s.pool = std::move(*p);
     pool_pages += pages;
