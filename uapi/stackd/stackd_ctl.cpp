@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -61,11 +62,24 @@ void service::impl::accept_one() noexcept {
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0) s->pid = cr.pid;
     // Connections count against the application's socket limit from here
     // (an idle one until setup_timeout_ms): its OPEN is refused beyond it.
-    uint32_t mine = 0;
-    for (auto& o : socks)
-        if (o && !o->closing && o->pid == s->pid) mine++;
-    if (mine > opt.max_sockets_per_app) s->refuse = -EMFILE;
+    if (app_conns(s->pid) > opt.max_sockets_per_app) {
+        // An application at its limit that closed a socket just before
+        // connecting again: that hangup may still wait in our event queue.
+        for (auto& o : socks)
+            if (o && o.get() != s && !o->closing && o->pid == s->pid && o->ctl >= 0) {
+                pollfd p{o->ctl, POLLRDHUP, 0};
+                if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP))) handle_ctl(*o);
+            }
+        if (app_conns(s->pid) > opt.max_sockets_per_app) s->refuse = -EMFILE;
+    }
     epoll_add(fd, ev_key(ev_ctl, s->slot));
+}
+
+uint32_t service::impl::app_conns(pid_t pid) const noexcept {
+    uint32_t k = 0;
+    for (auto& o : socks)
+        if (o && !o->closing && o->pid == pid) k++;
+    return k;
 }
 
 // The per-application pool budget for `pages` more (send + receive).

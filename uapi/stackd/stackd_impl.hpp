@@ -134,6 +134,7 @@ struct service::impl {
     int map_shm(zsock& s, uint32_t tx, uint32_t rx, uint32_t entries) noexcept;
     int map_rx(zsock& s, uint32_t rx) noexcept;
     int check_limits(const zsock& s, uint32_t pages) const noexcept;
+    uint32_t app_conns(pid_t pid) const noexcept;
     int do_open(zsock& s, const ctl_req& rq) noexcept;
     int do_bind(zsock& s, uint32_t ip, uint16_t port, bool implicit) noexcept;
     bool answer_open(zsock& s, ctl_rsp& r, const ctl_req& rq) noexcept;
