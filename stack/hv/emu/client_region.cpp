@@ -35,11 +35,12 @@ int client::map_region(const domain_view& v, uint32_t index, uint32_t gen, uint3
     region_map& m = *v.rmap;
     uint8_t* at = v.mem + (size_t(v.mem_pages) + size_t(index) * region_max_pages) * page_size;
     const size_t window = size_t(region_max_pages) * page_size;
+    if (pages > region_max_pages) errno = EPROTO;
     if (pages > region_max_pages ||
         ::mmap(at, window, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) ==
             MAP_FAILED ||
         ::mmap(at, size_t(pages) * page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
-        int e = errno ? errno : EPROTO;
+        const int e = errno;
         ZC_LOG(warn, tag, "d%u region %u: map: %s", unsigned(v.dom), index, std::strerror(e));
         ::close(fd);
         return -e;
@@ -75,9 +76,13 @@ int client::region_free(uint32_t index) noexcept {
     proto::request r = proto::req(proto::op::region_free, index, 0, 0, 0);
     int rc = call_rc(&r, sizeof r);
     if (rc < 0) return rc;
-    // Our own window keeps the old pages until the slot is populated again
-    // (map_region replaces them); nobody reaches them through a grant.
+    // Our own window lets the pages go (an application that still maps the
+    // memfd keeps them); a mapper that mapped them lets go when it next
+    // maps the slot.
     std::lock_guard g(_self.rmap->lock);
+    (void)::mmap(_self.mem + (size_t(_self.mem_pages) + size_t(index) * region_max_pages) * page_size,
+                 size_t(region_max_pages) * page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                 -1, 0);
     if (_self.rmap->fd[index] >= 0) ::close(_self.rmap->fd[index]);
     _self.rmap->fd[index] = -1;
     _self.rmap->gen[index].store(0, std::memory_order_release);
