@@ -84,9 +84,11 @@ public:
 
     // As share(), but the pages can be handed to another process of this
     // domain with export_fd, which then reaches those pages and nothing
-    // else (docs/ARCHITECTURE.md, "Trust boundaries"). Errors: those of
-    // share(), -EINVAL also for count > 4096, -EOPNOTSUPP (xen: not wired
-    // up; gntalloc does it with a /dev/xen/gntalloc fd per share, uapi/README.md).
+    // else (docs/ARCHITECTURE.md, "What an application holds"). Emu: a
+    // memory region of its own; xen: a memfd granted through udmabuf and
+    // gntdev's dma-buf import (hv/xen/xen_export.hpp; read-write grants).
+    // Errors: those of share(), -EINVAL also for count > 4096, -EOPNOTSUPP
+    // (xen: the kernel has no udmabuf or no gntdev dma-buf).
     virtual result<shared_pages> share_exportable(domid_t peer, uint32_t count, bool writable) noexcept {
         (void)peer, (void)count, (void)writable;
         return err(-EOPNOTSUPP);

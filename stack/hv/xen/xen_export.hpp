@@ -13,7 +13,8 @@
 // grants come from the kernel's grant table, not from gntalloc's limit.
 // The application gets the memfd: exactly the pages, nothing to grant or
 // revoke with. Needs CONFIG_UDMABUF and CONFIG_XEN_GNTDEV_DMABUF in the
-// guest kernel and access to /dev/udmabuf and /dev/xen/gntdev.
+// guest kernel and access to /dev/udmabuf and /dev/xen/gntdev (Debian 12's
+// 6.1 kernel has neither: share_exportable answers -EOPNOTSUPP there).
 // gntdev-dmabuf grants read-write (gnttab_grant_foreign_access_ref with
 // readonly 0): the peer may write the pages whatever `writable` asked.
 #pragma once
