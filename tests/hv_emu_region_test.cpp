@@ -7,15 +7,19 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <cstring>
 #include <vector>
 
+#include "common/fdpass.hpp"
 #include "emu_host.hpp"
 #include "hv/emu/client.hpp"
 #include "hv/emu/emu_port.hpp"
 #include "hv/emu/layout.hpp"
+#include "hv/emu/proto.hpp"
 
 using namespace zc;
 using hv::domid_t;
@@ -168,4 +172,57 @@ TEST_F(EmuRegion, ErrorsAndLimits) {
     auto again = shr->share_exportable(0, 1, false);
     ASSERT_TRUE(again);
     EXPECT_EQ(shr->unshare(*again), 0);
+}
+
+// The broker's region ops: a domain's own regions only, or any domain's for
+// a privileged one (as get_domain's memory); nothing before hello.
+TEST_F(EmuRegion, OnlyItsDomainOrAPrivilegedOneGetsARegion) {
+    auto p = shr->share_exportable(0, 2, false); // the guest's region 0
+    ASSERT_TRUE(p);
+    namespace pr = hv::emu::proto;
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, host.sock().c_str(), sizeof sa.sun_path - 1);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    auto ask = [&](pr::request r, int* nfds) {
+        r.magic = pr::magic;
+        EXPECT_EQ(fdpass::send(fd, &r, sizeof r, nullptr, 0), long(sizeof r));
+        char buf[pr::max_reply];
+        int fds[pr::max_fds];
+        *nfds = pr::max_fds;
+        long n = fdpass::recv(fd, buf, sizeof buf, fds, nfds);
+        for (int i = 0; i < *nfds; ++i) ::close(fds[i]);
+        pr::reply_header h{};
+        if (n < long(sizeof h)) return -9999;
+        std::memcpy(&h, buf, sizeof h);
+        return h.rc;
+    };
+    int nfds = -1;
+    EXPECT_EQ(ask(pr::req(pr::op::region_get, 1, 0, 0, 0), &nfds), -ENOTCONN);
+    EXPECT_EQ(nfds, 0);
+    // Become domain 3, unprivileged.
+    pr::request hello = pr::req(pr::op::hello, 3, 0, 0, pr::version);
+    ASSERT_TRUE(pr::parse_token_hex(host.admin_token(), hello.token));
+    ASSERT_EQ(ask(hello, &nfds), 0);
+    EXPECT_EQ(ask(pr::req(pr::op::region_get, 1, 0, 0, 0), &nfds), -EPERM);
+    EXPECT_EQ(nfds, 0) << "no descriptor of domain 1's region leaves the broker";
+    EXPECT_EQ(ask(pr::req(pr::op::region_get, 3, 0, 0, 0), &nfds), -ENOENT);
+    EXPECT_EQ(ask(pr::req(pr::op::region_get, 3, hv::emu::region_slots, 0, 0), &nfds), -ENOENT);
+    EXPECT_EQ(ask(pr::req(pr::op::region_new, 0, 0, 0, 0), &nfds), -EINVAL);
+    EXPECT_EQ(ask(pr::req(pr::op::region_new, hv::emu::region_max_pages + 1, 0, 0, 0), &nfds), -EINVAL);
+    EXPECT_EQ(ask(pr::req(pr::op::region_free, 0, 0, 0, 0), &nfds), -EINVAL);
+    EXPECT_EQ(ask(pr::req(pr::op::region_free, hv::emu::region_slots, 0, 0, 0), &nfds), -EINVAL);
+    // Its own region: populated, then fetched with its generation.
+    EXPECT_EQ(ask(pr::req(pr::op::region_new, 1, 0, 0, 0), &nfds), 0);
+    EXPECT_EQ(nfds, 1);
+    EXPECT_EQ(ask(pr::req(pr::op::region_get, 3, 0, 0, 0), &nfds), 0);
+    EXPECT_EQ(nfds, 1);
+    ::close(fd); // domain 3 goes away with its connection
+    // dom0 (privileged) reaches domain 1's region through its grants.
+    uint8_t b = 1;
+    EXPECT_EQ(copy_out(p->refs[0], &b, 1), GNTST_okay);
+    EXPECT_EQ(b, 0);
+    EXPECT_EQ(shr->unshare(*p), 0);
 }

@@ -600,7 +600,11 @@ int broker::impl::op_region_get(const conn& c, const proto::request& r, proto::r
     if (r.a >= max_domains || it == domains.end()) return -ESRCH;
     if (it->first != c.dom) {
         auto me = domains.find(c.dom);
-        if (me == domains.end() || !me->second.privileged) return -EPERM;
+        if (me == domains.end() || !me->second.privileged) {
+            ZC_LOG(warn, tag, "pid %d (domain %u): refused a region of domain %u: not a privileged domain",
+                   int(c.pid), unsigned(c.dom), unsigned(r.a));
+            return -EPERM;
+        }
     }
     const domain& d = it->second;
     if (r.b >= region_slots || d.region_fds[r.b] < 0) return -ENOENT;
