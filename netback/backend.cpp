@@ -13,6 +13,7 @@ extern "C" {
 }
 
 #include "common/log.hpp"
+#include "netback/source_check.hpp"
 #include "netback/toolstack.hpp"
 
 namespace zc::netback {
@@ -361,6 +362,14 @@ int backend::connect(device& d, std::string* why) noexcept {
     p.devid = d.devid;
     auto mac = _xs->read(d.be_path + "/mac");
     if (!mac || !parse_mac(*mac, p.mac, 0)) p.mac = default_mac(d.frontend, d.devid);
+    // The toolstack's `ip` and `rate` keys (source_check.hpp).
+    if (auto ip = _xs->read(d.be_path + "/ip"); ip && !parse_ipv4_list(*ip, p.ipv4)) {
+        *why = "bad ip key '" + *ip + "' (IPv4 addresses separated by spaces)";
+        return -EINVAL;
+    }
+    if (auto r = _xs->read(d.be_path + "/rate"); r && !parse_rate(*r, p.credit_bytes, p.credit_usec))
+        ZC_LOG(warn, "netback", "vif %u/%u: bad rate key '%s', running unlimited (Linux xen_net_read_rate)",
+               unsigned(d.frontend), d.devid, r->c_str());
 
     uint32_t nq = 1;
     if (auto v = rd("multi-queue-num-queues")) {

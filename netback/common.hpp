@@ -59,6 +59,7 @@
 #include "common/log.hpp"
 #include "netback/counters.hpp"
 #include "netback/datapath.hpp"
+#include "netback/source_check.hpp"
 #include "netback/switch.hpp"
 #include "netback/tx_check.hpp"
 #include "pool/manager.hpp"
@@ -187,6 +188,7 @@ struct queue {
     std::atomic<uint32_t> pending_slots{0}; // TX slots consumed, response not yet sent
     bool tx_more = false;                   // owner only: a batch stopped early
     std::atomic<bool> tx_kick{false};       // responses went out: slots free again
+    tx_credit credit;                       // owner only: the vif's `rate` (Linux tx_credit_exceeded)
 
     // ---- RX ----
     std::mutex rx_lock;
@@ -209,9 +211,29 @@ struct queue {
     }
 };
 
+struct uplink;
+
 struct vif {
     std::shared_ptr<vif_core> core;
     std::vector<std::shared_ptr<queue>> queues;
+    uplink* up = nullptr; // non-null: this switch port is an uplink (uplink.cpp), queues is empty
+};
+
+// A guest frame on its way to an uplink (uplink.cpp): the UMEM frame its
+// grant-copy segments [seg_begin, seg_end) of worker::up_segs fill.
+struct uplink_tx {
+    uplink* up = nullptr;
+    vif_core* src = nullptr;
+    pool::frame f;
+    uint32_t seg_begin = 0, seg_end = 0;
+    uint8_t txflags = 0;
+    // One segment of a software-segmented GSO frame (uplink_gso.cpp):
+    // headers to fix up once the payload is in.
+    uint8_t gso = 0;           // XEN_NETIF_GSO_TYPE_* of the super-frame, 0: a plain frame
+    bool gso_last = false;
+    uint16_t l3 = 0, l4 = 0;   // header offsets in the frame
+    uint32_t gso_index = 0;    // segment number
+    uint32_t gso_mss = 0;
 };
 
 struct fatal_note {
@@ -315,6 +337,9 @@ struct worker {
     std::vector<vif_core*> cores;
     std::vector<uint32_t> order; // publish / flush_done: grouping by queue
     std::vector<tx_packet*> done_batch;
+    // uplink.cpp: guest frames to uplinks in this TX batch, and their copies.
+    std::vector<uplink_tx> up_tx;
+    std::vector<hv::copy_segment> up_segs;
 
     void kick() noexcept {
         uint64_t one = 1;
@@ -341,6 +366,7 @@ struct datapath::impl {
     mutable std::mutex vifs_lock; // protects vifs (the registry; the switch has its own lock)
     std::map<std::pair<hv::domid_t, uint32_t>, std::shared_ptr<vif>> vifs;
     l2_switch<vif> sw;
+    std::vector<std::shared_ptr<uplink>> uplinks; // added before vifs connect; fixed afterwards
 
     impl(hv::port& p, const datapath_options& o, fatal_fn f) : port(p), opt(o), on_fatal(std::move(f)) {}
 
@@ -386,6 +412,14 @@ struct datapath::impl {
     void convert_held(const std::shared_ptr<queue>& dq, time_point now, time_point& next,
                       std::vector<conversion>& convs) noexcept;
     void drop_item(rx_item& it, packet_refs& refs) noexcept;
+
+    // ---- uplink.cpp: AF_XDP uplinks ----
+    void uplink_out(worker& w, const queue& q, const tx_packet& p, uplink& u) noexcept;
+    void uplink_out_gso(worker& w, const queue& q, const tx_packet& p, uplink& u) noexcept;
+    void flush_uplink_tx(worker& w) noexcept;
+    void uplink_rx_loop(uplink& u) noexcept;
+    void uplink_deliver(uplink& u, vif& dv, pool::frame& f, std::vector<std::shared_ptr<queue>>& touched) noexcept;
+    void stop_uplinks() noexcept;
 
     // ---- interface.cpp: vif lifetime ----
     int setup_queue(vif& v, uint32_t qi, std::string* why) noexcept;

@@ -54,7 +54,7 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
             c.flags = GNTCOPY_source_gref | GNTCOPY_dest_gref;
             bump(sc.ctr.vm_to_vm_segments);
         } else {
-            c.source.virt = mgr->bounce()->data(s) + s_off;
+            c.source.virt = s.owner->data(s) + s_off; // a bounce buffer, or an uplink's UMEM frame
             c.flags = GNTCOPY_dest_gref;
         }
         const uint8_t rs = ring_slot(j);
@@ -201,9 +201,9 @@ void datapath::impl::finish_conversions(worker& w, std::vector<conversion>& conv
 }
 
 void datapath::impl::release_bounce(pool::frame* f, uint32_t n) noexcept {
-    pool::pool* bp = mgr->bounce();
+    // The owner: the bounce pool, or an uplink's UMEM (frames from the wire).
     for (uint32_t i = 0; i < n; ++i)
-        if (f[i].kind == pool::seg_kind::local && bp) bp->release(f[i]);
+        if (f[i].kind == pool::seg_kind::local && f[i].owner) f[i].owner->release(f[i]);
 }
 
 } // namespace zc::netback

@@ -34,6 +34,9 @@
     X(drop_copy_error, "frames", true, "a grant copy failed (e.g. a revoked grant)")                           \
     X(drop_unsupported, "frames", true, "the destination did not negotiate the SG/GSO the frame needs")        \
     X(drop_disabled, "frames", true, "the destination is disabled, removed or stalled")                        \
+    X(drop_spoofed_mac, "frames", true, "sent from a MAC other than the vif's configured one")               \
+    X(drop_spoofed_ip, "frames", true, "IPv4 or ARP sender address not in the vif's `ip` key")              \
+    X(rate_limited, "events", false, "TX stopped until the `rate` credit's next window")                  \
     X(rx_stalls, "events", false, "times this vif's RX was found stalled (XSA-392)")                          \
     X(notifies_sent, "events", false, "event-channel notifications sent to the frontend")                      \
     X(events_received, "events", false, "event-channel events received from the frontend")

@@ -46,6 +46,12 @@ struct vif_params {
     bool feature_rx_notify = true;
     bool feature_no_csum_offload = false;
     bool feature_ipv6_csum_offload = false;
+    // The toolstack's keys in the backend directory (source_check.hpp):
+    // `ip` (IPv4 sources allowed, network byte order; empty: any) and
+    // `rate` (credit_bytes per credit_usec; credit_usec 0: unlimited).
+    std::vector<uint32_t> ipv4;
+    uint64_t credit_bytes = ~uint64_t{0};
+    uint64_t credit_usec = 0;
 };
 
 struct datapath_options {
@@ -70,6 +76,60 @@ struct datapath_options {
 
 // Per-vif counters (vif_stats): netback/counters.hpp, one list with each
 // counter's unit and, for drops, the reason.
+
+// An uplink (docs/ARCHITECTURE.md, "Uplinks"): an AF_XDP socket on queue
+// `queue` of a network interface, a port of the switch.
+struct uplink_options {
+    std::string ifname;
+    std::string mode = "any";            // any | zc | copy | skb (link::parse_xdp_mode)
+    uint32_t queue = 0;
+    uint32_t frames = 4096;              // UMEM frames (4 KiB)
+    uint32_t ring = 1024;                // AF_XDP ring descriptors
+    uint32_t batch = 64;                 // frames per ring operation
+    uint32_t aging_s = 300;              // MACs learned behind the uplink age out after this
+    // UMEM frames one destination vif may hold waiting for its RX buffers
+    // (0: frames / 8); beyond it, its frames are copied to the shared
+    // bounce pool (counted), so a slow guest cannot starve the others'
+    // receive. docs/ARCHITECTURE.md, "Uplinks".
+    uint32_t dest_quota = 0;
+};
+
+// Per-uplink counters (the switch port's view): frames to and from the wire.
+#define ZC_NETBACK_UPLINK_COUNTERS(X)                                                                     \
+    X(to_wire_frames, "frames", false, "frames sent on the uplink")                                       \
+    X(to_wire_bytes, "bytes", false, "bytes of those frames")                                             \
+    X(from_wire_frames, "frames", false, "frames received from the uplink")                               \
+    X(from_wire_bytes, "bytes", false, "bytes of those frames")                                           \
+    X(to_vif_frames, "frames", false, "frames from the wire queued for a vif (one grant copy each)")      \
+    X(flood_copies, "frames", false, "extra local copies of a frame from the wire flooded to several vifs") \
+    X(quota_fallbacks, "frames", false, "from the wire: the destination's UMEM quota was used up, copied to a bounce buffer") \
+    X(csum_completed, "frames", false, "checksum-blank guest frames completed before the wire")           \
+    X(gso_frames, "frames", false, "guest GSO frames segmented in software before the wire")              \
+    X(gso_segments, "frames", false, "MTU-sized frames those became")                                     \
+    X(drop_runt, "frames", true, "from the wire: shorter than an Ethernet header")                        \
+    X(drop_no_dest, "frames", true, "from the wire: no vif to deliver to")                                \
+    X(drop_vif_full, "frames", true, "from the wire: the destination vif's queue was full, dead or stalled") \
+    X(drop_oversize, "frames", true, "to the wire: larger than the uplink MTU and not GSO")               \
+    X(drop_gso, "frames", true, "to the wire: GSO frame whose headers are not TCP/IPv4 or TCP/IPv6, or too big") \
+    X(drop_bad_csum, "frames", true, "to the wire: checksum-blank frame whose headers cannot be parsed")   \
+    X(drop_no_buffer, "frames", true, "to the wire: no free UMEM frame")                                   \
+    X(drop_tx_ring_full, "frames", true, "to the wire: the AF_XDP TX ring was full")                       \
+    X(drop_copy_error, "frames", true, "to the wire: the grant copy from the guest failed")
+
+struct uplink_stats {
+    ZC_COUNTER_SCHEMA(ZC_NETBACK_UPLINK_COUNTERS)
+};
+ZC_COUNTERS_ADDABLE(uplink_stats)
+
+struct uplink_info {
+    std::string ifname;
+    std::string mode;                    // the XDP mode obtained: zc | copy | skb
+    mac_addr mac;                        // the interface's own MAC (XDP_PASS to the kernel)
+    uint32_t mtu;
+    uplink_stats stats;
+    uint64_t xdp_redirected, xdp_passed, xdp_runts; // the XDP program's counters
+    uint64_t fill_starved, tx_wakeups, rx_wakeups;   // the AF_XDP link's
+};
 
 struct vif_info {
     hv::domid_t frontend;
@@ -107,6 +167,12 @@ public:
     int remove_vif(hv::domid_t frontend, uint32_t devid) noexcept;
 
     std::vector<vif_info> vifs() const;
+
+    // Open an AF_XDP uplink and make it a port of the switch (uplink.cpp).
+    // Errors: -EINVAL (bad options), or what link::xsk_link::open returns
+    // (-EOPNOTSUPP: the required XDP mode is not available); `why` says which.
+    int add_uplink(const uplink_options& o, std::string* why) noexcept;
+    std::vector<uplink_info> uplinks() const;
 
     // Hypervisor operations of every handle the datapath owns (maps and
     // unmaps of ring pages, grant-copy batches, notifications).

@@ -61,6 +61,7 @@ result<std::unique_ptr<datapath>> datapath::create(hv::port& port, const datapat
 
 datapath::~datapath() {
     if (!_p) return;
+    _p->stop_uplinks(); // no more frames from the wire; their UMEMs go last, with impl
     for (auto& w : _p->workers) {
         w->stop.store(true, std::memory_order_release);
         w->kick();

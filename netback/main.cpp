@@ -5,9 +5,12 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <poll.h>
 #include <string>
+#include <vector>
+#include <algorithm>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,9 +22,11 @@ extern "C" {
 #include <xen/io/xenbus.h>
 }
 
+#include "common/clock.hpp"
 #include "common/log.hpp"
 #include "hv/hv.hpp"
 #include "netback/backend.hpp"
+#include "netback/metrics.hpp"
 #include "netback/toolstack.hpp"
 
 using namespace zc;
@@ -32,16 +37,24 @@ namespace {
 const char* usage_text =
     "usage: zc-netback [run] [--workers N] [--max-queues N] [--no-split-evtchn]\n"
     "                  [--force-bounce] [--rx-queue N] [--drain-ms MS] [--ctl PATH]\n"
-    "       zc-netback stats [--json] [--ctl PATH]\n"
+    "                  [--uplink IFNAME]... [--xdp-mode any|zc|copy|skb] [--xdp-batch N]\n"
+    "                  [--uplink-frames N] [--uplink-aging S]\n"
+    "                  [--metrics-file PATH [--metrics-interval S]]\n"
+    "       zc-netback stats [--json | --prometheus] [--ctl PATH]\n"
     "       zc-netback vif-add --frontend DOM [--devid N] [--mac aa:bb:cc:dd:ee:ff] [--backend DOM]\n"
+    "                          [--ip \"A.B.C.D ...\"] [--rate RATE]\n"
     "       zc-netback vif-del --frontend DOM [--devid N] [--backend DOM]\n"
     "\n"
     "run      serve every vif whose backend directory is under this domain's\n"
     "         backend/vif in xenstore (the default command). Stops on SIGINT/SIGTERM.\n"
-    "stats    per-vif counters of a running zc-netback, as a table or JSON.\n"
+    "stats    per-vif counters of a running zc-netback, as a table, JSON or the\n"
+    "         Prometheus text format.\n"
     "vif-add  the toolstack's part (xl network-attach): create the frontend and\n"
     "         backend xenstore directories of a vif. Needs dom0 privilege.\n"
     "vif-del  remove them again.\n"
+    "--ip      vif-add: the IPv4 source addresses the guest may use (xl's ip=)\n"
+    "--rate    vif-add: TX rate as xl's rate= (e.g. 10Mb/s, 1MB/s, 10Mb/s@20ms);\n"
+    "          written as libxl does (the `rate` key: BYTES,USECS)\n"
     "\n"
     "--workers N       data-path threads (default 1)\n"
     "--max-queues N    multi-queue-max-queues offered to frontends (default 4)\n"
@@ -49,6 +62,16 @@ const char* usage_text =
     "--force-bounce    copy every frame through a bounce buffer (the double-copy baseline)\n"
     "--rx-queue N      frames held per vif while its guest posts no RX buffers (default 256)\n"
     "--drain-ms MS     then they are dropped and counted (default 10000)\n"
+    "--uplink IFNAME   an AF_XDP uplink on IFNAME (repeatable): a switch port to the wire\n"
+    "                  and the host; zc-netback's XDP program is attached while it runs\n"
+    "--xdp-mode M      any (default: driver zero-copy, else driver copy, else generic),\n"
+    "                  or require zc, copy or skb (fails when the driver cannot)\n"
+    "--xdp-batch N     frames per AF_XDP ring operation (default 64)\n"
+    "--uplink-frames N UMEM frames of 4 KiB per uplink, a power of two (default 4096)\n"
+    "--uplink-aging S  MACs learned behind an uplink are forgotten after S seconds (default 300)\n"
+    "--metrics-file PATH  write the counters in the Prometheus text format to PATH\n"
+    "                  every --metrics-interval seconds (default 15), atomically, for\n"
+    "                  node_exporter's textfile collector; removed on exit\n"
     "--ctl PATH        control socket (default: next to the emulated host's broker, or\n"
     "                  /run/zcnet/netback.sock)\n"
     "The hypervisor is chosen as everywhere in zcnet: ZCNET_HV=xen|emu, else /dev/xen.\n";
@@ -98,6 +121,20 @@ std::string stats_json(backend& b) {
         out += "]}";
         first = false;
     }
+    out += "],\"uplinks\":[";
+    first = true;
+    for (auto& u : b.dp().uplinks()) {
+        out += std::string(first ? "" : ",") + "{\"ifname\":\"" + json_escape(u.ifname) + "\",\"xdp_mode\":\"" +
+               u.mode + "\",\"mac\":\"" + to_string(u.mac) + "\",\"mtu\":" + std::to_string(u.mtu);
+        for (size_t k = 0; k < uplink_stats::schema_size; k++)
+            out += std::string(",\"") + uplink_stats::schema[k].name + "\":" + std::to_string(u.stats.field(k));
+        out += ",\"xdp_redirected\":" + std::to_string(u.xdp_redirected) +
+               ",\"xdp_passed\":" + std::to_string(u.xdp_passed) + ",\"xdp_runts\":" + std::to_string(u.xdp_runts) +
+               ",\"fill_starved\":" + std::to_string(u.fill_starved) +
+               ",\"tx_wakeups\":" + std::to_string(u.tx_wakeups) + ",\"rx_wakeups\":" + std::to_string(u.rx_wakeups) +
+               "}";
+        first = false;
+    }
     out += "],\"devices\":[";
     first = true;
     for (auto& d : devs) {
@@ -110,6 +147,31 @@ std::string stats_json(backend& b) {
     out += "]}\n";
     return out;
 }
+
+std::string metrics_text(backend& b) { return prometheus_text(b.dp().vifs(), b.devices(), b.dp().uplinks()); }
+
+// `--metrics-file`: where and how often; `next` is the monotonic time of
+// the next write.
+struct metrics_out {
+    std::string path;
+    int64_t interval_ms = 15000;
+    int64_t next = 0;
+    bool failed = false; // the last write failed (logged once until it works)
+
+    void maybe_write(backend& b) {
+        if (path.empty() || mono_ms() < next) return;
+        next = mono_ms() + interval_ms;
+        int rc = write_file_atomic(path, metrics_text(b));
+        if (rc < 0 && !failed) ZC_LOG(error, "netback", "metrics file %s: %s", path.c_str(), std::strerror(-rc));
+        else if (rc == 0 && failed) ZC_LOG(info, "netback", "metrics file %s written again", path.c_str());
+        failed = rc < 0;
+    }
+    int poll_ms() const {
+        if (path.empty()) return 2000;
+        int64_t now = mono_ms();
+        return next <= now ? 0 : int(std::min<int64_t>(2000, next - now));
+    }
+};
 
 int listen_ctl(const std::string& path) {
     sockaddr_un sa{};
@@ -138,7 +200,9 @@ void serve_ctl(int lfd, backend& b) {
         ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         char req[64] = {};
         ssize_t n = ::read(c, req, sizeof req - 1);
-        std::string reply = n > 0 && std::strncmp(req, "stats", 5) == 0 ? stats_json(b) : "{\"error\":\"unknown request\"}\n";
+        std::string reply = n > 0 && std::strncmp(req, "stats", 5) == 0     ? stats_json(b)
+                            : n > 0 && std::strncmp(req, "metrics", 7) == 0 ? metrics_text(b)
+                                                                            : "{\"error\":\"unknown request\"}\n";
         size_t off = 0;
         while (off < reply.size()) {
             ssize_t w = ::write(c, reply.data() + off, reply.size() - off);
@@ -149,7 +213,8 @@ void serve_ctl(int lfd, backend& b) {
     }
 }
 
-int cmd_run(const backend_options& o, const std::string& ctl) {
+int cmd_run(const backend_options& o, const std::string& ctl, const std::vector<uplink_options>& ups,
+            metrics_out metrics) {
     // SIGINT/SIGTERM are blocked before the backend starts its worker
     // threads, which inherit the mask: the signals then reach only the
     // signalfd below (a thread with them unblocked would let SIGTERM, e.g.
@@ -170,6 +235,12 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
         std::fprintf(stderr, "zc-netback: %s\n", why.c_str());
         return 1;
     }
+    for (auto& u : ups) {
+        if (int rc = (*b)->dp().add_uplink(u, &why); rc < 0) {
+            std::fprintf(stderr, "zc-netback: uplink %s: %s\n", u.ifname.c_str(), why.c_str());
+            return 1;
+        }
+    }
     int lfd = listen_ctl(ctl);
     if (lfd < 0) {
         std::fprintf(stderr, "zc-netback: control socket %s: %s\n", ctl.c_str(), std::strerror(-lfd));
@@ -185,8 +256,9 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
     ::sd_notify(0, "READY=1");
     for (;;) {
         pollfd p[3] = {{(*b)->fd(), POLLIN, 0}, {lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
-        int n = ::poll(p, 3, 2000);
+        int n = ::poll(p, 3, metrics.poll_ms());
         if (n < 0 && errno != EINTR) break;
+        metrics.maybe_write(**b);
         if (n == 0) {
             if (!(*b)->xenstore_alive()) {
                 ZC_LOG(error, "netback", "xenstore is gone (hypervisor stopped?): exiting");
@@ -207,13 +279,15 @@ int cmd_run(const backend_options& o, const std::string& ctl) {
     // Final counters in the log: what a run did.
     std::string final_stats = stats_json(**b);
     ZC_LOG(info, "netback", "final stats: %s", final_stats.c_str());
+    // A stopped daemon exports nothing: stale counters would look live.
+    if (!metrics.path.empty()) ::unlink(metrics.path.c_str());
     b->reset();
     ::close(lfd);
     ::unlink(ctl.c_str());
     return 0;
 }
 
-int cmd_stats(const std::string& ctl, bool json) {
+int cmd_stats(const std::string& ctl, bool json, bool prometheus) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
@@ -223,13 +297,14 @@ int cmd_stats(const std::string& ctl, bool json) {
         std::fprintf(stderr, "zc-netback stats: no zc-netback at %s: %s\n", ctl.c_str(), std::strerror(errno));
         return 1;
     }
-    (void)!::write(fd, "stats\n", 6);
+    const char* req = prometheus ? "metrics\n" : "stats\n";
+    (void)!::write(fd, req, std::strlen(req));
     std::string out;
     char buf[4096];
     ssize_t n;
     while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, size_t(n));
     ::close(fd);
-    if (json) {
+    if (json || prometheus) {
         std::fputs(out.c_str(), stdout);
         return 0;
     }
@@ -264,10 +339,60 @@ int cmd_stats(const std::string& ctl, bool json) {
                     state.c_str(), field(obj, "disabled_reason").c_str());
         pos = close;
     }
+    // Uplinks: one line each (the JSON has every counter).
+    pos = out.find("\"uplinks\":[");
+    end = out.find("],\"devices\"", pos == std::string::npos ? 0 : pos);
+    while (pos != std::string::npos && (pos = out.find("{\"ifname\"", pos)) != std::string::npos && pos < end) {
+        size_t close = out.find('}', pos);
+        std::string obj = out.substr(pos, close - pos);
+        uint64_t drops = 0;
+        for (const counter_desc& c : uplink_stats::schema)
+            if (c.drop) drops += std::strtoull(field(obj, c.name).c_str(), nullptr, 10);
+        std::printf("uplink %-12s xdp=%-4s to_wire %s from_wire %s to_vifs %s drops %" PRIu64 "\n",
+                    field(obj, "ifname").c_str(), field(obj, "xdp_mode").c_str(), field(obj, "to_wire_frames").c_str(),
+                    field(obj, "from_wire_frames").c_str(), field(obj, "to_vif_frames").c_str(), drops);
+        pos = close;
+    }
     return 0;
 }
 
-int cmd_vif(bool add, long be, long fe, long devid, const std::string& mac) {
+// xl's rate= syntax (libxl_device_nic rate_bytes_per_interval and
+// rate_interval_usecs): RATE[@INTERVAL], RATE = N{B,b,KB,Kb,MB,Mb,GB,Gb}/s
+// (B bytes, b bits), INTERVAL = N{s,ms,us}, default 50ms. Returns the
+// `rate` key's value or "" when malformed.
+std::string xl_rate_key(const std::string& s) {
+    auto at = s.find('@');
+    std::string r = s.substr(0, at), iv = at == std::string::npos ? "50ms" : s.substr(at + 1);
+    char* end = nullptr;
+    const double n = std::strtod(r.c_str(), &end);
+    std::string unit = end ? end : "";
+    if (n <= 0 || unit.size() < 3 || unit.substr(unit.size() - 2) != "/s") return "";
+    unit = unit.substr(0, unit.size() - 2);
+    double mult;
+    if (unit == "B") mult = 1;
+    else if (unit == "b") mult = 1.0 / 8;
+    else if (unit == "KB") mult = 1e3;
+    else if (unit == "Kb") mult = 1e3 / 8;
+    else if (unit == "MB") mult = 1e6;
+    else if (unit == "Mb") mult = 1e6 / 8;
+    else if (unit == "GB") mult = 1e9;
+    else if (unit == "Gb") mult = 1e9 / 8;
+    else return "";
+    const double us = std::strtod(iv.c_str(), &end);
+    std::string iu = end ? end : "";
+    double usecs;
+    if (iu == "s") usecs = us * 1e6;
+    else if (iu == "ms") usecs = us * 1e3;
+    else if (iu == "us") usecs = us;
+    else return "";
+    if (usecs < 1 || usecs > 4e9) return "";
+    const double bytes = n * mult * usecs / 1e6;
+    if (bytes < 1) return "";
+    return std::to_string(uint64_t(bytes)) + "," + std::to_string(uint64_t(usecs));
+}
+
+int cmd_vif(bool add, long be, long fe, long devid, const std::string& mac, const std::string& ip,
+            const std::string& rate) {
     if (fe < 0) {
         std::fprintf(stderr, "zc-netback: --frontend DOM is required\n");
         return 2;
@@ -296,6 +421,14 @@ int cmd_vif(bool add, long be, long fe, long devid, const std::string& mac) {
         std::fprintf(stderr, "zc-netback vif-add: bad MAC '%s' (want aa:bb:cc:dd:ee:ff)\n", mac.c_str());
         return 2;
     }
+    s.ip = ip;
+    if (!rate.empty()) {
+        s.rate = xl_rate_key(rate);
+        if (s.rate.empty()) {
+            std::fprintf(stderr, "zc-netback vif-add: bad rate '%s' (want e.g. 10Mb/s or 1MB/s@20ms)\n", rate.c_str());
+            return 2;
+        }
+    }
     int rc = vif_create(**x, s, &why);
     if (rc < 0) {
         std::fprintf(stderr, "zc-netback: %s\n", why.c_str());
@@ -312,8 +445,11 @@ int main(int argc, char** argv) {
     int i = 1;
     if (argc > 1 && argv[1][0] != '-') cmd = argv[i++];
     backend_options o;
-    std::string ctl = default_ctl(), mac;
-    bool json = false;
+    std::vector<uplink_options> ups;
+    uplink_options up_o; // --xdp-mode etc. apply to every --uplink
+    std::string ctl = default_ctl(), mac, ip, rate;
+    bool json = false, prometheus = false;
+    metrics_out metrics;
     long fe = -1, be = 0, devid = 0;
     for (; i < argc; i++) {
         std::string a = argv[i];
@@ -336,20 +472,40 @@ int main(int argc, char** argv) {
         else if (a == "--rx-queue" && num(1, 65536, v)) o.dp.rx_queue_limit = uint32_t(v);
         else if (a == "--drain-ms" && num(1, 3600000, v)) o.dp.drain_timeout_ms = uint32_t(v);
         else if (a == "--ctl" && i + 1 < argc) ctl = argv[++i];
+        else if (a == "--uplink" && i + 1 < argc) ups.push_back(uplink_options{.ifname = argv[++i]});
+        else if (a == "--xdp-mode" && i + 1 < argc) up_o.mode = argv[++i];
+        else if (a == "--xdp-batch" && num(1, 4096, v)) up_o.batch = uint32_t(v);
+        else if (a == "--uplink-frames" && num(64, 1 << 20, v)) up_o.frames = uint32_t(v);
+        else if (a == "--uplink-aging" && num(1, 86400, v)) up_o.aging_s = uint32_t(v);
         else if (a == "--json") json = true;
+        else if (a == "--prometheus") prometheus = true;
+        else if (a == "--metrics-file" && i + 1 < argc && argv[i + 1][0]) metrics.path = argv[++i];
+        else if (a == "--metrics-interval" && num(1, 86400, v)) metrics.interval_ms = int64_t(v) * 1000;
         else if (a == "--frontend" && num(0, 0x7fef, fe)) {
         } else if (a == "--backend" && num(0, 0x7fef, be)) {
         } else if (a == "--devid" && num(0, 65535, devid)) {
         } else if (a == "--mac" && i + 1 < argc) mac = argv[++i];
+        else if (a == "--ip" && i + 1 < argc) ip = argv[++i];
+        else if (a == "--rate" && i + 1 < argc) rate = argv[++i];
         else {
             std::fprintf(stderr, "zc-netback: bad or incomplete option '%s'\n\n%s", a.c_str(), usage_text);
             return 2;
         }
     }
-    if (cmd == "run") return cmd_run(o, ctl);
-    if (cmd == "stats") return cmd_stats(ctl, json);
-    if (cmd == "vif-add") return cmd_vif(true, be, fe, devid, mac);
-    if (cmd == "vif-del") return cmd_vif(false, be, fe, devid, mac);
+    for (auto& u : ups) {
+        const std::string name = u.ifname;
+        u = up_o;
+        u.ifname = name;
+        u.ring = std::min<uint32_t>(u.ring, u.frames / 2);
+    }
+    if (json && prometheus) {
+        std::fprintf(stderr, "zc-netback stats: --json and --prometheus exclude each other\n");
+        return 2;
+    }
+    if (cmd == "run") return cmd_run(o, ctl, ups, metrics);
+    if (cmd == "stats") return cmd_stats(ctl, json, prometheus);
+    if (cmd == "vif-add") return cmd_vif(true, be, fe, devid, mac, ip, rate);
+    if (cmd == "vif-del") return cmd_vif(false, be, fe, devid, mac, ip, rate);
     std::fprintf(stderr, "zc-netback: unknown command '%s'\n\n%s", cmd.c_str(), usage_text);
     return 2;
 }

@@ -64,6 +64,8 @@ int vif_create(hv::xs& xs, const vif_spec& s, std::string* why) {
         rc = rc ? rc : xs.write(be + "/mac", to_string(mac), *t);
         rc = rc ? rc : xs.write(be + "/type", "vif", *t);
         rc = rc ? rc : xs.write(be + "/script", "zc-netback", *t);
+        if (!s.ip.empty()) rc = rc ? rc : xs.write(be + "/ip", s.ip, *t);
+        if (!s.rate.empty()) rc = rc ? rc : xs.write(be + "/rate", s.rate, *t);
         rc = rc ? rc : xs.write(be + "/state", "1", *t);
         if (rc) return abort(rc, "vif-add: xenstore: " + std::string(std::strerror(-rc)));
         rc = xs.transaction_end(*t, false);

@@ -18,6 +18,8 @@ struct vif_spec {
     hv::domid_t frontend = hv::domid_invalid;
     uint32_t devid = 0;
     mac_addr mac{};  // all zero: derived from the frontend domid and devid (00:16:3e:..., Xen's OUI)
+    std::string ip;  // xl's ip=: the `ip` key (IPv4 addresses, space separated), "" for none
+    std::string rate; // the `rate` key as libxl writes it ("BYTES,USECS"), "" for none
 };
 
 std::string frontend_dir(hv::domid_t frontend, uint32_t devid);

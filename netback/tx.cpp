@@ -84,6 +84,7 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
     std::vector<tx_packet*>& pkts = w.tx_pkts;
     bool notify = false;
     bool more = false;
+    bool limited = false;
     {
         std::lock_guard g(q.tx_lock);
         if (q.tx_dead || core.disabled.load(std::memory_order_relaxed)) {
@@ -112,6 +113,19 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
             // this very code.
             tx_check_result r;
             check_tx_packet(q.tx, q.tx.req_cons, work_to_do, r);
+            // The `rate` credit (Linux xenvif_tx_build_gops): a packet over
+            // it stays on the ring until the credit timer; poll_timeout
+            // wakes the worker then.
+            // Charged the whole packet, as Linux charges txreq.size before
+            // xenvif_count_requests (first.size is the first slot's own now).
+            uint32_t total = r.first.size;
+            for (uint32_t i = 0; i < r.nfrags; ++i) total += r.frags[i].size;
+            if (r.verdict == tx_verdict::accept &&
+                q.credit.exceeded(core.params.credit_bytes, core.params.credit_usec, total, clock_type::now())) {
+                bump(core.ctr.rate_limited);
+                limited = true;
+                break;
+            }
             q.tx.req_cons += r.consumed;
             log_tx_drop(core, r);
             if (r.verdict == tx_verdict::fatal) {
@@ -131,8 +145,8 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
             pkts.push_back(accept_tx_packet(q, r));
         }
         if (b.wrote) notify = q.tx.push_responses_and_check_notify();
-        if (!more && !core.disabled.load(std::memory_order_relaxed)) more = q.tx.final_check_for_requests() &&
-                                                                             !q.free_pkts.empty();
+        if (!more && !limited && !core.disabled.load(std::memory_order_relaxed))
+            more = q.tx.final_check_for_requests() && !q.free_pkts.empty();
         q.tx_more = more && !core.disabled.load(std::memory_order_relaxed);
     }
     if (notify) q.w->notify(q.tx_port, core);
@@ -224,6 +238,13 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
         bump(core.ctr.tx_slots, p.nslots);
         const uint8_t* dst = p.hdr;
         const uint8_t* src = p.hdr + 6;
+        // The vif scripts' antispoofing (source_check.hpp): dropped, counted,
+        // answered OKAY as the guest's frame left (ebtables drops after netback).
+        if (const auto v = check_source(core.params.mac, core.params.ipv4, p.hdr, p.hdr_len);
+            v != source_verdict::ok) {
+            bump(v == source_verdict::bad_mac ? core.ctr.drop_spoofed_mac : core.ctr.drop_spoofed_ip);
+            continue;
+        }
         if (self) sw.learn(src, self);
         sw.lookup(dst, self.get(), w.dests);
         for (auto& dv : w.dests) switch_to(w, qp, p, *dv, now);
@@ -244,6 +265,10 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
 // frames waiting for its RX buffers.
 void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p, vif& dv,
                                time_point now) noexcept {
+    if (dv.up) {
+        uplink_out(w, *qp, p, *dv.up);
+        return;
+    }
     vif_core& dc = *dv.core;
     if (dc.disabled.load(std::memory_order_relaxed) || dc.removed.load(std::memory_order_relaxed)) {
         bump(dc.ctr.drop_disabled);
@@ -326,6 +351,7 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
 // The batch's copies, then its references: packets nobody else holds are
 // complete now.
 void datapath::impl::finish_tx_batch(worker& w, const std::shared_ptr<queue>& qp) noexcept {
+    flush_uplink_tx(w);
     copy_and_publish(w, w.tx_dels, w.tx_convs);
     for (tx_packet* p : w.tx_pkts) put_ref(w, qp, p);
     flush_done(w);

@@ -78,6 +78,7 @@ int datapath::impl::poll_timeout(worker& w) noexcept {
     bool busy = false;
     for (auto& q : w.snap) {
         next = std::min(next, service_rx(w, q));
+        next = std::min(next, q->credit.timeout); // the `rate` credit timer
         if (q->tx_more || q->tx_kick.load(std::memory_order_relaxed) || q->rx_kick.load(std::memory_order_relaxed))
             busy = true;
     }
@@ -91,7 +92,8 @@ int datapath::impl::poll_timeout(worker& w) noexcept {
 // kick from another worker, or a TX batch that stopped early.
 void datapath::impl::serve_queues(worker& w, const std::vector<hv::evtchn_port_t>& ports) noexcept {
     for (auto& q : w.snap) {
-        bool tx = q->tx_more || q->tx_kick.exchange(false, std::memory_order_relaxed);
+        bool tx = q->tx_more || q->tx_kick.exchange(false, std::memory_order_relaxed) ||
+                  (q->credit.timeout != time_point::max() && q->credit.timeout <= clock_type::now());
         bool rx = q->rx_kick.exchange(false, std::memory_order_relaxed);
         for (auto p : ports) {
             if (p == q->tx_port || p == q->rx_port) bump(q->core->ctr.events_received);

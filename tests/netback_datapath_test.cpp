@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -18,6 +19,8 @@ extern "C" {
 }
 
 #include "emu_host.hpp"
+#include "l4_frames.hpp"
+#include "netns_veth.hpp"
 #include "hv/emu/grant.hpp"
 #include "netback/datapath.hpp"
 #include "ring/netif_ring.hpp"
@@ -316,14 +319,17 @@ public:
         dp = std::move(*r);
     }
 
-    raw_frontend* guest(hv::domid_t d, bool split = false, bool configured_mac = true, uint32_t post = rx_pages) {
+    raw_frontend* guest(hv::domid_t d, bool split = false, bool configured_mac = true, uint32_t post = rx_pages,
+                        const std::function<void(netback::vif_params&)>& tweak = {}) {
         auto g = std::make_unique<raw_frontend>();
         if (!g->init(host, d, mac_of(uint8_t(d)), split)) {
             ADD_FAILURE() << "guest " << d;
             return nullptr;
         }
         std::string why;
-        int rc = dp->add_vif(g->params(0, configured_mac), &why);
+        netback::vif_params vp = g->params(0, configured_mac);
+        if (tweak) tweak(vp);
+        int rc = dp->add_vif(vp, &why);
         if (rc != 0) {
             ADD_FAILURE() << "add_vif d" << d << ": " << rc << " " << why;
             return nullptr;
@@ -966,3 +972,191 @@ TEST_F(NetbackDatapath, AddVifRejectsBadParams) {
 }
 
 } // namespace
+
+// ---- guest source checks and rate (netback/source_check.hpp) ---------------------
+
+TEST_F(NetbackDatapath, SourceChecksDropForeignMacAndIpAndCountThem) {
+    start();
+    const uint8_t own[4] = {10, 0, 0, 1}, other[4] = {10, 0, 0, 9};
+    auto a = guest(1, false, true, rx_pages, [&](netback::vif_params& p) {
+        uint32_t v;
+        std::memcpy(&v, own, 4);
+        p.ipv4 = {v};
+    });
+    auto b = guest(2);
+    ASSERT_TRUE(a && b);
+    auto ipv4_from = [&](const mac_addr& src, const uint8_t* ip, uint32_t seed) {
+        auto f = make_frame(b->mac, src, 100, seed);
+        f[14] = 0x45;
+        std::memcpy(f.data() + 26, ip, 4);
+        return f;
+    };
+    auto arp_from = [&](const uint8_t* ip, uint32_t seed) {
+        auto f = make_frame(bcast, a->mac, 60, seed);
+        f[12] = 0x08;
+        f[13] = 0x06;
+        std::memcpy(f.data() + 28, ip, 4);
+        return f;
+    };
+    const mac_addr foreign = {0x02, 0xee, 0, 0, 0, 0x01};
+    const std::vector<std::vector<uint8_t>> bad = {ipv4_from(foreign, own, 1), ipv4_from(a->mac, other, 2),
+                                                   arp_from(other, 3)};
+    for (auto& f : bad) {
+        auto ids = a->send(f);
+        std::vector<netif_tx_response> tr;
+        ASSERT_TRUE(a->wait_tx(ids.size(), tr));
+        EXPECT_EQ(tr[0].status, NETIF_RSP_OKAY) << "dropped as the vif scripts' ebtables would: after TX";
+    }
+    // The good ones arrive, and only they.
+    auto good_ip = ipv4_from(a->mac, own, 4), good_arp = arp_from(own, 5);
+    a->send(good_ip);
+    a->send(good_arp);
+    std::vector<rx_packet> rb;
+    ASSERT_TRUE(b->wait_rx(2, rb));
+    ASSERT_EQ(rb.size(), 2u);
+    EXPECT_EQ(rb[0].data, good_ip);
+    EXPECT_EQ(rb[1].data, good_arp);
+    const auto s = info(1).stats;
+    EXPECT_EQ(s.drop_spoofed_mac, 1u);
+    EXPECT_EQ(s.drop_spoofed_ip, 2u);
+    EXPECT_EQ(info(2).stats.rx_packets, 2u);
+}
+
+TEST_F(NetbackDatapath, RateKeyHoldsTheVifToItsRateWithinTenPercent) {
+    start();
+    // xl's rate=4Mb/s@10ms: 5000 bytes per 10 ms window (the `rate` key "5000,10000").
+    constexpr uint64_t credit_bytes = 5000, credit_usec = 10000;
+    constexpr double rate = double(credit_bytes) * 1e6 / double(credit_usec); // bytes per second
+    auto a = guest(1, false, true, rx_pages, [&](netback::vif_params& p) {
+        p.credit_bytes = credit_bytes;
+        p.credit_usec = credit_usec;
+    });
+    auto b = guest(2);
+    ASSERT_TRUE(a && b);
+    // Two chunks in flight keep the ring non-empty (idle time would lose
+    // credit: it never accumulates beyond one window) and stay within the
+    // frontend's 96 TX pages.
+    // Two slots a frame (the credit is charged the whole packet, not its
+    // first slot): 2 chunks x 20 frames x 2 pages in flight.
+    constexpr uint32_t len = 1000, chunk = 20, chunks = 18;
+    std::vector<rx_packet> got;
+    auto send_chunk = [&](uint32_t c) {
+        size_t n = 0;
+        for (uint32_t i = 0; i < chunk; ++i)
+            n += a->send(make_frame(b->mac, a->mac, len, c * chunk + i), {100, len - 100}).size();
+        return n;
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    size_t sent = send_chunk(0);
+    std::vector<netif_tx_response> tr; // every response so far (wait_tx takes what is there)
+    for (uint32_t c = 1; c <= chunks; ++c) {
+        const size_t before = sent;
+        if (c < chunks) sent += send_chunk(c);
+        ASSERT_TRUE(a->wait_tx(before, tr, 10000));
+        b->wait_rx(0, got, 0);
+    }
+    ASSERT_TRUE(a->wait_tx(sent, tr, 10000));
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_TRUE(b->wait_rx(chunk * chunks, got));
+    // The first window's credit goes at once (Linux starts with a full credit).
+    const double expect = double(uint64_t(len) * chunk * chunks - credit_bytes) / rate;
+    EXPECT_GT(secs, expect * 0.9) << "faster than the rate";
+    EXPECT_LT(secs, expect * 1.1) << "slower than the rate";
+    EXPECT_GT(info(1).stats.rate_limited, 0u);
+    EXPECT_EQ(info(2).stats.rx_packets, uint64_t(chunk) * chunks);
+}
+
+// ---- an uplink (netback/uplink.cpp) on a veth pair in the test's own namespace ----
+
+TEST_F(NetbackDatapath, UplinkSegmentsGsoCompletesChecksumsAndDeliversFromTheWire) {
+    std::string why;
+    if (!test::veth_netns("zcdpa", "zcdpb", &why)) GTEST_SKIP() << why;
+    start();
+    auto a = guest(1);
+    ASSERT_TRUE(a);
+    netback::uplink_options uo;
+    uo.ifname = "zcdpa";
+    uo.frames = 256;
+    uo.ring = 64;
+    ASSERT_EQ(dp->add_uplink(uo, &why), 0) << why;
+    test::raw_sock far("zcdpb");
+    ASSERT_GE(far.fd, 0);
+    const uint8_t peer[6] = {0x02, 0xaa, 0, 0, 0, 0x01}; // behind the uplink, not learned yet: flooded there
+    for (const bool v6 : {false, true}) {
+        // The MSS that fits a 1500-byte MTU (IPv6's header is 20 bytes longer).
+        constexpr uint32_t payload = 5000;
+        const uint32_t mss = v6 ? 1440 : 1460;
+        auto f = test::l4_frame(peer, a->mac.b.data(), v6, 6, payload);
+        const uint32_t hlen = 14 + (v6 ? 40 : 20) + 20;
+        auto ids = a->send(f, {}, 0, v6 ? XEN_NETIF_GSO_TYPE_TCPV6 : XEN_NETIF_GSO_TYPE_TCPV4, uint16_t(mss),
+                           NETTXF_csum_blank);
+        std::vector<netif_tx_response> tr;
+        ASSERT_TRUE(a->wait_tx(ids.size(), tr));
+        std::vector<uint8_t> joined;
+        for (uint32_t k = 0; k < (payload + mss - 1) / mss; ++k) {
+            auto seg = far.recv(3000, [&](const std::vector<uint8_t>& b) {
+                return std::memcmp(b.data() + 6, a->mac.b.data(), 6) == 0;
+            });
+            ASSERT_FALSE(seg.empty()) << "segment " << k << (v6 ? " (v6)" : " (v4)");
+            const uint32_t want = std::min(mss, payload - k * mss);
+            ASSERT_EQ(seg.size(), hlen + want);
+            EXPECT_TRUE(test::l4_checksum_ok(seg)) << "segment " << k;
+            const uint8_t* tcp = seg.data() + hlen - 20;
+            const uint32_t seq = uint32_t(tcp[4]) << 24 | uint32_t(tcp[5]) << 16 | uint32_t(tcp[6]) << 8 | tcp[7];
+            EXPECT_EQ(seq, 0u + k * mss) << "sequence numbers advance by the MSS";
+            if (!v6) {
+                EXPECT_TRUE(proto::csum_verify(seg.data() + 14, 20)) << "IPv4 header checksum";
+                EXPECT_EQ(uint32_t(seg[16] << 8 | seg[17]), seg.size() - 14);
+            } else {
+                EXPECT_EQ(uint32_t(seg[18] << 8 | seg[19]), seg.size() - 14 - 40);
+            }
+            joined.insert(joined.end(), seg.begin() + hlen, seg.end());
+        }
+        EXPECT_TRUE(std::equal(joined.begin(), joined.end(), f.begin() + hlen, f.end())) << "payload intact";
+    }
+    // A plain frame over the MTU is dropped and counted.
+    auto big = make_frame(mac_addr{0x02, 0xaa, 0, 0, 0, 0x01}, a->mac, 2000, 9);
+    auto ids = a->send(big);
+    std::vector<netif_tx_response> tr;
+    ASSERT_TRUE(a->wait_tx(ids.size(), tr));
+    // Wire -> guest: one frame to the guest's MAC.
+    auto in = make_frame(a->mac, mac_addr{0x02, 0xaa, 0, 0, 0, 0x01}, 700, 10);
+    far.send(in);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(a->wait_rx(1, rx));
+    EXPECT_EQ(rx[0].data, in);
+    auto ups = dp->uplinks();
+    ASSERT_EQ(ups.size(), 1u);
+    EXPECT_EQ(ups[0].stats.gso_frames, 2u);
+    EXPECT_EQ(ups[0].stats.gso_segments, 8u);
+    EXPECT_EQ(ups[0].stats.drop_oversize, 1u);
+    EXPECT_GE(ups[0].stats.to_vif_frames, 1u);
+    EXPECT_EQ(ups[0].stats.drop_copy_error, 0u);
+}
+
+TEST_F(NetbackDatapath, UplinkDestinationOverItsUmemQuotaFallsBackToBounceBuffers) {
+    std::string why;
+    if (!test::veth_netns("zcdpa", "zcdpb", &why)) GTEST_SKIP() << why;
+    start();
+    auto a = guest(1, false, true, 0); // posts no RX buffers yet: frames wait, holding UMEM
+    ASSERT_TRUE(a);
+    netback::uplink_options uo;
+    uo.ifname = "zcdpa";
+    uo.frames = 256;
+    uo.ring = 64;
+    uo.dest_quota = 2;
+    ASSERT_EQ(dp->add_uplink(uo, &why), 0) << why;
+    test::raw_sock far("zcdpb");
+    std::vector<std::vector<uint8_t>> sent;
+    for (uint32_t i = 0; i < 5; ++i) {
+        sent.push_back(make_frame(a->mac, mac_addr{0x02, 0xaa, 0, 0, 0, 0x01}, 200 + i, 20 + i));
+        far.send(sent.back());
+    }
+    ASSERT_TRUE(eventually([&] { return dp->uplinks()[0].stats.to_vif_frames >= 5; }));
+    EXPECT_EQ(dp->uplinks()[0].stats.quota_fallbacks, 3u) << "two wait in UMEM, three in bounce buffers";
+    a->post_rx(rx_pages);
+    std::vector<rx_packet> rx;
+    ASSERT_TRUE(a->wait_rx(5, rx));
+    for (uint32_t i = 0; i < 5; ++i) EXPECT_EQ(rx[i].data, sent[i]) << i;
+    EXPECT_TRUE(eventually([&] { return dp->bounce_in_use() == 0; }));
+}

@@ -47,13 +47,24 @@ wait_file "$dir/broker.sock"
 : >"$dir/netback.log"
 journal=$(stat -c '%d:%i' "$dir/netback.log")
 NOTIFY_SOCKET=$dir/notify.sock JOURNAL_STREAM=$journal \
-    "$emu" run --dir "$dir" --dom 0 -- "$bin/netback/zc-netback" run --ctl "$dir/netback.sock" 2>>"$dir/netback.log" &
+    "$emu" run --dir "$dir" --dom 0 -- "$bin/netback/zc-netback" run --ctl "$dir/netback.sock" \
+    --metrics-file "$dir/zcnet.prom" --metrics-interval 1 2>>"$dir/netback.log" &
 nb=$!
 pids+=($nb)
 for _ in $(seq 1 300); do grep -q READY=1 "$dir/notify.log" && break; sleep 0.05; done
 grep -q 'READY=1 ctl=yes' "$dir/notify.log" || fail "no READY=1 after the control socket listens: $(cat "$dir/notify.log")"
 grep -q '^<6>info netback: ready' "$dir/netback.log" || fail "no '<6>' priority on the journal stream"
 grep -q '^zcnet\[' "$dir/netback.log" && fail "a line without priority on the journal stream"
+
+# Metrics: the textfile collector's file and a scrape through the control
+# socket, both in the Prometheus text format; the file goes with the daemon.
+wait_file "$dir/zcnet.prom"
+grep -qx 'zcnet_netback_vifs 0' "$dir/zcnet.prom" || fail "metrics file: $(head -5 "$dir/zcnet.prom")"
+"$bin/netback/zc-netback" stats --prometheus --ctl "$dir/netback.sock" >"$dir/scrape.txt" || fail "stats --prometheus"
+grep -qx '# TYPE zcnet_netback_tx_packets_total counter' "$dir/scrape.txt" || fail "scrape: $(head -5 "$dir/scrape.txt")"
+if "$bin/netback/zc-netback" stats --json --prometheus --ctl "$dir/netback.sock" >/dev/null 2>&1; then
+    fail "--json with --prometheus accepted"
+fi
 
 # The zc-netback process itself (zc-emu run's child) gets SIGTERM.
 np=$(pgrep -P "$nb" -x zc-netback || true)
@@ -62,4 +73,5 @@ kill -TERM "$np"
 for _ in $(seq 1 300); do grep -q STOPPING=1 "$dir/notify.log" && break; sleep 0.05; done
 grep -q 'STOPPING=1' "$dir/notify.log" || fail "no STOPPING=1 on SIGTERM"
 wait "$nb" || fail "zc-netback exited $? on SIGTERM"
+[ -e "$dir/zcnet.prom" ] && fail "metrics file left behind after exit"
 echo "notify: ok"

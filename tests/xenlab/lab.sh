@@ -8,7 +8,8 @@
 # step1  the Xen hypervisor port in dom0 against two domUs (grant map,
 #        gref->gref copy between the domUs' pages, GNTST_* codes, event
 #        channels across domains, xenstore watches): tests/xenlab/hv_lab_test.cpp
-# step2  zc-netback in dom0 (kernel xen-netback never loaded), two domUs with
+# step2  zc-netback in dom0, installed from the zcnet package with dpkg and
+#        run with no capabilities (kernel xen-netback never loaded), two domUs with
 #        the unmodified xen-netfront: Connected, ping both ways, a checksummed
 #        bulk transfer, xl destroy of one guest mid-transfer, re-create.
 #
@@ -18,7 +19,8 @@
 # binaries (a second cpio appended to the cached dom0 initramfs).
 #
 # Environment: ZCNET_XENLAB_BUILD  a build tree to take binaries from
-#              (default: build/release, built here if needed);
+#              (default: build/release, built here if needed; zc-netback
+#              goes into dom0 as the Debian package cpack makes from it);
 #              ZCNET_XENLAB_TIMEOUT  seconds for the whole boot (default 1200);
 #              ZCNET_XENLAB_KEEP=1  keep the run directory.
 # With --if-enabled (how ctest calls it) it exits 77 (skip) unless
@@ -48,20 +50,19 @@ if [ "$(id -u)" -ne 0 ]; then echo "xenlab: needs root (debootstrap, chroot)" >&
 bash "$src/scripts/install-deps.sh"
 
 # ---- our binaries -------------------------------------------------------------------------
-# Only what goes into the images is built (cheap when up to date).
-targets="zc-netback test_xenlab_hv test_hv_xen zc-xenlab-peer"
+# The whole tree is built: cpack packages everything that installs (cheap
+# when up to date, as in CI after `./zcnet build release`).
 bld=${ZCNET_XENLAB_BUILD:-}
 if [ -z "$bld" ]; then
   bld=$src/build/release
-  (cd "$src" && cmake --preset release >/dev/null && cmake --build --preset release -j2 --target $targets >/dev/null)
+  (cd "$src" && cmake --preset release >/dev/null && cmake --build --preset release -j2 >/dev/null)
 else
-  cmake --build "$bld" -j2 --target $targets >/dev/null
+  cmake --build "$bld" -j2 >/dev/null
 fi
-netback_bin=$bld/netback/zc-netback
 labtest_bin=$bld/tests/test_xenlab_hv
 hvxen_bin=$bld/tests/test_hv_xen
 peer_bin=$bld/tests/zc-xenlab-peer
-for b in "$netback_bin" "$labtest_bin" "$hvxen_bin" "$peer_bin"; do
+for b in "$labtest_bin" "$hvxen_bin" "$peer_bin"; do
   [ -x "$b" ] || { echo "xenlab: missing $b (build the release preset)" >&2; exit 1; }
 done
 
@@ -98,13 +99,19 @@ install -m755 "$here/domu-init.sh" "$du/init"
 (cd "$du" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$run/domu.cpio.gz"
 
 ov=$run/overlay
-mkdir -p "$ov"/opt/zcnet/{bin,lib,domu,lab} "$ov/etc/xenlab" "$ov/etc/xen/scripts"
+mkdir -p "$ov"/opt/zcnet/{bin,lib,domu,lab,debs} "$ov/etc/xenlab"
 install -m755 "$here/dom0-init.sh" "$ov/init"
 install -m755 "$here"/scenario.sh "$ov/opt/zcnet/lab/"
-install -m755 "$src/netback/vif-zcnet" "$ov/etc/xen/scripts/vif-zcnet"
+# zc-netback, vif-zcnet and the units reach dom0 as an operator installs
+# them: the runtime package, installed there with dpkg (scenario.sh).
+log "cpack -G DEB in $bld"
+(cd "$bld" && cpack -G DEB -B "$run/debs" >"$run/cpack.log" 2>&1) || { tail -20 "$run/cpack.log" >&2; exit 1; }
+rt=$(ls "$run"/debs/zcnet_*.deb 2>/dev/null | head -1)
+[ -n "$rt" ] || { echo "xenlab: cpack made no zcnet package: $(ls "$run/debs")" >&2; exit 1; }
+cp "$rt" "$ov/opt/zcnet/debs/"
 cp "$cache/vmlinuz" "$ov/opt/zcnet/domu/vmlinuz"
 cp "$run/domu.cpio.gz" "$ov/opt/zcnet/domu/initrd.gz"
-for b in "$netback_bin" "$labtest_bin" "$hvxen_bin"; do
+for b in "$labtest_bin" "$hvxen_bin"; do
   cp "$b" "$ov/opt/zcnet/bin/"
   # Their libraries, except glibc's own (dom0 has the same release).
   ldd "$b" | awk '/=> \//{print $3}' | while read -r l; do

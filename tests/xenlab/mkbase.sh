@@ -9,6 +9,7 @@
 set -euo pipefail
 cache=$1 key=$2 kpkg=$3
 mirror=${ZCNET_XENLAB_MIRROR:-http://deb.debian.org/debian}
+secmirror=${ZCNET_XENLAB_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 work=$cache/work
 rm -f "$cache/key"
 # A finished debootstrap of an interrupted build is reused: it is the slow part.
@@ -18,14 +19,29 @@ mkdir -p "$work/debs"
 log() { echo "xenlab: $*" >&2; }
 
 # 1. dom0 root. xen-utils-4.17 is the toolstack (xl, xenstored, xenconsoled);
-#    busybox-static gives nc/ping for the scenarios.
+#    busybox-static gives nc/ping for the scenarios. dom0 is offline, so the
+#    root also carries the shared libraries the zcnet package depends on
+#    (dpkg-deb -f zcnet_*.deb Depends): lab.sh installs that package with
+#    dpkg and dpkg refuses it if one is missing.
 [ -e "$work/root/.xenlab-debootstrap-done" ] || log "debootstrap dom0 root (a few minutes)"
 root=$work/root
 if [ ! -e "$root/.xenlab-debootstrap-done" ]; then
   debootstrap --variant=minbase \
-    --include=xen-utils-4.17,xenstore-utils,iproute2,kmod,procps,busybox-static \
+    --include=xen-utils-4.17,xenstore-utils,iproute2,kmod,procps,busybox-static,libbpf1,libxdp1,liburing2,libsystemd0 \
     bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
     { tail -30 "$work/debootstrap.log" >&2; exit 1; }
+  # The point releases and security updates, as on the build host: the
+  # package's Depends carry the versions of the host's libraries
+  # (dpkg-shlibdeps), newer than bookworm's first release.
+  cat >"$root/etc/apt/sources.list" <<SRC
+deb $mirror bookworm main
+deb $mirror bookworm-updates main
+deb $secmirror bookworm-security main
+SRC
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  chroot "$root" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -y -qq upgrade' \
+    >>"$work/debootstrap.log" 2>&1 || { tail -30 "$work/debootstrap.log" >&2; exit 1; }
+  chroot "$root" apt-get clean
   touch "$root/.xenlab-debootstrap-done"
 fi
 

@@ -4,9 +4,11 @@
 # XENLAB-FAIL <step>: <why> (followed by the logs that explain it).
 # Every wait polls with a deadline: emulation speed varies.
 what=${1:-all}
-export LD_LIBRARY_PATH=/opt/zcnet/lib
 export ZCNET_HV=xen
+# The lab's test programs (not packaged) with the libraries they were built
+# against; zc-netback is the packaged one (installed with dpkg in step2).
 bin=/opt/zcnet/bin
+labenv="env LD_LIBRARY_PATH=/opt/zcnet/lib"
 cons=/var/log/xen/console
 step=boot
 
@@ -16,7 +18,7 @@ fail() {
   {
     echo "XENLAB-FAIL $step: $*"
     echo "---- xl list"; xl list 2>&1
-    [ -n "${nb:-}" ] && { echo "---- zc-netback stats"; $bin/zc-netback stats --json 2>&1; }
+    [ -n "${nb:-}" ] && { echo "---- zc-netback stats"; zc-netback stats --json 2>&1; }
     for f in /tmp/netback.log /tmp/xl-*.log "$cons"/guest-*.log; do
       [ -f "$f" ] && { echo "---- $f (tail)"; tail -n 40 "$f"; }
     done
@@ -65,12 +67,12 @@ step1() {
   wait_for 300 "dom$a's grants" xs_is /local/domain/$a/data/xenlab/ready 1
   wait_for 300 "dom$b's grants" xs_is /local/domain/$b/data/xenlab/ready 1
   ok "both peers granted pages and offered event channels"
-  XENLAB_A=$a XENLAB_B=$b $bin/test_xenlab_hv --gtest_color=no >/tmp/labtest.log 2>&1
+  XENLAB_A=$a XENLAB_B=$b $labenv $bin/test_xenlab_hv --gtest_color=no >/tmp/labtest.log 2>&1
   rc=$?
   cat /tmp/labtest.log
   [ $rc -eq 0 ] || fail "test_xenlab_hv failed (rc $rc)"
   ok "test_xenlab_hv: $(grep -c '^\[       OK \]' /tmp/labtest.log) tests passed"
-  $bin/test_hv_xen --gtest_color=no --gtest_filter='HvXenReal.*:HvXenPrecheck.*:HvXenCopyBatch.*' >/tmp/hvxen.log 2>&1
+  $labenv $bin/test_hv_xen --gtest_color=no --gtest_filter='HvXenReal.*:HvXenPrecheck.*:HvXenCopyBatch.*' >/tmp/hvxen.log 2>&1
   rc=$?
   cat /tmp/hvxen.log
   [ $rc -eq 0 ] || fail "test_hv_xen HvXenReal.* failed (rc $rc)"
@@ -89,10 +91,22 @@ netback_alive() { kill -0 "$nb" 2>/dev/null || fail "zc-netback died"; }
 step2() {
   step=step2
   [ -e /sys/module/xen_netback ] && fail "kernel xen-netback is loaded"
-  $bin/zc-netback run >/tmp/netback.log 2>&1 &
+  # As an operator would: the runtime package with dpkg (dom0 is offline;
+  # its image carries the package's dependencies, mkbase.sh).
+  deb=$(ls /opt/zcnet/debs/zcnet_*.deb | head -1)
+  dpkg -i "$deb" >/tmp/dpkg.log 2>&1 || { cat /tmp/dpkg.log >&2; fail "dpkg -i $deb"; }
+  [ "$(command -v zc-netback)" = /usr/bin/zc-netback ] || fail "zc-netback not installed in /usr/bin: $(command -v zc-netback)"
+  [ -x /etc/xen/scripts/vif-zcnet ] || fail "the package installed no /etc/xen/scripts/vif-zcnet"
+  ok "installed $(dpkg-query -W -f='${Package} ${Version}' zcnet) with dpkg"
+  # With no capability at all, as zc-netback.service runs it
+  # (CapabilityBoundingSet= empty): root opens the Xen device nodes and
+  # xenstored's socket as their owner, and Xen decides what dom0 may do.
+  setpriv --bounding-set=-all --inh-caps=-all zc-netback run >/tmp/netback.log 2>&1 &
   nb=$!
   wait_for 60 "zc-netback's control socket" test -S /run/zcnet/netback.sock
-  ok "zc-netback running (pid $nb)"
+  capeff=$(awk '/^CapEff/{print $2}' /proc/$nb/status)
+  [ "$capeff" = 0000000000000000 ] || fail "zc-netback kept capabilities: CapEff $capeff"
+  ok "zc-netback running (pid $nb) with no capabilities (CapEff $capeff)"
   vif=script=vif-zcnet
   # A has two vCPUs: Linux netfront then opens one queue per vCPU (queue-N
   # keys), so frames go from two queues to B's one. B keeps one vCPU: TCG
@@ -114,7 +128,7 @@ step2() {
   wait_for 300 "B pings A" guest_says lab2b "XENLAB-DOMU-PING-OK"
   ok "B pings A: $(grep -a PING-OK $cons/guest-lab2b.log)"
   # Progress, so that a stall shows where: the per-vif counters every 20 s.
-  ( while sleep 20; do echo "stats: $($bin/zc-netback stats --json)"; tail -n 3 /tmp/netback.log; done ) &
+  ( while sleep 20; do echo "stats: $(zc-netback stats --json)"; tail -n 3 /tmp/netback.log; done ) &
   mon=$!
   wait_for 600 "the bulk transfer A -> B" guest_says lab2b "XENLAB-DOMU-RX"
   kill $mon
@@ -123,7 +137,7 @@ step2() {
   [ -n "$tx" ] && [ "$tx" = "$rx" ] || fail "bulk transfer mismatch: sent '$tx', received '$rx'"
   ok "bulk transfer A -> B intact: $rx (bytes md5)"
   netback_alive
-  $bin/zc-netback stats
+  zc-netback stats
   maps_ab=$(gntdev_maps $nb)
 
   # Destroy A in the middle of a stream to B.
@@ -150,7 +164,7 @@ step2() {
   maps_ab2=$(gntdev_maps $nb)
   [ "$maps_ab2" -eq "$maps_ab" ] || ok "note: gntdev mappings $maps_ab2 now vs $maps_ab before"
   netback_alive
-  $bin/zc-netback stats
+  zc-netback stats
   xl destroy lab2a2; xl destroy lab2b
   wait_for 120 "all vifs torn down" sh -c "[ -z \"\$(xenstore-list /local/domain/0/backend/vif 2>/dev/null)\" ]"
   wait_for 60 "zc-netback to unmap everything" sh -c "[ \$(grep -c /dev/xen/gntdev /proc/$nb/maps) -eq 0 ]"

@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: MIT
+// Uplinks: zc-netback's switch ports to the wire and the host, over AF_XDP
+// (docs/ARCHITECTURE.md, "Uplinks").
+//   guest -> wire: one grant copy per TX slot, guest TX page -> a UMEM
+//     frame (batched with the TX batch), then the AF_XDP TX ring;
+//   wire -> guest: the UMEM frame the kernel filled waits in the
+//     destination queue like a bounce buffer and is grant-copied once into
+//     the guest's RX page (copy.cpp, the same code as VM-to-VM).
+#include "netback/uplink.hpp"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "netback/common.hpp"
+#include "proto/checksum.hpp"
+
+namespace zc::netback {
+
+uplink::~uplink() {
+    if (stop_fd >= 0) ::close(stop_fd);
+}
+
+// ---------------------------------------------------------------------------
+// Setup and teardown.
+
+int datapath::add_uplink(const uplink_options& o, std::string* why) noexcept {
+    impl& d = *_p;
+    auto mode = link::parse_xdp_mode(o.mode);
+    if (!mode) {
+        if (why) *why = "bad --xdp-mode '" + o.mode + "' (any, zc, copy or skb)";
+        return -EINVAL;
+    }
+    auto u = std::make_shared<uplink>();
+    u->opt = o;
+    link::xsk_options xo;
+    xo.ifname = o.ifname;
+    xo.queue = o.queue;
+    xo.mode = *mode;
+    xo.frames = o.frames;
+    xo.ring = o.ring;
+    xo.batch = std::min(o.batch, o.ring);
+    auto l = link::xsk_link::open(xo, why);
+    if (!l) return l.error();
+    u->link = std::move(*l);
+    u->max_len = u->link->mtu() + eth_hlen + 4;
+    u->dest_quota = o.dest_quota ? o.dest_quota : std::max<uint32_t>(1, o.frames / 8);
+    // Frames for the host's own MAC belong to the kernel.
+    if (int rc = u->link->prog().add_pass_mac(u->link->if_mac()); rc < 0) {
+        if (why) *why = std::string("setting the host MAC in the XDP program: ") + std::strerror(-rc);
+        return rc;
+    }
+    u->stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (u->stop_fd < 0) return -errno;
+    u->port = std::make_shared<vif>();
+    u->port->core = std::make_shared<vif_core>();
+    u->port->core->dom = hv::domid_invalid;
+    u->port->core->devid = uint32_t(d.uplinks.size());
+    u->port->up = u.get();
+    l2_switch<vif>::port_opts po;
+    po.max_learned = 4096;
+    po.aging = std::chrono::seconds(o.aging_s);
+    d.sw.add(u->port, mac_addr{}, po);
+    uplink* raw = u.get();
+    d.uplinks.push_back(u);
+    raw->th = std::thread([&d, raw] { d.uplink_rx_loop(*raw); });
+    ZC_LOG(info, tag, "uplink %s: AF_XDP %s mode, MTU %u", o.ifname.c_str(), link::to_string(raw->link->mode()),
+           raw->link->mtu());
+    return 0;
+}
+
+void datapath::impl::stop_uplinks() noexcept {
+    for (auto& u : uplinks) {
+        uint64_t one = 1;
+        (void)!::write(u->stop_fd, &one, sizeof one);
+    }
+    for (auto& u : uplinks) {
+        if (u->th.joinable()) u->th.join();
+        sw.remove(u->port.get());
+    }
+}
+
+std::vector<uplink_info> datapath::uplinks() const {
+    std::vector<uplink_info> out;
+    for (auto& u : _p->uplinks) {
+        uplink_info i{};
+        i.ifname = u->opt.ifname;
+        i.mode = link::to_string(u->link->mode());
+        std::memcpy(i.mac.b.data(), u->link->if_mac(), 6);
+        i.mtu = u->link->mtu();
+        i.stats = u->snapshot();
+        const auto pc = u->link->prog().counters();
+        i.xdp_redirected = pc.redirected;
+        i.xdp_passed = pc.passed_host + pc.passed_group;
+        i.xdp_runts = pc.runts;
+        const auto xc = u->link->counters();
+        i.fill_starved = xc.fill_starved;
+        i.tx_wakeups = xc.tx_wakeups;
+        i.rx_wakeups = xc.rx_wakeups;
+        out.push_back(std::move(i));
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------
+// Guest -> wire.
+
+// One guest frame to an uplink: a UMEM frame and the grant-copy segments
+// that fill it (run by flush_uplink_tx with the rest of the batch).
+void datapath::impl::uplink_out(worker& w, const queue& q, const tx_packet& p, uplink& u) noexcept {
+    if (p.gso_type != XEN_NETIF_GSO_TYPE_NONE) {
+        uplink_out_gso(w, q, p, u);
+        return;
+    }
+    if (p.len > u.max_len || p.len > u.link->max_frame()) {
+        bump(u.drop_oversize);
+        return;
+    }
+    pool::frame f;
+    if (u.link->alloc_tx(f) < 0) {
+        bump(u.drop_no_buffer);
+        return;
+    }
+    uplink_tx& t = w.up_tx.emplace_back();
+    t.up = &u;
+    t.src = q.core.get();
+    t.txflags = p.txflags;
+    t.seg_begin = uint32_t(w.up_segs.size());
+    uint8_t* dst = u.link->umem().data(f);
+    uint32_t off = 0;
+    for (uint32_t i = 0; i < p.nslots; ++i) {
+        const pool::frame& s = p.seg[i];
+        if (s.len == 0) continue;
+        hv::copy_segment c{};
+        c.source.foreign.ref = s.gref;
+        c.source.foreign.offset = s.offset;
+        c.source.foreign.domid = s.domid;
+        c.dest.virt = dst + off;
+        c.len = s.len;
+        c.flags = GNTCOPY_source_gref;
+        w.up_segs.push_back(c);
+        off += s.len;
+    }
+    f.len = uint16_t(off);
+    t.f = f;
+    t.seg_end = uint32_t(w.up_segs.size());
+    bump(q.core->ctr.grant_copy_segments, t.seg_end - t.seg_begin);
+}
+
+// The batch's copies into UMEM frames (one hypercall), checksums, then the
+// AF_XDP TX rings. Runs before the batch's TX responses go out.
+void datapath::impl::flush_uplink_tx(worker& w) noexcept {
+    if (w.up_tx.empty()) return;
+    const int rc = w.up_segs.empty() ? 0 : tab->copy(w.up_segs.data(), uint32_t(w.up_segs.size()));
+    if (!w.up_segs.empty()) bump(w.up_tx.front().src->ctr.grant_copy_batches);
+    // Frames of one uplink go out together, in order.
+    std::stable_sort(w.up_tx.begin(), w.up_tx.end(), [](const uplink_tx& a, const uplink_tx& b) { return a.up < b.up; });
+    std::vector<pool::frame> out;
+    for (size_t i = 0; i < w.up_tx.size();) {
+        uplink& u = *w.up_tx[i].up;
+        out.clear();
+        uint64_t bytes = 0;
+        for (; i < w.up_tx.size() && w.up_tx[i].up == &u; ++i) {
+            uplink_tx& t = w.up_tx[i];
+            bool ok = rc == 0;
+            for (uint32_t k = t.seg_begin; ok && k < t.seg_end; ++k) ok = w.up_segs[k].status == GNTST_okay;
+            if (!ok) {
+                bump(u.drop_copy_error);
+                bump(t.src->ctr.drop_copy_error);
+                u.link->umem().release(t.f);
+                continue;
+            }
+            if (t.gso) fix_gso_headers(u.link->umem().data(t.f), t);
+            if (t.gso || (t.txflags & NETTXF_csum_blank)) {
+                if (!complete_checksum(u.link->umem().data(t.f), t.f.len)) {
+                    bump(u.drop_bad_csum);
+                    u.link->umem().release(t.f);
+                    continue;
+                }
+                bump(u.csum_completed);
+            }
+            bytes += t.f.len;
+            out.push_back(t.f);
+        }
+        if (out.empty()) continue;
+        const uint32_t sent = u.link->send(out.data(), uint32_t(out.size()));
+        bump(u.to_wire_frames, sent);
+        bump(u.to_wire_bytes, bytes); // approximate when the ring was full
+        if (sent < out.size()) bump(u.drop_tx_ring_full, out.size() - sent);
+    }
+    w.up_tx.clear();
+    w.up_segs.clear();
+}
+
+bool complete_checksum(uint8_t* f, uint32_t len) noexcept {
+    uint32_t l3 = eth_hlen;
+    if (len < l3) return false;
+    uint16_t type = uint16_t(f[12] << 8 | f[13]);
+    if (type == 0x8100) { // one 802.1Q tag
+        if (len < l3 + 4) return false;
+        type = uint16_t(f[16] << 8 | f[17]);
+        l3 += 4;
+    }
+    uint32_t l4 = 0, l4_len = 0, sum = 0;
+    uint8_t proto = 0;
+    if (type == 0x0800) {
+        if (len < l3 + 20) return false;
+        const uint32_t ihl = uint32_t(f[l3] & 0xf) * 4;
+        const uint32_t tot = uint32_t(f[l3 + 2] << 8 | f[l3 + 3]);
+        if (ihl < 20 || tot < ihl || l3 + tot > len) return false;
+        proto = f[l3 + 9];
+        l4 = l3 + ihl;
+        l4_len = tot - ihl;
+        sum = proto::csum_partial(f + l3 + 12, 8); // source and destination addresses
+    } else if (type == 0x86dd) {
+        if (len < l3 + 40) return false;
+        const uint32_t plen = uint32_t(f[l3 + 4] << 8 | f[l3 + 5]);
+        proto = f[l3 + 6]; // no extension headers: a guest's TCP/UDP
+        l4 = l3 + 40;
+        l4_len = plen;
+        if (l4 + l4_len > len) return false;
+        sum = proto::csum_partial(f + l3 + 8, 32);
+    } else {
+        return false;
+    }
+    uint32_t field;
+    if (proto == 6) field = 16;
+    else if (proto == 17) field = 6;
+    else return false;
+    if (l4_len < field + 2) return false;
+    // proto/checksum.hpp: sums of big-endian words, the checksum in host order.
+    sum = proto::csum_add(sum, proto);
+    sum = proto::csum_add(sum, l4_len);
+    f[l4 + field] = f[l4 + field + 1] = 0;
+    sum = proto::csum_partial(f + l4, l4_len, sum);
+    uint16_t c = proto::csum_finish(sum);
+    if (proto == 17 && c == 0) c = 0xffff;
+    f[l4 + field] = uint8_t(c >> 8);
+    f[l4 + field + 1] = uint8_t(c);
+    return true;
+}
+
+// ---------------------------------------------------------------------------
+// Wire -> guest.
+
+// Under nothing: queue a UMEM frame for `dv` like a bounce buffer; the
+// owner of the queue grant-copies it into the guest's RX page (copy.cpp).
+void datapath::impl::uplink_deliver(uplink& u, vif& dv, pool::frame& f,
+                                    std::vector<std::shared_ptr<queue>>& touched) noexcept {
+    vif_core& dc = *dv.core;
+    if (dv.queues.empty() || dc.disabled.load(std::memory_order_relaxed) ||
+        dc.removed.load(std::memory_order_relaxed)) {
+        bump(u.drop_vif_full);
+        u.link->umem().release(f);
+        return;
+    }
+    const std::shared_ptr<queue>& dq = dv.queues[0];
+    const time_point now = clock_type::now();
+    std::lock_guard g(dq->rx_lock);
+    if (dq->rx_dead || dq->stalled || dq->count >= dq->cap) {
+        bump(u.drop_vif_full);
+        bump(dc.ctr.drop_rx_full);
+        u.link->umem().release(f);
+        return;
+    }
+    if (dq->count >= u.dest_quota) {
+        // This destination holds its share of the UMEM already (the quota is
+        // charged after receipt: one queue's fill ring cannot know the
+        // destination in advance). The frame moves to the shared bounce pool.
+        pool::pool* bp = mgr->bounce();
+        pool::frame b;
+        if (!bp || bp->alloc_frame(b, 0) < 0 || bp->buf_size() < f.len) {
+            if (b.kind == pool::seg_kind::local) bp->release(b);
+            bump(u.drop_vif_full);
+            bump(dc.ctr.drop_rx_full);
+            u.link->umem().release(f);
+            return;
+        }
+        std::memcpy(bp->data(b), u.link->umem().data(f), f.len);
+        b.len = f.len;
+        b.domid = dc.dom;
+        u.link->umem().release(f);
+        f = b;
+        bump(u.quota_fallbacks);
+        bump(dc.ctr.fallback_copies);
+    }
+    if (dq->count == 0) dq->last_rx = now;
+    rx_item& it = dq->at(dq->count);
+    it = rx_item{};
+    it.bounced = true;
+    it.bounce[0] = f;
+    it.nslots = 1;
+    it.len = f.len;
+    it.src_core = u.port->core;
+    it.seq = dq->next_seq++;
+    it.expires = now + std::chrono::milliseconds(opt.drain_timeout_ms);
+    it.hold_until = now;
+    ++dq->count;
+    dq->rx.request_event_after(dq->rx.req_prod());
+    bump(u.to_vif_frames);
+    if (std::find(touched.begin(), touched.end(), dq) == touched.end()) touched.push_back(dq);
+}
+
+void datapath::impl::uplink_rx_loop(uplink& u) noexcept {
+    const uint32_t batch = std::max<uint32_t>(1, u.opt.batch);
+    std::vector<pool::frame> fs(batch);
+    std::vector<std::shared_ptr<vif>> dests;
+    std::vector<std::shared_ptr<queue>> touched;
+    for (;;) {
+        if (u.link->wait(u.stop_fd, -1) & POLLIN) break;
+        for (;;) {
+            const uint32_t n = u.link->receive(fs.data(), batch);
+            if (n == 0) break;
+            for (uint32_t i = 0; i < n; ++i) {
+                pool::frame& f = fs[i];
+                const uint8_t* h = u.link->umem().data(f);
+                bump(u.from_wire_frames);
+                bump(u.from_wire_bytes, f.len);
+                if (f.len < eth_hlen) {
+                    bump(u.drop_runt);
+                    u.link->umem().release(f);
+                    continue;
+                }
+                sw.learn(h + 6, u.port);
+                sw.lookup(h, u.port.get(), dests);
+                std::erase_if(dests, [](const std::shared_ptr<vif>& v) { return v->up != nullptr; });
+                if (dests.empty()) {
+                    bump(u.drop_no_dest);
+                    u.link->umem().release(f);
+                    continue;
+                }
+                // Every destination but the last gets a copy of its own.
+                for (size_t k = 0; k + 1 < dests.size(); ++k) {
+                    pool::frame c;
+                    if (u.link->alloc_tx(c) < 0) {
+                        bump(u.drop_no_buffer);
+                        continue;
+                    }
+                    std::memcpy(u.link->umem().data(c), h, f.len);
+                    c.len = f.len;
+                    bump(u.flood_copies);
+                    uplink_deliver(u, *dests[k], c, touched);
+                }
+                uplink_deliver(u, *dests.back(), f, touched);
+            }
+            for (auto& dq : touched) {
+                dq->rx_kick.store(true, std::memory_order_relaxed);
+                dq->w->kick();
+            }
+            touched.clear();
+            dests.clear();
+            if (n < batch) break;
+        }
+    }
+}
+
+} // namespace zc::netback

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+// An uplink of zc-netback's switch (docs/ARCHITECTURE.md, "Uplinks"): an
+// AF_XDP socket (stack/link/xsk) on a network interface, its switch port,
+// its receive thread and counters. Private to the data path (uplink.cpp).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "link/xsk.hpp"
+#include "netback/datapath.hpp"
+
+namespace zc::netback {
+
+struct vif;
+
+struct uplink {
+    uplink_options opt;
+    std::unique_ptr<link::xsk_link> link;
+    std::shared_ptr<vif> port; // its switch port (vif::up points back here)
+    uint32_t max_len = 0;      // largest frame to the wire: MTU + Ethernet header + one VLAN tag
+    uint32_t dest_quota = 0;   // UMEM frames one destination may hold waiting (uplink_options::dest_quota)
+    int stop_fd = -1;
+    std::thread th;
+#define ZC_NETBACK_UPLINK_ATOMIC_(name, unit, drop, help) std::atomic<uint64_t> name{0};
+    ZC_NETBACK_UPLINK_COUNTERS(ZC_NETBACK_UPLINK_ATOMIC_)
+#undef ZC_NETBACK_UPLINK_ATOMIC_
+
+    uplink_stats snapshot() const noexcept {
+        uplink_stats s;
+#define ZC_NETBACK_UPLINK_READ_(name, unit, drop, help) s.name = name.load(std::memory_order_relaxed);
+        ZC_NETBACK_UPLINK_COUNTERS(ZC_NETBACK_UPLINK_READ_)
+#undef ZC_NETBACK_UPLINK_READ_
+        return s;
+    }
+    ~uplink();
+};
+
+// Complete the L4 checksum of a checksum-blank Ethernet frame in place
+// (TCP or UDP over IPv4 or IPv6, one optional VLAN tag): Linux
+// skb_checksum_help's job for a frame leaving with CHECKSUM_PARTIAL.
+// False when the headers cannot be parsed (the frame is dropped).
+bool complete_checksum(uint8_t* frame, uint32_t len) noexcept;
+
+struct uplink_tx;
+// The headers of one segment of a software-segmented TCP GSO frame, once
+// its payload is in place (Linux tcp_gso_segment / inet_gso_segment /
+// ipv6_gso_segment): IP lengths, the IPv4 id and header checksum, the TCP
+// sequence number and flags. The TCP checksum is completed afterwards.
+void fix_gso_headers(uint8_t* frame, const uplink_tx& t) noexcept;
+
+} // namespace zc::netback
