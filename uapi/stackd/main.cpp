@@ -30,7 +30,8 @@ void on_signal(int) { g_stop = true; }
 const char* usage_text =
     "usage: zc-stackd [run] --ip A.B.C.D [--netmask A.B.C.D] [--listen PATH] [--devid N]\n"
     "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
-    "                 [--tx-headers private|headroom]\n"
+    "                 [--max-sockets-per-app N] [--max-pool-pages-per-app N]\n"
+    "                 [--setup-timeout MS] [--tx-headers private|headroom]\n"
     "       zc-stackd stats [--listen PATH] [--json]      counters of a running zc-stackd\n"
     "\n"
     "Owns this domain's netfront vif (device/vif/N) and an IPv4 host on it\n"
@@ -38,7 +39,11 @@ const char* usage_text =
     "connect to PATH (default: $ZCNET_STACK_SOCK, else /run/zcnet/stackd.sock).\n"
     "--tx-headers private (default): headers in a slot of the service's own, payload\n"
     "from the application's pool (two slots); headroom: one slot, headers written in\n"
-    "front of the payload in the application's buffer.\n"
+    "front of the payload in the application's buffer, where the application can\n"
+    "rewrite them into any frame: for trusted applications only.\n"
+    "Per application (process): --max-sockets-per-app (16) sockets, EMFILE beyond;\n"
+    "--max-pool-pages-per-app (4096) pool pages, ENOMEM beyond. A connection that\n"
+    "has not opened its socket within --setup-timeout (5000 ms) is dropped.\n"
     "Stops on SIGINT/SIGTERM. The hypervisor is chosen as everywhere in zcnet.\n";
 
 int usage() {
@@ -80,6 +85,7 @@ int stats_cmd(const std::string& path, bool json) {
         {"rx_udp", c.rx_udp},                 {"rx_no_socket", c.rx_no_socket},     {"rx_drops", c.rx_drops},
         {"fr_bad", c.fr_bad},                 {"arp_replies", c.arp_replies},       {"echo_replies", c.echo_replies},
         {"pings_sent", c.pings_sent},         {"pings_answered", c.pings_answered},
+        {"setup_timeouts", c.setup_timeouts}, {"app_limits", c.app_limits},
     };
     if (json) std::printf("{");
     for (size_t i = 0; i < std::size(f); i++) {
@@ -122,6 +128,12 @@ int main(int argc, char** argv) {
             o.nf.devid = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--max-sockets") {
             o.max_sockets = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--max-sockets-per-app") {
+            o.max_sockets_per_app = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--max-pool-pages-per-app") {
+            o.max_pool_pages_per_app = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--setup-timeout") {
+            o.setup_timeout_ms = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--wait-vif") {
             wait_vif_ms = std::atoi(v) * 1000;
         } else if (a == "--tx-headers") {

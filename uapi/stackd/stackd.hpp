@@ -39,14 +39,23 @@ struct options {
     std::string listen;           // Unix socket path for applications
     uint32_t ip = 0;              // host order, e.g. 10.0.0.1 = 0x0a000001
     uint32_t netmask = 0xffffff00;
-    uint32_t max_sockets = 64;
-    uint32_t max_pool_pages = 16384; // grant budget for all sockets' pools
+    uint32_t max_sockets = 64;      // connections at once (the emulated host has 64 regions per guest)
+    uint32_t max_pool_pages = 16384; // grant budget for all sockets' send buffers
+    // Per application (process, SO_PEERCRED): sockets (connections) and
+    // pool pages (send + receive buffers) at once: -EMFILE, -ENOMEM.
+    uint32_t max_sockets_per_app = 16;
+    uint32_t max_pool_pages_per_app = 4096;
+    // A connection that has not opened its socket by then is dropped.
+    uint32_t setup_timeout_ms = 5000;
     bool csum_offload = true;     // UDP checksum left to offload (CHECKSUM_PARTIAL), as Linux guests do
     // Headers in a slot of our own and the payload in a second slot from the
     // pool (needs feature-sg), so that an application cannot rewrite them
-    // after zc_send (spoofing another socket's port or another MAC). false:
-    // one slot, headers written into the buffer's headroom (one segment
-    // fewer for the backend, but the application could change them).
+    // after zc_send (spoofing another socket's port or another MAC). false
+    // (--tx-headers headroom, for trusted applications only): one slot,
+    // headers written into the buffer's headroom (one segment fewer for the
+    // backend, but the application can change them until the backend's
+    // copy). Without feature-sg datagrams are refused (-EOPNOTSUPP) unless
+    // this is false.
     bool private_headers = true;
     link::netfront_options nf;
 };
@@ -63,6 +72,8 @@ struct counters {
     uint64_t fr_bad = 0;          // RX releases of buffers the app did not hold
     uint64_t arp_replies = 0, echo_replies = 0;
     uint64_t pings_sent = 0, pings_answered = 0;
+    uint64_t setup_timeouts = 0;  // connections dropped: no OPEN in time
+    uint64_t app_limits = 0;      // OPENs refused by a per-application limit
 };
 
 class service {

@@ -103,7 +103,7 @@ void service::impl::deliver(const uint8_t* f, const proto::udp_delivery& u) noex
     s.rx_free.pop_back();
     s.rx_given[b] = 1;
     // The one local copy of a receive: netfront RX page -> the socket's pool.
-    std::memcpy(s.mem + size_t{s.tx_bufs + b} * buf_size + headroom, f + u.payload_off, u.payload_len);
+    std::memcpy(s.rxmem + size_t{b} * buf_size + headroom, f + u.payload_off, u.payload_len);
     rx_desc d{};
     d.buf = b;
     d.off = uint16_t(headroom);
