@@ -1078,3 +1078,66 @@ TEST_F(Uapi, OversizedControlRequestsAreRefusedAndTheirFdsClosed) {
     EXPECT_EQ(rs.rc, 0);
     EXPECT_EQ(rs.port, htons(7700));
 }
+
+// zc-stackd's own per-socket counters (`zc-stackd stats --sockets`), kept in
+// its memory: each socket sees its own datagrams and bytes, the service's
+// totals agree, and the Prometheus exposition carries the same numbers.
+TEST_F(Uapi, PerSocketStatsCountEachSocketsOwnTraffic) {
+    pair p(*rig, 7111);
+    pair other(*rig, 7112); // idle: its counters stay zero
+    const uint32_t lens[] = {100, 200, 300};
+    for (uint32_t i = 0; i < 3; i++) {
+        void* b = nullptr;
+        ASSERT_EQ(zc_buf_alloc(p.tx, &b), 0);
+        fill(static_cast<uint8_t*>(b), lens[i], i);
+        ASSERT_EQ(zc_send(p.tx, b, lens[i], nullptr, 0, i), ZC_SENT_ZEROCOPY);
+    }
+    zc_completion c[4];
+    ASSERT_EQ(reap(p.tx, c, 3), 3);
+    zc_rxd d[4];
+    unsigned got = 0;
+    while (got < 3) {
+        int n = recv_some(p.rx, d + got, 4 - got);
+        ASSERT_GT(n, 0);
+        got += unsigned(n);
+    }
+    for (unsigned i = 0; i < got; i++) EXPECT_EQ(zc_rx_release(p.rx, d[i].data), 0);
+
+    auto find = [](const std::vector<stackd::socket_stat>& v, uint16_t port) -> const stackd::socket_stat* {
+        for (auto& s : v)
+            if (ntohs(s.port) == port) return &s;
+        return nullptr;
+    };
+    auto s2 = stackd::query_sockets(rig->g[2].sock);
+    ASSERT_TRUE(s2) << s2.error();
+    const stackd::socket_stat* rx = find(*s2, 7111);
+    ASSERT_NE(rx, nullptr);
+    EXPECT_EQ(rx->pid, int32_t(::getpid()));
+    EXPECT_EQ(rx->c.rx_datagrams, 3u);
+    EXPECT_EQ(rx->c.rx_bytes, 600u);
+    EXPECT_EQ(rx->c.tx_datagrams, 0u);
+    const stackd::socket_stat* idle = find(*s2, 7112);
+    ASSERT_NE(idle, nullptr);
+    EXPECT_EQ(idle->c.rx_datagrams, 0u);
+
+    auto s1 = stackd::query_sockets(rig->g[1].sock);
+    ASSERT_TRUE(s1) << s1.error();
+    ASSERT_EQ(s1->size(), 2u) << "guest 1 has the two sending sockets";
+    const stackd::socket_stat* tx = nullptr;
+    for (auto& s : *s1)
+        if (s.c.tx_datagrams) tx = &s;
+    ASSERT_NE(tx, nullptr);
+    EXPECT_EQ(tx->c.tx_datagrams, 3u);
+    EXPECT_EQ(tx->c.tx_bytes, 600u);
+    EXPECT_EQ(tx->c.tx_errors, 0u);
+
+    auto tot = stackd::query_counters(rig->g[2].sock);
+    ASSERT_TRUE(tot);
+    EXPECT_GE(tot->rx_udp, 3u);
+    auto text = stackd::prometheus_text(*tot, *s2);
+    const std::string series = "zcnet_stackd_socket_rx_bytes_total{socket=\"" + std::to_string(rx->slot) +
+                               "\",pid=\"" + std::to_string(::getpid()) + "\",addr=\"0.0.0.0:7111\"} 600\n";
+    EXPECT_NE(text.find(series), std::string::npos) << text;
+    EXPECT_NE(text.find("# TYPE zcnet_stackd_rx_udp_total counter\n"), std::string::npos);
+    EXPECT_EQ(stackd::query_sockets(rig->host.dir() + "/nobody.sock").error(), -ENOENT);
+}

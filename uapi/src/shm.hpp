@@ -140,9 +140,10 @@ struct ring {
 };
 
 // ---- control protocol (SOCK_SEQPACKET, one connection per zc socket) ------
-// stats: the reply is a ctl_rsp followed by zc::stackd::counters (zc-stackd's
-// own tool only; not part of libzcnet).
-enum class op : uint32_t { open = 1, bind = 2, connect = 3, ping = 4, stats = 5 };
+// stats: the reply is a ctl_rsp followed by zc::stackd::counters;
+// socket_stats: a ctl_rsp whose rc is the number of zc::stackd::socket_stat
+// that follow (zc-stackd's own tool only; not part of libzcnet).
+enum class op : uint32_t { open = 1, bind = 2, connect = 3, ping = 4, stats = 5, socket_stats = 6 };
 
 struct ctl_req {
     uint32_t op;

@@ -3,6 +3,8 @@
 // each connection (open, bind, connect, ping, stats) and closing a socket
 // once its application is gone.
 #include <cerrno>
+#include <cstring>
+#include <vector>
 #include <new>
 
 #include <arpa/inet.h>
@@ -309,6 +311,30 @@ void service::impl::answer_stats(zsock& s, const ctl_rsp& r) noexcept {
     (void)fdpass::send(s.ctl, &m, sizeof m, nullptr, 0, MSG_DONTWAIT);
 }
 
+// SOCKET_STATS: the response header (rc: how many), then one socket_stat
+// per open socket, in one message.
+void service::impl::answer_socket_stats(zsock& s, ctl_rsp r) noexcept {
+    std::vector<uint8_t> m(sizeof r);
+    uint32_t k = 0;
+    for (auto& sp : socks) {
+        if (!sp || !sp->open || sp->closing) continue;
+        socket_stat e{};
+        e.slot = sp->slot;
+        e.pid = int32_t(sp->pid);
+        e.ip = sp->ip;
+        e.port = sp->port;
+        e.tx_bufs = sp->tx_bufs;
+        e.rx_bufs = sp->rx_bufs;
+        e.c = sp->st;
+        m.resize(m.size() + sizeof e);
+        std::memcpy(m.data() + sizeof r + size_t{k} * sizeof e, &e, sizeof e);
+        ++k;
+    }
+    r.rc = int32_t(k);
+    std::memcpy(m.data(), &r, sizeof r);
+    (void)fdpass::send(s.ctl, m.data(), m.size(), nullptr, 0, MSG_DONTWAIT);
+}
+
 // One well-formed request. Returns false when the connection was closed.
 bool service::impl::answer(zsock& s, const ctl_req& rq) noexcept {
     ctl_rsp r{};
@@ -326,6 +352,7 @@ bool service::impl::answer(zsock& s, const ctl_req& rq) noexcept {
         r.port = s.port;
         break;
     case op::stats: answer_stats(s, r); return true;
+    case op::socket_stats: answer_socket_stats(s, r); return true;
     case op::ping:
         r.rc = start_ping(s, rq);
         if (r.rc >= 0) return true; // answered by the echo reply or the timeout

@@ -55,6 +55,7 @@ struct zsock {
     bool closing = false;  // the application went away; waiting for in-flight sends
     int ctl = -1, notify = -1, kick = -1, shm_fd = -1, rx_fd = -1;
     pid_t pid = 0;          // the application (SO_PEERCRED at accept)
+    socket_counters st;     // what `zc-stackd stats --sockets` shows
     uint64_t accepted_ms = 0; // mono_ms(): OPEN must come by accepted + setup_timeout_ms
     int refuse = 0;         // -errno the OPEN gets (an application over its limit)
     void* shm = nullptr;
@@ -139,6 +140,7 @@ struct service::impl {
     int do_bind(zsock& s, uint32_t ip, uint16_t port, bool implicit) noexcept;
     bool answer_open(zsock& s, ctl_rsp& r, const ctl_req& rq) noexcept;
     void answer_stats(zsock& s, const ctl_rsp& r) noexcept;
+    void answer_socket_stats(zsock& s, ctl_rsp r) noexcept;
     bool answer(zsock& s, const ctl_req& rq) noexcept;
     void handle_ctl(zsock& s) noexcept;
     int start_ping(zsock& s, const ctl_req& rq) noexcept;

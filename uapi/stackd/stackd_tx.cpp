@@ -25,6 +25,7 @@ void service::impl::complete(zsock& s, const tx_desc& d, int32_t res) noexcept {
     if (s.cq_reserved) s.cq_reserved--;
     if (res < 0) {
         n.tx_errors++;
+        s.st.tx_errors++;
         if (s.lay) bump(s.lay->stats.tx_errors, 1);
     }
     if (s.closing) return;
@@ -62,6 +63,7 @@ bool service::impl::submit(zsock& s, const tx_desc& d, const proto::mac_addr& dm
         rc = nf->send(hdr, sizeof hdr);
         if (rc == -EAGAIN) return false;
         n.tx_zc += rc == 0;
+        s.st.tx_datagrams += rc == 0;
         complete(s, d, rc < 0 ? rc : 0);
         return true;
     }
@@ -105,6 +107,8 @@ void service::impl::accepted(zsock& s, const tx_desc& d) noexcept {
     s.inflight[d.buf] = 1;
     s.inflight_n++;
     n.tx_zc++;
+    s.st.tx_datagrams++;
+    s.st.tx_bytes += d.len;
     s.sent[d.buf] = d;
 }
 
@@ -157,6 +161,7 @@ void service::impl::drain_tx(zsock& s) noexcept {
         s.cq_reserved++;
         if (bad) {
             n.tx_bad_desc++;
+            s.st.tx_bad_desc++;
             complete(s, d, d.buf < s.tx_bufs && s.inflight[d.buf] ? -EBUSY : -EINVAL);
             continue;
         }
