@@ -151,6 +151,7 @@ struct vif_info {
     uint32_t devid;
     mac_addr mac;
     uint32_t queues;
+    std::vector<uint32_t> queue_workers; // the worker (0..workers-1) serving each queue
     bool disabled;
     bool rx_stalled;                 // some queue is stalled (Linux: carrier off)
     uint32_t mtu;                    // vif_params::mtu (0: no limit)
