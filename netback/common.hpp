@@ -248,6 +248,13 @@ struct queue {
     }
 };
 
+// Whether a source queue's frontend is (nearly) out of TX slots: fewer
+// free than a netfront needs to send its largest packet, not counting
+// `freeing` slots whose conversion is already started (rx.cpp convert_held).
+inline bool runs_short(const queue& src, uint32_t freeing) noexcept {
+    return src.pending_slots.load(std::memory_order_relaxed) + tx_short_slots > ring_slots + freeing;
+}
+
 struct uplink;
 
 struct vif {
