@@ -581,13 +581,13 @@ TEST_F(NetbackDatapath, QueuesSpreadOverWorkersAlsoAfterARemoval) {
     start(o);
     auto a = guest(1), b = guest(2);
     ASSERT_TRUE(a && b);
-    ASSERT_EQ(info(1).queue_workers.size(), 1u);
-    ASSERT_EQ(info(2).queue_workers.size(), 1u);
-    EXPECT_NE(info(1).queue_workers[0], info(2).queue_workers[0]);
+    ASSERT_EQ(info(1).queue_state.size(), 1u);
+    ASSERT_EQ(info(2).queue_state.size(), 1u);
+    EXPECT_NE(info(1).queue_state[0].worker, info(2).queue_state[0].worker);
     ASSERT_EQ(dp->remove_vif(2, 0), 0);
     auto c = guest(3);
     ASSERT_TRUE(c);
-    EXPECT_NE(info(1).queue_workers[0], info(3).queue_workers[0]);
+    EXPECT_NE(info(1).queue_state[0].worker, info(3).queue_state[0].worker);
     exchange_all_sizes(*this, *a, *c); // and the two workers carry traffic between them
 }
 
