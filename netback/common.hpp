@@ -261,6 +261,13 @@ struct queue {
     }
 };
 
+// Whether a source queue's frontend is (nearly) out of TX slots: fewer
+// free than a netfront needs to send its largest packet, not counting
+// `freeing` slots whose conversion is already started (rx.cpp convert_held).
+inline bool runs_short(const queue& src, uint32_t freeing) noexcept {
+    return src.pending_slots.load(std::memory_order_relaxed) + tx_short_slots > ring_slots + freeing;
+}
+
 struct uplink;
 
 struct vif {
@@ -361,6 +368,7 @@ struct worker {
     std::mutex ev_lock; // serializes calls on `ev`
 
     std::mutex lock; // protects queues, gen
+    std::atomic<uint32_t> assigned{0}; // queues given to this worker (pick_worker), until removed
     std::vector<std::shared_ptr<queue>> queues;
     uint64_t gen = 0;
     std::atomic<bool> stop{false};
@@ -420,7 +428,6 @@ struct datapath::impl {
     std::unique_ptr<hv::gntshr> shr;
     std::unique_ptr<pool::manager> mgr;
     std::vector<std::unique_ptr<worker>> workers;
-    std::atomic<uint32_t> next_worker{0};
     std::shared_ptr<retired_totals> retired = std::make_shared<retired_totals>();
 
     mutable std::mutex vifs_lock; // protects vifs (the registry; the switch has its own lock)
@@ -489,6 +496,7 @@ struct datapath::impl {
     int setup_queue(vif& v, uint32_t qi, std::string* why) noexcept;
     int bind_queue(queue& q, const queue_params& qp, uint32_t qi, std::string* why) noexcept;
     void remove_locked_out(const std::shared_ptr<vif>& v) noexcept;
+    worker* pick_worker() noexcept;
 };
 
 } // namespace zc::netback

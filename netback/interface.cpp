@@ -142,7 +142,6 @@ int datapath::impl::setup_queue(vif& v, uint32_t qi, std::string* why) noexcept 
     auto q = std::make_shared<queue>();
     q->core = v.core;
     q->index = qi;
-    q->w = workers[next_worker.fetch_add(1) % workers.size()].get();
     q->packets.reset(new (std::nothrow) tx_packet[ring_slots]);
     q->cap = 2 * opt.rx_queue_limit; // zero-copy frames up to the limit, bounced ones behind them
     q->items.reset(new (std::nothrow) rx_item[q->cap]);
@@ -152,6 +151,7 @@ int datapath::impl::setup_queue(vif& v, uint32_t qi, std::string* why) noexcept 
         q->packets[i].index = uint16_t(i);
         q->free_pkts.push_back(uint16_t(i));
     }
+    q->w = pick_worker();
     v.queues.push_back(q);
     hv::domid_t dom = v.core->dom;
     int16_t st = 0;
@@ -170,6 +170,22 @@ int datapath::impl::setup_queue(vif& v, uint32_t qi, std::string* why) noexcept 
     if (int rc = bind_queue(*q, qp, qi, why); rc < 0) return rc;
     q->last_rx = clock_type::now();
     return 0;
+}
+
+// The worker for a new queue: the one serving the fewest queues (ties: the
+// lowest id), counting the queues assigned but not yet served. A counter
+// taken round-robin in connect order keeps going after vifs leave, so churn
+// piles the survivors onto some workers and leaves others idle; Linux gives
+// every queue its own kthread (xenvif_connect_data) and lets the scheduler
+// spread them, which a fixed set of workers imitates by filling the least
+// loaded first. Concurrent add_vif calls may tie on a count: harmless.
+worker* datapath::impl::pick_worker() noexcept {
+    worker* best = nullptr;
+    for (auto& w : workers)
+        if (!best || w->assigned.load(std::memory_order_relaxed) < best->assigned.load(std::memory_order_relaxed))
+            best = w.get();
+    best->assigned.fetch_add(1, std::memory_order_relaxed);
+    return best;
 }
 
 // The queue's event channels on its worker's handle (one, or two when split).
@@ -212,6 +228,7 @@ void datapath::impl::remove_locked_out(const std::shared_ptr<vif>& v) noexcept {
                 ++q->w->gen;
             }
         }
+        if (q->w) q->w->assigned.fetch_sub(1, std::memory_order_relaxed);
         if (q->w && q->tx_port) {
             std::lock_guard g(q->w->ev_lock);
             (void)q->w->ev->unbind(q->tx_port);

@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <cstring>
 #include <poll.h>
+#include <sched.h>
 #include <string>
 #include <vector>
-#include <algorithm>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -34,6 +34,16 @@ using namespace zc::netback;
 
 namespace {
 
+// The CPUs this process may run on (sched_getaffinity, so taskset and
+// cgroup cpusets count), 1..64: the default number of data-path workers.
+// Workers sleep in poll() when idle, so more of them never spin.
+uint32_t cpus_available() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    return uint32_t(std::clamp(CPU_COUNT(&set), 1, 64));
+}
+
 const char* usage_text =
     "usage: zc-netback [run] [--workers N] [--max-queues N] [--no-split-evtchn]\n"
     "                  [--force-bounce] [--rx-queue N] [--drain-ms MS] [--ctl PATH]\n"
@@ -56,7 +66,9 @@ const char* usage_text =
     "--rate    vif-add: TX rate as xl's rate= (e.g. 10Mb/s, 1MB/s, 10Mb/s@20ms);\n"
     "          written as libxl does (the `rate` key: BYTES,USECS)\n"
     "\n"
-    "--workers N       data-path threads (default 1)\n"
+    "--workers N       data-path threads (default: the CPUs this process may run on, at\n"
+    "                  most 64; each blocks in poll(), none busy-polls). A new queue goes\n"
+    "                  to the worker serving the fewest queues\n"
     "--max-queues N    multi-queue-max-queues offered to frontends (default 4)\n"
     "--no-split-evtchn do not offer feature-split-event-channels\n"
     "--force-bounce    copy every frame through a bounce buffer (the double-copy baseline)\n"
@@ -464,6 +476,7 @@ int main(int argc, char** argv) {
     int i = 1;
     if (argc > 1 && argv[1][0] != '-') cmd = argv[i++];
     backend_options o;
+    o.dp.workers = cpus_available();
     std::vector<uplink_options> ups;
     uplink_options up_o; // --xdp-mode etc. apply to every --uplink
     std::string ctl = default_ctl(), mac, ip, rate;

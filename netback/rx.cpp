@@ -334,13 +334,6 @@ bool datapath::impl::check_rx_stall(queue& dq, time_point now, time_point& next)
     return false;
 }
 
-// Whether a source queue's frontend is (nearly) out of TX slots: fewer
-// free than a netfront needs to send its largest packet, not counting
-// `freeing` slots whose conversion this pass already started.
-static bool runs_short(const queue& src, uint32_t freeing) noexcept {
-    return src.pending_slots.load(std::memory_order_relaxed) + tx_short_slots > ring_slots + freeing;
-}
-
 // Under rx_lock: a zero-copy frame moves to bounce buffers (copy.cpp) and
 // gives the source its TX slots back when it has held them hold_ms, or
 // pressure_hold_us while its source runs short, this destination has

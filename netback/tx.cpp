@@ -347,7 +347,8 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
         bump(dc.ctr.drop_rx_full);
         return;
     }
-    if (dq->count == 0) dq->last_rx = now; // stall clock starts when something waits
+    const bool first = dq->count == 0;
+    if (first) dq->last_rx = now; // stall clock starts when something waits
     rx_item& it = dq->at(dq->count);
     it = rx_item{};
     it.src = qp;
@@ -378,10 +379,16 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     }
     // Tell the frontend to notify when it posts (xenvif_rx_ring_slots_available).
     dq->rx.request_event_after(dq->rx.req_prod());
-    const bool kick_owner = dq->w != &w;
+    // Another worker's queue: its owner arms the timers of what waits
+    // (service_rx, convert_held), so it needs waking when they change: the
+    // first item, a conversion started, or the source running short (the
+    // pressure_hold_us timer). Items behind a waiting head expire after it;
+    // waking the owner for every batch made each unicast batch a
+    // cross-worker wake-up while a receiver was behind.
     if (std::find(w.touched.begin(), w.touched.end(), dq) == w.touched.end()) w.touched.push_back(dq);
-    if (kick_owner) dq->rx_kick.store(true, std::memory_order_relaxed);
     dq->rx_rearm.store(true, std::memory_order_relaxed); // its timers (service_rx) take the new frame
+    if (dq->w != &w && (first || opt.force_bounce || runs_short(*qp, 0)))
+        dq->rx_kick.store(true, std::memory_order_relaxed);
 }
 
 // The batch's copies, then its references: packets nobody else holds are
@@ -395,7 +402,7 @@ void datapath::impl::finish_tx_batch(worker& w, const std::shared_ptr<queue>& qp
     // and let the owners of the other queues re-arm their timers.
     for (auto& dq : w.touched) {
         drain_rx(w, dq);
-        if (dq->w != &w) dq->w->kick();
+        if (dq->w != &w && dq->rx_kick.load(std::memory_order_relaxed)) dq->w->kick();
     }
     // Do not keep queues or vifs alive past the batch (remove_vif).
     w.touched.clear();

@@ -572,6 +572,26 @@ TEST_F(NetbackDatapath, ConcurrentBidirectionalTrafficAcrossWorkers) {
     EXPECT_EQ(info(1).stats.vm_to_vm_segments + info(1).stats.hdr_payload_segments, info(2).stats.rx_slots);
 }
 
+// Each new queue goes to the worker serving the fewest: two vifs land on
+// different workers, and a vif that replaces a removed one takes the freed
+// worker (a round-robin counter in connect order would pair it with the
+// survivor and leave a worker idle).
+TEST_F(NetbackDatapath, QueuesSpreadOverWorkersAlsoAfterARemoval) {
+    netback::datapath_options o;
+    o.workers = 2;
+    start(o);
+    auto a = guest(1), b = guest(2);
+    ASSERT_TRUE(a && b);
+    ASSERT_EQ(info(1).queue_state.size(), 1u);
+    ASSERT_EQ(info(2).queue_state.size(), 1u);
+    EXPECT_NE(info(1).queue_state[0].worker, info(2).queue_state[0].worker);
+    ASSERT_EQ(dp->remove_vif(2, 0), 0);
+    auto c = guest(3);
+    ASSERT_TRUE(c);
+    EXPECT_NE(info(1).queue_state[0].worker, info(3).queue_state[0].worker);
+    exchange_all_sizes(*this, *a, *c); // and the two workers carry traffic between them
+}
+
 // ---- switch ----------------------------------------------------------------------
 
 TEST_F(NetbackDatapath, UnknownUnicastFloodsLearnedMacUnicasts) {
