@@ -150,6 +150,20 @@ struct uplink_info {
     uint64_t fill_starved, tx_wakeups, rx_wakeups;   // the AF_XDP link's
 };
 
+// One queue's state at the moment of asking (gauges, not counters): what
+// `zc-netback stats` shows per queue. Ring indices are the frontend's and
+// only displayed.
+struct queue_info {
+    uint32_t index = 0;
+    uint32_t worker = 0;         // the worker thread serving it
+    uint32_t tx_unconsumed = 0;  // TX requests posted by the frontend, not yet read
+    uint32_t tx_in_flight = 0;   // TX slots read, their responses not yet sent
+    uint32_t rx_posted = 0;      // RX buffers posted by the frontend, not yet filled
+    uint32_t held_frames = 0;    // frames waiting for RX buffers
+    uint64_t held_bytes = 0;
+    bool stalled = false;        // RX stalled (XSA-392; Linux: carrier off)
+};
+
 struct vif_info {
     hv::domid_t frontend;
     uint32_t devid;
@@ -160,6 +174,7 @@ struct vif_info {
     uint32_t mtu;                    // vif_params::mtu (0: no limit)
     std::string disabled_reason;
     vif_stats stats;
+    std::vector<queue_info> queue_state; // one per queue, in index order
 };
 
 class datapath {

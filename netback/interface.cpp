@@ -289,8 +289,21 @@ std::vector<vif_info> datapath::vifs() const {
         i.mtu = c.params.mtu;
         i.rx_stalled = false;
         for (auto& q : v->queues) {
+            queue_info qi;
+            qi.index = q->index;
+            qi.worker = q->w ? q->w->id : 0;
+            {
+                std::lock_guard tg(q->tx_lock);
+                if (!q->tx_dead) qi.tx_unconsumed = std::min<uint32_t>(q->tx.req_prod() - q->tx.req_cons, ring_slots);
+                qi.tx_in_flight = q->pending_slots.load(std::memory_order_relaxed);
+            }
             std::lock_guard qg(q->rx_lock);
             i.rx_stalled = i.rx_stalled || q->stalled;
+            if (!q->rx_dead) qi.rx_posted = std::min<uint32_t>(q->rx.req_prod() - q->rx.req_cons, ring_slots);
+            qi.held_frames = q->count;
+            qi.held_bytes = q->held_bytes;
+            qi.stalled = q->stalled;
+            i.queue_state.push_back(qi);
         }
         {
             std::lock_guard rg(c.reason_lock);

@@ -118,6 +118,17 @@ std::string stats_json(backend& b) {
             out += std::string(",\"") + vif_stats::schema[k].name + "\":" + std::to_string(s.field(k));
         out += ",\"batch_hist\":[";
         for (unsigned i = 0; i < batch_hist_buckets; i++) out += (i ? "," : "") + std::to_string(s.batch_hist[i]);
+        // Per queue, like ethtool -S: where each queue stands now.
+        out += "],\"queue_state\":[";
+        for (size_t qi = 0; qi < v.queue_state.size(); qi++) {
+            const queue_info& q = v.queue_state[qi];
+            std::snprintf(buf, sizeof buf,
+                          "%s{\"index\":%u,\"worker\":%u,\"tx_unconsumed\":%u,\"tx_in_flight\":%u,\"rx_posted\":%u,"
+                          "\"held_frames\":%u,\"held_bytes\":%" PRIu64 ",\"stalled\":%s}",
+                          qi ? "," : "", q.index, q.worker, q.tx_unconsumed, q.tx_in_flight, q.rx_posted, q.held_frames,
+                          q.held_bytes, q.stalled ? "true" : "false");
+            out += buf;
+        }
         out += "]}";
         first = false;
     }
@@ -337,6 +348,14 @@ int cmd_stats(const std::string& ctl, bool json, bool prometheus) {
                     field(obj, "rx_packets").c_str(), field(obj, "grant_copy_segments").c_str(),
                     field(obj, "vm_to_vm_segments").c_str(), field(obj, "fallback_copies").c_str(), drops,
                     state.c_str(), field(obj, "disabled_reason").c_str());
+        // Its queues, one line each (like ethtool -S's per-queue view).
+        for (size_t qp = obj.find("{\"index\""); qp != std::string::npos; qp = obj.find("{\"index\"", qp + 1)) {
+            std::string q = obj.substr(qp, obj.find('}', qp) - qp);
+            std::printf("  queue %-3s worker %-3s tx_unconsumed %-4s tx_in_flight %-4s rx_posted %-4s held %s (%s bytes)%s\n",
+                        field(q, "index").c_str(), field(q, "worker").c_str(), field(q, "tx_unconsumed").c_str(),
+                        field(q, "tx_in_flight").c_str(), field(q, "rx_posted").c_str(), field(q, "held_frames").c_str(),
+                        field(q, "held_bytes").c_str(), field(q, "stalled") == "true" ? " stalled" : "");
+        }
         pos = close;
     }
     // Uplinks: one line each (the JSON has every counter).

@@ -79,6 +79,36 @@ std::string prometheus_text(const std::vector<vif_info>& vifs, const std::vector
     family(out, "zcnet_netback_vif_rx_stalled", "gauge", "1 while some queue's RX is stalled (Linux: carrier off)");
     for (auto& v : vifs) sample(out, "zcnet_netback_vif_rx_stalled", vif_labels(v), v.rx_stalled ? 1 : 0);
 
+    // Per queue: where each queue stands now (gauges).
+    struct qgauge {
+        const char* name;
+        const char* help;
+        uint64_t (*get)(const queue_info&);
+    };
+    static constexpr qgauge qgauges[] = {
+        {"tx_unconsumed", "TX requests the frontend posted that zc-netback has not read yet",
+         [](const queue_info& q) -> uint64_t { return q.tx_unconsumed; }},
+        {"tx_in_flight", "TX slots read whose responses are not sent yet",
+         [](const queue_info& q) -> uint64_t { return q.tx_in_flight; }},
+        {"rx_posted", "RX buffers the frontend posted, not yet filled",
+         [](const queue_info& q) -> uint64_t { return q.rx_posted; }},
+        {"held_frames", "frames waiting for this queue's RX buffers",
+         [](const queue_info& q) -> uint64_t { return q.held_frames; }},
+        {"held_bytes", "bytes of those frames", [](const queue_info& q) -> uint64_t { return q.held_bytes; }},
+        {"stalled", "1 while the queue's RX is stalled (XSA-392)",
+         [](const queue_info& q) -> uint64_t { return q.stalled ? 1 : 0; }},
+    };
+    for (const qgauge& g : qgauges) {
+        std::string name = std::string("zcnet_netback_queue_") + g.name;
+        family(out, name, "gauge", g.help);
+        for (auto& v : vifs)
+            for (auto& q : v.queue_state)
+                sample(out, name,
+                       vif_labels(v) + ",queue=\"" + std::to_string(q.index) + "\",worker=\"" +
+                           std::to_string(q.worker) + "\"",
+                       g.get(q));
+    }
+
     // Every counter of the schema, in its order.
     for (size_t k = 0; k < vif_stats::schema_size; k++) {
         const counter_desc& c = vif_stats::schema[k];

@@ -12,11 +12,15 @@
 #include <poll.h>
 #include <set>
 #include <string>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <utility>
 #include <vector>
 
 #include "hv/hv.hpp"
+#include "hv/xen/xen_export.hpp"
 #include "hv/xen/xen_port.hpp"
 
 namespace {
@@ -361,6 +365,51 @@ TEST(HvXenCopyBatch, FailedIoctlLeavesNoFalseOkay) {
 }
 
 // ---------------------------------------------------------------------------
+// Exportable shares (xen_export.hpp): the parts that run without Xen.
+
+TEST(HvXenExport, PoolMemfdIsExactlyThePagesSealedAndZeroed) {
+    int fd = -1;
+    void* addr = nullptr;
+    EXPECT_EQ(xen::make_pool_memfd(0, &fd, &addr), -EINVAL);
+    ASSERT_EQ(xen::make_pool_memfd(3, &fd, &addr), 0);
+    struct stat st{};
+    ASSERT_EQ(::fstat(fd, &st), 0);
+    EXPECT_EQ(st.st_size, off_t(3 * page_size));
+    const int want = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+    EXPECT_EQ(::fcntl(fd, F_GET_SEALS) & want, want);
+    EXPECT_EQ(::fcntl(fd, F_GET_SEALS) & F_SEAL_WRITE, 0); // udmabuf refuses write-sealed memfds
+    EXPECT_EQ(::ftruncate(fd, 0), -1);
+    EXPECT_EQ(errno, EPERM);
+    for (size_t i = 0; i < 3 * page_size; i++) ASSERT_EQ(static_cast<unsigned char*>(addr)[i], 0) << i;
+    static_cast<unsigned char*>(addr)[5] = 9; // ours to write
+    ::munmap(addr, 3 * page_size);
+    ::close(fd);
+}
+
+TEST(HvXenExport, UdmabufOfThePoolOrEnodevWithoutTheDevice) {
+    int fd = -1;
+    void* addr = nullptr;
+    ASSERT_EQ(xen::make_pool_memfd(2, &fd, &addr), 0);
+    int d = xen::make_udmabuf(fd, 2 * page_size);
+    if (::access("/dev/udmabuf", F_OK) != 0) {
+        EXPECT_EQ(d, -ENODEV);
+    } else if (d == -EACCES || d == -EPERM) {
+        GTEST_SKIP() << "/dev/udmabuf is not ours to open";
+    } else {
+        ASSERT_GE(d, 0) << std::strerror(-d);
+        ::close(d);
+        // Not a memfd we sealed against shrinking: udmabuf refuses it.
+        int raw = ::memfd_create("raw", MFD_CLOEXEC);
+        ASSERT_GE(raw, 0);
+        ASSERT_EQ(::ftruncate(raw, off_t(page_size)), 0);
+        EXPECT_LT(xen::make_udmabuf(raw, page_size), 0);
+        ::close(raw);
+    }
+    ::munmap(addr, 2 * page_size);
+    ::close(fd);
+}
+
+// ---------------------------------------------------------------------------
 // Real paths: only on a Xen host.
 
 class HvXenReal : public ::testing::Test {
@@ -392,6 +441,27 @@ TEST_F(HvXenReal, ShareRejectsBadArguments) {
     domid_t other = _port->self() == 0 ? 1 : 0;
     EXPECT_EQ((*s)->share(other, 0, true).error(), -EINVAL);
     EXPECT_EQ((*s)->counters().shares, 0u);
+}
+
+TEST_F(HvXenReal, ShareExportableGivesExactlyThePoolOrSaysWhyNot) {
+    auto s = _port->open_gntshr();
+    if (!s.ok() && s.error() == -ENODEV) GTEST_SKIP() << "no /dev/xen/gntalloc on this host";
+    ASSERT_TRUE(s.ok()) << std::strerror(-s.error());
+    domid_t other = _port->self() == 0 ? 1 : 0;
+    EXPECT_EQ((*s)->share_exportable(_port->self(), 1, false).error(), -EINVAL);
+    EXPECT_EQ((*s)->share_exportable(other, 0, false).error(), -EINVAL);
+    EXPECT_EQ((*s)->share_exportable(other, 4097, false).error(), -EINVAL);
+    auto p = (*s)->share_exportable(other, 2, false);
+    if (!p.ok() && p.error() == -EOPNOTSUPP) GTEST_SKIP() << "no /dev/udmabuf or no gntdev dma-buf in this kernel";
+    ASSERT_TRUE(p.ok()) << std::strerror(-p.error());
+    auto ex = (*s)->export_fd(*p);
+    ASSERT_TRUE(ex.ok());
+    struct stat st{};
+    ASSERT_EQ(::fstat(ex->fd, &st), 0);
+    EXPECT_EQ(st.st_size, off_t(2 * page_size));
+    EXPECT_EQ(::ftruncate(ex->fd, 0), -1);
+    ::close(ex->fd);
+    EXPECT_EQ((*s)->unshare(*p), 0);
 }
 
 TEST_F(HvXenReal, MapOfBadGrantFailsWithGeneralErrorPerPage) {

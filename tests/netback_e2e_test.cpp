@@ -303,6 +303,16 @@ TEST(NetbackE2E, PrometheusMetricsFollowTheCounters) {
     EXPECT_EQ(value("zcnet_netback_rx_packets_total" + l1), 0);
     EXPECT_EQ(value("zcnet_netback_device_backend_state" + l1), XenbusStateConnected);
     EXPECT_EQ(value("zcnet_netback_device_frontend_state" + l2), XenbusStateConnected);
+    // Per queue: b's netfront keeps its RX ring full of buffers, a has read
+    // back every TX response (nothing in flight, nothing held).
+    auto vb = r.vif(2);
+    ASSERT_EQ(vb.queue_state.size(), vb.queues);
+    EXPECT_GT(vb.queue_state[0].rx_posted, 0u);
+    EXPECT_EQ(r.vif(1).queue_state[0].tx_in_flight, 0u);
+    EXPECT_EQ(vb.queue_state[0].held_frames, 0u);
+    const std::string q2 = "{vif=\"dom2/0\",frontend=\"2\",devid=\"0\",queue=\"0\",worker=\"" +
+                           std::to_string(vb.queue_state[0].worker) + "\"}";
+    EXPECT_GT(value("zcnet_netback_queue_rx_posted" + q2), 0);
 }
 
 } // namespace

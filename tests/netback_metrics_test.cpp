@@ -78,6 +78,17 @@ vif_info make_vif(hv::domid_t fe, uint32_t devid, uint64_t base) {
         std::memcpy(reinterpret_cast<char*>(&v.stats) + k * sizeof(uint64_t), &val, sizeof val);
     }
     for (unsigned i = 0; i < batch_hist_buckets; i++) v.stats.batch_hist[i] = base * 10 + i;
+    for (uint32_t q = 0; q < v.queues; q++) {
+        queue_info qi;
+        qi.index = q;
+        qi.worker = q % 2;
+        qi.tx_unconsumed = uint32_t(base / 100 + q);
+        qi.rx_posted = 200 + q;
+        qi.held_frames = 3 * q;
+        qi.held_bytes = 1000 * q;
+        qi.stalled = q == 1;
+        v.queue_state.push_back(qi);
+    }
     return v;
 }
 
@@ -105,6 +116,15 @@ TEST(NetbackMetrics, EveryCounterOfEveryVifIsOneWellFormedSample) {
         EXPECT_EQ(p.samples["zcnet_netback_tx_batches_total" + b + ",size=\"2-3\"}"], v.stats.batch_hist[1]);
         EXPECT_EQ(p.samples["zcnet_netback_tx_batches_total" + b + ",size=\"128+\"}"], v.stats.batch_hist[7]);
         EXPECT_EQ(p.samples["zcnet_netback_vif_info" + b + ",mac=\"" + to_string(v.mac) + "\"}"], 1u);
+        for (auto& q : v.queue_state) {
+            std::string ql = b + ",queue=\"" + std::to_string(q.index) + "\",worker=\"" + std::to_string(q.worker) + "\"}";
+            EXPECT_EQ(p.type["zcnet_netback_queue_rx_posted"], "gauge");
+            EXPECT_EQ(p.samples["zcnet_netback_queue_tx_unconsumed" + ql], q.tx_unconsumed) << ql;
+            EXPECT_EQ(p.samples["zcnet_netback_queue_rx_posted" + ql], q.rx_posted) << ql;
+            EXPECT_EQ(p.samples["zcnet_netback_queue_held_frames" + ql], q.held_frames) << ql;
+            EXPECT_EQ(p.samples["zcnet_netback_queue_held_bytes" + ql], q.held_bytes) << ql;
+            EXPECT_EQ(p.samples["zcnet_netback_queue_stalled" + ql], q.stalled ? 1u : 0u) << ql;
+        }
     }
     // Devices: the one that never connected has its states, no counters.
     EXPECT_EQ(p.samples["zcnet_netback_device_frontend_state{vif=\"dom9/0\",frontend=\"9\",devid=\"0\"}"], 1u);

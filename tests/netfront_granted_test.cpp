@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "netback_host.hpp"
 #include "emu_host.hpp"
@@ -121,11 +122,14 @@ TEST(HvEmuExport, SharedPagesAreVisibleThroughTheExportedFd) {
     ASSERT_TRUE(d1 && d2);
     auto shr = d1->open_gntshr();
     ASSERT_TRUE(shr);
-    auto pg = (*shr)->share(2, 3, true);
+    auto pg = (*shr)->share_exportable(2, 3, true);
     ASSERT_TRUE(pg);
     auto ex = (*shr)->export_fd(*pg);
     ASSERT_TRUE(ex);
-    EXPECT_EQ(ex->offset % 4096, 0u);
+    EXPECT_EQ(ex->offset, 0u);
+    struct stat st{};
+    ASSERT_EQ(::fstat(ex->fd, &st), 0);
+    EXPECT_EQ(st.st_size, off_t(3 * 4096)); // the share's pages and nothing else
     void* m = ::mmap(nullptr, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, ex->fd, off_t(ex->offset));
     ASSERT_NE(m, MAP_FAILED);
     static_cast<uint8_t*>(pg->addr)[5000] = 0x5a;

@@ -667,12 +667,20 @@ TEST_F(pool_test, lossless_threads) {
         for (uint32_t seq = 0; seq < total;) {
             std::memcpy(pa->data(src), &seq, sizeof seq);
             frame out[2];
+            // What the consumer had released before this attempt: a release
+            // between a failed stage() and the wait below must count, or the
+            // producer waits for one more release while the consumer, with
+            // nothing queued, waits for it (both asleep for good).
+            uint64_t seen;
+            {
+                std::lock_guard l(lock);
+                seen = consumed;
+            }
             int n = m->stage(dom_b, src, out, 2);
             if (n == -ENOBUFS) {
                 backpressured.fetch_add(1);
                 // Retry once the consumer has released a frame (never busy-poll).
                 std::unique_lock l(lock);
-                uint64_t seen = consumed;
                 cv.wait(l, [&] { return consumed != seen; });
                 continue;
             }

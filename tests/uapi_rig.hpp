@@ -7,19 +7,26 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include <arpa/inet.h>
 #include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "netback_host.hpp"
 #include "emu_host.hpp"
 #include "hv/xs.hpp"
 #include "netback/backend.hpp"
 #include "netback/toolstack.hpp"
+#include "common/fdpass.hpp"
 #include "stackd/stackd.hpp"
+#include "uapi/shm.hpp"
 #include "zc.h"
 
 namespace zc::test {
@@ -57,8 +64,10 @@ struct uapi_rig {
     stack_guest g[3]; // g[1], g[2]; index 0 unused
 
     bool private_headers = true;
+    std::function<void(stackd::options&)> tune; // changes to the guests' zc-stackd options
 
-    explicit uapi_rig(bool private_hdrs = true) : private_headers(private_hdrs) {
+    explicit uapi_rig(bool private_hdrs = true, std::function<void(stackd::options&)> t = {})
+        : private_headers(private_hdrs), tune(std::move(t)) {
         dom0 = host.domain(0);
         if (!dom0) return;
         auto x = hv::xs::open(dom0->xenstore_path());
@@ -84,7 +93,10 @@ struct uapi_rig {
         o.ip = G.ip;
         o.nf.tx_buffers = 256;
         o.private_headers = private_headers;
-        o.max_pool_pages = 8192; // 32 MiB of the guest's 64 for sockets' pools: the budget can be hit
+        o.max_pool_pages = 8192; // 32 MiB of the guest's 64 for sockets' send buffers: the budget can be hit
+        o.max_sockets_per_app = 64; // the tests are one application
+        o.max_pool_pages_per_app = 65536;
+        if (tune) tune(o);
         auto svc = stackd::service::create(*G.port, o, &why);
         EXPECT_TRUE(svc) << why;
         if (!svc) return false;
@@ -140,5 +152,60 @@ inline int recv_some(int s, zc_rxd* out, unsigned max, int timeout_ms = 8000) {
     }
     return -EAGAIN;
 }
+
+// An application that speaks zc-stackd's control protocol itself
+// (uapi/src/shm.hpp), to do what libzcnet never would.
+struct raw_sock {
+    int ctl = -1;
+    int fds[uapi::ctl_nfds] = {-1, -1, -1, -1, -1};
+    uapi::ctl_rsp rsp{};
+    void* shm = nullptr;
+    size_t shm_size = 0;
+    uapi::shm_layout* lay = nullptr;
+    uapi::ring<uapi::tx_desc> tx;
+    uapi::ring<uapi::cq_desc> cq;
+    uapi::ring<uapi::fr_desc> fr;
+
+    bool connect(const std::string& path) {
+        ctl = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+        return ::connect(ctl, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    }
+    // OPEN: rsp.rc is the service's answer.
+    bool open(const std::string& path, uint32_t entries, uint32_t tx_bufs = 8, uint32_t rx_bufs = 8) {
+        if (!connect(path)) return false;
+        uapi::ctl_req rq{};
+        rq.op = uint32_t(uapi::op::open);
+        rq.version = uapi::proto_version;
+        rq.tx_bufs = tx_bufs;
+        rq.rx_bufs = rx_bufs;
+        rq.entries = entries;
+        if (::send(ctl, &rq, sizeof rq, 0) != ssize_t(sizeof rq)) return false;
+        int nfds = uapi::ctl_nfds;
+        if (fdpass::recv(ctl, &rsp, sizeof rsp, fds, &nfds) != long(sizeof rsp) || rsp.rc < 0 ||
+            nfds != uapi::ctl_nfds)
+            return false;
+        shm_size = rsp.shm_size;
+        shm = ::mmap(nullptr, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[uapi::fd_shm], 0);
+        if (shm == MAP_FAILED) return false;
+        lay = static_cast<uapi::shm_layout*>(shm);
+        tx.attach(shm, lay->tx_off, entries);
+        cq.attach(shm, lay->cq_off, entries);
+        fr.attach(shm, lay->fr_off, entries);
+        return true;
+    }
+    void kick() {
+        uint64_t one = 1;
+        (void)!::write(fds[uapi::fd_kick], &one, sizeof one);
+    }
+    ~raw_sock() {
+        if (shm && shm != MAP_FAILED) ::munmap(shm, shm_size);
+        for (int fd : fds)
+            if (fd >= 0) ::close(fd);
+        if (ctl >= 0) ::close(ctl);
+    }
+};
 
 } // namespace zc::test

@@ -89,8 +89,11 @@ struct zc_socket_opts {
  * the same number, which then replaces them).
  * Errors: -EINVAL (opts NULL, sz too small, unknown flags, non-zero unknown
  * trailing bytes, bad counts), -ENOENT / -ECONNREFUSED (no stack service at
- * that path), -ENOMEM (no memory, or the service could not grant the pool),
- * -ENOSPC (the service's grant budget is exhausted), -EMFILE, -EPROTO (the
+ * that path), -ENOMEM (no memory, the service could not grant the pool, or
+ * this process's pool pages at the service would pass its limit),
+ * -ENOSPC (the service's grant budget is exhausted), -EMFILE (no descriptor
+ * left, or this process has as many sockets as the service allows it),
+ * -EOPNOTSUPP (the service cannot export pools on this host), -EPROTO (the
  * service speaks another version of the protocol), -ENAMETOOLONG (service
  * path), -ENOTCONN / -ETIMEDOUT (the service went away or did not answer).
  */
@@ -226,7 +229,7 @@ int zc_completions(int s, struct zc_completion *out, unsigned max);
 /* ---- receiving ------------------------------------------------------------- */
 
 struct zc_rxd {
-	const void *data;          /* payload, inside the pool; owner: the application (RX) */
+	const void *data;          /* payload, inside the pool, read-only; owner: the application (RX) */
 	uint32_t len;              /* payload bytes */
 	uint32_t flags;            /* 0 */
 	struct sockaddr_in from;   /* sender */

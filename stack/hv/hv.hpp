@@ -82,16 +82,26 @@ public:
     virtual int unshare(shared_pages& p) noexcept = 0;
     virtual op_counters counters() const noexcept = 0;
 
-    // Let another process of this domain see the pages of a live share: a
-    // new file descriptor (the caller closes it) whose bytes
-    // [offset, offset + count * 4096) are those pages, for mmap(MAP_SHARED)
-    // after passing it with SCM_RIGHTS. The fd may expose more than the
-    // range (emu: it is the guest-memory memfd), so hand it only to
-    // processes trusted with this domain's memory.
-    // Errors: -EINVAL (not a live share of this handle), -EMFILE,
-    // -EOPNOTSUPP (xen: not wired up; gntalloc would do it by allocating
-    // the share on its own /dev/xen/gntalloc fd and passing that fd with
-    // the IOCTL_GNTALLOC_ALLOC_GREF index as the mmap offset).
+    // As share(), but the pages can be handed to another process of this
+    // domain with export_fd, which then reaches those pages and nothing
+    // else (docs/ARCHITECTURE.md, "What an application holds"). Emu: a
+    // memory region of its own; xen: a memfd granted through udmabuf and
+    // gntdev's dma-buf import (hv/xen/xen_export.hpp; read-write grants).
+    // Errors: those of share(), -EINVAL also for count > 4096, -EOPNOTSUPP
+    // (xen: the kernel has no udmabuf or no gntdev dma-buf).
+    virtual result<shared_pages> share_exportable(domid_t peer, uint32_t count, bool writable) noexcept {
+        (void)peer, (void)count, (void)writable;
+        return err(-EOPNOTSUPP);
+    }
+
+    // Let another process of this domain see the pages of a live share made
+    // by share_exportable: a new file descriptor (the caller closes it)
+    // whose bytes [offset, offset + count * 4096) are those pages and which
+    // reaches nothing else, for mmap(MAP_SHARED) after passing it with
+    // SCM_RIGHTS. Its size cannot be changed (emu: a memfd sealed
+    // F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL).
+    // Errors: -EINVAL (not a live exportable share of this handle), -EMFILE,
+    // -EOPNOTSUPP.
     struct exported_fd {
         int fd = -1;
         uint64_t offset = 0;

@@ -26,7 +26,7 @@
 namespace zc::uapi {
 
 inline constexpr uint32_t shm_magic = 0x7a636e31; // "zcn1"
-inline constexpr uint32_t proto_version = 1;
+inline constexpr uint32_t proto_version = 2;
 inline constexpr uint32_t buf_size = 2048;       // two buffers per 4 KiB page: never crosses a page
 inline constexpr uint32_t headroom = 64;         // >= Ethernet + IPv4 + UDP (42), cache-line aligned payload
 inline constexpr uint32_t hdr_len = 14 + 20 + 8; // what zc-stackd writes in front of the payload
@@ -140,9 +140,10 @@ struct ring {
 };
 
 // ---- control protocol (SOCK_SEQPACKET, one connection per zc socket) ------
-// stats: the reply is a ctl_rsp followed by zc::stackd::counters (zc-stackd's
-// own tool only; not part of libzcnet).
-enum class op : uint32_t { open = 1, bind = 2, connect = 3, ping = 4, stats = 5 };
+// stats: the reply is a ctl_rsp followed by zc::stackd::counters;
+// socket_stats: a ctl_rsp whose rc is the number of zc::stackd::socket_stat
+// that follow (zc-stackd's own tool only; not part of libzcnet).
+enum class op : uint32_t { open = 1, bind = 2, connect = 3, ping = 4, stats = 5, socket_stats = 6 };
 
 struct ctl_req {
     uint32_t op;
@@ -155,20 +156,25 @@ struct ctl_req {
 };
 static_assert(sizeof(ctl_req) == 32);
 
-// open: fds [shm memfd, pool fd, notify eventfd (the app's socket fd),
-// kick eventfd (app -> stackd doorbell)].
+// open: fds [shm memfd, pool fd, receive-buffer memfd, notify eventfd (the
+// app's socket fd), kick eventfd (app -> stackd doorbell)]. The pool fd
+// holds the send buffers [0, tx_bufs) and nothing else; the receive memfd
+// the receive buffers, sealed F_SEAL_FUTURE_WRITE (the application can map
+// it only read-only); every memfd is sealed F_SEAL_SHRINK | F_SEAL_GROW |
+// F_SEAL_SEAL. The application maps them back to back: pool_size bytes,
+// the send buffers first.
 struct ctl_rsp {
     int32_t rc;         // >= 0 or -errno; ping: RTT in microseconds
     uint32_t version;
     uint64_t shm_size;
-    uint64_t pool_off;  // mmap offset of the pool in the pool fd
-    uint64_t pool_size;
+    uint64_t pool_off;  // mmap offset of the send buffers in the pool fd
+    uint64_t pool_size; // send and receive buffers
     uint32_t ip;        // bind/connect: the bound address (network order)
     uint16_t port;      // the bound port (network order)
     uint16_t pad;
 };
 static_assert(sizeof(ctl_rsp) == 40);
 
-enum ctl_fd { fd_shm = 0, fd_pool = 1, fd_notify = 2, fd_kick = 3, ctl_nfds = 4 };
+enum ctl_fd { fd_shm = 0, fd_pool = 1, fd_rx = 2, fd_notify = 3, fd_kick = 4, ctl_nfds = 5 };
 
 } // namespace zc::uapi

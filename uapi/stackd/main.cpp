@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -30,15 +31,21 @@ void on_signal(int) { g_stop = true; }
 const char* usage_text =
     "usage: zc-stackd [run] --ip A.B.C.D [--netmask A.B.C.D] [--listen PATH] [--devid N]\n"
     "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
-    "                 [--tx-headers private|headroom]\n"
-    "       zc-stackd stats [--listen PATH] [--json]      counters of a running zc-stackd\n"
+    "                 [--max-sockets-per-app N] [--max-pool-pages-per-app N]\n"
+    "                 [--setup-timeout MS] [--tx-headers private|headroom]\n"
+    "       zc-stackd stats [--listen PATH] [--sockets] [--json | --prometheus]\n"
+    "                 counters of a running zc-stackd; --sockets: per socket\n"
     "\n"
     "Owns this domain's netfront vif (device/vif/N) and an IPv4 host on it\n"
     "(answers ARP and ping) and serves zc sockets (zc.h) to applications that\n"
     "connect to PATH (default: $ZCNET_STACK_SOCK, else /run/zcnet/stackd.sock).\n"
     "--tx-headers private (default): headers in a slot of the service's own, payload\n"
     "from the application's pool (two slots); headroom: one slot, headers written in\n"
-    "front of the payload in the application's buffer.\n"
+    "front of the payload in the application's buffer, where the application can\n"
+    "rewrite them into any frame: for trusted applications only.\n"
+    "Per application (process): --max-sockets-per-app (16) sockets, EMFILE beyond;\n"
+    "--max-pool-pages-per-app (4096) pool pages, ENOMEM beyond. A connection that\n"
+    "has not opened its socket within --setup-timeout (5000 ms) is dropped.\n"
     "Stops on SIGINT/SIGTERM. The hypervisor is chosen as everywhere in zcnet.\n";
 
 int usage() {
@@ -48,45 +55,71 @@ int usage() {
 
 } // namespace
 
-// zc-stackd stats: ask a running zc-stackd for its counters.
-int stats_cmd(const std::string& path, bool json) {
-    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
-    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) {
-        std::fprintf(stderr, "zc-stackd stats: %s: %s\n", path.c_str(), std::strerror(errno));
+// zc-stackd stats: ask a running zc-stackd for its counters (and sockets).
+int stats_cmd(const std::string& path, bool sockets, bool json, bool prometheus) {
+    auto c = zc::stackd::query_counters(path);
+    if (!c) {
+        std::fprintf(stderr, "zc-stackd stats: %s: %s\n", path.c_str(),
+                     c.error() == -EPROTO ? "no answer (not a zc-stackd?)" : std::strerror(-c.error()));
         return 1;
     }
-    zc::uapi::ctl_req rq{};
-    rq.op = uint32_t(zc::uapi::op::stats);
-    rq.version = zc::uapi::proto_version;
-    struct {
-        zc::uapi::ctl_rsp h;
-        zc::stackd::counters c;
-    } m{};
-    pollfd p{fd, POLLIN, 0};
-    if (::send(fd, &rq, sizeof rq, MSG_NOSIGNAL) != ssize_t(sizeof rq) || ::poll(&p, 1, 5000) != 1 ||
-        ::recv(fd, &m, sizeof m, 0) != ssize_t(sizeof m) || m.h.rc != int32_t(sizeof m.c)) {
-        std::fprintf(stderr, "zc-stackd stats: no answer\n");
-        ::close(fd);
-        return 1;
+    std::vector<zc::stackd::socket_stat> socks;
+    if (sockets || prometheus) {
+        auto s = zc::stackd::query_sockets(path);
+        if (!s) {
+            std::fprintf(stderr, "zc-stackd stats --sockets: %s: %s\n", path.c_str(), std::strerror(-s.error()));
+            return 1;
+        }
+        socks = std::move(*s);
     }
-    ::close(fd);
-    const auto& c = m.c;
-    const std::pair<const char*, uint64_t> f[] = {
-        {"sockets_opened", c.sockets_opened}, {"sockets_closed", c.sockets_closed}, {"tx_zc", c.tx_zc},
-        {"tx_bad_desc", c.tx_bad_desc},       {"tx_errors", c.tx_errors},           {"rx_frames", c.rx_frames},
-        {"rx_udp", c.rx_udp},                 {"rx_no_socket", c.rx_no_socket},     {"rx_drops", c.rx_drops},
-        {"fr_bad", c.fr_bad},                 {"arp_replies", c.arp_replies},       {"echo_replies", c.echo_replies},
-        {"pings_sent", c.pings_sent},         {"pings_answered", c.pings_answered},
+    using zc::stackd::counters;
+    using zc::stackd::socket_counters;
+    if (prometheus) {
+        std::fputs(zc::stackd::prometheus_text(*c, socks).c_str(), stdout);
+        return 0;
+    }
+    auto addr = [](const zc::stackd::socket_stat& s) {
+        char b[32];
+        const uint32_t a = ntohl(s.ip);
+        std::snprintf(b, sizeof b, "%u.%u.%u.%u:%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255,
+                      unsigned(ntohs(s.port)));
+        return std::string(b);
     };
-    if (json) std::printf("{");
-    for (size_t i = 0; i < std::size(f); i++) {
-        if (json) std::printf("%s\"%s\":%llu", i ? "," : "", f[i].first, (unsigned long long)f[i].second);
-        else std::printf("%-16s %llu\n", f[i].first, (unsigned long long)f[i].second);
+    if (json) {
+        std::printf("{");
+        for (size_t k = 0; k < counters::schema_size; k++)
+            std::printf("%s\"%s\":%llu", k ? "," : "", counters::schema[k].name, (unsigned long long)c->field(k));
+        if (sockets) {
+            std::printf(",\"sockets\":[");
+            for (size_t i = 0; i < socks.size(); i++) {
+                const auto& s = socks[i];
+                std::printf("%s{\"socket\":%u,\"pid\":%d,\"addr\":\"%s\",\"tx_bufs\":%u,\"rx_bufs\":%u", i ? "," : "",
+                            s.slot, s.pid, addr(s).c_str(), s.tx_bufs, s.rx_bufs);
+                for (size_t k = 0; k < socket_counters::schema_size; k++)
+                    std::printf(",\"%s\":%llu", socket_counters::schema[k].name, (unsigned long long)s.c.field(k));
+                std::printf("}");
+            }
+            std::printf("]");
+        }
+        std::printf("}\n");
+        return 0;
     }
-    if (json) std::printf("}\n");
+    if (!sockets) {
+        for (size_t k = 0; k < counters::schema_size; k++)
+            std::printf("%-16s %llu\n", counters::schema[k].name, (unsigned long long)c->field(k));
+        return 0;
+    }
+    std::printf("%-6s %-8s %-21s %10s %12s %10s %12s %8s\n", "socket", "pid", "bound", "tx_dgrams", "tx_bytes",
+                "rx_dgrams", "rx_bytes", "drops");
+    for (const auto& s : socks) {
+        uint64_t drops = 0;
+        for (size_t k = 0; k < socket_counters::schema_size; k++)
+            if (socket_counters::schema[k].drop) drops += s.c.field(k);
+        std::printf("%-6u %-8d %-21s %10llu %12llu %10llu %12llu %8llu\n", s.slot, s.pid, addr(s).c_str(),
+                    (unsigned long long)s.c.tx_datagrams, (unsigned long long)s.c.tx_bytes,
+                    (unsigned long long)s.c.rx_datagrams, (unsigned long long)s.c.rx_bytes,
+                    (unsigned long long)drops);
+    }
     return 0;
 }
 
@@ -96,13 +129,13 @@ int main(int argc, char** argv) {
     if (const char* e = std::getenv("ZCNET_STACK_SOCK"); e && *e) o.listen = e;
     else o.listen = "/run/zcnet/stackd.sock";
     int first = 1;
-    bool stats = false, json = false;
+    bool stats = false, json = false, sockets = false, prometheus = false;
     if (argc > 1 && !std::strcmp(argv[1], "stats")) stats = true, first = 2;
     else if (argc > 1 && !std::strcmp(argv[1], "run")) first = 2;
     for (int i = first; i < argc; i++) {
         std::string a = argv[i];
-        if (a == "--json") {
-            json = true;
+        if (a == "--json" || a == "--sockets" || a == "--prometheus") {
+            (a == "--json" ? json : a == "--sockets" ? sockets : prometheus) = true;
             continue;
         }
         auto val = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
@@ -122,6 +155,12 @@ int main(int argc, char** argv) {
             o.nf.devid = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--max-sockets") {
             o.max_sockets = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--max-sockets-per-app") {
+            o.max_sockets_per_app = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--max-pool-pages-per-app") {
+            o.max_pool_pages_per_app = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--setup-timeout") {
+            o.setup_timeout_ms = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--wait-vif") {
             wait_vif_ms = std::atoi(v) * 1000;
         } else if (a == "--tx-headers") {
@@ -133,7 +172,8 @@ int main(int argc, char** argv) {
             return usage();
         }
     }
-    if (stats) return stats_cmd(o.listen, json);
+    if (stats && json && prometheus) return usage();
+    if (stats) return stats_cmd(o.listen, sockets, json, prometheus);
     if (!o.ip) return usage();
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);

@@ -28,7 +28,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "common/counters.hpp"
 #include "common/result.hpp"
 #include "hv/hv.hpp"
 #include "link/netfront.hpp"
@@ -39,31 +41,88 @@ struct options {
     std::string listen;           // Unix socket path for applications
     uint32_t ip = 0;              // host order, e.g. 10.0.0.1 = 0x0a000001
     uint32_t netmask = 0xffffff00;
-    uint32_t max_sockets = 64;
-    uint32_t max_pool_pages = 16384; // grant budget for all sockets' pools
+    uint32_t max_sockets = 64;      // connections at once (the emulated host has 64 regions per guest)
+    uint32_t max_pool_pages = 16384; // grant budget for all sockets' send buffers
+    // Per application (process, SO_PEERCRED): sockets (connections) and
+    // pool pages (send + receive buffers) at once: -EMFILE, -ENOMEM.
+    uint32_t max_sockets_per_app = 16;
+    uint32_t max_pool_pages_per_app = 4096;
+    // A connection that has not opened its socket by then is dropped.
+    uint32_t setup_timeout_ms = 5000;
     bool csum_offload = true;     // UDP checksum left to offload (CHECKSUM_PARTIAL), as Linux guests do
     // Headers in a slot of our own and the payload in a second slot from the
     // pool (needs feature-sg), so that an application cannot rewrite them
-    // after zc_send (spoofing another socket's port or another MAC). false:
-    // one slot, headers written into the buffer's headroom (one segment
-    // fewer for the backend, but the application could change them).
+    // after zc_send (spoofing another socket's port or another MAC). false
+    // (--tx-headers headroom, for trusted applications only): one slot,
+    // headers written into the buffer's headroom (one segment fewer for the
+    // backend, but the application can change them until the backend's
+    // copy). Without feature-sg datagrams are refused (-EOPNOTSUPP) unless
+    // this is false.
     bool private_headers = true;
     link::netfront_options nf;
 };
 
+// The service's counters, declared once (common/counters.hpp): fields,
+// `zc-stackd stats` (table, JSON, Prometheus) and their help text.
+#define ZC_STACKD_COUNTERS(X)                                                                \
+    X(sockets_opened, "sockets", false, "zc sockets opened")                                  \
+    X(sockets_closed, "sockets", false, "zc sockets closed")                                  \
+    X(tx_zc, "datagrams", false, "datagrams sent from a socket's pool")                      \
+    X(tx_bad_desc, "descriptors", true, "TX descriptors refused (bad index, length, busy buffer)") \
+    X(tx_errors, "datagrams", true, "sends completed with an error")                          \
+    X(rx_frames, "frames", false, "frames received from the vif")                             \
+    X(rx_udp, "datagrams", false, "UDP datagrams delivered to a socket")                      \
+    X(rx_no_socket, "datagrams", true, "UDP for a port or address nobody bound")              \
+    X(rx_drops, "datagrams", true, "the socket had no free RX buffer or ring space")          \
+    X(fr_bad, "descriptors", true, "RX releases of buffers the application did not hold")     \
+    X(arp_replies, "frames", false, "ARP replies sent")                                       \
+    X(echo_replies, "frames", false, "ICMP echo replies sent")                                \
+    X(pings_sent, "frames", false, "ICMP echo requests sent (zc-ping)")                       \
+    X(pings_answered, "frames", false, "their replies")                                       \
+    X(setup_timeouts, "connections", true, "connections dropped: no OPEN in time")            \
+    X(app_limits, "sockets", true, "OPENs refused by a per-application limit")
+
 struct counters {
-    uint64_t sockets_opened = 0, sockets_closed = 0;
-    uint64_t tx_zc = 0;           // datagrams sent from a socket's pool
-    uint64_t tx_bad_desc = 0;     // TX descriptors refused (bad index, length, busy buffer)
-    uint64_t tx_errors = 0;       // completions with an error
-    uint64_t rx_frames = 0;
-    uint64_t rx_udp = 0;          // delivered to a socket
-    uint64_t rx_no_socket = 0;    // UDP for a port nobody bound
-    uint64_t rx_drops = 0;        // socket had no RX buffer or ring space
-    uint64_t fr_bad = 0;          // RX releases of buffers the app did not hold
-    uint64_t arp_replies = 0, echo_replies = 0;
-    uint64_t pings_sent = 0, pings_answered = 0;
+    ZC_COUNTER_SCHEMA(ZC_STACKD_COUNTERS)
 };
+
+// Per socket, kept by zc-stackd in its own memory (the application's copy
+// in the shared region is the application's to read, and to scribble on).
+#define ZC_STACKD_SOCKET_COUNTERS(X)                                                          \
+    X(tx_datagrams, "datagrams", false, "datagrams the socket sent (zero copy)")              \
+    X(tx_bytes, "bytes", false, "their payload bytes")                                        \
+    X(tx_errors, "datagrams", true, "sends completed with an error")                          \
+    X(tx_bad_desc, "descriptors", true, "TX descriptors refused")                             \
+    X(rx_datagrams, "datagrams", false, "datagrams delivered to the socket")                  \
+    X(rx_bytes, "bytes", false, "their payload bytes")                                        \
+    X(rx_drops, "datagrams", true, "no free RX buffer or ring space")                         \
+    X(fr_bad, "descriptors", true, "RX releases of buffers it did not hold")
+
+struct socket_counters {
+    ZC_COUNTER_SCHEMA(ZC_STACKD_SOCKET_COUNTERS)
+};
+
+// One open socket as `zc-stackd stats --sockets` reports it (the wire
+// format of the SOCKET_STATS reply: a ctl_rsp whose rc is the number of
+// these that follow).
+struct socket_stat {
+    uint32_t slot = 0;      // the service's connection slot
+    int32_t pid = 0;        // the application (SO_PEERCRED)
+    uint32_t ip = 0;        // bound address, network order (0: any)
+    uint16_t port = 0;      // bound port, network order (0: unbound)
+    uint16_t pad = 0;
+    uint32_t tx_bufs = 0, rx_bufs = 0;
+    socket_counters c;
+};
+
+// The client side of `zc-stackd stats`: a running zc-stackd's counters and
+// sockets, asked over its Unix socket `path`. Errors: -errno of the
+// connection, -EPROTO (an answer that is not one).
+result<counters> query_counters(const std::string& path) noexcept;
+result<std::vector<socket_stat>> query_sockets(const std::string& path) noexcept;
+// Both in the Prometheus text exposition format (families
+// zcnet_stackd_<name>_total and zcnet_stackd_socket_<name>_total).
+std::string prometheus_text(const counters& c, const std::vector<socket_stat>& socks);
 
 class service {
 public:

@@ -3,9 +3,13 @@
 // each connection (open, bind, connect, ping, stats) and closing a socket
 // once its application is gone.
 #include <cerrno>
+#include <cstring>
+#include <vector>
 #include <new>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -54,7 +58,40 @@ void service::impl::accept_one() noexcept {
         return;
     }
     s->ctl = fd;
+    s->accepted_ms = now;
+    ucred cr{};
+    socklen_t cl = sizeof cr;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0) s->pid = cr.pid;
+    // Connections count against the application's socket limit from here
+    // (an idle one until setup_timeout_ms): its OPEN is refused beyond it.
+    if (app_conns(s->pid) > opt.max_sockets_per_app) {
+        // An application at its limit that closed a socket just before
+        // connecting again: that hangup may still wait in our event queue.
+        for (auto& o : socks)
+            if (o && o.get() != s && !o->closing && o->pid == s->pid && o->ctl >= 0) {
+                pollfd p{o->ctl, POLLRDHUP, 0};
+                if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP))) handle_ctl(*o);
+            }
+        if (app_conns(s->pid) > opt.max_sockets_per_app) s->refuse = -EMFILE;
+    }
     epoll_add(fd, ev_key(ev_ctl, s->slot));
+}
+
+uint32_t service::impl::app_conns(pid_t pid) const noexcept {
+    uint32_t k = 0;
+    for (auto& o : socks)
+        if (o && !o->closing && o->pid == pid) k++;
+    return k;
+}
+
+// The per-application pool budget for `pages` more (send + receive).
+int service::impl::check_limits(const zsock& s, uint32_t pages) const noexcept {
+    if (s.refuse) return s.refuse;
+    uint64_t mine = pages;
+    for (auto& o : socks)
+        if (o && o.get() != &s && !o->closing && o->pid == s.pid && o->open)
+            mine += uint64_t(o->tx_bufs + o->rx_bufs) * buf_size / hv::page_size;
+    return mine > opt.max_pool_pages_per_app ? -ENOMEM : 0;
 }
 
 // The application is gone (or we shut down): stop serving the socket;
@@ -88,8 +125,11 @@ bool service::impl::destroy(zsock& s, bool force) noexcept {
     }
     if (s.shm) ::munmap(s.shm, s.shm_size);
     if (s.shm_fd >= 0) ::close(s.shm_fd);
+    if (s.rxmem) ::munmap(s.rxmem, s.rx_bytes);
+    if (s.rx_fd >= 0) ::close(s.rx_fd);
     s.shm = nullptr;
-    s.shm_fd = -1;
+    s.rxmem = nullptr;
+    s.shm_fd = s.rx_fd = -1;
     return true;
 }
 
@@ -111,9 +151,12 @@ int service::impl::map_shm(zsock& s, uint32_t tx, uint32_t rx, uint32_t ent) noe
     const uint64_t fr_off = off;
     off += ring_bytes<fr_desc>(ent);
     size_t size = (size_t(off) + hv::page_size - 1) & ~(hv::page_size - 1);
-    int mfd = ::memfd_create("zc-socket", MFD_CLOEXEC);
+    // Shared with the application: nobody may change its size (we would
+    // take SIGBUS) or its seals.
+    int mfd = ::memfd_create("zc-socket", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (mfd < 0) return -errno;
-    if (::ftruncate(mfd, off_t(size)) < 0) {
+    if (::ftruncate(mfd, off_t(size)) < 0 ||
+        ::fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
         ::close(mfd);
         return -ENOMEM;
     }
@@ -144,17 +187,45 @@ int service::impl::map_shm(zsock& s, uint32_t tx, uint32_t rx, uint32_t ent) noe
     return 0;
 }
 
+// The receive buffers: memory of ours the application may only read (it is
+// never granted: we copy received payloads into it). Sealed
+// F_SEAL_FUTURE_WRITE after our own writable mapping exists.
+int service::impl::map_rx(zsock& s, uint32_t rx) noexcept {
+    const size_t bytes = size_t{rx} * buf_size;
+    int mfd = ::memfd_create("zc-socket-rx", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (mfd < 0) return -errno;
+    void* m = MAP_FAILED;
+    if (::ftruncate(mfd, off_t(bytes)) == 0)
+        m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    if (m == MAP_FAILED ||
+        ::fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0) {
+        if (m != MAP_FAILED) ::munmap(m, bytes);
+        ::close(mfd);
+        return -ENOMEM;
+    }
+    s.rx_fd = mfd;
+    s.rxmem = static_cast<uint8_t*>(m);
+    s.rx_bytes = bytes;
+    return 0;
+}
+
 int service::impl::do_open(zsock& s, const ctl_req& rq) noexcept {
     if (s.open) return -EINVAL;
     uint32_t tx = rq.tx_bufs, rx = rq.rx_bufs, ent = rq.entries;
     if (tx < 2 || tx > 4096 || tx % 2 || rx < 2 || rx > 4096 || rx % 2 || ent < 8 || ent > 4096 ||
         (ent & (ent - 1)))
         return -EINVAL;
-    uint32_t pages = (tx + rx) * buf_size / uint32_t(hv::page_size);
+    const uint32_t pages = tx * buf_size / uint32_t(hv::page_size); // granted: the send buffers
+    if (int rc = check_limits(s, (tx + rx) * buf_size / uint32_t(hv::page_size)); rc < 0) {
+        n.app_limits++;
+        return rc;
+    }
     if (pool_pages + pages > opt.max_pool_pages) return -ENOSPC;
     if (int rc = map_shm(s, tx, rx, ent); rc < 0) return rc;
-    // The pool: granted to the backend, which copies from it.
-    auto p = shr->share(nf->backend_id(), pages, false);
+    if (int rc = map_rx(s, rx); rc < 0) return rc;
+    // The send buffers: granted to the backend, which copies from them, in
+    // memory that can be handed to the application without anything else.
+    auto p = shr->share_exportable(nf->backend_id(), pages, false);
     if (!p) return p.error() == -ENOSPC ? -ENOSPC : -ENOMEM;
     s.pool = std::move(*p);
     pool_pages += pages;
@@ -218,10 +289,11 @@ bool service::impl::answer_open(zsock& s, ctl_rsp& r, const ctl_req& rq) noexcep
     }
     r.shm_size = s.shm_size;
     r.pool_off = ex->offset;
-    r.pool_size = size_t{s.pool.count} * hv::page_size;
+    r.pool_size = size_t{s.pool.count} * hv::page_size + s.rx_bytes;
     int fds[ctl_nfds];
     fds[fd_shm] = s.shm_fd;
     fds[fd_pool] = ex->fd;
+    fds[fd_rx] = s.rx_fd;
     fds[fd_notify] = s.notify;
     fds[fd_kick] = s.kick;
     (void)send_rsp(s.ctl, r, fds, ctl_nfds);
@@ -237,6 +309,30 @@ void service::impl::answer_stats(zsock& s, const ctl_rsp& r) noexcept {
     } m{r, n};
     m.h.rc = int32_t(sizeof m.c);
     (void)fdpass::send(s.ctl, &m, sizeof m, nullptr, 0, MSG_DONTWAIT);
+}
+
+// SOCKET_STATS: the response header (rc: how many), then one socket_stat
+// per open socket, in one message.
+void service::impl::answer_socket_stats(zsock& s, ctl_rsp r) noexcept {
+    std::vector<uint8_t> m(sizeof r);
+    uint32_t k = 0;
+    for (auto& sp : socks) {
+        if (!sp || !sp->open || sp->closing) continue;
+        socket_stat e{};
+        e.slot = sp->slot;
+        e.pid = int32_t(sp->pid);
+        e.ip = sp->ip;
+        e.port = sp->port;
+        e.tx_bufs = sp->tx_bufs;
+        e.rx_bufs = sp->rx_bufs;
+        e.c = sp->st;
+        m.resize(m.size() + sizeof e);
+        std::memcpy(m.data() + sizeof r + size_t{k} * sizeof e, &e, sizeof e);
+        ++k;
+    }
+    r.rc = int32_t(k);
+    std::memcpy(m.data(), &r, sizeof r);
+    (void)fdpass::send(s.ctl, m.data(), m.size(), nullptr, 0, MSG_DONTWAIT);
 }
 
 // One well-formed request. Returns false when the connection was closed.
@@ -256,6 +352,7 @@ bool service::impl::answer(zsock& s, const ctl_req& rq) noexcept {
         r.port = s.port;
         break;
     case op::stats: answer_stats(s, r); return true;
+    case op::socket_stats: answer_socket_stats(s, r); return true;
     case op::ping:
         r.rc = start_ping(s, rq);
         if (r.rc >= 0) return true; // answered by the echo reply or the timeout

@@ -14,6 +14,8 @@
 #include <span>
 #include <vector>
 
+#include <sys/types.h>
+
 #include "link/netfront.hpp"
 #include "proto/host.hpp"
 #include "uapi/shm.hpp"
@@ -51,12 +53,18 @@ struct zsock {
     uint32_t slot = 0, gen = 0;
     bool open = false;     // OPEN done: rings and pool exist
     bool closing = false;  // the application went away; waiting for in-flight sends
-    int ctl = -1, notify = -1, kick = -1, shm_fd = -1;
+    int ctl = -1, notify = -1, kick = -1, shm_fd = -1, rx_fd = -1;
+    pid_t pid = 0;          // the application (SO_PEERCRED at accept)
+    socket_counters st;     // what `zc-stackd stats --sockets` shows
+    uint64_t accepted_ms = 0; // mono_ms(): OPEN must come by accepted + setup_timeout_ms
+    int refuse = 0;         // -errno the OPEN gets (an application over its limit)
     void* shm = nullptr;
     size_t shm_size = 0;
     shm_layout* lay = nullptr;
-    hv::shared_pages pool;
+    hv::shared_pages pool;  // the send buffers, granted to the backend
     uint8_t* mem = nullptr; // pool.addr
+    uint8_t* rxmem = nullptr; // the receive buffers (rx_fd, not granted)
+    size_t rx_bytes = 0;
     uint32_t tx_bufs = 0, rx_bufs = 0, entries = 0;
     uapi::ring<tx_desc> tx;
     uapi::ring<cq_desc> cq;
@@ -125,10 +133,14 @@ struct service::impl {
     bool destroy(zsock& s, bool force) noexcept;
     void reap_closed() noexcept;
     int map_shm(zsock& s, uint32_t tx, uint32_t rx, uint32_t entries) noexcept;
+    int map_rx(zsock& s, uint32_t rx) noexcept;
+    int check_limits(const zsock& s, uint32_t pages) const noexcept;
+    uint32_t app_conns(pid_t pid) const noexcept;
     int do_open(zsock& s, const ctl_req& rq) noexcept;
     int do_bind(zsock& s, uint32_t ip, uint16_t port, bool implicit) noexcept;
     bool answer_open(zsock& s, ctl_rsp& r, const ctl_req& rq) noexcept;
     void answer_stats(zsock& s, const ctl_rsp& r) noexcept;
+    void answer_socket_stats(zsock& s, ctl_rsp r) noexcept;
     bool answer(zsock& s, const ctl_req& rq) noexcept;
     void handle_ctl(zsock& s) noexcept;
     int start_ping(zsock& s, const ctl_req& rq) noexcept;
@@ -136,6 +148,7 @@ struct service::impl {
     // ---- transmit (stackd_tx.cpp) ----
     void complete(zsock& s, const tx_desc& d, int32_t res) noexcept;
     bool submit(zsock& s, const tx_desc& d, const proto::mac_addr& dmac) noexcept;
+    bool submit_headroom(zsock& s, const tx_desc& d, const proto::udp_flow& f) noexcept;
     void accepted(zsock& s, const tx_desc& d) noexcept;
     bool send_one(zsock& s, const tx_desc& d) noexcept;
     void send_arp_request(proto::ipv4_addr target) noexcept;

@@ -96,6 +96,7 @@ void service::impl::deliver(const uint8_t* f, const proto::udp_delivery& u) noex
     }
     if (s.rx_free.empty() || s.rx.free_slots(s.rx_prod) == 0 || u.payload_len > buf_size - headroom) {
         n.rx_drops++;
+        s.st.rx_drops++;
         bump(s.lay->stats.rx_drops, 1);
         return;
     }
@@ -103,7 +104,7 @@ void service::impl::deliver(const uint8_t* f, const proto::udp_delivery& u) noex
     s.rx_free.pop_back();
     s.rx_given[b] = 1;
     // The one local copy of a receive: netfront RX page -> the socket's pool.
-    std::memcpy(s.mem + size_t{s.tx_bufs + b} * buf_size + headroom, f + u.payload_off, u.payload_len);
+    std::memcpy(s.rxmem + size_t{b} * buf_size + headroom, f + u.payload_off, u.payload_len);
     rx_desc d{};
     d.buf = b;
     d.off = uint16_t(headroom);
@@ -114,6 +115,8 @@ void service::impl::deliver(const uint8_t* f, const proto::udp_delivery& u) noex
     s.rx.publish(s.rx_prod);
     s.dirty = true;
     n.rx_udp++;
+    s.st.rx_datagrams++;
+    s.st.rx_bytes += u.payload_len;
     bump(s.lay->stats.rx_packets, 1);
     bump(s.lay->stats.rx_bytes, u.payload_len);
 }
@@ -126,6 +129,7 @@ void service::impl::drain_fr(zsock& s) noexcept {
         fr_desc d = s.fr.read(s.fr_cons++);
         if (d.buf >= s.rx_bufs || !s.rx_given[d.buf]) {
             n.fr_bad++;
+            s.st.fr_bad++;
             continue;
         }
         s.rx_given[d.buf] = 0;

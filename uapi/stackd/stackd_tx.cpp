@@ -25,6 +25,7 @@ void service::impl::complete(zsock& s, const tx_desc& d, int32_t res) noexcept {
     if (s.cq_reserved) s.cq_reserved--;
     if (res < 0) {
         n.tx_errors++;
+        s.st.tx_errors++;
         if (s.lay) bump(s.lay->stats.tx_errors, 1);
     }
     if (s.closing) return;
@@ -34,61 +35,70 @@ void service::impl::complete(zsock& s, const tx_desc& d, int32_t res) noexcept {
     s.dirty = true;
 }
 
-// Headers into the buffer's headroom, then the page's grant into a
-// netfront TX slot. Returns false when netfront is full (retry later).
+// Headers, then the payload as the pool page's grant, into netfront TX
+// slots. Returns false when netfront is full (retry later).
 bool service::impl::submit(zsock& s, const tx_desc& d, const proto::mac_addr& dmac) noexcept {
-    uint8_t* b = s.mem + size_t{d.buf} * buf_size;
     proto::udp_flow f;
     f.dst_mac = dmac;
     f.dst_ip = proto::ipv4_addr{ntohl(d.dst_ip)};
     f.src_port = ntohs(s.port);
     f.dst_port = ntohs(d.dst_port);
+    if (!opt.private_headers) return submit_headroom(s, d, f);
+    proto::tx_headers h;
+    const proto::tx_csum mode = opt.csum_offload && d.len ? proto::tx_csum::offload : proto::tx_csum::full;
+    // Headers in a page of ours (netfront copies them into its TX page), the
+    // payload from the application's pool page: the application cannot
+    // rewrite the headers between here and the backend's copy.
+    uint8_t hdr[std::max<size_t>(proto::udp_headroom, 60)] = {};
+    const uint8_t* pay = s.mem + size_t{d.buf} * buf_size + d.off;
+    uint32_t sum = mode == proto::tx_csum::full && d.len ? proto::csum_partial(pay, d.len) : 0;
+    int rc = host->udp_headers(std::span<uint8_t>(hdr, proto::udp_headroom), d.len, sum, f, mode, h);
+    if (rc < 0) {
+        complete(s, d, rc);
+        return true;
+    }
+    if (d.len == 0) {
+        // No payload slot: the whole frame is ours, sent by copy (padded to
+        // the Ethernet minimum; the IP length says where it ends).
+        rc = nf->send(hdr, sizeof hdr);
+        if (rc == -EAGAIN) return false;
+        n.tx_zc += rc == 0;
+        s.st.tx_datagrams += rc == 0;
+        complete(s, d, rc < 0 ? rc : 0);
+        return true;
+    }
+    link::tx_offload off{};
+    off.csum_blank = h.csum_blank;
+    const size_t at = size_t{d.buf} * buf_size + d.off;
+    rc = nf->tx_submit_granted_sg(hdr, proto::udp_headroom, s.pool.refs[at / hv::page_size],
+                                  uint16_t(at % hv::page_size), d.len, cookie_of(s.slot, s.gen, d.buf), 0, &off);
+    if (rc == -EAGAIN) return false;
+    // -EOPNOTSUPP: the backend has no feature-sg; headers in the buffer
+    // would be the application's to rewrite, so the datagram is refused.
+    if (rc < 0) complete(s, d, rc);
+    else accepted(s, d);
+    return true;
+}
+
+// --tx-headers headroom (trusted applications only, stackd.hpp): headers
+// written into the buffer's headroom, the frame one slot.
+bool service::impl::submit_headroom(zsock& s, const tx_desc& d, const proto::udp_flow& f) noexcept {
+    uint8_t* b = s.mem + size_t{d.buf} * buf_size;
     proto::tx_headers h;
     const proto::tx_csum mode = opt.csum_offload ? proto::tx_csum::offload : proto::tx_csum::full;
-    link::tx_offload off{};
-    const uint64_t ck = cookie_of(s.slot, s.gen, d.buf);
-    if (opt.private_headers && d.len > 0) {
-        // Headers in a page of ours (netfront copies the 42 bytes into
-        // its TX page), the payload from the application's pool page:
-        // two slots, and the application cannot rewrite the headers
-        // between here and the backend's copy.
-        uint8_t hdr[proto::udp_headroom];
-        const uint8_t* pay = b + d.off;
-        uint32_t sum = mode == proto::tx_csum::full ? proto::csum_partial(pay, d.len) : 0;
-        int rc = host->udp_headers(std::span<uint8_t>(hdr, sizeof hdr), d.len, sum, f, mode, h);
-        if (rc < 0) {
-            complete(s, d, rc);
-            return true;
-        }
-        size_t at = size_t{d.buf} * buf_size + d.off;
-        off.csum_blank = h.csum_blank;
-        rc = nf->tx_submit_granted_sg(hdr, sizeof hdr, s.pool.refs[at / hv::page_size],
-                                      uint16_t(at % hv::page_size), d.len, ck, 0, &off);
-        if (rc == -EAGAIN) return false;
-        if (rc != -EOPNOTSUPP) { // no feature-sg: the one-slot path below
-            if (rc < 0) {
-                complete(s, d, rc);
-                return true;
-            }
-            accepted(s, d);
-            return true;
-        }
-    }
     int rc = host->udp_in_headroom(std::span<uint8_t>(b, buf_size), d.off, d.len, f, mode, h);
     if (rc < 0) {
         complete(s, d, rc);
         return true;
     }
-    size_t at = size_t{d.buf} * buf_size + h.frame_off;
-    uint32_t page = uint32_t(at / hv::page_size);
+    const size_t at = size_t{d.buf} * buf_size + h.frame_off;
+    link::tx_offload off{};
     off.csum_blank = h.csum_blank;
-    rc = nf->tx_submit_granted(s.pool.refs[page], uint16_t(at % hv::page_size), h.frame_len, ck, 0, &off);
+    rc = nf->tx_submit_granted(s.pool.refs[at / hv::page_size], uint16_t(at % hv::page_size), h.frame_len,
+                               cookie_of(s.slot, s.gen, d.buf), 0, &off);
     if (rc == -EAGAIN) return false;
-    if (rc < 0) {
-        complete(s, d, rc);
-        return true;
-    }
-    accepted(s, d);
+    if (rc < 0) complete(s, d, rc);
+    else accepted(s, d);
     return true;
 }
 
@@ -97,6 +107,8 @@ void service::impl::accepted(zsock& s, const tx_desc& d) noexcept {
     s.inflight[d.buf] = 1;
     s.inflight_n++;
     n.tx_zc++;
+    s.st.tx_datagrams++;
+    s.st.tx_bytes += d.len;
     s.sent[d.buf] = d;
 }
 
@@ -149,6 +161,7 @@ void service::impl::drain_tx(zsock& s) noexcept {
         s.cq_reserved++;
         if (bad) {
             n.tx_bad_desc++;
+            s.st.tx_bad_desc++;
             complete(s, d, d.buf < s.tx_bufs && s.inflight[d.buf] ? -EBUSY : -EINVAL);
             continue;
         }
@@ -201,6 +214,13 @@ void service::impl::timers() noexcept {
     for (auto& sp : socks) {
         if (!sp) continue;
         zsock& s = *sp;
+        if (!s.open && !s.closing && t > s.accepted_ms + opt.setup_timeout_ms) {
+            // Accepted, never set up: the slot goes back (an application
+            // cannot hold slots with idle connections).
+            n.setup_timeouts++;
+            close_sock(s);
+            continue;
+        }
         if (s.held == zsock::hold::arp && t > s.arp_deadline) {
             s.held = zsock::hold::none;
             complete(s, s.held_desc, -ENETUNREACH);

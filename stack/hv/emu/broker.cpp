@@ -107,6 +107,14 @@ struct domain {
     std::string xs_path;
     uint8_t token[proto::token_bytes] = {}; // attach secret (broker.hpp)
     bool privileged = false;                // may get other domains' memory and tables
+    int region_fds[region_slots];           // -1 = unpopulated (layout.hpp, "memory regions")
+    uint32_t region_pages = 0;              // populated pages over all regions
+
+    domain() noexcept { std::fill(std::begin(region_fds), std::end(region_fds), -1); }
+    region_slot* regions() const noexcept {
+        return bindings ? reinterpret_cast<region_slot*>(reinterpret_cast<uint8_t*>(bindings) + evtchn_bindings_bytes)
+                        : nullptr;
+    }
 
     bool has_handle(uint32_t h) const noexcept { return h != 0 && h < handle_fds.size() && handle_fds[h] >= 0; }
 
@@ -120,7 +128,12 @@ struct domain {
                 ::close(fd);
                 fd = -1;
             }
-        if (bindings) ::munmap(bindings, evtchn_bindings_bytes);
+        for (int& fd : region_fds)
+            if (fd >= 0) {
+                ::close(fd);
+                fd = -1;
+            }
+        if (bindings) ::munmap(bindings, bindings_memfd_bytes);
         bindings = nullptr;
         if (grants.gnttab) ::munmap(grants.gnttab, size_t(nr_grefs) * sizeof(grant_entry_v1_t));
         if (grants.active) ::munmap(grants.active, size_t(nr_grefs) * sizeof(active_entry));
@@ -169,6 +182,9 @@ struct broker::impl {
     int op_hello(conn& c, const proto::request& r, proto::reply_header& h, int* fds, int& nfds, std::string& text) noexcept;
     int op_get_domain(const conn& c, const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept;
     int op_get_evtchn(const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept;
+    int op_region_new(domain& me, const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept;
+    int op_region_free(domain& me, const proto::request& r) noexcept;
+    int op_region_get(const conn& c, const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept;
     void describe(const domain& d, uint32_t mask, proto::reply_header& h, int* fds, int& nfds) const noexcept;
     bool is_admin(const proto::request& r) const noexcept { return same_token(r.token, admin); }
     int alloc_port(domain& d) noexcept;
@@ -465,9 +481,9 @@ int broker::impl::op_hello(conn& c, const proto::request& r, proto::reply_header
         d.grants.active = static_cast<active_entry*>(
             map_fd(d.fds[proto::fd_active], size_t(d.nr_grefs) * sizeof(active_entry)));
         if (!d.grants.gnttab || !d.grants.active) return d.close_all(), -ENOMEM;
-        if ((e = make_memfd(pfx + "-evtchn", evtchn_bindings_bytes)) < 0) return d.close_all(), e;
+        if ((e = make_memfd(pfx + "-evtchn", bindings_memfd_bytes)) < 0) return d.close_all(), e;
         d.fds[proto::fd_bindings] = e;
-        d.bindings = static_cast<evtchn_binding*>(map_fd(e, evtchn_bindings_bytes));
+        d.bindings = static_cast<evtchn_binding*>(map_fd(e, bindings_memfd_bytes));
         if (!d.bindings) return d.close_all(), -ENOMEM;
         seal_readonly(e);
         if ((e = make_memfd(pfx + "-evtbits", sizeof(evtchn_bitmaps))) < 0) return d.close_all(), e;
@@ -533,6 +549,73 @@ int broker::impl::op_get_evtchn(const proto::request& r, proto::reply_header& h,
     return 0;
 }
 
+// A new region of the caller's own memory (layout.hpp, "memory regions"):
+// a fresh memfd, sealed against shrink and grow before anyone sees it. A
+// domain's regions together hold at most as many pages as its base memory
+// (its maximum reservation, as Xen's max_pages bounds populate_physmap).
+int broker::impl::op_region_new(domain& me, const proto::request& r, proto::reply_header& h, int* fds,
+                                int& nfds) noexcept {
+    if (r.a == 0 || r.a > region_max_pages) return -EINVAL;
+    if (me.region_pages + r.a > me.mem_pages) return -ENOMEM;
+    uint32_t i = 0;
+    while (i < region_slots && me.region_fds[i] >= 0) ++i;
+    if (i == region_slots) return -ENOSPC;
+    const std::string name = "zcemu-d" + std::to_string(me.id) + "-region" + std::to_string(i);
+    int fd = make_memfd(name, size_t(r.a) * page_size);
+    if (fd < 0) return fd;
+    if (int e = seal_size(fd); e < 0) {
+        ::close(fd);
+        return e;
+    }
+    region_slot& s = me.regions()[i];
+    me.region_fds[i] = fd;
+    me.region_pages += r.a;
+    s.pages.store(r.a, std::memory_order_relaxed);
+    h.b = s.gen.load(std::memory_order_relaxed) + 1;
+    s.gen.store(h.b, std::memory_order_release);
+    fds[0] = fd;
+    nfds = 1;
+    return int(i);
+}
+
+// The region's frames become unpopulated; whoever still maps its memfd
+// keeps those pages (a process of the domain, or a mapper that has not
+// noticed yet), but no grant reaches them any more.
+int broker::impl::op_region_free(domain& me, const proto::request& r) noexcept {
+    if (r.a >= region_slots || me.region_fds[r.a] < 0) return -EINVAL;
+    region_slot& s = me.regions()[r.a];
+    me.region_pages -= s.pages.load(std::memory_order_relaxed);
+    s.pages.store(0, std::memory_order_relaxed);
+    s.gen.store(s.gen.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    ::close(me.region_fds[r.a]);
+    me.region_fds[r.a] = -1;
+    return 0;
+}
+
+// A region's memfd for a mapper: the domain itself, or a privileged one (the
+// same rule as get_domain's memory).
+int broker::impl::op_region_get(const conn& c, const proto::request& r, proto::reply_header& h, int* fds,
+                                int& nfds) noexcept {
+    auto it = domains.find(domid_t(r.a));
+    if (r.a >= max_domains || it == domains.end()) return -ESRCH;
+    if (it->first != c.dom) {
+        auto me = domains.find(c.dom);
+        if (me == domains.end() || !me->second.privileged) {
+            ZC_LOG(warn, tag, "pid %d (domain %u): refused a region of domain %u: not a privileged domain",
+                   int(c.pid), unsigned(c.dom), unsigned(r.a));
+            return -EPERM;
+        }
+    }
+    const domain& d = it->second;
+    if (r.b >= region_slots || d.region_fds[r.b] < 0) return -ENOENT;
+    const region_slot& s = d.regions()[r.b];
+    h.a = s.gen.load(std::memory_order_relaxed);
+    h.b = s.pages.load(std::memory_order_relaxed);
+    fds[0] = d.region_fds[r.b];
+    nfds = 1;
+    return 0;
+}
+
 void broker::impl::handle(conn& c) noexcept {
     proto::request r{};
     int in_fds[proto::max_fds];
@@ -566,6 +649,9 @@ void broker::impl::handle(conn& c) noexcept {
         case proto::op::hello: rc = op_hello(c, r, h, out_fds, n_out, text); break;
         case proto::op::get_domain: rc = op_get_domain(c, r, h, out_fds, n_out); break;
         case proto::op::get_evtchn: rc = op_get_evtchn(r, h, out_fds, n_out); break;
+        case proto::op::region_new: rc = op_region_new(*me, r, h, out_fds, n_out); break;
+        case proto::op::region_free: rc = op_region_free(*me, r); break;
+        case proto::op::region_get: rc = op_region_get(c, r, h, out_fds, n_out); break;
         case proto::op::evtchn_open:
             if (n_in != 1) {
                 rc = -EINVAL;

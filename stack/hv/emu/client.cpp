@@ -19,16 +19,7 @@ namespace zc::hv::emu {
 namespace {
 constexpr const char* tag = "emu-client";
 
-proto::request req(proto::op code, uint32_t a, uint32_t b, uint32_t c, uint32_t d) noexcept {
-    proto::request r{};
-    r.magic = proto::magic;
-    r.code = code;
-    r.a = a;
-    r.b = b;
-    r.c = c;
-    r.d = d;
-    return r;
-}
+using proto::req;
 
 std::string env_token() {
     const char* e = std::getenv("ZCNET_EMU_TOKEN");
@@ -53,6 +44,25 @@ struct client::reply {
         nfds = 0;
     }
 };
+
+int client::call_rc(const void* req, size_t len) noexcept {
+    reply rep;
+    return call(req, len, rep);
+}
+
+int client::call_fd(const void* req, size_t len, uint32_t* a, uint32_t* b, int* fd) noexcept {
+    reply rep;
+    int rc = call(req, len, rep);
+    if (rc < 0) return rc;
+    if (rep.nfds != 1) {
+        rep.close_fds();
+        return -EPROTO;
+    }
+    *a = rep.h.a;
+    *b = rep.h.b;
+    *fd = rep.fds[0];
+    return rc;
+}
 
 int client::call(const void* req, size_t len, reply& out) noexcept {
     std::lock_guard<std::mutex> g(_call_lock);
@@ -89,6 +99,25 @@ void* map_rw(int fd, size_t bytes) noexcept {
     return p == MAP_FAILED ? nullptr : p;
 }
 
+// A domain's address range: its base memory, then every region's frame
+// window (layout.hpp, "memory regions").
+size_t memory_span(uint32_t mem_pages) noexcept {
+    return (size_t(mem_pages) + size_t(region_slots) * region_max_pages) * page_size;
+}
+
+// Reserve the whole range (no memory behind it), then put the base memory
+// at its start; regions are placed into their windows when first used.
+uint8_t* map_memory(int fd, uint32_t mem_pages) noexcept {
+    void* area = ::mmap(nullptr, memory_span(mem_pages), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (area == MAP_FAILED) return nullptr;
+    void* p = ::mmap(area, size_t(mem_pages) * page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+    if (p == MAP_FAILED) {
+        ::munmap(area, memory_span(mem_pages));
+        return nullptr;
+    }
+    return static_cast<uint8_t*>(area);
+}
+
 // The fds of a hello/get_domain/get_evtchn reply, unpacked by domain_fd
 // (-1 where the broker sent none, proto.hpp). False if the mask and the
 // count disagree; the fds are closed then.
@@ -115,8 +144,9 @@ int map_domain(domid_t d, const proto::reply_header& h, const int* fds, domain_v
     bool ok = true;
     if (fds[proto::fd_mem] >= 0) {
         v.mem_fd = fds[proto::fd_mem];
-        v.mem = static_cast<uint8_t*>(map_rw(fds[proto::fd_mem], size_t(v.mem_pages) * page_size));
-        ok = ok && v.mem;
+        v.mem = map_memory(fds[proto::fd_mem], v.mem_pages);
+        v.rmap.reset(new (std::nothrow) region_map);
+        ok = ok && v.mem && v.rmap;
     }
     if (fds[proto::fd_gnttab] >= 0) {
         v.gnttab = static_cast<grant_entry_v1_t*>(map_rw(fds[proto::fd_gnttab], size_t(v.nr_grefs) * sizeof(grant_entry_v1_t)));
@@ -130,7 +160,10 @@ int map_domain(domid_t d, const proto::reply_header& h, const int* fds, domain_v
         v.active = p == MAP_FAILED ? nullptr : static_cast<active_entry*>(p);
         ok = ok && v.active;
     }
-    v.bindings = static_cast<const evtchn_binding*>(map_ro(fds[proto::fd_bindings], evtchn_bindings_bytes));
+    v.bindings = static_cast<const evtchn_binding*>(map_ro(fds[proto::fd_bindings], bindings_memfd_bytes));
+    if (v.bindings)
+        v.regions = reinterpret_cast<const region_slot*>(reinterpret_cast<const uint8_t*>(v.bindings) +
+                                                         evtchn_bindings_bytes);
     v.bitmaps = static_cast<evtchn_bitmaps*>(map_rw(fds[proto::fd_bitmaps], sizeof(evtchn_bitmaps)));
     for (int i = proto::fd_gnttab; i < proto::n_domain_fds; i++)
         if (i != proto::fd_registry && fds[i] >= 0) ::close(fds[i]);
@@ -140,10 +173,10 @@ int map_domain(domid_t d, const proto::reply_header& h, const int* fds, domain_v
 }
 
 void unmap_domain(domain_view& v) noexcept {
-    if (v.mem) ::munmap(v.mem, size_t(v.mem_pages) * page_size);
+    if (v.mem) ::munmap(v.mem, memory_span(v.mem_pages));
     if (v.gnttab) ::munmap(v.gnttab, size_t(v.nr_grefs) * sizeof(grant_entry_v1_t));
     if (v.active) ::munmap(v.active, size_t(v.nr_grefs) * sizeof(active_entry));
-    if (v.bindings) ::munmap(const_cast<evtchn_binding*>(v.bindings), evtchn_bindings_bytes);
+    if (v.bindings) ::munmap(const_cast<evtchn_binding*>(v.bindings), bindings_memfd_bytes);
     if (v.bitmaps) ::munmap(v.bitmaps, sizeof(evtchn_bitmaps));
     if (v.mem_fd >= 0) ::close(v.mem_fd);
     v = domain_view{};

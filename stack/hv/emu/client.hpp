@@ -7,6 +7,7 @@
 // the data path (grant copy, notify) never talks to the broker.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,19 @@
 
 namespace zc::hv::emu {
 
+// The regions of a domain (layout.hpp, "memory regions") as this process
+// maps them: which generation of each is mapped, and its memfd (for grant
+// map). Written under `lock`; `gen` is read without it on the data path.
+struct region_map {
+    std::mutex lock;
+    std::atomic<uint32_t> gen[region_slots] = {}; // 0 = not mapped
+    int fd[region_slots];
+    region_map() noexcept;
+    ~region_map();
+    region_map(const region_map&) = delete;
+    region_map& operator=(const region_map&) = delete;
+};
+
 // A domain's memory and tables as mapped into this process. For our own
 // domain the client maps them at connect; for a peer on first use.
 struct domain_view {
@@ -28,7 +42,10 @@ struct domain_view {
     // What the broker hands out (broker.hpp, "Who gets what"): a view of
     // another domain obtained by an unprivileged domain (evtchn_view) has
     // only bindings and bitmaps; mem, mem_fd, gnttab and active are null/-1.
-    uint8_t* mem = nullptr;      // mem_pages * 4096 bytes, MAP_SHARED, RW
+    // Frames [0, mem_pages) are the base memory memfd, MAP_SHARED, RW; the
+    // address range goes on over every region's frame window (frame f at
+    // mem + f * 4096), mapped on first use (client::region_sync).
+    uint8_t* mem = nullptr;
     int mem_fd = -1;             // the guest-memory memfd (for mapping single pages)
     uint32_t mem_pages = 0;
     grant_entry_v1_t* gnttab = nullptr; // nr_grefs entries, RW
@@ -38,6 +55,8 @@ struct domain_view {
     active_entry* active = nullptr;
     uint32_t nr_grefs = 0;
     const evtchn_binding* bindings = nullptr; // max_evtchn_ports, read-only
+    const region_slot* regions = nullptr;     // region_slots, read-only (after the bindings)
+    std::unique_ptr<region_map> rmap;         // with mem
     evtchn_bitmaps* bitmaps = nullptr;        // RW
 };
 
@@ -99,6 +118,27 @@ public:
     // The eventfd that delivers `d`'s handle `h` (cached). For notify.
     result<int> evtchn_handle_fd(domid_t d, uint16_t handle) noexcept;
 
+    // Memory regions (layout.hpp). region_new populates one of our own:
+    // its index, its first frame, its memfd (owned by the client: dup it to
+    // hand it on) and the pages mapped at self_view().mem + first * 4096.
+    // Errors: -EINVAL (pages 0 or > region_max_pages), -ENOMEM (the
+    // domain's region budget), -ENOSPC (no free region).
+    struct region {
+        uint32_t index = 0, first = 0;
+        int fd = -1;
+    };
+    result<region> region_new(uint32_t pages) noexcept;
+    int region_free(uint32_t index) noexcept;
+    // Make region frame `frame` of `v` (frame >= v.mem_pages, validated by
+    // the grant check against v.regions) usable at v.mem + frame * 4096:
+    // maps the region's current memfd if this process maps none or an
+    // older one. 0, or -errno (the broker's).
+    int region_sync(const domain_view& v, uint32_t frame) noexcept;
+    // The memfd that backs frame `frame` of `v` and the frame's offset in
+    // it (for mmap): v.mem_fd for base memory, else a new fd the caller
+    // closes; -1 when none is mapped here.
+    int frame_fd(const domain_view& v, uint32_t frame, uint64_t* offset) const noexcept;
+
     // Administrative: list of live domains, broker shutdown.
     result<std::vector<domid_t>> list_domains() noexcept;
     int shutdown_broker() noexcept;
@@ -109,6 +149,11 @@ private:
     int call(const void* req, size_t len, reply& out) noexcept;
     int call_locked(const void* req, size_t len, reply& out) noexcept;
     static int dial(client& c, const std::string& path, std::string* why) noexcept;
+    // A request whose reply carries only rc.
+    int call_rc(const void* req, size_t len) noexcept;
+    // A request with one fd in the reply: rc, h (a, b) and *fd.
+    int call_fd(const void* req, size_t len, uint32_t* a, uint32_t* b, int* fd) noexcept;
+    int map_region(const domain_view& v, uint32_t index, uint32_t gen, uint32_t pages, int fd) noexcept;
     result<const domain_view*> fetch_view(domid_t d, bool evtchn_only) noexcept;
 
     int _fd = -1;

@@ -172,6 +172,16 @@ void clear_unpinned(grant_entry_v1_t& e, const active_entry& act, bool readonly)
     if (clear) clear_flags(e, clear);
 }
 
+// Is there a page behind gfn `f` of `v`: its base memory, or a populated
+// part of a region (layout.hpp, "memory regions").
+bool populated(const domain_view& v, uint32_t f) noexcept {
+    if (f < v.mem_pages) return true;
+    if (!v.regions) return false;
+    const uint32_t index = (f - v.mem_pages) / region_max_pages;
+    return index < region_slots &&
+           (f - v.mem_pages) % region_max_pages < v.regions[index].pages.load(std::memory_order_acquire);
+}
+
 // Pin grant `ref` of `v` for domain `ldom`: Xen map_grant_ref (mapflag) and
 // acquire_grant_for_copy (!mapflag), v1 full-page grants only. On success
 // *frame is the granter's frame (bounds-checked against its memory).
@@ -203,7 +213,7 @@ int16_t acquire(const domain_view& v, gref_t ref, domid_t ldom, bool readonly, b
     // re-checked here: a granter that rewrites it can only point us at
     // another page of its own memory.)
     const uint32_t f = __atomic_load_n(&e.frame, __ATOMIC_RELAXED);
-    if (f >= v.mem_pages) {
+    if (!populated(v, f)) {
         clear_unpinned(e, act, readonly);
         return GNTST_bad_page;
     }
@@ -323,13 +333,46 @@ public:
 
     op_counters counters() const noexcept override { return _ctr.snapshot(); }
 
+    // The pages in a memory region of their own (layout.hpp, "memory
+    // regions"): a memfd that holds exactly them, which export_fd hands on.
+    result<shared_pages> share_exportable(domid_t peer, uint32_t count, bool writable) noexcept override {
+        const domain_view& self = _c.self_view();
+        if (count == 0 || count > region_max_pages || peer == self.dom || peer >= DOMID_FIRST_RESERVED)
+            return err(-EINVAL);
+        shared_pages p;
+        p.refs.resize(count);
+        if (int rc = _fa.alloc_refs(count, p.refs.data()); rc < 0) return err(rc);
+        auto reg = _c.region_new(count); // a fresh memfd: zeroed
+        if (!reg) {
+            _fa.free_refs(p.refs.data(), count);
+            return err(reg.error() == -ENOSPC ? -ENOSPC : -ENOMEM);
+        }
+        for (uint32_t i = 0; i < count; ++i)
+            grant_entry(self.gnttab[p.refs[i]], peer, reg->first + i, !writable);
+        p.addr = self.mem + size_t{reg->first} * page_size;
+        p.count = count;
+        p.peer = peer;
+        p.writable = writable;
+        {
+            std::lock_guard g(_lock);
+            _live.emplace(reinterpret_cast<uintptr_t>(p.addr),
+                          record{reg->first, count, peer, writable, p.refs, int32_t(reg->index), reg->fd});
+        }
+        atomic_counters::add(_ctr.shares, count);
+        return p;
+    }
+
+    // A new fd of the share's region memfd, whose bytes are exactly the
+    // pages of the share; it is sealed against shrink, grow and new seals
+    // (the broker sealed it). Shares made with share() have no fd of their
+    // own: -EINVAL.
     result<exported_fd> export_fd(const shared_pages& p) noexcept override {
         std::lock_guard g(_lock);
         auto it = _live.find(reinterpret_cast<uintptr_t>(p.addr));
-        if (it == _live.end() || it->second.count != p.count) return err(-EINVAL);
-        int fd = ::fcntl(_c.self_view().mem_fd, F_DUPFD_CLOEXEC, 0);
+        if (it == _live.end() || it->second.count != p.count || it->second.region < 0) return err(-EINVAL);
+        int fd = ::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0);
         if (fd < 0) return err(-errno);
-        return exported_fd{fd, uint64_t{it->second.first} * page_size};
+        return exported_fd{fd, 0};
     }
 
 private:
@@ -339,6 +382,8 @@ private:
         domid_t peer;
         bool writable;
         std::vector<gref_t> refs;
+        int32_t region = -1; // share_exportable: its region, whose memfd is fd (the client's)
+        int fd = -1;
     };
 
     // All or nothing: if one page is still mapped or in a copy, re-grant the
@@ -363,7 +408,8 @@ private:
             __atomic_store_n(&tab[r].frame, uint32_t{0}, __ATOMIC_RELAXED);
         }
         _fa.free_refs(rec.refs.data(), rec.count);
-        _fa.free_frames(rec.first, rec.count);
+        if (rec.region >= 0) (void)_c.region_free(uint32_t(rec.region));
+        else _fa.free_frames(rec.first, rec.count);
     }
 
     client& _c;
@@ -477,6 +523,7 @@ result<mapping> emu_gnttab::map(uint32_t count, const domid_t* doms, const gref_
         uint32_t frame = 0;
         if (v) st = acquire(*v, refs[i], _self, !writable, true, &frame);
         if (st == GNTST_okay) pins[i] = pin{v, refs[i], frame};
+        if (st == GNTST_okay && _c.region_sync(*v, frame) < 0) st = GNTST_general_error; // pinned: released below
         if (status) status[i] = st;
         ok = ok && st == GNTST_okay;
     }
@@ -495,14 +542,20 @@ result<mapping> emu_gnttab::map(uint32_t count, const domid_t* doms, const gref_
         const int prot = PROT_READ | (writable ? PROT_WRITE : 0);
         for (uint32_t i = 0; ok && i < count;) {
             uint32_t n = 1;
+            // A run stays within one memfd: the base memory or one region.
+            const domain_view& v = *pins[i].v;
+            auto backing = [&v](uint32_t f) {
+                return f < v.mem_pages ? ~0u : (f - v.mem_pages) / region_max_pages;
+            };
             while (i + n < count && pins[i + n].v == pins[i].v &&
-                   pins[i + n].frame == pins[i].frame + n)
+                   pins[i + n].frame == pins[i].frame + n && backing(pins[i + n].frame) == backing(pins[i].frame))
                 ++n;
             void* at = static_cast<uint8_t*>(area) + size_t{i} * page_size;
-            void* got = pins[i].v->mem_fd < 0
-                            ? MAP_FAILED
-                            : ::mmap(at, size_t{n} * page_size, prot, MAP_SHARED | MAP_FIXED,
-                                     pins[i].v->mem_fd, off_t(pins[i].frame) * off_t(page_size));
+            uint64_t off = 0;
+            const int fd = _c.frame_fd(v, pins[i].frame, &off);
+            void* got = fd < 0 ? MAP_FAILED
+                               : ::mmap(at, size_t{n} * page_size, prot, MAP_SHARED | MAP_FIXED, fd, off_t(off));
+            if (fd >= 0 && fd != v.mem_fd) ::close(fd);
             if (got == MAP_FAILED) {
                 // Xen: create_grant_host_mapping() failing is general_error.
                 ZC_LOG(warn, tag, "mmap of d%u frame %u (%u pages): %s", pins[i].v->dom,
@@ -557,6 +610,10 @@ int16_t emu_gnttab::claim_gref(claim& c, const domain_view* v, gref_t ref, bool 
     uint32_t frame = 0;
     const int16_t st = acquire(*v, ref, _self, readonly, false, &frame);
     if (st != GNTST_okay) return st;
+    if (_c.region_sync(*v, frame) < 0) {
+        release(*v, ref, readonly);
+        return GNTST_general_error;
+    }
     c = claim{v, ref, v->mem + size_t{frame} * page_size};
     return GNTST_okay;
 }

@@ -17,7 +17,11 @@
 //        for with a bound (grant.cpp, active_lock)
 //   every memfd is sealed against shrink and grow
 //   registry (memfd, one slot per domid)    the broker only; read by all
-//   evtchn bindings (memfd per domain)      the broker only; read by all
+//   evtchn bindings (memfd per domain)      the broker only; read by all;
+//        its last page is the domain's region table (below)
+//   regions (memfd per exportable share)    the domain; mappers/copiers that
+//        pass grant validation; the one process of the domain it is exported
+//        to (hv.hpp, gntshr::export_fd)
 //   evtchn bitmaps (memfd per domain)       pending set by notifiers, cleared
 //        by the owner; mask set/cleared by the owner
 #pragma once
@@ -99,5 +103,27 @@ struct evtchn_bitmaps {
     std::atomic<uint64_t> mask[max_evtchn_ports / 64];
 };
 static_assert(sizeof(evtchn_bitmaps) == 1024);
+
+// ---- memory regions ------------------------------------------------------------
+// A region is guest memory in a memfd of its own, so that exactly those
+// pages can be handed to one process of the domain (an application's zc
+// socket pool) without the rest of the guest's memory. Region i, when
+// populated, holds frames [mem_pages + i * region_max_pages,
+// + pages); the rest of its frame window is unpopulated (GNTST_bad_page, as
+// a gfn with no page behind it is in Xen's get_paged_frame). A region's
+// memfd is never reused: freeing it and populating the slot again makes a
+// new memfd and bumps `gen`, so a mapper that still maps the old one
+// notices before it uses the frames (client.hpp, region_frame).
+inline constexpr uint32_t region_slots = 64;
+inline constexpr uint32_t region_max_pages = 4096; // 16 MiB: the largest zc socket pool
+struct alignas(8) region_slot {
+    std::atomic<uint32_t> gen;   // bumped on every populate and free
+    std::atomic<uint32_t> pages; // 0 = unpopulated
+};
+static_assert(sizeof(region_slot) == 8);
+inline constexpr size_t region_table_bytes = 4096;
+static_assert(sizeof(region_slot) * region_slots <= region_table_bytes);
+// The bindings memfd: evtchn bindings, then the region table.
+inline constexpr size_t bindings_memfd_bytes = evtchn_bindings_bytes + region_table_bytes;
 
 } // namespace zc::hv::emu

@@ -13,7 +13,7 @@
 namespace zc::hv::emu::proto {
 
 inline constexpr uint32_t magic = 0x7a63656d; // "zcem"
-inline constexpr uint32_t version = 2;
+inline constexpr uint32_t version = 3;
 inline constexpr size_t token_bytes = 32; // a secret: the admin token or one domain's token
 
 // A token's text form (admin.token, $ZCNET_EMU_TOKEN): 2 * token_bytes
@@ -58,6 +58,10 @@ enum class op : uint32_t {
     list_domains,         // -> payload: uint16_t domids[n], n = a
     shutdown,             // token = the admin token
     get_evtchn,           // a = domid: its event-channel tables only (any domain, for notify)
+    region_new,           // a = pages (own domain) -> rc = region index, b = gen, fd[0] = its memfd
+    region_free,          // a = region index (own domain)
+    region_get,           // a = domid, b = region index (own, or privileged caller)
+                          //   -> a = gen, b = pages, fd[0] = its memfd
 };
 
 enum hello_flags : uint32_t {
@@ -72,6 +76,17 @@ struct request {
     uint8_t token[token_bytes]; // hello, list_domains, shutdown; zero otherwise
 };
 static_assert(sizeof(request) == 56);
+
+inline request req(op code, uint32_t a, uint32_t b, uint32_t c, uint32_t d) noexcept {
+    request r{};
+    r.magic = magic;
+    r.code = code;
+    r.a = a;
+    r.b = b;
+    r.c = c;
+    r.d = d;
+    return r;
+}
 
 // Replies carrying a domain: the fds whose bit is set in reply_header::d
 // (1 << domain_fd), packed in this order. Which ones a connection gets is

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <unordered_map>
 
 extern "C" {
 #include <xenevtchn.h>
@@ -23,6 +24,7 @@ extern "C" {
 
 #include "common/check.hpp"
 #include "common/log.hpp"
+#include "hv/xen/xen_export.hpp"
 
 // Grant copy through libxengnttab on Linux: what we found and why copy()
 // pre-validates.
@@ -91,7 +93,11 @@ bool ordinary_domid(unsigned long d) noexcept { return d < DOMID_FIRST_RESERVED;
 class xen_gntshr final : public gntshr {
 public:
     xen_gntshr(xengntshr_handle* h, domid_t self) noexcept : _h(h), _self(self) {}
-    ~xen_gntshr() override { xengntshr_close(_h); }
+    ~xen_gntshr() override {
+        for (auto& [addr, x] : _exp) end_export(x);
+        if (_gt) xengnttab_close(_gt);
+        xengntshr_close(_h);
+    }
 
     result<shared_pages> share(domid_t peer, uint32_t count, bool writable) noexcept override {
         // libxengntshr takes an int count.
@@ -110,7 +116,65 @@ public:
         return p;
     }
 
+    // xen_export.hpp: a sealed memfd, a udmabuf of it, gntdev's dma-buf
+    // import for the grants.
+    result<shared_pages> share_exportable(domid_t peer, uint32_t count, bool writable) noexcept override {
+        if (count == 0 || count > 4096) return err(-EINVAL);
+        if (peer == _self || !ordinary_domid(peer)) return err(-EINVAL);
+        if (!_gt && !(_gt = xengnttab_open(&g_lib_logger, 0))) return err(neg_errno());
+        exported x;
+        x.count = count;
+        if (int e = make_pool_memfd(count, &x.memfd, &x.addr); e < 0) return err(e);
+        shared_pages p;
+        p.refs.resize(count);
+        int e = make_udmabuf(x.memfd, size_t(count) * page_size);
+        if (e >= 0) {
+            x.dmabuf = e;
+            e = xengnttab_dmabuf_imp_to_refs(_gt, peer, uint32_t(x.dmabuf), count, p.refs.data()) == 0
+                    ? 0
+                    : neg_errno();
+            if (e < 0) {
+                ::close(x.dmabuf);
+                x.dmabuf = -1;
+            }
+        }
+        if (e < 0) {
+            end_export(x);
+            return err(e == -ENOTTY || e == -ENODEV ? -EOPNOTSUPP : e);
+        }
+        try {
+            _exp.emplace(x.addr, x);
+        } catch (...) {
+            end_export(x);
+            return err(-ENOMEM);
+        }
+        p.addr = x.addr;
+        p.count = count;
+        p.peer = peer;
+        p.writable = writable;
+        _c.shares += count;
+        return p;
+    }
+
+    result<exported_fd> export_fd(const shared_pages& p) noexcept override {
+        auto it = _exp.find(p.addr);
+        if (it == _exp.end() || it->second.count != p.count) return err(-EINVAL);
+        int fd = ::fcntl(it->second.memfd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) return err(neg_errno());
+        return exported_fd{fd, 0};
+    }
+
     int unshare(shared_pages& p) noexcept override {
+        if (auto it = _exp.find(p.addr); it != _exp.end()) {
+            if (it->second.count != p.count) return -EINVAL;
+            // gntdev ends the grants; one the peer still uses stays until
+            // it lets go (gnttab_end_foreign_access), as with gntalloc.
+            end_export(it->second);
+            _exp.erase(it);
+            _c.unshares += p.count;
+            p = shared_pages{};
+            return 0;
+        }
         if (!p.addr || p.count == 0) return -EINVAL;
         // Only our mapping goes away here; gntalloc ends the grant itself
         // once the peer has unmapped, so -EBUSY never comes back on Xen.
@@ -123,9 +187,26 @@ public:
     op_counters counters() const noexcept override { return _c; }
 
 private:
+    struct exported {
+        int memfd = -1, dmabuf = -1;
+        void* addr = nullptr;
+        uint32_t count = 0;
+    };
+    void end_export(exported& x) noexcept {
+        if (x.dmabuf >= 0) {
+            (void)xengnttab_dmabuf_imp_release(_gt, uint32_t(x.dmabuf));
+            ::close(x.dmabuf);
+        }
+        if (x.addr) ::munmap(x.addr, size_t(x.count) * page_size);
+        if (x.memfd >= 0) ::close(x.memfd);
+        x = exported{};
+    }
+
     xengntshr_handle* _h;
+    xengnttab_handle* _gt = nullptr; // gntdev, for dma-buf import (share_exportable)
     domid_t _self;
     op_counters _c;
+    std::unordered_map<void*, exported> _exp; // share_exportable's, by address
 };
 
 // ---------------------------------------------------------------------------
