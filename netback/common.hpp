@@ -489,6 +489,10 @@ struct datapath::impl {
     void uplink_out_gso(worker& w, const queue& q, const tx_packet& p, uplink& u) noexcept;
     void flush_uplink_tx(worker& w) noexcept;
     void uplink_rx_loop(uplink& u) noexcept;
+    // What the receive thread does with `n` frames from the wire.
+    void uplink_receive(uplink& u, pool::frame* fs, uint32_t n, std::vector<std::shared_ptr<vif>>& dests,
+                        std::vector<std::shared_ptr<queue>>& touched) noexcept;
+    void uplink_add_port(const std::shared_ptr<uplink>& u) noexcept;
     void uplink_deliver(uplink& u, vif& dv, pool::frame& f, std::vector<std::shared_ptr<queue>>& touched) noexcept;
     void stop_uplinks() noexcept;
 

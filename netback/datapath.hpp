@@ -136,6 +136,10 @@ struct uplink_stats {
 };
 ZC_COUNTERS_ADDABLE(uplink_stats)
 
+// Where an in-process uplink's frames to the wire go (one call per frame,
+// from a worker thread; it must not call back into the datapath).
+using wire_sink = std::function<void(const uint8_t* frame, uint32_t len)>;
+
 struct uplink_info {
     std::string ifname;
     std::string mode;                    // the XDP mode obtained: zc | copy | skb
@@ -208,6 +212,19 @@ public:
     // (-EOPNOTSUPP: the required XDP mode is not available); `why` says which.
     int add_uplink(const uplink_options& o, std::string* why) noexcept;
     std::vector<uplink_info> uplinks() const;
+    // An uplink without a socket, driven in-process (the uplink fuzz target,
+    // tests/fuzz): the same switch port, quota and delivery as add_uplink's,
+    // with `mtu`; frames from the wire enter through inject_from_wire on the
+    // caller's thread, frames to the wire go to `sink`. Returns its index.
+    int add_uplink_inproc(const uplink_options& o, uint32_t mtu, wire_sink sink, std::string* why) noexcept;
+    // One frame from the wire on uplink `index`, handled as a frame the
+    // AF_XDP socket received. Errors: -ENOENT (no such in-process uplink),
+    // -EMSGSIZE (longer than a UMEM frame: the kernel never delivers one),
+    // -ENOBUFS (no free UMEM frame: the kernel's fill ring would be empty).
+    int inject_from_wire(size_t index, const uint8_t* frame, uint32_t len) noexcept;
+    // UMEM frames of an in-process uplink not back in its pool (0 once
+    // every frame from the wire is delivered or dropped).
+    uint32_t uplink_frames_in_use(size_t index) const noexcept;
 
     // Hypervisor operations of every handle the datapath owns (maps and
     // unmaps of ring pages, grant-copy batches, notifications).

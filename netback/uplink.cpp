@@ -55,21 +55,78 @@ int datapath::add_uplink(const uplink_options& o, std::string* why) noexcept {
     }
     u->stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (u->stop_fd < 0) return -errno;
-    u->port = std::make_shared<vif>();
-    u->port->core = std::make_shared<vif_core>();
-    u->port->core->dom = hv::domid_invalid;
-    u->port->core->devid = uint32_t(d.uplinks.size());
-    u->port->up = u.get();
-    l2_switch<vif>::port_opts po;
-    po.max_learned = 4096;
-    po.aging = std::chrono::seconds(o.aging_s);
-    d.sw.add(u->port, mac_addr{}, po);
+    d.uplink_add_port(u);
     uplink* raw = u.get();
-    d.uplinks.push_back(u);
     raw->th = std::thread([&d, raw] { d.uplink_rx_loop(*raw); });
     ZC_LOG(info, tag, "uplink %s: AF_XDP %s mode, MTU %u", o.ifname.c_str(), link::to_string(raw->link->mode()),
            raw->link->mtu());
     return 0;
+}
+
+// Its switch port: a learning port with a larger table whose entries age.
+void datapath::impl::uplink_add_port(const std::shared_ptr<uplink>& u) noexcept {
+    u->port = std::make_shared<vif>();
+    u->port->core = std::make_shared<vif_core>();
+    u->port->core->dom = hv::domid_invalid;
+    u->port->core->devid = uint32_t(uplinks.size());
+    u->port->up = u.get();
+    l2_switch<vif>::port_opts po;
+    po.max_learned = 4096;
+    po.aging = std::chrono::seconds(u->opt.aging_s);
+    sw.add(u->port, mac_addr{}, po);
+    uplinks.push_back(u);
+}
+
+int datapath::add_uplink_inproc(const uplink_options& o, uint32_t mtu, wire_sink sink, std::string* why) noexcept {
+    impl& d = *_p;
+    auto u = std::make_shared<uplink>();
+    u->opt = o;
+    pool::pool_options po; // as link::xsk_link's UMEM: 4 KiB frames, never grown
+    po.buf_size = 4096;
+    po.chunk_pages = o.frames;
+    po.initial_chunks = 1;
+    po.max_pages = o.frames;
+    po.max_grants = o.frames;
+    auto p = pool::pool::create(po, nullptr);
+    if (!p) {
+        if (why) *why = "allocating the in-process uplink's frames";
+        return p.error();
+    }
+    u->own = std::move(*p);
+    u->sink = std::move(sink);
+    u->max_len = mtu + eth_hlen + 4;
+    u->dest_quota = o.dest_quota ? o.dest_quota : std::max<uint32_t>(1, o.frames / 8);
+    d.uplink_add_port(u);
+    return int(d.uplinks.size() - 1);
+}
+
+int datapath::inject_from_wire(size_t index, const uint8_t* frame, uint32_t len) noexcept {
+    impl& d = *_p;
+    if (index >= d.uplinks.size() || d.uplinks[index]->link) return -ENOENT;
+    uplink& u = *d.uplinks[index];
+    if (len > u.own->buf_size()) return -EMSGSIZE;
+    pool::frame f;
+    if (u.alloc(f) < 0) return -ENOBUFS;
+    std::memcpy(u.frames().data(f), frame, len);
+    f.len = uint16_t(len);
+    std::vector<std::shared_ptr<vif>> dests;
+    std::vector<std::shared_ptr<queue>> touched;
+    d.uplink_receive(u, &f, 1, dests, touched);
+    return 0;
+}
+
+uint32_t datapath::uplink_frames_in_use(size_t index) const noexcept {
+    if (index >= _p->uplinks.size() || !_p->uplinks[index]->own) return 0;
+    return _p->uplinks[index]->own->counters().in_use;
+}
+
+uint32_t uplink::send(pool::frame* fs, uint32_t n) noexcept {
+    if (link) return link->send(fs, n);
+    for (uint32_t i = 0; i < n; ++i) {
+        if (sink) sink(own->data(fs[i]), fs[i].len);
+        own->release(fs[i]);
+    }
+    return n;
 }
 
 void datapath::impl::stop_uplinks() noexcept {
@@ -88,10 +145,16 @@ std::vector<uplink_info> datapath::uplinks() const {
     for (auto& u : _p->uplinks) {
         uplink_info i{};
         i.ifname = u->opt.ifname;
+        i.stats = u->snapshot();
+        if (!u->link) {
+            i.mode = "inproc";
+            i.mtu = u->max_len - eth_hlen - 4;
+            out.push_back(std::move(i));
+            continue;
+        }
         i.mode = link::to_string(u->link->mode());
         std::memcpy(i.mac.b.data(), u->link->if_mac(), 6);
         i.mtu = u->link->mtu();
-        i.stats = u->snapshot();
         const auto pc = u->link->prog().counters();
         i.xdp_redirected = pc.redirected;
         i.xdp_passed = pc.passed_host + pc.passed_group;
@@ -115,12 +178,12 @@ void datapath::impl::uplink_out(worker& w, const queue& q, const tx_packet& p, u
         uplink_out_gso(w, q, p, u);
         return;
     }
-    if (p.len > u.max_len || p.len > u.link->max_frame()) {
+    if (p.len > u.max_len || p.len > u.max_frame()) {
         bump(u.drop_oversize);
         return;
     }
     pool::frame f;
-    if (u.link->alloc_tx(f) < 0) {
+    if (u.alloc(f) < 0) {
         bump(u.drop_no_buffer);
         return;
     }
@@ -129,7 +192,7 @@ void datapath::impl::uplink_out(worker& w, const queue& q, const tx_packet& p, u
     t.src = q.core.get();
     t.txflags = p.txflags;
     t.seg_begin = uint32_t(w.up_segs.size());
-    uint8_t* dst = u.link->umem().data(f);
+    uint8_t* dst = u.frames().data(f);
     uint32_t off = 0;
     for (uint32_t i = 0; i < p.nslots; ++i) {
         const pool::frame& s = p.seg[i];
@@ -170,14 +233,14 @@ void datapath::impl::flush_uplink_tx(worker& w) noexcept {
             if (!ok) {
                 bump(u.drop_copy_error);
                 bump(t.src->ctr.drop_copy_error);
-                u.link->umem().release(t.f);
+                u.frames().release(t.f);
                 continue;
             }
-            if (t.gso) fix_gso_headers(u.link->umem().data(t.f), t);
+            if (t.gso) fix_gso_headers(u.frames().data(t.f), t);
             if (t.gso || (t.txflags & NETTXF_csum_blank)) {
-                if (!complete_checksum(u.link->umem().data(t.f), t.f.len)) {
+                if (!complete_checksum(u.frames().data(t.f), t.f.len)) {
                     bump(u.drop_bad_csum);
-                    u.link->umem().release(t.f);
+                    u.frames().release(t.f);
                     continue;
                 }
                 bump(u.csum_completed);
@@ -186,7 +249,7 @@ void datapath::impl::flush_uplink_tx(worker& w) noexcept {
             out.push_back(t.f);
         }
         if (out.empty()) continue;
-        const uint32_t sent = u.link->send(out.data(), uint32_t(out.size()));
+        const uint32_t sent = u.send(out.data(), uint32_t(out.size()));
         bump(u.to_wire_frames, sent);
         bump(u.to_wire_bytes, bytes); // approximate when the ring was full
         if (sent < out.size()) bump(u.drop_tx_ring_full, out.size() - sent);
@@ -254,7 +317,7 @@ void datapath::impl::uplink_deliver(uplink& u, vif& dv, pool::frame& f,
     if (dv.queues.empty() || dc.disabled.load(std::memory_order_relaxed) ||
         dc.removed.load(std::memory_order_relaxed)) {
         bump(u.drop_vif_full);
-        u.link->umem().release(f);
+        u.frames().release(f);
         return;
     }
     const std::shared_ptr<queue>& dq = dv.queues[0];
@@ -263,7 +326,7 @@ void datapath::impl::uplink_deliver(uplink& u, vif& dv, pool::frame& f,
     if (dq->rx_dead || dq->stalled || dq->count >= dq->cap) {
         bump(u.drop_vif_full);
         bump(dc.ctr.drop_rx_full);
-        u.link->umem().release(f);
+        u.frames().release(f);
         return;
     }
     if (dq->count >= u.dest_quota) {
@@ -276,13 +339,13 @@ void datapath::impl::uplink_deliver(uplink& u, vif& dv, pool::frame& f,
             if (b.kind == pool::seg_kind::local) bp->release(b);
             bump(u.drop_vif_full);
             bump(dc.ctr.drop_rx_full);
-            u.link->umem().release(f);
+            u.frames().release(f);
             return;
         }
-        std::memcpy(bp->data(b), u.link->umem().data(f), f.len);
+        std::memcpy(bp->data(b), u.frames().data(f), f.len);
         b.len = f.len;
         b.domid = dc.dom;
-        u.link->umem().release(f);
+        u.frames().release(f);
         f = b;
         bump(u.quota_fallbacks);
         bump(dc.ctr.fallback_copies);
@@ -304,6 +367,49 @@ void datapath::impl::uplink_deliver(uplink& u, vif& dv, pool::frame& f,
     if (std::find(touched.begin(), touched.end(), dq) == touched.end()) touched.push_back(dq);
 }
 
+void datapath::impl::uplink_receive(uplink& u, pool::frame* fs, uint32_t n, std::vector<std::shared_ptr<vif>>& dests,
+                                    std::vector<std::shared_ptr<queue>>& touched) noexcept {
+    for (uint32_t i = 0; i < n; ++i) {
+        pool::frame& f = fs[i];
+        const uint8_t* h = u.frames().data(f);
+        bump(u.from_wire_frames);
+        bump(u.from_wire_bytes, f.len);
+        if (f.len < eth_hlen) {
+            bump(u.drop_runt);
+            u.frames().release(f);
+            continue;
+        }
+        sw.learn(h + 6, u.port);
+        dests.clear();
+        sw.lookup(h, u.port.get(), dests);
+        std::erase_if(dests, [](const std::shared_ptr<vif>& v) { return v->up != nullptr; });
+        if (dests.empty()) {
+            bump(u.drop_no_dest);
+            u.frames().release(f);
+            continue;
+        }
+        // Every destination but the last gets a copy of its own.
+        for (size_t k = 0; k + 1 < dests.size(); ++k) {
+            pool::frame c;
+            if (u.alloc(c) < 0) {
+                bump(u.drop_no_buffer);
+                continue;
+            }
+            std::memcpy(u.frames().data(c), h, f.len);
+            c.len = f.len;
+            bump(u.flood_copies);
+            uplink_deliver(u, *dests[k], c, touched);
+        }
+        uplink_deliver(u, *dests.back(), f, touched);
+    }
+    for (auto& dq : touched) {
+        dq->rx_kick.store(true, std::memory_order_relaxed);
+        dq->w->kick();
+    }
+    touched.clear();
+    dests.clear();
+}
+
 void datapath::impl::uplink_rx_loop(uplink& u) noexcept {
     const uint32_t batch = std::max<uint32_t>(1, u.opt.batch);
     std::vector<pool::frame> fs(batch);
@@ -314,44 +420,7 @@ void datapath::impl::uplink_rx_loop(uplink& u) noexcept {
         for (;;) {
             const uint32_t n = u.link->receive(fs.data(), batch);
             if (n == 0) break;
-            for (uint32_t i = 0; i < n; ++i) {
-                pool::frame& f = fs[i];
-                const uint8_t* h = u.link->umem().data(f);
-                bump(u.from_wire_frames);
-                bump(u.from_wire_bytes, f.len);
-                if (f.len < eth_hlen) {
-                    bump(u.drop_runt);
-                    u.link->umem().release(f);
-                    continue;
-                }
-                sw.learn(h + 6, u.port);
-                sw.lookup(h, u.port.get(), dests);
-                std::erase_if(dests, [](const std::shared_ptr<vif>& v) { return v->up != nullptr; });
-                if (dests.empty()) {
-                    bump(u.drop_no_dest);
-                    u.link->umem().release(f);
-                    continue;
-                }
-                // Every destination but the last gets a copy of its own.
-                for (size_t k = 0; k + 1 < dests.size(); ++k) {
-                    pool::frame c;
-                    if (u.link->alloc_tx(c) < 0) {
-                        bump(u.drop_no_buffer);
-                        continue;
-                    }
-                    std::memcpy(u.link->umem().data(c), h, f.len);
-                    c.len = f.len;
-                    bump(u.flood_copies);
-                    uplink_deliver(u, *dests[k], c, touched);
-                }
-                uplink_deliver(u, *dests.back(), f, touched);
-            }
-            for (auto& dq : touched) {
-                dq->rx_kick.store(true, std::memory_order_relaxed);
-                dq->w->kick();
-            }
-            touched.clear();
-            dests.clear();
+            uplink_receive(u, fs.data(), n, dests, touched);
             if (n < batch) break;
         }
     }

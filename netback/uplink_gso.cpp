@@ -65,7 +65,7 @@ void datapath::impl::uplink_out_gso(worker& w, const queue& q, const tx_packet& 
     uint16_t l3 = 0, l4 = 0, hlen = 0;
     const uint32_t mss = p.gso_size;
     if (!tcp_headers(p.hdr, p.hdr_len, p.gso_type, l3, l4, hlen) || mss == 0 || hlen + mss > u.max_len ||
-        hlen + mss > u.link->max_frame() || p.len <= hlen) {
+        hlen + mss > u.max_frame() || p.len <= hlen) {
         bump(u.drop_gso);
         return;
     }
@@ -82,11 +82,11 @@ void datapath::impl::uplink_out_gso(worker& w, const queue& q, const tx_packet& 
     uint32_t slot = 0;
     for (uint32_t k = 0; k < nseg; ++k) {
         pool::frame f;
-        if (u.link->alloc_tx(f) < 0) {
+        if (u.alloc(f) < 0) {
             bump(u.drop_no_buffer);
             continue;
         }
-        uint8_t* dst = u.link->umem().data(f);
+        uint8_t* dst = u.frames().data(f);
         std::memcpy(dst, p.hdr, hlen);
         uplink_tx& t = w.up_tx.emplace_back();
         t.up = &u;
