@@ -10,6 +10,7 @@
 #include "zc.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +22,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -56,6 +58,8 @@ struct zsock {
     std::vector<uint8_t> rx_held; // per RX buffer: handed to the app by zc_recv
     bool connected = false;
     sockaddr_in peer{};
+    sockaddr_in local{}; // from the bind/connect answers (zc_getsockname)
+    pid_t owner = 0;     // the process that opened it (see g_pid)
     bool dead = false;
     // Local counters (the stack service keeps rx ones in shared memory).
     uint64_t zc_sends = 0, copied_sends = 0, completions = 0, send_errors = 0, tx_bytes = 0, strict_refused = 0;
@@ -73,10 +77,36 @@ struct zsock {
 std::mutex g_lock;
 std::unordered_map<int, std::unique_ptr<zsock>> g_socks;
 
+// This process's id, refreshed in a fork()ed child by the atfork handler,
+// so that checking a socket's owner costs no system call. A child inherits
+// the descriptors and MAP_SHARED mappings of its parent's sockets; were it
+// to use them, both processes would produce on the same rings with private
+// indices that no longer agree, and both would lose sends. So an inherited
+// socket is not a socket in the child: -EBADF (zc.h, FORK).
+std::atomic<pid_t> g_pid{0};
+
+void atfork_prepare() noexcept { g_lock.lock(); }
+void atfork_parent() noexcept { g_lock.unlock(); }
+void atfork_child() noexcept {
+    g_lock.unlock(); // held by the forking thread across fork(): ours now
+    g_pid.store(::getpid(), std::memory_order_relaxed);
+}
+
+pid_t self_pid() noexcept {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        g_pid.store(::getpid(), std::memory_order_relaxed);
+        (void)::pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    });
+    return g_pid.load(std::memory_order_relaxed);
+}
+
 zsock* find(int s) noexcept {
+    pid_t me = self_pid();
     std::lock_guard g(g_lock);
     auto it = g_socks.find(s);
-    return it == g_socks.end() ? nullptr : it->second.get();
+    if (it == g_socks.end() || it->second->owner != me) return nullptr;
+    return it->second.get();
 }
 
 const char* service_path(const char* p) noexcept {
@@ -260,6 +290,8 @@ int zc_socket(const struct zc_socket_opts* o) {
     auto k = std::unique_ptr<zsock>(new (std::nothrow) zsock);
     if (!k) return -ENOMEM;
     k->flags = o->flags;
+    k->owner = self_pid();
+    k->local.sin_family = AF_INET;
     int fd = dial(service_path(o->service));
     if (fd < 0) return fd;
     k->ctl = fd;
@@ -331,6 +363,8 @@ int zc_close(int s) {
         std::lock_guard g(g_lock);
         auto it = g_socks.find(s);
         if (it == g_socks.end()) return -EBADF;
+        // In a fork()ed child this releases only the child's inherited
+        // copies of the mappings and descriptors; the parent's socket lives on.
         k = std::move(it->second);
         g_socks.erase(it);
     }
@@ -354,11 +388,21 @@ static int bind_or_connect(int s, const sockaddr_in* a, op what) noexcept {
         k->connected = true;
         k->peer = *a;
     }
+    k->local.sin_addr.s_addr = rs.ip;
+    k->local.sin_port = rs.port;
     return 0;
 }
 
 int zc_bind(int s, const struct sockaddr_in* addr) { return bind_or_connect(s, addr, op::bind); }
 int zc_connect(int s, const struct sockaddr_in* addr) { return bind_or_connect(s, addr, op::connect); }
+
+int zc_getsockname(int s, struct sockaddr_in* out) {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    if (!out) return -EINVAL;
+    *out = k->local;
+    return 0;
+}
 
 int zc_pool_mmap(int s, struct zc_pool_info* info) {
     zsock* k = find(s);
@@ -480,10 +524,7 @@ int zc_completions(int s, struct zc_completion* out, unsigned max) {
     return int(n);
 }
 
-int zc_recv(int s, struct zc_rxd* out, unsigned max) {
-    zsock* k = find(s);
-    if (!k) return -EBADF;
-    if (!out || max == 0) return -EINVAL;
+static unsigned take_rx(zsock* k, struct zc_rxd* out, unsigned max) noexcept {
     uint32_t avail = k->rx.avail(k->rx_cons);
     unsigned n = 0;
     while (n < max && avail) {
@@ -501,9 +542,80 @@ int zc_recv(int s, struct zc_rxd* out, unsigned max) {
         n++;
     }
     k->rx.release(k->rx_cons);
+    return n;
+}
+
+int zc_recv(int s, struct zc_rxd* out, unsigned max) {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    if (!out || max == 0) return -EINVAL;
+    unsigned n = take_rx(k, out, max);
     settle_notify(*k);
     if (n) return int(n);
     return service_gone(*k) ? -ENOTCONN : -EAGAIN;
+}
+
+static int64_t mono_ms_now() noexcept {
+    timespec t{};
+    ::clock_gettime(CLOCK_MONOTONIC, &t);
+    return int64_t(t.tv_sec) * 1000 + t.tv_nsec / 1000000;
+}
+
+// Sleeps on the notify eventfd, which is readable while RX *or* completion
+// entries wait. Completions must not end the wait, so while only they are
+// pending the counter is read (cleared) and the wait goes on: zc-stackd
+// writes it again after it produces anything (notify_dirty), and the rings
+// are looked at after each clear, so nothing published before the clear is
+// missed. On the way out the fd is set again if entries wait, keeping it
+// level-triggered for poll/epoll users (settle_notify).
+int zc_recv_wait(int s, struct zc_rxd* out, unsigned max, int timeout_ms) {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    if (!out || max == 0 || timeout_ms < -1) return -EINVAL;
+    const int64_t deadline = timeout_ms < 0 ? 0 : mono_ms_now() + timeout_ms;
+    int rc = 0;
+    bool cleared = false;
+    for (;;) {
+        if (unsigned n = take_rx(k, out, max)) {
+            rc = int(n);
+            break;
+        }
+        if (service_gone(*k)) {
+            rc = -ENOTCONN;
+            break;
+        }
+        int wait = -1;
+        if (timeout_ms >= 0) {
+            int64_t left = deadline - mono_ms_now();
+            if (left <= 0) {
+                rc = -EAGAIN; // as recv(2) when SO_RCVTIMEO expires
+                break;
+            }
+            wait = int(std::min<int64_t>(left, 1 << 30));
+        }
+        uint64_t v;
+        if (::read(k->notify, &v, sizeof v) == ssize_t(sizeof v)) {
+            cleared = true;
+            continue; // look at the ring again after the clear
+        }
+        // events 0 on the control socket: only its hang-up (the service died)
+        pollfd p[2] = {{k->notify, POLLIN, 0}, {k->ctl, 0, 0}};
+        int pr = ::poll(p, 2, wait);
+        if (pr < 0 && errno == EINTR) {
+            rc = -EINTR; // as recv(2) interrupted by a signal handler
+            break;
+        }
+        if (pr < 0) {
+            rc = -errno;
+            break;
+        }
+    }
+    if (cleared && (k->cq.avail(k->cq_cons) || k->rx.avail(k->rx_cons))) {
+        uint64_t one = 1;
+        (void)!::write(k->notify, &one, sizeof one);
+    }
+    if (rc > 0) settle_notify(*k);
+    return rc;
 }
 
 int zc_rx_release(int s, const void* data) {

@@ -81,6 +81,11 @@ struct zsock {
     // Addressing.
     uint32_t ip = 0;     // bound address (network order; 0 = any)
     uint16_t port = 0;   // bound port (network order; 0 = unbound)
+    // The connected peer (zc_connect), network order; 0 = not connected.
+    // As for a connected UDP socket in Linux (compute_score() in
+    // net/ipv4/udp.c), datagrams from any other source are not delivered.
+    uint32_t peer_ip = 0;
+    uint16_t peer_port = 0;
     // A TX entry taken from the ring but not yet submitted: waiting for ARP,
     // or for room in netfront. Nothing behind it is taken meanwhile.
     enum class hold : uint8_t { none, arp, retry } held = hold::none;

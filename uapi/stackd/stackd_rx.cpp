@@ -94,6 +94,13 @@ void service::impl::deliver(const uint8_t* f, const proto::udp_delivery& u) noex
         n.rx_no_socket++;
         return;
     }
+    // A connected socket takes datagrams from its peer only (connect(2) on
+    // a UDP socket: compute_score() in Linux's net/ipv4/udp.c).
+    if (s.peer_ip && (s.peer_ip != htonl(u.src_ip.v) || s.peer_port != htons(u.src_port))) {
+        n.rx_not_peer++;
+        s.st.rx_not_peer++;
+        return;
+    }
     if (s.rx_free.empty() || s.rx.free_slots(s.rx_prod) == 0 || u.payload_len > buf_size - headroom) {
         n.rx_drops++;
         s.st.rx_drops++;
