@@ -94,7 +94,8 @@ struct zc_socket_opts {
  * Returns the socket's file descriptor (>= 0). poll/epoll report it
  * readable while received datagrams or send completions are pending, and
  * always writable (sends never block: -EAGAIN means wait for readable, since
- * only completions free send resources). Close it with zc_close(), not
+ * only completions free send resources). To wait for datagrams only, use
+ * zc_recv_wait(). Close it with zc_close(), not
  * close(2): close(2) leaves the mappings behind (until a later socket gets
  * the same number, which then replaces them).
  * Errors: -EINVAL (opts NULL, sz too small, unknown flags, non-zero unknown
