@@ -260,3 +260,56 @@ TEST_F(UapiBsd, ForkedChildGetsEbadfAndTheParentKeepsWorking) {
     EXPECT_EQ(s.zc_sends, 3u);
     EXPECT_EQ(s.send_errors, 0u);
 }
+
+// BSD: two programs of one host talk over its own address or 127.0.0.1
+// (the kernel's loopback). Here zc-stackd hands the datagram from one
+// socket's pool to the other's without the vif.
+TEST_F(UapiBsd, SocketsOfOneGuestTalkOverItsAddressAndLoopback) {
+    int a = rig->open(1), b = rig->open(1);
+    ASSERT_GE(a, 0);
+    ASSERT_GE(b, 0);
+    sockaddr_in ab = addr_of(0, 7341), bb = addr_of(0, 7342);
+    ASSERT_EQ(zc_bind(a, &ab), 0);
+    ASSERT_EQ(zc_bind(b, &bb), 0);
+    auto before = stackd::query_counters(rig->g[1].sock);
+    ASSERT_TRUE(before);
+
+    const sockaddr_in own = addr_of(guest_ip(1), 7342), lo = addr_of(0x7f000001u, 7342);
+    send_tagged(a, 'o', &own, 100);
+    send_tagged(a, 'l', &lo, 0);
+    zc_rxd d[2];
+    ASSERT_EQ(zc_recv_wait(b, d, 1, 5000), 1);
+    EXPECT_EQ(d[0].len, 100u);
+    EXPECT_EQ(static_cast<const uint8_t*>(d[0].data)[99], 'o');
+    EXPECT_EQ(d[0].from.sin_addr.s_addr, htonl(guest_ip(1)));
+    EXPECT_EQ(d[0].from.sin_port, htons(7341));
+    EXPECT_EQ(zc_rx_release(b, d[0].data), 0);
+    ASSERT_EQ(zc_recv_wait(b, d, 1, 5000), 1);
+    EXPECT_EQ(d[0].len, 0u);
+    EXPECT_EQ(d[0].from.sin_addr.s_addr, htonl(0x7f000001u));
+    EXPECT_EQ(d[0].from.sin_port, htons(7341));
+    EXPECT_EQ(zc_rx_release(b, d[0].data), 0);
+
+    // The answer goes back to where it came from.
+    send_tagged(b, 'r', &d[0].from, 5);
+    ASSERT_EQ(zc_recv_wait(a, d, 1, 5000), 1);
+    EXPECT_EQ(d[0].len, 5u);
+    EXPECT_EQ(d[0].from.sin_port, htons(7342));
+    EXPECT_EQ(zc_rx_release(a, d[0].data), 0);
+
+    // A connected receiver filters local sources like remote ones; a port
+    // nobody bound swallows the datagram (the send still completes).
+    sockaddr_in other = addr_of(guest_ip(1), 7399);
+    ASSERT_EQ(zc_connect(b, &other), 0);
+    send_tagged(a, 'x', &own);
+    const sockaddr_in nobody = addr_of(guest_ip(1), 7343);
+    send_tagged(a, 'n', &nobody);
+    EXPECT_EQ(zc_recv_wait(b, d, 1, 100), -EAGAIN);
+    EXPECT_EQ(stat_of(*rig, 1, 7342).c.rx_not_peer, 1u);
+
+    auto after = stackd::query_counters(rig->g[1].sock);
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->tx_local - before->tx_local, 5u) << "not all went the local way (not through the vif)";
+    EXPECT_GE(after->rx_no_socket - before->rx_no_socket, 1u);
+    for (int s : {a, b}) EXPECT_EQ(zc_close(s), 0);
+}

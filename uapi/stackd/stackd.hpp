@@ -68,6 +68,7 @@ struct options {
     X(sockets_opened, "sockets", false, "zc sockets opened")                                  \
     X(sockets_closed, "sockets", false, "zc sockets closed")                                  \
     X(tx_zc, "datagrams", false, "datagrams sent from a socket's pool")                      \
+    X(tx_local, "datagrams", false, "of those, to a socket of this guest (not through the vif)") \
     X(tx_bad_desc, "descriptors", true, "TX descriptors refused (bad index, length, busy buffer)") \
     X(tx_errors, "datagrams", true, "sends completed with an error")                          \
     X(rx_frames, "frames", false, "frames received from the vif")                             \

@@ -168,6 +168,13 @@ struct service::impl {
     void rx_frame(const uint8_t* f, size_t len, uint16_t flags) noexcept;
     void maybe_echo_reply(const uint8_t* f, size_t len) noexcept;
     void deliver(const uint8_t* f, const proto::udp_delivery& u) noexcept;
+    // One datagram to the socket bound to dst_port (all network order):
+    // from the vif, or from a socket of this guest (deliver_local).
+    void deliver_payload(const uint8_t* pay, uint32_t len, uint32_t src_ip, uint16_t src_port, uint32_t dst_ip,
+                         uint16_t dst_port) noexcept;
+    // A send to the guest's own address or to 127.0.0.0/8: straight into
+    // the destination socket, without the vif. false: not a local address.
+    bool deliver_local(zsock& s, const tx_desc& d) noexcept;
     void drain_fr(zsock& s) noexcept;
     void rx_all() noexcept;
 };
