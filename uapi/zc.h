@@ -192,7 +192,12 @@ int zc_buf_free(int s, void *data);
 
 /*
  * Send one datagram of `len` bytes at `data` to `to` (NULL: the connected
- * peer). If `data` is the payload start of an APP buffer of this pool, the
+ * peer). To the guest's own address or to 127.0.0.0/8 the stack service
+ * delivers it to the socket of this guest bound to that port (an
+ * application of the same guest) without the network, as the kernel's
+ * loopback does; the receiver sees the address it was sent to as the
+ * source, and the completion comes at once (also when no socket has the
+ * port: the datagram is then dropped, as UDP does). If `data` is the payload start of an APP buffer of this pool, the
  * buffer goes to STACK with no copy and ZC_SENT_ZEROCOPY is returned; its
  * completion (zc_completions) carries `user_data` and hands it back.
  * If `data` is outside the pool: strict sockets fail with -EFAULT; copy-
