@@ -158,6 +158,14 @@ struct vif_core {
 struct worker;
 struct queue;
 
+// Late EOI of one event channel (Linux xen_irq_lateeoi_locked, XSA-332):
+// the spurious events in a row (events that found no work) and, while the
+// port's unmask is held back, when it is due. Owner only; worker.cpp.
+struct eoi_state {
+    uint8_t spurious = 0;
+    time_point due = time_point::max(); // max: not held back
+};
+
 // A TX packet between its requests being consumed and its responses being
 // sent. Lives in its queue's pool (at most one per ring slot).
 struct tx_packet {
@@ -207,6 +215,11 @@ struct queue {
     uint32_t index = 0;
     worker* w = nullptr;
     hv::evtchn_port_t tx_port = 0, rx_port = 0; // local ports (equal when shared)
+    eoi_state tx_eoi, rx_eoi;                   // rx_eoi unused when the port is shared
+    // RX timers (service_rx): the owner runs them when due, when its RX
+    // event or kick came, or when rx_rearm says frames were queued.
+    time_point rx_timer = time_point::min();    // owner only
+    std::atomic<bool> rx_rearm{false};
 
     // ---- TX ----
     std::mutex tx_lock;
@@ -356,6 +369,9 @@ struct worker {
     std::vector<std::shared_ptr<queue>> snap;
     uint64_t snap_gen = ~uint64_t{0};
     std::vector<fatal_note> fatals;
+    // A TX batch queued frames or a vif was disabled: every queue's RX
+    // timers look again (a source running short changes convert_held).
+    bool rearm_all = true;
     // TX packets whose last reference this worker dropped; answered in
     // batches per source queue (flush_done).
     packet_refs done;
@@ -419,7 +435,7 @@ struct datapath::impl {
     void fatal(worker& w, vif_core& c, const std::string& why) noexcept;
     void report_fatals(worker& w) noexcept;
     int poll_timeout(worker& w) noexcept;
-    void serve_queues(worker& w, const std::vector<hv::evtchn_port_t>& ports) noexcept;
+    void serve_queues(worker& w, std::vector<hv::evtchn_port_t>& ports) noexcept;
 
     // ---- tx.cpp: TX intake, switching, TX completion ----
     void process_tx(worker& w, const std::shared_ptr<queue>& q) noexcept;

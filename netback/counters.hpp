@@ -14,7 +14,8 @@
 // drop_malformed, drop_copy_error, drop_unsupported, drop_bad_offload,
 // drop_no_csum and drop_mtu count on the vif that sent the frame (its
 // traffic caused them); rx_*, queued, drop_rx_full, drop_disabled,
-// drop_rx_grant and rx_stalls on the vif the frame was for.
+// drop_rx_grant and rx_stalls on the vif the frame was for; the event
+// counters on the vif whose event channel it is.
 #define ZC_NETBACK_VIF_COUNTERS(X)                                                                              \
     X(tx_packets, "packets", false, "packets from the frontend (its TX ring)")                                 \
     X(tx_bytes, "bytes", false, "bytes of those packets")                                                       \
@@ -46,7 +47,9 @@
     X(drop_mtu, "frames", true, "non-GSO frame larger than the destination's mtu")                              \
     X(rx_stalls, "events", false, "times this vif's RX was found stalled (XSA-392)")                          \
     X(notifies_sent, "events", false, "event-channel notifications sent to the frontend")                      \
-    X(events_received, "events", false, "event-channel events received from the frontend")
+    X(events_received, "events", false, "event-channel events received from the frontend")                    \
+    X(spurious_events, "events", false, "events that found no new TX or RX work (XSA-332 lateeoi accounting)") \
+    X(eoi_delays, "events", false, "times the port stayed masked after spurious events in a row (back-off)")
 
 namespace zc::netback {
 

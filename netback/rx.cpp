@@ -254,8 +254,9 @@ bool datapath::impl::take_rx_items(const std::shared_ptr<queue>& dqp, std::vecto
     return true;
 }
 
-// The queue's timers (run by its owner every pass); returns when it wants
-// to run next.
+// The queue's timers, run by its owner when they are due, after its RX
+// event or kick, or when frames were queued for it (worker.cpp
+// poll_timeout); returns when they want to run next.
 time_point datapath::impl::service_rx(worker& w, const std::shared_ptr<queue>& dqp) noexcept {
     queue& dq = *dqp;
     vif_core& dc = *dq.core;
@@ -375,8 +376,9 @@ void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point 
         if (go) {
             conversion& cv = convs.emplace_back();
             const uint32_t slots = it.pkt ? it.pkt->nslots + it.pkt->extra_count : 0u;
-            if (!start_conversion(dqp, it, cv)) { // no bounce buffers now; retried later
+            if (!start_conversion(dqp, it, cv)) { // no bounce buffers now: retried after pressure_hold
                 convs.pop_back();
+                next = std::min(next, now + std::max(pressure_hold, std::chrono::microseconds(1000)));
                 break;
             }
             if (fr) *fr += slots;

@@ -381,6 +381,7 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     const bool kick_owner = dq->w != &w;
     if (std::find(w.touched.begin(), w.touched.end(), dq) == w.touched.end()) w.touched.push_back(dq);
     if (kick_owner) dq->rx_kick.store(true, std::memory_order_relaxed);
+    dq->rx_rearm.store(true, std::memory_order_relaxed); // its timers (service_rx) take the new frame
 }
 
 // The batch's copies, then its references: packets nobody else holds are

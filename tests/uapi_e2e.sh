@@ -106,9 +106,10 @@ jq -e '.echo_replies > 0 and .arp_replies > 0 and .rx_udp > 0 and .sockets_opene
     >/dev/null || { echo "zc-stackd stats: counters missing"; exit 1; }
 "$bin/uapi/zc-stackd" stats --listen "$s2" --sockets --json | jq -e '.sockets | type == "array"' >/dev/null ||
     { echo "zc-stackd stats --sockets --json: no sockets array"; exit 1; }
-# Into a file first: grep -q stops reading at the first match, and with
-# pipefail the writer's SIGPIPE would fail the pipeline.
-"$bin/uapi/zc-stackd" stats --listen "$s2" --prometheus >"$dir/prom.txt"
-grep -q '^zcnet_stackd_rx_udp_total [1-9]' "$dir/prom.txt" ||
-    { echo "zc-stackd stats --prometheus: no rx_udp_total"; exit 1; }
+# To a file first: grep -q stops reading at the first match, and the
+# writer's SIGPIPE would fail the pipeline (pipefail).
+"$bin/uapi/zc-stackd" stats --listen "$s2" --prometheus >"$dir/stackd2.prom" ||
+    { echo "zc-stackd stats --prometheus failed"; exit 1; }
+grep -q '^zcnet_stackd_rx_udp_total [1-9]' "$dir/stackd2.prom" ||
+    { echo "zc-stackd stats --prometheus: no rx_udp_total"; head -20 "$dir/stackd2.prom"; exit 1; }
 echo "uapi e2e: ok"
