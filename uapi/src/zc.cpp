@@ -6,7 +6,8 @@
 //
 // Buffer states are tracked here (the application's view) and again in
 // zc-stackd (which must not trust this process); errors for misuse come from
-// here, before anything reaches shared memory.
+// here, before anything reaches shared memory. Completions and receiving
+// are in zc_recv.cpp; the socket's private state in zsock.hpp.
 #include "zc.h"
 
 #include <algorithm>
@@ -38,7 +39,6 @@ using namespace zc::uapi;
 using namespace zc::uapi::lib;
 
 namespace zc::uapi::lib {
-
 
 // fd -> socket. The map is shared by all threads; each socket is used by one
 // thread at a time (zc.h), so the lock only guards lookups and changes.
@@ -130,7 +130,6 @@ bool trailing_zero(const void* o, size_t known, size_t sz) noexcept {
 
 bool valid_count(uint32_t n) noexcept { return n >= 2 && n <= 4096 && n % 2 == 0; }
 
-
 bool valid_dst(const sockaddr_in* to) noexcept {
     return to->sin_family == AF_INET && to->sin_port != 0 && to->sin_addr.s_addr != 0;
 }
@@ -213,7 +212,7 @@ int send_prologue(zsock* k, uint32_t flags, const sockaddr_in* to, sockaddr_in& 
 
 int fail_eagain(zsock& k) noexcept { return service_gone(k) ? -EPIPE : -EAGAIN; }
 
-} // namespace
+} // namespace zc::uapi::lib
 
 extern "C" {
 
