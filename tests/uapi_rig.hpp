@@ -124,6 +124,30 @@ struct uapi_rig {
     }
 };
 
+// A connected pair: sender on guest 1, receiver bound on guest 2.
+struct pair {
+    int tx = -1, rx = -1;
+    zc_pool_info ti{}, ri{};
+    pair(uapi_rig& r, uint16_t port, uint32_t tx_flags = ZC_SOCK_STRICT, uint32_t rx_bufs = 0) {
+        tx = r.open(1, tx_flags);
+        rx = r.open(2, ZC_SOCK_STRICT, 0, rx_bufs);
+        EXPECT_GE(tx, 0);
+        EXPECT_GE(rx, 0);
+        sockaddr_in b = addr_of(0, port);
+        EXPECT_EQ(zc_bind(rx, &b), 0);
+        sockaddr_in to = addr_of(guest_ip(2), port);
+        EXPECT_EQ(zc_connect(tx, &to), 0);
+        ti.sz = sizeof ti;
+        ri.sz = sizeof ri;
+        EXPECT_EQ(zc_pool_mmap(tx, &ti), 0);
+        EXPECT_EQ(zc_pool_mmap(rx, &ri), 0);
+    }
+    ~pair() {
+        if (tx >= 0) zc_close(tx);
+        if (rx >= 0) zc_close(rx);
+    }
+};
+
 // Wait for the socket to become readable (bounded).
 inline bool wait_readable(int s, int timeout_ms = 5000) {
     pollfd p{s, POLLIN, 0};

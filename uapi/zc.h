@@ -19,6 +19,16 @@
  *  - the library is thread-compatible, not thread-safe: one thread per
  *    socket at a time (as for an AF_XDP socket or an io_uring).
  *
+ * FORK. A socket belongs to the process that opened it. A fork()ed child
+ * inherits its descriptor and mappings but cannot use them: every call on
+ * an inherited socket returns -EBADF in the child (as for an unknown
+ * descriptor), and the parent's socket keeps working. zc_close() in the
+ * child returns 0 and releases only the child's copies (mappings and
+ * descriptors); the stack service frees the socket once the parent closed
+ * it and no child still holds its descriptors (they are close-on-exec).
+ * A child opens sockets of its own with zc_socket(). (Processes made with
+ * a raw clone(2) system call instead of fork() are not detected.)
+ *
  * BUFFER OWNERSHIP. A pool buffer is in exactly one of these states:
  *
  *   FREE      owned by the library. zc_buf_alloc() -> APP.
@@ -84,7 +94,8 @@ struct zc_socket_opts {
  * Returns the socket's file descriptor (>= 0). poll/epoll report it
  * readable while received datagrams or send completions are pending, and
  * always writable (sends never block: -EAGAIN means wait for readable, since
- * only completions free send resources). Close it with zc_close(), not
+ * only completions free send resources). To wait for datagrams only, use
+ * zc_recv_wait(). Close it with zc_close(), not
  * close(2): close(2) leaves the mappings behind (until a later socket gets
  * the same number, which then replaces them).
  * Errors: -EINVAL (opts NULL, sz too small, unknown flags, non-zero unknown
@@ -114,10 +125,21 @@ int zc_close(int s);
 int zc_bind(int s, const struct sockaddr_in *addr);
 
 /* Default destination for zc_send(); binds an ephemeral port first if
- * unbound. Errors: -EBADF, -EINVAL (addr NULL, not AF_INET, port 0 or
+ * unbound. As connect(2) on a UDP socket, the socket then receives only
+ * datagrams whose source address and port are `addr`'s; others are dropped
+ * and counted (zc-stackd's per-socket rx_not_peer: `zc-stackd stats
+ * --sockets`). Calling it again changes the peer.
+ * Errors: -EBADF, -EINVAL (addr NULL, not AF_INET, port 0 or
  * address 0), -EADDRINUSE (no free ephemeral port), -ENOTCONN, -ETIMEDOUT
  * (as zc_bind). */
 int zc_connect(int s, const struct sockaddr_in *addr);
+
+/* The socket's local address, as getsockname(2): AF_INET, the bound
+ * address and port (network order). Unbound: 0.0.0.0 port 0. Bound to
+ * INADDR_ANY: 0.0.0.0 and the port (an ephemeral one if zc_bind() asked for
+ * port 0). Connected: the guest's address and the port datagrams leave from.
+ * Errors: -EBADF, -EINVAL (out NULL). */
+int zc_getsockname(int s, struct sockaddr_in *out);
 
 /* ---- the pool -------------------------------------------------------------- */
 
@@ -170,7 +192,12 @@ int zc_buf_free(int s, void *data);
 
 /*
  * Send one datagram of `len` bytes at `data` to `to` (NULL: the connected
- * peer). If `data` is the payload start of an APP buffer of this pool, the
+ * peer). To the guest's own address or to 127.0.0.0/8 the stack service
+ * delivers it to the socket of this guest bound to that port (an
+ * application of the same guest) without the network, as the kernel's
+ * loopback does; the receiver sees the address it was sent to as the
+ * source, and the completion comes at once (also when no socket has the
+ * port: the datagram is then dropped, as UDP does). If `data` is the payload start of an APP buffer of this pool, the
  * buffer goes to STACK with no copy and ZC_SENT_ZEROCOPY is returned; its
  * completion (zc_completions) carries `user_data` and hands it back.
  * If `data` is outside the pool: strict sockets fail with -EFAULT; copy-
@@ -241,6 +268,19 @@ struct zc_rxd {
  * Errors: -EBADF, -EINVAL (out NULL or max 0), -EAGAIN, -ENOTCONN (the stack service went away and nothing is left).
  */
 int zc_recv(int s, struct zc_rxd *out, unsigned max);
+
+/*
+ * zc_recv() that waits up to `timeout_ms` milliseconds (-1: no limit, 0:
+ * do not wait) for at least one datagram, as recv(2) on a blocking socket
+ * with SO_RCVTIMEO. Send completions arriving meanwhile do not end the wait
+ * (they stay pending for zc_completions(), and the descriptor stays readable
+ * for poll while any are). Returns the count (1..max).
+ * Errors: -EBADF, -EINVAL (out NULL, max 0 or timeout_ms < -1), -EAGAIN
+ * (the time passed with nothing received: SO_RCVTIMEO's EAGAIN), -EINTR (a
+ * signal handler ran), -ENOTCONN (the stack service went away and nothing
+ * is left).
+ */
+int zc_recv_wait(int s, struct zc_rxd *out, unsigned max, int timeout_ms);
 
 /*
  * Give a received buffer back to the stack. `data` is zc_rxd.data.

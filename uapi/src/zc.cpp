@@ -6,10 +6,12 @@
 //
 // Buffer states are tracked here (the application's view) and again in
 // zc-stackd (which must not trust this process); errors for misuse come from
-// here, before anything reaches shared memory.
+// here, before anything reaches shared memory. Completions and receiving
+// are in zc_recv.cpp; the socket's private state in zsock.hpp.
 #include "zc.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +23,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -30,53 +33,48 @@
 
 #include "common/fdpass.hpp"
 #include "uapi/shm.hpp"
+#include "zsock.hpp"
 
 using namespace zc::uapi;
+using namespace zc::uapi::lib;
 
-namespace {
-
-enum : uint8_t { b_free = 0, b_app = 1, b_stack = 2, b_copy = 3 /* library-owned, in flight */ };
-
-struct zsock {
-    int ctl = -1, notify = -1, kick = -1;
-    uint32_t flags = 0;
-    void* shm = nullptr;
-    size_t shm_size = 0;
-    uint8_t* pool = nullptr;
-    size_t pool_size = 0;
-    shm_layout* lay = nullptr;
-    uint32_t tx_bufs = 0, rx_bufs = 0, entries = 0;
-    ring<tx_desc> tx;
-    ring<cq_desc> cq;
-    ring<rx_desc> rx;
-    ring<fr_desc> fr;
-    uint32_t tx_prod = 0, cq_cons = 0, rx_cons = 0, fr_prod = 0; // private copies
-    std::vector<uint8_t> state;   // per TX buffer
-    std::vector<uint32_t> free_list;
-    std::vector<uint8_t> rx_held; // per RX buffer: handed to the app by zc_recv
-    bool connected = false;
-    sockaddr_in peer{};
-    bool dead = false;
-    // Local counters (the stack service keeps rx ones in shared memory).
-    uint64_t zc_sends = 0, copied_sends = 0, completions = 0, send_errors = 0, tx_bytes = 0, strict_refused = 0;
-
-    ~zsock() {
-        if (pool) ::munmap(pool, pool_size);
-        if (shm) ::munmap(shm, shm_size);
-        for (int fd : {ctl, notify, kick})
-            if (fd >= 0) ::close(fd);
-    }
-};
+namespace zc::uapi::lib {
 
 // fd -> socket. The map is shared by all threads; each socket is used by one
 // thread at a time (zc.h), so the lock only guards lookups and changes.
 std::mutex g_lock;
 std::unordered_map<int, std::unique_ptr<zsock>> g_socks;
 
+// This process's id, refreshed in a fork()ed child by the atfork handler,
+// so that checking a socket's owner costs no system call. A child inherits
+// the descriptors and MAP_SHARED mappings of its parent's sockets; were it
+// to use them, both processes would produce on the same rings with private
+// indices that no longer agree, and both would lose sends. So an inherited
+// socket is not a socket in the child: -EBADF (zc.h, FORK).
+std::atomic<pid_t> g_pid{0};
+
+void atfork_prepare() noexcept { g_lock.lock(); }
+void atfork_parent() noexcept { g_lock.unlock(); }
+void atfork_child() noexcept {
+    g_lock.unlock(); // held by the forking thread across fork(): ours now
+    g_pid.store(::getpid(), std::memory_order_relaxed);
+}
+
+pid_t self_pid() noexcept {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        g_pid.store(::getpid(), std::memory_order_relaxed);
+        (void)::pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    });
+    return g_pid.load(std::memory_order_relaxed);
+}
+
 zsock* find(int s) noexcept {
+    pid_t me = self_pid();
     std::lock_guard g(g_lock);
     auto it = g_socks.find(s);
-    return it == g_socks.end() ? nullptr : it->second.get();
+    if (it == g_socks.end() || it->second->owner != me) return nullptr;
+    return it->second.get();
 }
 
 const char* service_path(const char* p) noexcept {
@@ -131,35 +129,6 @@ bool trailing_zero(const void* o, size_t known, size_t sz) noexcept {
 }
 
 bool valid_count(uint32_t n) noexcept { return n >= 2 && n <= 4096 && n % 2 == 0; }
-
-void kick(zsock& k) noexcept {
-    uint64_t one = 1;
-    (void)!::write(k.kick, &one, sizeof one);
-}
-
-// The notify fd must be readable exactly while RX or CQ entries wait
-// (level-triggered, whichever call takes them). zc-stackd writes it after
-// producing; we clear it only once both rings look empty, then look again:
-// an entry published between our look and the read would otherwise be
-// pending with the fd clear, so then we set it again. While entries keep
-// coming this costs no system call at all.
-void settle_notify(zsock& k) noexcept {
-    if (k.cq.avail(k.cq_cons) || k.rx.avail(k.rx_cons)) return;
-    uint64_t v;
-    if (::read(k.notify, &v, sizeof v) < 0) return; // already clear
-    if (k.cq.avail(k.cq_cons) || k.rx.avail(k.rx_cons)) {
-        uint64_t one = 1;
-        (void)!::write(k.notify, &one, sizeof one);
-    }
-}
-
-bool service_gone(zsock& k) noexcept {
-    if (k.dead) return true;
-    if (k.lay->closed.load(std::memory_order_acquire)) return k.dead = true;
-    pollfd p{k.ctl, POLLIN, 0};
-    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) k.dead = true;
-    return k.dead;
-}
 
 bool valid_dst(const sockaddr_in* to) noexcept {
     return to->sin_family == AF_INET && to->sin_port != 0 && to->sin_addr.s_addr != 0;
@@ -243,7 +212,7 @@ int send_prologue(zsock* k, uint32_t flags, const sockaddr_in* to, sockaddr_in& 
 
 int fail_eagain(zsock& k) noexcept { return service_gone(k) ? -EPIPE : -EAGAIN; }
 
-} // namespace
+} // namespace zc::uapi::lib
 
 extern "C" {
 
@@ -260,6 +229,8 @@ int zc_socket(const struct zc_socket_opts* o) {
     auto k = std::unique_ptr<zsock>(new (std::nothrow) zsock);
     if (!k) return -ENOMEM;
     k->flags = o->flags;
+    k->owner = self_pid();
+    k->local.sin_family = AF_INET;
     int fd = dial(service_path(o->service));
     if (fd < 0) return fd;
     k->ctl = fd;
@@ -331,6 +302,8 @@ int zc_close(int s) {
         std::lock_guard g(g_lock);
         auto it = g_socks.find(s);
         if (it == g_socks.end()) return -EBADF;
+        // In a fork()ed child this releases only the child's inherited
+        // copies of the mappings and descriptors; the parent's socket lives on.
         k = std::move(it->second);
         g_socks.erase(it);
     }
@@ -354,11 +327,21 @@ static int bind_or_connect(int s, const sockaddr_in* a, op what) noexcept {
         k->connected = true;
         k->peer = *a;
     }
+    k->local.sin_addr.s_addr = rs.ip;
+    k->local.sin_port = rs.port;
     return 0;
 }
 
 int zc_bind(int s, const struct sockaddr_in* addr) { return bind_or_connect(s, addr, op::bind); }
 int zc_connect(int s, const struct sockaddr_in* addr) { return bind_or_connect(s, addr, op::connect); }
+
+int zc_getsockname(int s, struct sockaddr_in* out) {
+    zsock* k = find(s);
+    if (!k) return -EBADF;
+    if (!out) return -EINVAL;
+    *out = k->local;
+    return 0;
+}
 
 int zc_pool_mmap(int s, struct zc_pool_info* info) {
     zsock* k = find(s);
@@ -447,87 +430,6 @@ int zc_sendv(int s, const struct zc_iov* iov, unsigned n, const struct sockaddr_
     return int(done);
 }
 
-int zc_completions(int s, struct zc_completion* out, unsigned max) {
-    zsock* k = find(s);
-    if (!k) return -EBADF;
-    if (!out && max) return -EINVAL;
-    uint32_t avail = k->cq.avail(k->cq_cons);
-    unsigned n = 0;
-    while (n < max && avail) {
-        cq_desc c = k->cq.read(k->cq_cons++);
-        avail--;
-        uint32_t b = c.buf & ~cq_buf_copied;
-        // zc-stackd is the trusted side, but a garbled index must not
-        // corrupt our state: skip it.
-        if (b >= k->tx_bufs || (k->state[b] != b_stack && k->state[b] != b_copy)) continue;
-        uint32_t fl = 0;
-        if (k->state[b] == b_copy) {
-            k->state[b] = b_free;
-            k->free_list.push_back(b);
-            fl |= ZC_CQE_F_COPIED;
-        } else {
-            k->state[b] = b_app;
-        }
-        out[n].user_data = c.user_data;
-        out[n].res = c.res;
-        out[n].flags = fl;
-        k->completions++;
-        if (c.res < 0) k->send_errors++;
-        n++;
-    }
-    k->cq.release(k->cq_cons);
-    settle_notify(*k);
-    return int(n);
-}
-
-int zc_recv(int s, struct zc_rxd* out, unsigned max) {
-    zsock* k = find(s);
-    if (!k) return -EBADF;
-    if (!out || max == 0) return -EINVAL;
-    uint32_t avail = k->rx.avail(k->rx_cons);
-    unsigned n = 0;
-    while (n < max && avail) {
-        rx_desc d = k->rx.read(k->rx_cons++);
-        avail--;
-        if (d.buf >= k->rx_bufs || size_t{d.off} + d.len > buf_size || k->rx_held[d.buf]) continue;
-        k->rx_held[d.buf] = 1;
-        out[n].data = k->pool + size_t{k->tx_bufs + d.buf} * buf_size + d.off;
-        out[n].len = d.len;
-        out[n].flags = 0;
-        std::memset(&out[n].from, 0, sizeof out[n].from);
-        out[n].from.sin_family = AF_INET;
-        out[n].from.sin_addr.s_addr = d.src_ip;
-        out[n].from.sin_port = d.src_port;
-        n++;
-    }
-    k->rx.release(k->rx_cons);
-    settle_notify(*k);
-    if (n) return int(n);
-    return service_gone(*k) ? -ENOTCONN : -EAGAIN;
-}
-
-int zc_rx_release(int s, const void* data) {
-    zsock* k = find(s);
-    if (!k) return -EBADF;
-    const uint8_t* p = static_cast<const uint8_t*>(data);
-    if (!p || p < k->pool || p >= k->pool + k->pool_size) return -EFAULT;
-    uint32_t b = uint32_t(size_t(p - k->pool) / buf_size);
-    if (b < k->tx_bufs || b >= k->tx_bufs + k->rx_bufs) return -EINVAL;
-    b -= k->tx_bufs;
-    if (!k->rx_held[b]) return -EALREADY;
-    if (k->fr.free_slots(k->fr_prod) == 0) {
-        kick(*k);
-        return -EAGAIN;
-    }
-    k->rx_held[b] = 0;
-    k->fr.write(k->fr_prod++, fr_desc{b});
-    k->fr.publish(k->fr_prod);
-    // No wake-up per release (AF_XDP's fill ring has none either): zc-stackd
-    // drains this ring before every delivery, and a delivery is what wakes
-    // it. Only a ring filling up while it sleeps needs a kick.
-    if (k->fr.free_slots(k->fr_prod) < (k->entries >> 1)) kick(*k);
-    return 0;
-}
 
 int zc_socket_stats(int s, struct zc_stats* st) {
     zsock* k = find(s);

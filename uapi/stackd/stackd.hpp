@@ -68,11 +68,13 @@ struct options {
     X(sockets_opened, "sockets", false, "zc sockets opened")                                  \
     X(sockets_closed, "sockets", false, "zc sockets closed")                                  \
     X(tx_zc, "datagrams", false, "datagrams sent from a socket's pool")                      \
+    X(tx_local, "datagrams", false, "of those, to a socket of this guest (not through the vif)") \
     X(tx_bad_desc, "descriptors", true, "TX descriptors refused (bad index, length, busy buffer)") \
     X(tx_errors, "datagrams", true, "sends completed with an error")                          \
     X(rx_frames, "frames", false, "frames received from the vif")                             \
     X(rx_udp, "datagrams", false, "UDP datagrams delivered to a socket")                      \
     X(rx_no_socket, "datagrams", true, "UDP for a port or address nobody bound")              \
+    X(rx_not_peer, "datagrams", true, "UDP for a connected socket from another source")       \
     X(rx_drops, "datagrams", true, "the socket had no free RX buffer or ring space")          \
     X(fr_bad, "descriptors", true, "RX releases of buffers the application did not hold")     \
     X(arp_replies, "frames", false, "ARP replies sent")                                       \
@@ -96,6 +98,7 @@ struct counters {
     X(rx_datagrams, "datagrams", false, "datagrams delivered to the socket")                  \
     X(rx_bytes, "bytes", false, "their payload bytes")                                        \
     X(rx_drops, "datagrams", true, "no free RX buffer or ring space")                         \
+    X(rx_not_peer, "datagrams", true, "datagrams from a source other than the connected peer") \
     X(fr_bad, "descriptors", true, "RX releases of buffers it did not hold")
 
 struct socket_counters {

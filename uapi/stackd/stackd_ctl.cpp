@@ -347,8 +347,14 @@ bool service::impl::answer(zsock& s, const ctl_req& rq) noexcept {
         r.port = s.port;
         break;
     case op::connect:
-        r.rc = s.open ? do_bind(s, 0, 0, true) : -EINVAL;
-        r.ip = s.ip;
+        r.rc = !s.open || !rq.ip || !rq.port ? -EINVAL : do_bind(s, 0, 0, true);
+        if (r.rc >= 0) {
+            s.peer_ip = rq.ip;
+            s.peer_port = rq.port;
+        }
+        // The local address the peer sees (getsockname(2) of a connected
+        // UDP socket names the source address, not INADDR_ANY).
+        r.ip = r.rc >= 0 && !s.ip ? htonl(opt.ip) : s.ip;
         r.port = s.port;
         break;
     case op::stats: answer_stats(s, r); return true;

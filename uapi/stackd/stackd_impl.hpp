@@ -81,6 +81,11 @@ struct zsock {
     // Addressing.
     uint32_t ip = 0;     // bound address (network order; 0 = any)
     uint16_t port = 0;   // bound port (network order; 0 = unbound)
+    // The connected peer (zc_connect), network order; 0 = not connected.
+    // As for a connected UDP socket in Linux (compute_score() in
+    // net/ipv4/udp.c), datagrams from any other source are not delivered.
+    uint32_t peer_ip = 0;
+    uint16_t peer_port = 0;
     // A TX entry taken from the ring but not yet submitted: waiting for ARP,
     // or for room in netfront. Nothing behind it is taken meanwhile.
     enum class hold : uint8_t { none, arp, retry } held = hold::none;
@@ -163,6 +168,13 @@ struct service::impl {
     void rx_frame(const uint8_t* f, size_t len, uint16_t flags) noexcept;
     void maybe_echo_reply(const uint8_t* f, size_t len) noexcept;
     void deliver(const uint8_t* f, const proto::udp_delivery& u) noexcept;
+    // One datagram to the socket bound to dst_port (all network order):
+    // from the vif, or from a socket of this guest (deliver_local).
+    void deliver_payload(const uint8_t* pay, uint32_t len, uint32_t src_ip, uint16_t src_port, uint32_t dst_ip,
+                         uint16_t dst_port) noexcept;
+    // A send to the guest's own address or to 127.0.0.0/8: straight into
+    // the destination socket, without the vif. false: not a local address.
+    bool deliver_local(zsock& s, const tx_desc& d) noexcept;
     void drain_fr(zsock& s) noexcept;
     void rx_all() noexcept;
 };

@@ -83,18 +83,31 @@ void service::impl::maybe_echo_reply(const uint8_t* f, size_t len) noexcept {
 }
 
 void service::impl::deliver(const uint8_t* f, const proto::udp_delivery& u) noexcept {
-    uint32_t slot = ports[htons(u.dst_port)];
+    deliver_payload(f + u.payload_off, uint32_t(u.payload_len), htonl(u.src_ip.v), htons(u.src_port),
+                    htonl(u.dst_ip.v), htons(u.dst_port));
+}
+
+void service::impl::deliver_payload(const uint8_t* pay, uint32_t len, uint32_t src_ip, uint16_t src_port,
+                                    uint32_t dst_ip, uint16_t dst_port) noexcept {
+    uint32_t slot = ports[dst_port];
     if (slot == no_slot) {
         n.rx_no_socket++;
         return;
     }
     zsock& s = *socks[slot];
     if (s.closing || !s.open) return;
-    if (s.ip && s.ip != htonl(u.dst_ip.v)) {
+    if (s.ip && s.ip != dst_ip) {
         n.rx_no_socket++;
         return;
     }
-    if (s.rx_free.empty() || s.rx.free_slots(s.rx_prod) == 0 || u.payload_len > buf_size - headroom) {
+    // A connected socket takes datagrams from its peer only (connect(2) on
+    // a UDP socket: compute_score() in Linux's net/ipv4/udp.c).
+    if (s.peer_ip && (s.peer_ip != src_ip || s.peer_port != src_port)) {
+        n.rx_not_peer++;
+        s.st.rx_not_peer++;
+        return;
+    }
+    if (s.rx_free.empty() || s.rx.free_slots(s.rx_prod) == 0 || len > buf_size - headroom) {
         n.rx_drops++;
         s.st.rx_drops++;
         bump(s.lay->stats.rx_drops, 1);
@@ -103,22 +116,23 @@ void service::impl::deliver(const uint8_t* f, const proto::udp_delivery& u) noex
     uint32_t b = s.rx_free.back();
     s.rx_free.pop_back();
     s.rx_given[b] = 1;
-    // The one local copy of a receive: netfront RX page -> the socket's pool.
-    std::memcpy(s.rxmem + size_t{b} * buf_size + headroom, f + u.payload_off, u.payload_len);
+    // The one local copy of a receive: netfront RX page (or, delivered
+    // locally, the sender's pool buffer) -> the socket's pool.
+    std::memcpy(s.rxmem + size_t{b} * buf_size + headroom, pay, len);
     rx_desc d{};
     d.buf = b;
     d.off = uint16_t(headroom);
-    d.len = uint16_t(u.payload_len);
-    d.src_ip = htonl(u.src_ip.v);
-    d.src_port = htons(u.src_port);
+    d.len = uint16_t(len);
+    d.src_ip = src_ip;
+    d.src_port = src_port;
     s.rx.write(s.rx_prod++, d);
     s.rx.publish(s.rx_prod);
     s.dirty = true;
     n.rx_udp++;
     s.st.rx_datagrams++;
-    s.st.rx_bytes += u.payload_len;
+    s.st.rx_bytes += len;
     bump(s.lay->stats.rx_packets, 1);
-    bump(s.lay->stats.rx_bytes, u.payload_len);
+    bump(s.lay->stats.rx_bytes, len);
 }
 
 void service::impl::drain_fr(zsock& s) noexcept {
