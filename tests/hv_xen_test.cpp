@@ -452,7 +452,15 @@ TEST_F(HvXenReal, ShareExportableGivesExactlyThePoolOrSaysWhyNot) {
     EXPECT_EQ((*s)->share_exportable(other, 0, false).error(), -EINVAL);
     EXPECT_EQ((*s)->share_exportable(other, 4097, false).error(), -EINVAL);
     auto p = (*s)->share_exportable(other, 2, false);
-    if (!p.ok() && p.error() == -EOPNOTSUPP) GTEST_SKIP() << "no /dev/udmabuf or no gntdev dma-buf in this kernel";
+    if (!p.ok() && p.error() == -EOPNOTSUPP) {
+        // The kernel has no udmabuf or no gntdev dma-buf (Debian 12's guest
+        // and dom0 kernels have neither): the pool cannot be exported, and
+        // the call says so without leaving a grant behind. Not a skip: on a
+        // Xen host this is the answer the lab checks.
+        EXPECT_EQ((*s)->counters().shares, 0u);
+        std::printf("share_exportable: not supported by this kernel (-EOPNOTSUPP)\n");
+        return;
+    }
     ASSERT_TRUE(p.ok()) << std::strerror(-p.error());
     auto ex = (*s)->export_fd(*p);
     ASSERT_TRUE(ex.ok());
