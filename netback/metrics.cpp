@@ -9,24 +9,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/prometheus.hpp"
+
 namespace zc::netback {
 namespace {
 
-// Label values escape backslash, double quote and newline (the exposition
-// format's only escapes); anything else below 0x20 is dropped. Frontend-
-// chosen strings (a disable reason quoting xenstore) reach labels only
-// through here.
-std::string label_value(const std::string& s) {
-    std::string o;
-    o.reserve(s.size());
-    for (char c : s) {
-        if (c == '\\') o += "\\\\";
-        else if (c == '"') o += "\\\"";
-        else if (c == '\n') o += "\\n";
-        else if (uint8_t(c) >= 0x20) o += c;
-    }
-    return o;
-}
+using prom::family;
+using prom::label_value;
+using prom::sample;
 
 std::string vif_labels(hv::domid_t frontend, uint32_t devid) {
     char buf[128];
@@ -35,21 +25,6 @@ std::string vif_labels(hv::domid_t frontend, uint32_t devid) {
     return buf;
 }
 std::string vif_labels(const vif_info& v) { return vif_labels(v.frontend, v.devid); }
-
-void family(std::string& out, const std::string& name, const char* type, const std::string& help) {
-    out += "# HELP " + name + " ";
-    for (char c : help) { // HELP text escapes backslash and newline
-        if (c == '\\') out += "\\\\";
-        else if (c == '\n') out += "\\n";
-        else out += c;
-    }
-    out += "\n";
-    out += "# TYPE " + name + " " + type + "\n";
-}
-
-void sample(std::string& out, const std::string& name, const std::string& labels, uint64_t v) {
-    out += name + "{" + labels + "} " + std::to_string(v) + "\n";
-}
 
 // The batch histogram's buckets (netback/counters.hpp): 1, 2-3, 4-7, ...,
 // 128+.
@@ -65,7 +40,7 @@ std::string prometheus_text(const std::vector<vif_info>& vifs, const std::vector
                             const std::vector<uplink_info>& uplinks) {
     std::string out;
     family(out, "zcnet_netback_vifs", "gauge", "vifs the data path serves");
-    out += "zcnet_netback_vifs " + std::to_string(vifs.size()) + "\n";
+    sample(out, "zcnet_netback_vifs", "", vifs.size());
 
     // One line per vif with what is not a counter, as labels (the
     // node_exporter *_info convention), and its state as gauges.
@@ -113,8 +88,7 @@ std::string prometheus_text(const std::vector<vif_info>& vifs, const std::vector
     for (size_t k = 0; k < vif_stats::schema_size; k++) {
         const counter_desc& c = vif_stats::schema[k];
         std::string name = std::string("zcnet_netback_") + c.name + "_total";
-        family(out, name, "counter",
-               std::string(c.drop ? "dropped " : "") + c.unit + ": " + c.help);
+        prom::counter_family(out, name, c);
         for (auto& v : vifs) sample(out, name, vif_labels(v), v.stats.field(k));
     }
     family(out, "zcnet_netback_tx_batches_total", "counter",
@@ -147,7 +121,7 @@ std::string prometheus_text(const std::vector<vif_info>& vifs, const std::vector
     for (size_t k = 0; k < uplink_stats::schema_size; k++) {
         const counter_desc& c = uplink_stats::schema[k];
         std::string name = std::string("zcnet_netback_uplink_") + c.name + "_total";
-        family(out, name, "counter", std::string(c.drop ? "dropped " : "") + c.unit + ": " + c.help);
+        prom::counter_family(out, name, c);
         for (auto& u : uplinks) sample(out, name, up_labels(u), u.stats.field(k));
     }
     struct extra {

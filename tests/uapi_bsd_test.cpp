@@ -21,17 +21,7 @@ using namespace zc::test;
 
 namespace {
 
-class UapiBsd : public ::testing::Test {
-protected:
-    static void SetUpTestSuite() { rig = new uapi_rig; }
-    static void TearDownTestSuite() {
-        delete rig;
-        rig = nullptr;
-    }
-    void SetUp() override { ASSERT_TRUE(rig && rig->ok()); }
-    static uapi_rig* rig;
-};
-uapi_rig* UapiBsd::rig = nullptr;
+class UapiBsd : public rig_suite {};
 
 // zc-stackd's view of the socket bound to `port` on guest d (zero counters
 // when it has none: the caller's expectations then fail).

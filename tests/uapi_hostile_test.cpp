@@ -84,17 +84,7 @@ bool seals_size(int fd) {
     return s >= 0 && (s & want) == want;
 }
 
-class HostileApp : public ::testing::Test {
-protected:
-    static void SetUpTestSuite() { rig = new uapi_rig; }
-    static void TearDownTestSuite() {
-        delete rig;
-        rig = nullptr;
-    }
-    void SetUp() override { ASSERT_TRUE(rig && rig->ok()); }
-    static uapi_rig* rig;
-};
-uapi_rig* HostileApp::rig = nullptr;
+class HostileApp : public rig_suite {};
 
 } // namespace
 

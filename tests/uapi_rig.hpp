@@ -125,6 +125,19 @@ struct uapi_rig {
 };
 
 // A connected pair: sender on guest 1, receiver bound on guest 2.
+// A test suite whose tests share one rig, made before the first test and
+// torn down after the last: `class MySuite : public rig_suite {};`.
+class rig_suite : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() { rig = new uapi_rig; }
+    static void TearDownTestSuite() {
+        delete rig;
+        rig = nullptr;
+    }
+    void SetUp() override { ASSERT_TRUE(rig && rig->ok()); }
+    static inline uapi_rig* rig = nullptr;
+};
+
 struct pair {
     int tx = -1, rx = -1;
     zc_pool_info ti{}, ri{};

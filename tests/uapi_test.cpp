@@ -37,17 +37,7 @@ bool check(const uint8_t* p, size_t n, uint32_t seed) {
     return std::memcmp(p, want.data(), n) == 0;
 }
 
-class Uapi : public ::testing::Test {
-protected:
-    static void SetUpTestSuite() { rig = new uapi_rig; }
-    static void TearDownTestSuite() {
-        delete rig;
-        rig = nullptr;
-    }
-    void SetUp() override { ASSERT_TRUE(rig && rig->ok()); }
-    static uapi_rig* rig;
-};
-uapi_rig* Uapi::rig = nullptr;
+class Uapi : public rig_suite {};
 
 } // namespace
 

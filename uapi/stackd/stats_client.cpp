@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/prometheus.hpp"
 #include "stackd/stackd.hpp"
 #include "uapi/shm.hpp"
 
@@ -44,17 +45,6 @@ result<std::vector<uint8_t>> ask(const std::string& path, uapi::op op, size_t ma
     return m;
 }
 
-std::string label_value(const std::string& s) {
-    std::string o;
-    for (char c : s) {
-        if (c == '\\') o += "\\\\";
-        else if (c == '"') o += "\\\"";
-        else if (c == '\n') o += "\\n";
-        else if (uint8_t(c) >= 0x20) o += c;
-    }
-    return o;
-}
-
 } // namespace
 
 result<counters> query_counters(const std::string& path) noexcept {
@@ -84,28 +74,24 @@ result<std::vector<socket_stat>> query_sockets(const std::string& path) noexcept
 
 std::string prometheus_text(const counters& c, const std::vector<socket_stat>& socks) {
     std::string out;
-    auto family = [&](const std::string& name, const char* type, const counter_desc& d) {
-        out += "# HELP " + name + " " + (d.drop ? "dropped " : "") + d.unit + ": " + d.help + "\n";
-        out += "# TYPE " + name + " " + type + "\n";
-    };
     for (size_t k = 0; k < counters::schema_size; k++) {
         std::string name = std::string("zcnet_stackd_") + counters::schema[k].name + "_total";
-        family(name, "counter", counters::schema[k]);
-        out += name + " " + std::to_string(c.field(k)) + "\n";
+        prom::counter_family(out, name, counters::schema[k]);
+        prom::sample(out, name, "", c.field(k));
     }
-    out += "# HELP zcnet_stackd_sockets open zc sockets\n# TYPE zcnet_stackd_sockets gauge\n";
-    out += "zcnet_stackd_sockets " + std::to_string(socks.size()) + "\n";
+    prom::family(out, "zcnet_stackd_sockets", "gauge", "open zc sockets");
+    prom::sample(out, "zcnet_stackd_sockets", "", socks.size());
     auto labels = [](const socket_stat& s) {
         char ip[32];
         const uint32_t a = ntohl(s.ip);
         std::snprintf(ip, sizeof ip, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
         return "socket=\"" + std::to_string(s.slot) + "\",pid=\"" + std::to_string(s.pid) + "\",addr=\"" +
-               label_value(ip) + ":" + std::to_string(ntohs(s.port)) + "\"";
+               prom::label_value(ip) + ":" + std::to_string(ntohs(s.port)) + "\"";
     };
     for (size_t k = 0; k < socket_counters::schema_size; k++) {
         std::string name = std::string("zcnet_stackd_socket_") + socket_counters::schema[k].name + "_total";
-        family(name, "counter", socket_counters::schema[k]);
-        for (auto& s : socks) out += name + "{" + labels(s) + "} " + std::to_string(s.c.field(k)) + "\n";
+        prom::counter_family(out, name, socket_counters::schema[k]);
+        for (auto& s : socks) prom::sample(out, name, labels(s), s.c.field(k));
     }
     return out;
 }
