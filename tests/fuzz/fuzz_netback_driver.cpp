@@ -23,9 +23,10 @@ extern "C" {
 #include <xen/io/netif.h>
 }
 
+#include "fuzz_driver.hpp"
 #include "fuzz_netback.hpp"
 
-using bytes = std::vector<uint8_t>;
+using namespace zc::fuzz_driver;
 using zc::netback::fuzz::stats;
 
 namespace {
@@ -73,56 +74,14 @@ bytes good_life(std::mt19937_64& rng, uint32_t frames) {
     return b;
 }
 
-bytes mutate(std::mt19937_64& rng, bytes b) {
-    const unsigned n = 1 + unsigned(rng() % 6);
-    for (unsigned i = 0; i < n && !b.empty(); ++i) {
-        const size_t at = rng() % b.size();
-        switch (rng() % 4) {
-        case 0: b[at] ^= uint8_t(1u << (rng() % 8)); break;
-        case 1: b[at] = uint8_t(rng()); break;
-        case 2: b[at] = (rng() & 1) ? 0xff : 0; break;
-        default: b.resize(at); break;
-        }
-    }
-    return b;
-}
-
-size_t generated_count() {
-    if (const char* e = std::getenv("ZCNET_FUZZ_INPUTS")) return std::strtoull(e, nullptr, 10);
-    return 120;
-}
-
-// ZCNET_FUZZ_SEED_DIR=DIR also writes the generated inputs there (a seed
-// corpus for the libFuzzer binary).
-void save(const bytes& b, size_t i) {
-    static const char* dir = std::getenv("ZCNET_FUZZ_SEED_DIR");
-    if (!dir) return;
-    std::string p = std::string(dir) + "/gen-" + std::to_string(i);
-    if (FILE* f = std::fopen(p.c_str(), "wb")) {
-        std::fwrite(b.data(), 1, b.size(), f);
-        std::fclose(f);
-    }
-}
-
 TEST(netback_fuzz, kept_corpus) {
-    DIR* d = ::opendir(ZC_FUZZ_NETBACK_CORPUS);
-    ASSERT_NE(d, nullptr) << ZC_FUZZ_NETBACK_CORPUS;
-    size_t n = 0;
-    while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        std::ifstream f(std::string(ZC_FUZZ_NETBACK_CORPUS) + "/" + e->d_name, std::ios::binary);
-        bytes b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-        LLVMFuzzerTestOneInput(b.data(), b.size());
-        ++n;
-    }
-    ::closedir(d);
-    EXPECT_GT(n, 0u) << "the kept corpus is empty";
+    EXPECT_GT(run_corpus(ZC_FUZZ_NETBACK_CORPUS, LLVMFuzzerTestOneInput), 0u) << "the kept corpus is empty";
 }
 
 TEST(netback_fuzz, generated_inputs_keep_every_invariant) {
     std::mt19937_64 rng(20261202);
     const auto before = stats();
-    const size_t n = generated_count();
+    const size_t n = generated_count(120);
     for (size_t i = 0; i < n; ++i) {
         bytes b;
         switch (i % 4) {

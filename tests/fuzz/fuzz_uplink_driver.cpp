@@ -20,9 +20,10 @@
 #include <string>
 #include <vector>
 
+#include "fuzz_driver.hpp"
 #include "fuzz_uplink.hpp"
 
-using bytes = std::vector<uint8_t>;
+using namespace zc::fuzz_driver;
 using zc::netback::fuzz::up_stats;
 
 namespace {
@@ -70,56 +71,14 @@ bytes good_input(std::mt19937_64& rng) {
     return b;
 }
 
-bytes mutate(std::mt19937_64& rng, bytes b) {
-    const unsigned n = 1 + unsigned(rng() % 6);
-    for (unsigned i = 0; i < n && !b.empty(); ++i) {
-        const size_t at = rng() % b.size();
-        switch (rng() % 4) {
-        case 0: b[at] ^= uint8_t(1u << (rng() % 8)); break;
-        case 1: b[at] = uint8_t(rng()); break;
-        case 2: b[at] = (rng() & 1) ? 0xff : 0; break;
-        default: b.resize(at); break;
-        }
-    }
-    return b;
-}
-
-size_t generated_count() {
-    if (const char* e = std::getenv("ZCNET_FUZZ_INPUTS")) return std::strtoull(e, nullptr, 10);
-    return 200;
-}
-
-// ZCNET_FUZZ_SEED_DIR=DIR also writes the generated inputs there (a seed
-// corpus for the libFuzzer binary).
-void save(const bytes& b, size_t i) {
-    static const char* dir = std::getenv("ZCNET_FUZZ_SEED_DIR");
-    if (!dir) return;
-    std::string p = std::string(dir) + "/gen-" + std::to_string(i);
-    if (FILE* f = std::fopen(p.c_str(), "wb")) {
-        std::fwrite(b.data(), 1, b.size(), f);
-        std::fclose(f);
-    }
-}
-
 TEST(uplink_fuzz, kept_corpus) {
-    DIR* d = ::opendir(ZC_FUZZ_UPLINK_CORPUS);
-    ASSERT_NE(d, nullptr) << ZC_FUZZ_UPLINK_CORPUS;
-    size_t n = 0;
-    while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        std::ifstream f(std::string(ZC_FUZZ_UPLINK_CORPUS) + "/" + e->d_name, std::ios::binary);
-        bytes b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-        LLVMFuzzerTestOneInput(b.data(), b.size());
-        ++n;
-    }
-    ::closedir(d);
-    EXPECT_GT(n, 0u) << "the kept corpus is empty";
+    EXPECT_GT(run_corpus(ZC_FUZZ_UPLINK_CORPUS, LLVMFuzzerTestOneInput), 0u) << "the kept corpus is empty";
 }
 
 TEST(uplink_fuzz, generated_inputs_keep_every_invariant) {
     std::mt19937_64 rng(20261202);
     const auto before = up_stats();
-    const size_t n = generated_count();
+    const size_t n = generated_count(200);
     for (size_t i = 0; i < n; ++i) {
         bytes b;
         switch (i % 4) {
