@@ -122,6 +122,7 @@ struct uplink_options {
     X(gso_frames, "frames", false, "guest GSO frames segmented in software before the wire")              \
     X(gso_segments, "frames", false, "MTU-sized frames those became")                                     \
     X(drop_runt, "frames", true, "from the wire: shorter than an Ethernet header")                        \
+    X(drop_rx_oversize, "frames", true, "from the wire: larger than the uplink MTU")                      \
     X(drop_no_dest, "frames", true, "from the wire: no vif to deliver to")                                \
     X(drop_vif_full, "frames", true, "from the wire: the destination vif's queue was full, dead or stalled") \
     X(drop_oversize, "frames", true, "to the wire: larger than the uplink MTU and not GSO")               \

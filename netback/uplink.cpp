@@ -379,6 +379,13 @@ void datapath::impl::uplink_receive(uplink& u, pool::frame* fs, uint32_t n, std:
             u.frames().release(f);
             continue;
         }
+        // The MTU bounds the frame after its Ethernet header, and after one
+        // 802.1Q tag when it carries one (max_len allows for the tag).
+        if (f.len > u.max_len || (uint32_t(f.len) + 4 > u.max_len && !(h[12] == 0x81 && h[13] == 0x00))) {
+            bump(u.drop_rx_oversize);
+            u.frames().release(f);
+            continue;
+        }
         sw.learn(h + 6, u.port);
         dests.clear();
         sw.lookup(h, u.port.get(), dests);

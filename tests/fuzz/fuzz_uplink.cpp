@@ -232,7 +232,11 @@ void world::from_wire(reader& r) {
     const auto s = up_counters();
     FUZZ_CHECK(s.from_wire_frames == before.from_wire_frames + 1);
     // Delivered or counted in exactly one drop reason.
-    FUZZ_CHECK(s.from_wire_frames == s.drop_runt + s.drop_no_dest + s.to_vif_frames + s.drop_vif_full - s.flood_copies);
+    FUZZ_CHECK(s.from_wire_frames ==
+               s.drop_runt + s.drop_rx_oversize + s.drop_no_dest + s.to_vif_frames + s.drop_vif_full - s.flood_copies);
+    // Only a frame larger than the MTU allows is dropped as oversized.
+    const bool tagged = len >= 14 && buf[12] == 0x81 && buf[13] == 0x00;
+    FUZZ_CHECK((s.drop_rx_oversize != before.drop_rx_oversize) == (len >= 14 && len > mtu + 14 + (tagged ? 4 : 0)));
 }
 
 // Guest A sends a frame bound for the wire (an unknown MAC: flooded to the
@@ -326,6 +330,7 @@ void world::run(reader& r) {
     t.to_vif += s.to_vif_frames - before.to_vif_frames;
     t.runts += s.drop_runt - before.drop_runt;
     t.no_dest += s.drop_no_dest - before.drop_no_dest;
+    t.oversize += s.drop_rx_oversize - before.drop_rx_oversize;
     t.vif_full += s.drop_vif_full - before.drop_vif_full;
     t.quota_fallbacks += s.quota_fallbacks - before.quota_fallbacks;
     t.flood_copies += s.flood_copies - before.flood_copies;

@@ -21,8 +21,9 @@
 //
 // Invariants (violations trap, which both drivers report):
 //   - every frame from the wire is delivered to a vif or counted in exactly
-//     one drop reason: from_wire = runt + no_dest + (to_vif + vif_full -
-//     flood_copies), after every frame;
+//     one drop reason: from_wire = runt + rx_oversize + no_dest + (to_vif +
+//     vif_full - flood_copies), after every frame; a frame is oversized
+//     exactly when it is longer than MTU + Ethernet header (+ 4 if tagged);
 //   - every UMEM frame and bounce buffer comes back once the guests post
 //     buffers again (no leak, no frame stuck);
 //   - every frame given to the wire is at most MTU + Ethernet + one VLAN
@@ -45,7 +46,7 @@ struct up_totals {
     uint64_t inputs = 0;
     uint64_t injected = 0;       // frames handed to the uplink as received
     uint64_t to_vif = 0;         // queued for a guest
-    uint64_t runts = 0, no_dest = 0, vif_full = 0;
+    uint64_t runts = 0, oversize = 0, no_dest = 0, vif_full = 0;
     uint64_t quota_fallbacks = 0;
     uint64_t flood_copies = 0;
     uint64_t guest_rx = 0;       // frames the guests received (any source)

@@ -75,6 +75,36 @@ TEST(uplink_fuzz, kept_corpus) {
     EXPECT_GT(run_corpus(ZC_FUZZ_UPLINK_CORPUS, LLVMFuzzerTestOneInput), 0u) << "the kept corpus is empty";
 }
 
+// One input: guest A (domain 2) posts RX buffers, then one frame of `len`
+// bytes from the wire to guest A's MAC, IPv4 or 802.1Q-tagged (the Ethernet
+// type fuzz_uplink.cpp writes for kind bits 3-4 = 0 or 2).
+void one_frame_to_guest_a(uint16_t len, bool tagged) {
+    bytes b{1, 0, 63, 0, uint8_t(tagged ? 2 << 3 : 0)};
+    put16(b, len);
+    b.insert(b.end(), len, 0x42); // source 42:42:42:42:42:42, unicast
+    LLVMFuzzerTestOneInput(b.data(), b.size());
+}
+
+// With MTU 1500 (fuzz_uplink.cpp), an untagged frame from the wire may be
+// 1514 bytes and a tagged one 1518; one byte more is dropped and counted.
+TEST(uplink_fuzz, oversized_frame_from_wire_is_dropped_and_counted) {
+    struct frame_case {
+        uint16_t len;
+        bool tagged, delivered;
+    };
+    for (const frame_case c : {frame_case{1514, false, true}, frame_case{1515, false, false},
+                               frame_case{1518, true, true}, frame_case{1519, true, false}}) {
+        SCOPED_TRACE(std::to_string(c.len) + (c.tagged ? " tagged" : " untagged"));
+        const auto before = up_stats();
+        one_frame_to_guest_a(c.len, c.tagged);
+        const auto& s = up_stats();
+        EXPECT_EQ(s.injected - before.injected, 1u);
+        EXPECT_EQ(s.oversize - before.oversize, c.delivered ? 0u : 1u);
+        EXPECT_EQ(s.to_vif - before.to_vif, c.delivered ? 1u : 0u);
+        EXPECT_EQ(s.guest_rx - before.guest_rx, c.delivered ? 1u : 0u);
+    }
+}
+
 TEST(uplink_fuzz, generated_inputs_keep_every_invariant) {
     std::mt19937_64 rng(20261202);
     const auto before = up_stats();
@@ -103,6 +133,7 @@ TEST(uplink_fuzz, generated_inputs_keep_every_invariant) {
     std::printf("uplink_fuzz: %llu quota fallbacks\n",
                 static_cast<unsigned long long>(s.quota_fallbacks - before.quota_fallbacks));
     EXPECT_GT(s.runts - before.runts, 0u) << "no runt was counted";
+    EXPECT_GT(s.oversize - before.oversize, 0u) << "no oversized frame from the wire was counted";
     EXPECT_GT(s.no_dest - before.no_dest, 0u) << "no frame without a destination was counted";
     EXPECT_GT(s.guest_rx - before.guest_rx, 0u) << "the guests received nothing";
     EXPECT_GT(s.gso_segments - before.gso_segments, 0u) << "no GSO frame was segmented";
