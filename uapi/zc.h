@@ -285,8 +285,9 @@ int zc_recv_wait(int s, struct zc_rxd *out, unsigned max, int timeout_ms);
 /*
  * Give a received buffer back to the stack. `data` is zc_rxd.data.
  * Errors: -EBADF, -EFAULT (not inside this socket's pool), -EINVAL (inside
- * the pool but not a receive buffer's payload), -EALREADY (already released:
- * double release), -EAGAIN (release ring full: reap with zc_recv first; the
+ * the pool but never handed out by zc_recv: a send buffer, a receive buffer
+ * nothing was received in, or not the start of the received payload),
+ * -EALREADY (a received buffer released a second time), -EAGAIN (release ring full: reap with zc_recv first; the
  * buffer stays RX).
  */
 int zc_rx_release(int s, const void *data);

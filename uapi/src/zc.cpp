@@ -282,7 +282,8 @@ int zc_socket(const struct zc_socket_opts* o) {
     k->rx.attach(shm, L.rx_off, ent);
     k->fr.attach(shm, L.fr_off, ent);
     k->state.assign(tx, b_free);
-    k->rx_held.assign(rx, 0);
+    k->rx_held.assign(rx, zsock::rx_never);
+    k->rx_off.assign(rx, 0);
     k->free_list.reserve(tx);
     for (uint32_t i = tx; i-- > 0;) k->free_list.push_back(i);
     int s = k->notify;
