@@ -323,8 +323,17 @@ int zc_socket_stats(int s, struct zc_stats *st);
  */
 int zc_ping(const char *service, const struct sockaddr_in *dst, int timeout_ms);
 
-/* Name of the library's version ("1.0"). */
+/* Name of the library's version ("1.1"). */
 const char *zc_version(void);
+
+/*
+ * The path of the stack service's socket that zc_socket() and zc_ping()
+ * connect to for `service`: `service` itself when not NULL or empty, else
+ * $ZCNET_STACK_SOCK when set and not empty, else "/run/zcnet/stackd.sock".
+ * For error messages that name the path actually tried. Never NULL.
+ * Since ZCNET_1.1.
+ */
+const char *zc_service_path(const char *service);
 
 #ifdef __cplusplus
 } /* extern "C" */

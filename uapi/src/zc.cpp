@@ -216,7 +216,9 @@ int fail_eagain(zsock& k) noexcept { return service_gone(k) ? -EPIPE : -EAGAIN; 
 
 extern "C" {
 
-const char* zc_version(void) { return "1.0"; }
+const char* zc_version(void) { return "1.1"; }
+
+const char* zc_service_path(const char* service) { return service_path(service); }
 
 int zc_socket(const struct zc_socket_opts* o) {
     constexpr size_t known = sizeof(zc_socket_opts);
