@@ -41,8 +41,11 @@
  *             any time until the completion) and may not send or free it
  *             (-EBUSY). The completion carrying its user_data -> APP again.
  *   RX        a received datagram handed out by zc_recv(): the application
- *             may read (and write) it until zc_rx_release() -> back to the
- *             stack, which reuses it for later datagrams.
+ *             may read it until zc_rx_release() -> back to the stack, which
+ *             reuses it for later datagrams. Received data is read-only: the
+ *             receive buffers are mapped PROT_READ (zc_rxd.data is const), a
+ *             write faults (SIGSEGV). To answer in place, copy the bytes into
+ *             a send buffer from zc_buf_alloc().
  *
  * The `headroom` bytes in front of a buffer's payload are never the
  * application's: the stack may write headers there while the buffer is STACK.
@@ -157,8 +160,9 @@ struct zc_pool_info {
 
 /*
  * Where the socket's pool is mapped in this process. zc_socket() maps it
- * (MAP_SHARED, read-write) from the file descriptor the stack service
- * passed; this call reports the mapping, idempotently. The mapping lives
+ * (MAP_SHARED) from the file descriptors the stack service passed: the
+ * tx_bufs send buffers read-write, then the rx_bufs receive buffers
+ * read-only; this call reports the mapping, idempotently. The mapping lives
  * until zc_close(). Bytes of `info` past what this library knows are zeroed.
  * Errors: -EBADF, -EINVAL (info NULL or sz too small).
  */
