@@ -27,4 +27,5 @@ check "zc-echo --service" "$missing" "$dir/zc-echo" -s --count 1 --service "$mis
 check "zc-echo \$ZCNET_STACK_SOCK" "$missing" env ZCNET_STACK_SOCK="$missing" "$dir/zc-echo" -c 10.0.0.2 --count 1
 check "zc-perf \$ZCNET_STACK_SOCK" "$missing" env ZCNET_STACK_SOCK="$missing" "$dir/zc-perf" -s --once
 check "zc-ping --service" "$missing" "$dir/zc-ping" -c 1 -W 100 --service "$missing" 10.0.0.2
+check "udp-sender-zc (PORTING.md) service argument" "$missing" "$dir/udp-sender-zc" 10.0.0.2 9 1 "$missing"
 exit $fail
