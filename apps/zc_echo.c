@@ -28,11 +28,14 @@ static int wait_in(int s, int ms) {
 
 static int open_sock(const char *service) {
 	struct zc_socket_opts o;
+	int s;
 	memset(&o, 0, sizeof o);
 	o.sz = sizeof o;
 	o.flags = ZC_SOCK_STRICT;
 	o.service = service;
-	return zc_socket(&o);
+	s = zc_socket(&o);
+	if (s < 0) fprintf(stderr, "zc-echo: zc_socket: %s: %s\n", zc_service_path(service), strerror(-s));
+	return s;
 }
 
 static void reap(int s) {
@@ -69,10 +72,7 @@ static int server(const char *service, unsigned port, long count) {
 	struct sockaddr_in a;
 	long echoed = 0;
 	int s = open_sock(service), rc;
-	if (s < 0) {
-		fprintf(stderr, "zc-echo: zc_socket: %s\n", strerror(-s));
-		return 1;
-	}
+	if (s < 0) return 1;
 	memset(&a, 0, sizeof a);
 	a.sin_family = AF_INET;
 	a.sin_port = htons((uint16_t)port);
@@ -113,10 +113,7 @@ static int client(const char *service, const char *ip, unsigned port, long count
 	unsigned char msg[1472];
 	long i, ok = 0;
 	int s = open_sock(service), rc;
-	if (s < 0) {
-		fprintf(stderr, "zc-echo: zc_socket: %s\n", strerror(-s));
-		return 1;
-	}
+	if (s < 0) return 1;
 	if (size < 8 || size > sizeof msg) size = 64;
 	memset(&to, 0, sizeof to);
 	to.sin_family = AF_INET;

@@ -102,7 +102,7 @@ int open_sock(const args& a, uint32_t flags) {
     o.ring_entries = 1024;
     o.service = a.service;
     int s = zc_socket(&o);
-    if (s < 0) std::fprintf(stderr, "zc-perf: zc_socket: %s\n", std::strerror(-s));
+    if (s < 0) std::fprintf(stderr, "zc-perf: zc_socket: %s: %s\n", zc_service_path(a.service), std::strerror(-s));
     return s;
 }
 

@@ -3,6 +3,7 @@
  *   zc-ping [--service PATH] [-c COUNT] [-W TIMEOUT_MS] IP
  * Exit 0 when every echo was answered. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,10 @@ int main(int argc, char **argv) {
 			ok++;
 		} else {
 			printf("no reply from %s: seq=%d: %s\n", ip, i + 1, strerror(-rtt));
+			if (rtt == -ENOENT || rtt == -ECONNREFUSED || rtt == -EACCES || rtt == -ENAMETOOLONG) {
+				fprintf(stderr, "zc-ping: stack service %s: %s\n", zc_service_path(service), strerror(-rtt));
+				return 1; /* no service: every further try fails the same way */
+			}
 		}
 		if (i + 1 < count) usleep(100000);
 	}

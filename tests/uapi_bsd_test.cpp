@@ -303,3 +303,26 @@ TEST_F(UapiBsd, SocketsOfOneGuestTalkOverItsAddressAndLoopback) {
     EXPECT_GE(after->rx_no_socket - before->rx_no_socket, 1u);
     for (int s : {a, b}) EXPECT_EQ(zc_close(s), 0);
 }
+
+// free(3)-like contract of zc_rx_release: a pointer the socket never handed
+// out (a receive buffer not received yet, a send buffer, not a payload
+// start) is -EINVAL; only a second release of a received one is -EALREADY.
+TEST_F(UapiBsd, ReleasingWhatWasNeverReceivedIsInvalidNotAlready) {
+    pair p(*rig, 7350);
+    const uint8_t* base = static_cast<const uint8_t*>(p.ri.base);
+    const uint8_t* last_rx = base + size_t{p.ri.tx_bufs + p.ri.rx_bufs - 1} * p.ri.buf_size + p.ri.headroom;
+    EXPECT_EQ(zc_rx_release(p.rx, last_rx), -EINVAL); // a receive buffer nothing arrived in
+    void* sb = nullptr;
+    ASSERT_EQ(zc_buf_alloc(p.rx, &sb), 0);
+    EXPECT_EQ(zc_rx_release(p.rx, sb), -EINVAL); // a send buffer
+    EXPECT_EQ(zc_buf_free(p.rx, sb), 0);
+
+    send_tagged(p.tx, 'x', nullptr);
+    zc_rxd d{};
+    ASSERT_EQ(recv_some(p.rx, &d, 1), 1);
+    const uint8_t* got = static_cast<const uint8_t*>(d.data);
+    EXPECT_EQ(zc_rx_release(p.rx, got + 1), -EINVAL); // inside it, not its start
+    EXPECT_EQ(zc_rx_release(p.rx, got), 0);
+    EXPECT_EQ(zc_rx_release(p.rx, got), -EALREADY); // the second release
+    EXPECT_EQ(zc_rx_release(p.rx, last_rx), -EINVAL); // still never handed out
+}

@@ -41,8 +41,11 @@
  *             any time until the completion) and may not send or free it
  *             (-EBUSY). The completion carrying its user_data -> APP again.
  *   RX        a received datagram handed out by zc_recv(): the application
- *             may read (and write) it until zc_rx_release() -> back to the
- *             stack, which reuses it for later datagrams.
+ *             may read it until zc_rx_release() -> back to the stack, which
+ *             reuses it for later datagrams. Received data is read-only: the
+ *             receive buffers are mapped PROT_READ (zc_rxd.data is const), a
+ *             write faults (SIGSEGV). To answer in place, copy the bytes into
+ *             a send buffer from zc_buf_alloc().
  *
  * The `headroom` bytes in front of a buffer's payload are never the
  * application's: the stack may write headers there while the buffer is STACK.
@@ -157,8 +160,9 @@ struct zc_pool_info {
 
 /*
  * Where the socket's pool is mapped in this process. zc_socket() maps it
- * (MAP_SHARED, read-write) from the file descriptor the stack service
- * passed; this call reports the mapping, idempotently. The mapping lives
+ * (MAP_SHARED) from the file descriptors the stack service passed: the
+ * tx_bufs send buffers read-write, then the rx_bufs receive buffers
+ * read-only; this call reports the mapping, idempotently. The mapping lives
  * until zc_close(). Bytes of `info` past what this library knows are zeroed.
  * Errors: -EBADF, -EINVAL (info NULL or sz too small).
  */
@@ -285,8 +289,9 @@ int zc_recv_wait(int s, struct zc_rxd *out, unsigned max, int timeout_ms);
 /*
  * Give a received buffer back to the stack. `data` is zc_rxd.data.
  * Errors: -EBADF, -EFAULT (not inside this socket's pool), -EINVAL (inside
- * the pool but not a receive buffer's payload), -EALREADY (already released:
- * double release), -EAGAIN (release ring full: reap with zc_recv first; the
+ * the pool but never handed out by zc_recv: a send buffer, a receive buffer
+ * nothing was received in, or not the start of the received payload),
+ * -EALREADY (a received buffer released a second time), -EAGAIN (release ring full: reap with zc_recv first; the
  * buffer stays RX).
  */
 int zc_rx_release(int s, const void *data);
@@ -322,8 +327,17 @@ int zc_socket_stats(int s, struct zc_stats *st);
  */
 int zc_ping(const char *service, const struct sockaddr_in *dst, int timeout_ms);
 
-/* Name of the library's version ("1.0"). */
+/* Name of the library's version ("1.1"). */
 const char *zc_version(void);
+
+/*
+ * The path of the stack service's socket that zc_socket() and zc_ping()
+ * connect to for `service`: `service` itself when not NULL or empty, else
+ * $ZCNET_STACK_SOCK when set and not empty, else "/run/zcnet/stackd.sock".
+ * For error messages that name the path actually tried. Never NULL.
+ * Since ZCNET_1.1.
+ */
+const char *zc_service_path(const char *service);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -22,7 +22,10 @@ int main(int argc, char **argv) {
 	o.flags = ZC_SOCK_STRICT; /* or ZC_SOCK_COPY_FALLBACK while porting */
 	o.service = argc > 4 ? argv[4] : NULL;
 	int s = zc_socket(&o); /* a real fd, or -errno */
-	if (s < 0) return 1;
+	if (s < 0) {           /* name the stack service socket it tried */
+		fprintf(stderr, "zc_socket: %s: %s\n", zc_service_path(o.service), strerror(-s));
+		return 1;
+	}
 
 	struct sockaddr_in to = {0};
 	to.sin_family = AF_INET;

@@ -2,7 +2,11 @@
 /* A tiny consumer of zc.h, compiled as C11 (consumer.c) and as C++20
  * (consumer.cpp includes this file): the header must be clean in both. It
  * needs no stack service: it checks argument validation only. */
+#if !defined(__cplusplus) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* setenv */
+#endif
 #include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,7 +35,11 @@ int main(void) {
 	st.sz = sizeof st;
 	if (zc_socket_stats(12345, &st) != -EBADF) return 5;
 	if (zc_close(-1) != -EBADF) return 6;
-	if (strcmp(zc_version(), "1.0") != 0) return 7;
+	if (strcmp(zc_version(), "1.1") != 0) return 7;
+	/* the path zc_socket() tried above, for its error message */
+	if (strcmp(zc_service_path(o.service), o.service) != 0) return 8;
+	if (setenv("ZCNET_STACK_SOCK", "/x/env.sock", 1) != 0 || strcmp(zc_service_path(NULL), "/x/env.sock") != 0) return 9;
+	if (setenv("ZCNET_STACK_SOCK", "", 1) != 0 || strcmp(zc_service_path(""), "/run/zcnet/stackd.sock") != 0) return 10;
 	printf("zc.h consumer (%s) ok, libzcnet %s\n", CONSUMER_LANG, zc_version());
 	return 0;
 }

@@ -216,7 +216,9 @@ int fail_eagain(zsock& k) noexcept { return service_gone(k) ? -EPIPE : -EAGAIN; 
 
 extern "C" {
 
-const char* zc_version(void) { return "1.0"; }
+const char* zc_version(void) { return "1.1"; }
+
+const char* zc_service_path(const char* service) { return service_path(service); }
 
 int zc_socket(const struct zc_socket_opts* o) {
     constexpr size_t known = sizeof(zc_socket_opts);
@@ -282,7 +284,8 @@ int zc_socket(const struct zc_socket_opts* o) {
     k->rx.attach(shm, L.rx_off, ent);
     k->fr.attach(shm, L.fr_off, ent);
     k->state.assign(tx, b_free);
-    k->rx_held.assign(rx, 0);
+    k->rx_held.assign(rx, zsock::rx_never);
+    k->rx_off.assign(rx, 0);
     k->free_list.reserve(tx);
     for (uint32_t i = tx; i-- > 0;) k->free_list.push_back(i);
     int s = k->notify;

@@ -91,8 +91,9 @@ static unsigned take_rx(zsock* k, struct zc_rxd* out, unsigned max) noexcept {
     while (n < max && avail) {
         rx_desc d = k->rx.read(k->rx_cons++);
         avail--;
-        if (d.buf >= k->rx_bufs || size_t{d.off} + d.len > buf_size || k->rx_held[d.buf]) continue;
-        k->rx_held[d.buf] = 1;
+        if (d.buf >= k->rx_bufs || size_t{d.off} + d.len > buf_size || k->rx_held[d.buf] == zsock::rx_app) continue;
+        k->rx_held[d.buf] = zsock::rx_app;
+        k->rx_off[d.buf] = uint16_t(d.off);
         out[n].data = k->pool + size_t{k->tx_bufs + d.buf} * buf_size + d.off;
         out[n].len = d.len;
         out[n].flags = 0;
@@ -187,12 +188,14 @@ int zc_rx_release(int s, const void* data) {
     uint32_t b = uint32_t(size_t(p - k->pool) / buf_size);
     if (b < k->tx_bufs || b >= k->tx_bufs + k->rx_bufs) return -EINVAL;
     b -= k->tx_bufs;
-    if (!k->rx_held[b]) return -EALREADY;
+    if (k->rx_held[b] == zsock::rx_never) return -EINVAL; // never received
+    if (k->rx_held[b] == zsock::rx_returned) return -EALREADY;
+    if (p != k->pool + size_t{k->tx_bufs + b} * buf_size + k->rx_off[b]) return -EINVAL;
     if (k->fr.free_slots(k->fr_prod) == 0) {
         kick(*k);
         return -EAGAIN;
     }
-    k->rx_held[b] = 0;
+    k->rx_held[b] = zsock::rx_returned;
     k->fr.write(k->fr_prod++, fr_desc{b});
     k->fr.publish(k->fr_prod);
     // No wake-up per release (AF_XDP's fill ring has none either): zc-stackd

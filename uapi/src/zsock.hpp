@@ -34,7 +34,13 @@ struct zsock {
     uint32_t tx_prod = 0, cq_cons = 0, rx_cons = 0, fr_prod = 0; // private copies
     std::vector<uint8_t> state;   // per TX buffer
     std::vector<uint32_t> free_list;
-    std::vector<uint8_t> rx_held; // per RX buffer: handed to the app by zc_recv
+    // Per RX buffer: rx_never (not handed out since the socket opened),
+    // rx_app (handed to the app by zc_recv; rx_off is its payload offset),
+    // rx_returned (released by the app). Lets zc_rx_release tell a pointer
+    // that was never received (-EINVAL) from a double release (-EALREADY).
+    enum : uint8_t { rx_never = 0, rx_app = 1, rx_returned = 2 };
+    std::vector<uint8_t> rx_held;
+    std::vector<uint16_t> rx_off;
     bool connected = false;
     sockaddr_in peer{};
     sockaddr_in local{}; // from the bind/connect answers (zc_getsockname)
