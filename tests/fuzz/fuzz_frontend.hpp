@@ -3,11 +3,14 @@
 // targets that drive zc-netback in-process (fuzz_netback, fuzz_uplink).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
+
+#include <poll.h>
 
 extern "C" {
 #include <xen/io/netif.h>
@@ -15,6 +18,7 @@ extern "C" {
 
 #include "hv/emu/host.hpp"
 #include "hv/xs.hpp"
+#include "netback/backend.hpp"
 #include "ring/netif_ring.hpp"
 
 namespace zc::netback::fuzz {
@@ -96,5 +100,18 @@ struct frontend {
         rx.rsp_cons = rx.rsp_prod();
     }
 };
+
+// Run `be`'s control plane until `cond` holds or `ms` pass.
+template <class F>
+bool run_until(backend& be, F cond, int ms) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    for (;;) {
+        be.process();
+        if (cond()) return true;
+        if (std::chrono::steady_clock::now() >= end) return false;
+        pollfd p{be.fd(), POLLIN, 0};
+        ::poll(&p, 1, 1);
+    }
+}
 
 } // namespace zc::netback::fuzz

@@ -54,14 +54,7 @@ struct world {
     // Run the control plane until `cond` holds or `ms` pass.
     template <class F>
     bool until(F cond, int ms) {
-        const auto end = clock_type::now() + std::chrono::milliseconds(ms);
-        for (;;) {
-            be->process();
-            if (cond()) return true;
-            if (clock_type::now() >= end) return false;
-            pollfd p{be->fd(), POLLIN, 0};
-            ::poll(&p, 1, 1);
-        }
+        return run_until(*be, cond, ms);
     }
     // Run the control plane until it has had nothing to do for a millisecond.
     void pump() {

@@ -93,14 +93,7 @@ struct world {
 
     template <class F>
     bool until(F cond, int ms) {
-        const auto end = clock_type::now() + std::chrono::milliseconds(ms);
-        for (;;) {
-            be->process();
-            if (cond()) return true;
-            if (clock_type::now() >= end) return false;
-            pollfd p{be->fd(), POLLIN, 0};
-            ::poll(&p, 1, 1);
-        }
+        return run_until(*be, cond, ms);
     }
     int state_of(hv::domid_t fe) {
         for (auto& d : be->devices())
