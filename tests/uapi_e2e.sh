@@ -129,8 +129,15 @@ stackd1=$(pgrep -P "${stackd_pid[1]}")
 kill -KILL "$stackd1"
 wait "${stackd_pid[1]}" 2>/dev/null || true
 rm -f "$s1"
-# The broker destroys domain 1 once its last process is gone.
+# The broker destroys domain 1 once its last process is gone, then
+# zc-netback removes its vif (@releaseDomain); only then can it be added
+# again (vif-add refuses a vif that exists).
 for _ in $(seq 1 300); do "$emu" status --dir "$dir" | grep -qx "  dom1" || break; sleep 0.05; done
+for _ in $(seq 1 300); do
+    "$bin/netback/zc-netback" stats --ctl "$dir/netback.sock" --json |
+        jq -e '[.devices[] | select(.frontend == 1)] | length == 0' >/dev/null && break
+    sleep 0.05
+done
 start_stackd 1
 add_vif 1
 wait_file "$s1"
