@@ -6,11 +6,14 @@
 # README.md; tests/readme_quote_check.sh fails when the two differ, and
 # ctest runs this script (readme_socket_demo), so neither can drift.
 #
-# Usage: scripts/zc-socket-demo.sh [BUILD_DIR]   (default: build/release)
+# Usage: scripts/zc-socket-demo.sh [BUILD_DIR [COMMAND ARGS...]]
+#   BUILD_DIR default: build/release. COMMAND (for tests) runs after the
+#   sequence with ZCNET_STACK_SOCK naming guest 1's zc-stackd; its exit
+#   status is the script's.
 # Everything it starts is stopped (by PID) and its directory removed on
 # exit, also on failure.
 set -euo pipefail
-[ $# -ge 1 ] && export ZCNET_BUILD=$1
+[ $# -ge 1 ] && export ZCNET_BUILD=$1 && shift
 cleanup() {
     local rc=$?
     for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
@@ -43,4 +46,8 @@ $b/apps/zc-perf -c 10.0.0.2 --service $d/s1.sock --time 1 --mode strict --verify
 $b/apps/zc-perf -c 10.0.0.2 --service $d/s1.sock --time 1 --mode fallback --verify
 $b/uapi/zc-stackd stats --listen $d/s2.sock --json                   # the service's counters
 # README:end
+if [ $# -gt 0 ]; then
+    ZCNET_STACK_SOCK=$d/s1.sock "$@"
+    exit
+fi
 echo "zc socket demo: ok"

@@ -251,6 +251,45 @@ TEST_F(UapiBsd, ForkedChildGetsEbadfAndTheParentKeepsWorking) {
     EXPECT_EQ(s.send_errors, 0u);
 }
 
+// BSD (Linux's route lookup): toward 127.0.0.0/8 the source is 127.0.0.1,
+// whatever loopback address was the destination; so getsockname(2) of a
+// socket connected to 127.0.0.1 names 127.0.0.1, not the host's address,
+// and a reply to the source a datagram came from reaches the sender.
+TEST_F(UapiBsd, LoopbackTrafficComesFrom127001) {
+    int srv = rig->open(1), cli = rig->open(1);
+    ASSERT_GE(srv, 0);
+    ASSERT_GE(cli, 0);
+    sockaddr_in sb = addr_of(0, 7351);
+    ASSERT_EQ(zc_bind(srv, &sb), 0);
+    const sockaddr_in lo = addr_of(0x7f000001u, 7351);
+    ASSERT_EQ(zc_connect(cli, &lo), 0);
+    sockaddr_in me{};
+    ASSERT_EQ(zc_getsockname(cli, &me), 0);
+    EXPECT_EQ(me.sin_addr.s_addr, htonl(0x7f000001u));
+    EXPECT_NE(me.sin_port, 0u);
+    send_tagged(cli, 'c', nullptr);
+    zc_rxd d{};
+    ASSERT_EQ(zc_recv_wait(srv, &d, 1, 5000), 1);
+    EXPECT_EQ(d.from.sin_addr.s_addr, me.sin_addr.s_addr);
+    EXPECT_EQ(d.from.sin_port, me.sin_port);
+    const sockaddr_in back = d.from;
+    EXPECT_EQ(zc_rx_release(srv, d.data), 0);
+    send_tagged(srv, 's', &back); // passes the client's peer filter
+    ASSERT_EQ(zc_recv_wait(cli, &d, 1, 5000), 1);
+    EXPECT_EQ(d.from.sin_addr.s_addr, htonl(0x7f000001u));
+    EXPECT_EQ(d.from.sin_port, htons(7351));
+    EXPECT_EQ(zc_rx_release(cli, d.data), 0);
+    // Another loopback address as the destination: still from 127.0.0.1.
+    int other = rig->open(1);
+    ASSERT_GE(other, 0);
+    const sockaddr_in lo9 = addr_of(0x7f000009u, 7351);
+    send_tagged(other, 'o', &lo9);
+    ASSERT_EQ(zc_recv_wait(srv, &d, 1, 5000), 1);
+    EXPECT_EQ(d.from.sin_addr.s_addr, htonl(0x7f000001u));
+    EXPECT_EQ(zc_rx_release(srv, d.data), 0);
+    for (int s : {srv, cli, other}) EXPECT_EQ(zc_close(s), 0);
+}
+
 // BSD: two programs of one host talk over its own address or 127.0.0.1
 // (the kernel's loopback). Here zc-stackd hands the datagram from one
 // socket's pool to the other's without the vif.

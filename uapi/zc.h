@@ -140,7 +140,9 @@ int zc_connect(int s, const struct sockaddr_in *addr);
 /* The socket's local address, as getsockname(2): AF_INET, the bound
  * address and port (network order). Unbound: 0.0.0.0 port 0. Bound to
  * INADDR_ANY: 0.0.0.0 and the port (an ephemeral one if zc_bind() asked for
- * port 0). Connected: the guest's address and the port datagrams leave from.
+ * port 0). Connected: the source address toward the peer (127.0.0.1 for a
+ * peer on 127.0.0.0/8, else the guest's address; a bound address stays)
+ * and the port datagrams leave from.
  * Errors: -EBADF, -EINVAL (out NULL). */
 int zc_getsockname(int s, struct sockaddr_in *out);
 
@@ -199,8 +201,9 @@ int zc_buf_free(int s, void *data);
  * peer). To the guest's own address or to 127.0.0.0/8 the stack service
  * delivers it to the socket of this guest bound to that port (an
  * application of the same guest) without the network, as the kernel's
- * loopback does; the receiver sees the address it was sent to as the
- * source, and the completion comes at once (also when no socket has the
+ * loopback does; the source the receiver sees is the sender's bound
+ * address, else 127.0.0.1 toward 127.0.0.0/8 and the guest's address
+ * toward the guest's address (Linux's choice), and the completion comes at once (also when no socket has the
  * port: the datagram is then dropped, as UDP does). If `data` is the payload start of an APP buffer of this pool, the
  * buffer goes to STACK with no copy and ZC_SENT_ZEROCOPY is returned; its
  * completion (zc_completions) carries `user_data` and hands it back.

@@ -353,8 +353,9 @@ bool service::impl::answer(zsock& s, const ctl_req& rq) noexcept {
             s.peer_port = rq.port;
         }
         // The local address the peer sees (getsockname(2) of a connected
-        // UDP socket names the source address, not INADDR_ANY).
-        r.ip = r.rc >= 0 && !s.ip ? htonl(opt.ip) : s.ip;
+        // UDP socket names the source address, not INADDR_ANY: 127.0.0.1
+        // for a peer on 127.0.0.0/8).
+        r.ip = r.rc >= 0 ? source_for(s, rq.ip) : s.ip;
         r.port = s.port;
         break;
     case op::stats: answer_stats(s, r); return true;

@@ -175,6 +175,10 @@ struct service::impl {
     // A send to the guest's own address or to 127.0.0.0/8: straight into
     // the destination socket, without the vif. false: not a local address.
     bool deliver_local(zsock& s, const tx_desc& d) noexcept;
+    // The source address of s's datagrams to dst (network order), as
+    // Linux's route lookup picks it: the bound address if any, 127.0.0.1
+    // toward 127.0.0.0/8 (the loopback route's src), else the guest's.
+    uint32_t source_for(const zsock& s, uint32_t dst) const noexcept;
     void drain_fr(zsock& s) noexcept;
     void rx_all() noexcept;
 };
