@@ -48,7 +48,12 @@
  *             a send buffer from zc_buf_alloc().
  *
  * The `headroom` bytes in front of a buffer's payload are never the
- * application's: the stack may write headers there while the buffer is STACK.
+ * application's: do not rely on what they hold. The stack service builds a
+ * datagram's headers in memory of its own, where the application cannot
+ * change them after zc_send(); only a service started with
+ * `zc-stackd --tx-headers headroom` (one slot fewer per frame, for guests
+ * whose every application is trusted) writes them into the headroom while
+ * the buffer is STACK.
  * After zc_close() every pointer into the pool (APP or RX) is invalid.
  *
  * Memory outside the pool is never owned by the library: a copy-fallback
@@ -153,7 +158,8 @@ struct zc_pool_info {
 	void *base;           /* first byte of the pool in this process */
 	size_t size;          /* bytes mapped */
 	uint32_t buf_size;    /* bytes per buffer (a power of two; never crosses a page) */
-	uint32_t headroom;    /* bytes in front of each payload kept for headers */
+	uint32_t headroom;    /* bytes in front of each payload, not the application's
+	                         (headers go there only with zc-stackd --tx-headers headroom) */
 	uint32_t max_payload; /* largest datagram payload (1472: one frame, no IP fragments) */
 	uint32_t tx_bufs;     /* buffers zc_buf_alloc() can hand out */
 	uint32_t rx_bufs;     /* buffers the stack receives into */
