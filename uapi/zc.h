@@ -70,7 +70,7 @@
 #ifndef ZCNET_UAPI_ZC_H
 #define ZCNET_UAPI_ZC_H
 
-#include <stddef.h>
+#include <stddef.h> /* offsetof */
 #include <stdint.h>
 #include <netinet/in.h>
 
@@ -95,7 +95,15 @@ struct zc_socket_opts {
 	uint32_t ring_entries; /* entries per ring; 0 = 512; power of two, 8..4096 */
 	const char *service;   /* zc-stackd's socket; NULL = $ZCNET_STACK_SOCK,
 	                          else "/run/zcnet/stackd.sock" */
+	/* Since ZCNET 1.2 (zc_version() "1.2"); a struct of the 1.0 size
+	 * (ZC_SOCKET_OPTS_SZ_1_0) is still accepted and means 0 here. */
+	uint32_t rx_max;       /* largest payload zc_recv() hands out: longer datagrams
+	                          come cut to it with ZC_RXD_F_TRUNC, as recv(2) into a
+	                          buffer of rx_max bytes; 0 = the receive buffer's size */
+	uint32_t pad;          /* must be 0 */
 };
+/* sizeof(struct zc_socket_opts) of ZCNET 1.0 and 1.1 (before rx_max). */
+#define ZC_SOCKET_OPTS_SZ_1_0 offsetof(struct zc_socket_opts, rx_max)
 
 /*
  * Open a UDP/IPv4 socket on the guest's stack service (zc-stackd).
@@ -106,8 +114,8 @@ struct zc_socket_opts {
  * zc_recv_wait(). Close it with zc_close(), not
  * close(2): close(2) leaves the mappings behind (until a later socket gets
  * the same number, which then replaces them).
- * Errors: -EINVAL (opts NULL, sz too small, unknown flags, non-zero unknown
- * trailing bytes, bad counts), -ENOENT / -ECONNREFUSED (no stack service at
+ * Errors: -EINVAL (opts NULL, sz neither ZC_SOCKET_OPTS_SZ_1_0 nor at least
+ * sizeof, unknown flags, non-zero pad or unknown trailing bytes, bad counts), -ENOENT / -ECONNREFUSED (no stack service at
  * that path), -ENOMEM (no memory, the service could not grant the pool, or
  * this process's pool pages at the service would pass its limit),
  * -ENOSPC (the service's grant budget is exhausted), -EMFILE (no descriptor
@@ -268,16 +276,31 @@ int zc_completions(int s, struct zc_completion *out, unsigned max);
 
 /* ---- receiving ------------------------------------------------------------- */
 
+/* zc_rxd.flags (bits 0-15; bits 16-31 hold the full length, see below) */
+#define ZC_RXD_F_TRUNC (1u << 0) /* the datagram was longer than `len`: cut, as MSG_TRUNC */
+
 struct zc_rxd {
 	const void *data;          /* payload, inside the pool, read-only; owner: the application (RX) */
-	uint32_t len;              /* payload bytes */
-	uint32_t flags;            /* 0 */
+	uint32_t len;              /* payload bytes delivered at `data` */
+	uint32_t flags;            /* ZC_RXD_F_*; with ZC_RXD_F_TRUNC, bits 16-31 are the
+	                              datagram's full payload length (ZC_RXD_FULL_LEN) */
 	struct sockaddr_in from;   /* sender */
 };
 
+/* The datagram's payload length as sent: `len`, or more when it was cut
+ * (recvmsg(2) with MSG_TRUNC returns the same). UDP payloads are < 65536. */
+#define ZC_RXD_FULL_LEN(d) \
+	(((d)->flags & ZC_RXD_F_TRUNC) ? (uint32_t)((d)->flags >> 16) : (d)->len)
+
 /*
  * Take up to `max` received datagrams. Each descriptor's buffer is RX until
- * zc_rx_release(). Returns the count; -EAGAIN when none is pending.
+ * zc_rx_release(). A datagram longer than a receive buffer holds
+ * (zc_pool_info's buf_size - headroom: 1984 bytes; only a jumbo frame from
+ * the network brings one, a zc send is at most max_payload) or than the
+ * socket's rx_max is not dropped: its first bytes are delivered, `len` says
+ * how many, and ZC_RXD_F_TRUNC with ZC_RXD_FULL_LEN() says it was cut and
+ * how long it was, as recvmsg(2) reports MSG_TRUNC (zc-stackd counts the
+ * ones cut to the buffer: rx_truncated). Returns the count; -EAGAIN when none is pending.
  * Errors: -EBADF, -EINVAL (out NULL or max 0), -EAGAIN, -ENOTCONN (the stack service went away and nothing is left).
  */
 int zc_recv(int s, struct zc_rxd *out, unsigned max);
@@ -336,7 +359,7 @@ int zc_socket_stats(int s, struct zc_stats *st);
  */
 int zc_ping(const char *service, const struct sockaddr_in *dst, int timeout_ms);
 
-/* Name of the library's version ("1.1"). */
+/* Name of the library's version ("1.2"). */
 const char *zc_version(void);
 
 /*

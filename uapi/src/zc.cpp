@@ -216,14 +216,19 @@ int fail_eagain(zsock& k) noexcept { return service_gone(k) ? -EPIPE : -EAGAIN; 
 
 extern "C" {
 
-const char* zc_version(void) { return "1.1"; }
+const char* zc_version(void) { return "1.2"; }
 
 const char* zc_service_path(const char* service) { return service_path(service); }
 
 int zc_socket(const struct zc_socket_opts* o) {
+    // The struct of 1.0/1.1 ends before rx_max; anything between that and
+    // today's size is a truncated field.
     constexpr size_t known = sizeof(zc_socket_opts);
-    if (!o || o->sz < known || !trailing_zero(o, known, o->sz)) return -EINVAL;
-    if (o->flags & ~ZC_SOCK_FLAGS_ALL) return -EINVAL;
+    if (!o || (o->sz != ZC_SOCKET_OPTS_SZ_1_0 && o->sz < known) ||
+        (o->sz >= known && !trailing_zero(o, known, o->sz)))
+        return -EINVAL;
+    const bool v1_2 = o->sz >= known;
+    if (o->flags & ~ZC_SOCK_FLAGS_ALL || (v1_2 && o->pad)) return -EINVAL;
     uint32_t tx = o->tx_bufs ? o->tx_bufs : 256, rx = o->rx_bufs ? o->rx_bufs : 256;
     uint32_t ent = o->ring_entries ? o->ring_entries : 512;
     if (!valid_count(tx) || !valid_count(rx) || ent < 8 || ent > 4096 || (ent & (ent - 1))) return -EINVAL;
@@ -231,6 +236,7 @@ int zc_socket(const struct zc_socket_opts* o) {
     auto k = std::unique_ptr<zsock>(new (std::nothrow) zsock);
     if (!k) return -ENOMEM;
     k->flags = o->flags;
+    k->rx_max = v1_2 && o->rx_max ? o->rx_max : rx_capacity;
     k->owner = self_pid();
     k->local.sin_family = AF_INET;
     int fd = dial(service_path(o->service));
