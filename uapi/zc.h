@@ -256,6 +256,32 @@ struct zc_iov {
 int zc_sendv(int s, const struct zc_iov *iov, unsigned n, const struct sockaddr_in *to,
              uint32_t flags, unsigned *copied);
 
+/* One datagram of a zc_sendmmsg() batch: a zc_iov with its own destination. */
+struct zc_mmsg {
+	const void *base;
+	uint32_t len;
+	uint32_t pad;           /* must be 0 */
+	uint64_t user_data;     /* returned in this datagram's completion */
+	struct sockaddr_in to;  /* destination; sin_family AF_UNSPEC (0): the connected peer */
+};
+
+/*
+ * Send `n` datagrams, each to its own destination, with one wake-up of the
+ * stack: sendmmsg(2) with a msg_name per message, e.g. a server answering
+ * several clients at once. Each element follows zc_send()'s rules with
+ * `to` (AF_UNSPEC for the connected peer, as zc_send's NULL). Returns how
+ * many elements were accepted (1..n), in order; elements after a failing
+ * one are not sent (their buffers stay APP). If the first element fails,
+ * its error is returned. `*copied` (optional) receives how many elements
+ * were copied. A destination still being resolved (ARP) holds the
+ * elements behind it in the socket's queue, as for zc_send(). Completions
+ * of datagrams for this guest (its address, 127.0.0.0/8) come at once, so
+ * they may precede those of earlier elements sent through the network.
+ * Errors: those of zc_send() for the failing element, -EINVAL also for
+ * msgs NULL, n 0, n > 1024 or pad not 0. Since ZCNET_1.2.
+ */
+int zc_sendmmsg(int s, const struct zc_mmsg *msgs, unsigned n, uint32_t flags, unsigned *copied);
+
 /* zc_completion.flags */
 #define ZC_CQE_F_COPIED (1u << 0) /* the send was a copy-fallback send */
 
@@ -378,10 +404,12 @@ const char *zc_service_path(const char *service);
 /* Shared layouts (checked where C11 or C++ static assertions exist). */
 #if defined(__cplusplus)
 static_assert(sizeof(struct zc_iov) == 24, "zc_iov ABI");
+static_assert(sizeof(struct zc_mmsg) == 40, "zc_mmsg ABI");
 static_assert(sizeof(struct zc_completion) == 16, "zc_completion ABI");
 static_assert(sizeof(struct zc_rxd) == 32, "zc_rxd ABI");
 #elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(sizeof(struct zc_iov) == 24, "zc_iov ABI");
+_Static_assert(sizeof(struct zc_mmsg) == 40, "zc_mmsg ABI");
 _Static_assert(sizeof(struct zc_completion) == 16, "zc_completion ABI");
 _Static_assert(sizeof(struct zc_rxd) == 32, "zc_rxd ABI");
 #endif

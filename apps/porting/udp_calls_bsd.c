@@ -3,9 +3,11 @@
  * sockets of one host talking over 127.0.0.1 (local delivery). A server
  * binds PORT, a client connects to it (a connected socket takes only its
  * peer's datagrams), a stranger sends the client a datagram that must not
- * arrive, receives wait with a timeout. Prints what it saw; the zc program
+ * arrive, receives wait with a timeout, the server answers the client and
+ * the stranger in one batch (sendmmsg). Prints what it saw; the zc program
  * prints the same lines (tests/porting_calls_check.sh compares them).
  * Usage: udp_calls_bsd PORT */
+#define _GNU_SOURCE /* sendmmsg */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -44,6 +46,22 @@ static int send_text(int s, const char *text, const struct sockaddr_in *to) {
 	return n < 0 ? -errno : 0;
 }
 
+/* Two datagrams, each to its own destination, in one system call. */
+static int send_two(int s, const char *t0, const struct sockaddr_in *to0, const char *t1,
+                    const struct sockaddr_in *to1) {
+	struct iovec io[2] = {{(void *)t0, strlen(t0)}, {(void *)t1, strlen(t1)}};
+	struct mmsghdr m[2];
+	memset(m, 0, sizeof m);
+	m[0].msg_hdr.msg_name = (void *)to0;
+	m[1].msg_hdr.msg_name = (void *)to1;
+	for (int i = 0; i < 2; i++) {
+		m[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+		m[i].msg_hdr.msg_iov = &io[i];
+		m[i].msg_hdr.msg_iovlen = 1;
+	}
+	return sendmmsg(s, m, 2, 0) == 2 ? 0 : -1;
+}
+
 /* Wait (up to 200 ms) for one datagram and print it, or the error. */
 static void recv_text(int s, const char *who, struct sockaddr_in *from) {
 	char buf[1472];
@@ -61,7 +79,7 @@ int main(int argc, char **argv) {
 	unsigned port = (unsigned)atoi(argv[1]);
 	int srv = udp(), cli = udp(), stranger = udp();
 	if (srv < 0 || cli < 0 || stranger < 0) return 1;
-	struct sockaddr_in a = addr("0.0.0.0", port), me, from;
+	struct sockaddr_in a = addr("0.0.0.0", port), me, from, from2;
 	socklen_t len = sizeof me;
 
 	if (bind(srv, (struct sockaddr *)&a, sizeof a) < 0) return perror("bind"), 1;
@@ -81,9 +99,13 @@ int main(int argc, char **argv) {
 	       from.sin_addr.s_addr == me.sin_addr.s_addr && from.sin_port == me.sin_port ? "yes" : "no");
 
 	if (send_text(stranger, "junk", &me) < 0) return 1; /* not the peer: dropped */
-	if (send_text(srv, "pong", &from) < 0) return 1;
-	recv_text(cli, "client got", &from);
-	recv_text(cli, "client got", &from); /* the stranger's never comes */
+	a = addr("127.0.0.1", port);
+	if (send_text(stranger, "hi", &a) < 0) return 1;
+	recv_text(srv, "server got", &from2);
+	if (send_two(srv, "pong", &from, "bye", &from2) < 0) return 1; /* one batch, two peers */
+	recv_text(cli, "client got", &a);
+	recv_text(stranger, "stranger got", &a);
+	recv_text(cli, "client got", &a); /* the stranger's "junk" never comes */
 
 	close(stranger);
 	close(cli);

@@ -3,7 +3,8 @@
  * sockets of one guest talking over 127.0.0.1 (zc-stackd delivers between
  * its own sockets). zc_getsockname for getsockname, zc_connect's peer
  * filter for connect's, zc_recv_wait for recv with SO_RCVTIMEO,
- * zc_rx_release where BSD's recv copied. Prints the same lines as the BSD
+ * zc_rx_release where BSD's recv copied, zc_sendmmsg for sendmmsg.
+ * Prints the same lines as the BSD
  * program (tests/porting_calls_check.sh compares them).
  * Usage: udp_calls_zc PORT [SERVICE] */
 #include <arpa/inet.h>
@@ -58,6 +59,35 @@ static int send_text(int s, const char *text, const struct sockaddr_in *to) {
 	return c.res < 0 ? c.res : 0;
 }
 
+/* Two datagrams, each to its own destination, with one wake-up of the
+ * stack; both buffers are ours again with their completions. */
+static int send_two(int s, const char *t0, const struct sockaddr_in *to0, const char *t1,
+                    const struct sockaddr_in *to1) {
+	struct zc_mmsg m[2];
+	struct zc_completion c[2];
+	int i, rc, got = 0;
+	memset(m, 0, sizeof m);
+	m[0].to = *to0;
+	m[1].to = *to1;
+	for (i = 0; i < 2; i++) {
+		void *buf;
+		const char *t = i ? t1 : t0;
+		if ((rc = zc_buf_alloc(s, &buf)) < 0) return rc;
+		memcpy(buf, t, strlen(t));
+		m[i].base = buf;
+		m[i].len = (uint32_t)strlen(t);
+	}
+	if ((rc = zc_sendmmsg(s, m, 2, 0, NULL)) != 2) return rc < 0 ? rc : -EAGAIN;
+	while (got < 2) {
+		struct pollfd p = {s, POLLIN, 0};
+		if ((rc = zc_completions(s, c + got, (unsigned)(2 - got))) < 0) return rc;
+		got += rc;
+		if (got < 2 && poll(&p, 1, 1000) == 0) return -ETIMEDOUT;
+	}
+	for (i = 0; i < 2; i++) zc_buf_free(s, (void *)m[i].base);
+	return c[0].res < 0 ? c[0].res : c[1].res < 0 ? c[1].res : 0;
+}
+
 /* Wait (up to 200 ms) for one datagram and print it, or the error. */
 static void recv_text(int s, const char *who, struct sockaddr_in *from) {
 	struct zc_rxd d;
@@ -80,7 +110,7 @@ int main(int argc, char **argv) {
 		fprintf(stderr, "zc_socket: %s: %s\n", zc_service_path(service), strerror(-(srv < 0 ? srv : cli < 0 ? cli : stranger)));
 		return 1;
 	}
-	struct sockaddr_in a = addr("0.0.0.0", port), me, from;
+	struct sockaddr_in a = addr("0.0.0.0", port), me, from, from2;
 
 	if (zc_bind(srv, &a) < 0) return fprintf(stderr, "zc_bind failed\n"), 1;
 	zc_getsockname(srv, &me);
@@ -98,9 +128,13 @@ int main(int argc, char **argv) {
 	       from.sin_addr.s_addr == me.sin_addr.s_addr && from.sin_port == me.sin_port ? "yes" : "no");
 
 	if (send_text(stranger, "junk", &me) < 0) return 1; /* not the peer: dropped */
-	if (send_text(srv, "pong", &from) < 0) return 1;
-	recv_text(cli, "client got", &from);
-	recv_text(cli, "client got", &from); /* the stranger's never comes */
+	a = addr("127.0.0.1", port);
+	if (send_text(stranger, "hi", &a) < 0) return 1;
+	recv_text(srv, "server got", &from2);
+	if (send_two(srv, "pong", &from, "bye", &from2) < 0) return 1; /* one batch, two peers */
+	recv_text(cli, "client got", &a);
+	recv_text(stranger, "stranger got", &a);
+	recv_text(cli, "client got", &a); /* the stranger's "junk" never comes */
 
 	zc_close(stranger); /* not close(2) */
 	zc_close(cli);

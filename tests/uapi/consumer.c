@@ -49,6 +49,7 @@ int main(void) {
 	o.pad = 1;
 	if (zc_socket(&o) != -EINVAL) return 13;
 	o.pad = 0;
+	if (zc_sendmmsg(12345, NULL, 1, 0, NULL) != -EBADF) return 16; /* ZCNET_1.2 */
 	{
 		struct zc_rxd d;
 		memset(&d, 0, sizeof d);
