@@ -4,8 +4,9 @@
 // zc-stackd runs with --tx-headers headroom, and a datagram longer than
 // what a socket takes (its receive buffer, or zc_socket_opts.rx_max)
 // arrives cut and flagged with its full length (ZC_RXD_F_TRUNC, as
-// recvmsg(2)'s MSG_TRUNC), never silently cut or dropped. Two guests'
-// zc-stackd through zc-netback on the emulated host.
+// recvmsg(2)'s MSG_TRUNC), never silently cut or dropped; a socket refused
+// for memory says which limit and what to change. Two guests' zc-stackd
+// through zc-netback on the emulated host.
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "capture_stderr.hpp"
 #include "uapi_rig.hpp"
 
 using namespace zc;
@@ -190,4 +192,37 @@ TEST(UapiContract, JumboDatagramLongerThanTheBufferArrivesCutNotDropped) {
     EXPECT_EQ((*socks)[0].c.rx_truncated, 1u);
     EXPECT_EQ((*socks)[0].c.rx_drops, 0u);
     EXPECT_EQ(zc_close(rx), 0);
+}
+
+// zc_socket()'s -ENOSPC (the guest's grant budget, --max-pool-pages) and
+// -ENOMEM (the application's pool pages, --max-pool-pages-per-app) come
+// with a log line naming the limit and the fix, and the fix works: a
+// smaller socket (zc_socket_opts.tx_bufs/rx_bufs) still opens.
+TEST(UapiContract, SocketRefusedForMemoryNamesTheLimitAndTheFix) {
+    uapi_rig r(true, [](stackd::options& o) {
+        o.max_pool_pages = 200;          // granted send-buffer pages of the guest
+        o.max_pool_pages_per_app = 400;  // send + receive pages of one process
+    });
+    ASSERT_TRUE(r.ok());
+    int a = r.open(1); // 256 + 256 buffers: 128 granted pages, 256 in all
+    ASSERT_GE(a, 0);
+    int b = 0, c = 0, d = 0;
+    const std::string log = capture_stderr([&] {
+        b = r.open(1, ZC_SOCK_STRICT, 256, 2); // 128 more granted: past 200
+        c = r.open(1, ZC_SOCK_STRICT, 2, 256); // 1 granted, 129 in all: fits both
+        d = r.open(1);                         // 256 more of the app's: past 400
+    });
+    EXPECT_EQ(b, -ENOSPC);
+    EXPECT_GE(c, 0) << "a smaller socket must still open";
+    EXPECT_EQ(d, -ENOMEM);
+    EXPECT_NE(log.find("socket of 256+2 buffers (516 KiB of pool) refused (ENOSPC)"), std::string::npos) << log;
+    EXPECT_NE(log.find("--max-pool-pages 200"), std::string::npos) << log;
+    EXPECT_NE(log.find("socket of 256+256 buffers (1024 KiB of pool) refused (ENOMEM)"), std::string::npos) << log;
+    EXPECT_NE(log.find("the application's pools would be 641 pages, --max-pool-pages-per-app 400"),
+              std::string::npos) << log;
+    EXPECT_EQ(count_of(log, "zc_socket_opts.tx_bufs/rx_bufs"), 2u) << log;
+    EXPECT_EQ(zc_close(a), 0);
+    if (c >= 0) {
+        EXPECT_EQ(zc_close(c), 0);
+    }
 }

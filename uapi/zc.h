@@ -117,9 +117,13 @@ struct zc_socket_opts {
  * Errors: -EINVAL (opts NULL, sz neither ZC_SOCKET_OPTS_SZ_1_0 nor at least
  * sizeof, unknown flags, non-zero pad or unknown trailing bytes, bad counts), -ENOENT / -ECONNREFUSED (no stack service at
  * that path), -ENOMEM (no memory, the service could not grant the pool, or
- * this process's pool pages at the service would pass its limit),
- * -ENOSPC (the service's grant budget is exhausted), -EMFILE (no descriptor
- * left, or this process has as many sockets as the service allows it),
+ * this process's pool pages at the service would pass its limit:
+ * zc-stackd --max-pool-pages-per-app), -ENOSPC (the guest's grant budget
+ * is exhausted: zc-stackd --max-pool-pages), -EMFILE (no descriptor left,
+ * or this process has as many sockets as the service allows it:
+ * --max-sockets-per-app). A socket's pool is (tx_bufs + rx_bufs) x 2 KiB,
+ * 1 MiB by default: smaller counts fit more sockets. zc-stackd logs each
+ * refusal with the limit, the numbers and what to change.
  * -EOPNOTSUPP (the service cannot export pools on this host), -EPROTO (the
  * service speaks another version of the protocol), -ENAMETOOLONG (service
  * path), -ENOTCONN / -ETIMEDOUT (the service went away or did not answer).
