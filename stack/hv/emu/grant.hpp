@@ -62,6 +62,15 @@ std::unique_ptr<gnttab> make_gnttab(client& c);
 // Returns the number of grant entries released.
 uint32_t release_pins_of(const domain_view& granter, domid_t dead) noexcept;
 
+// Pin grant `ref` of `granter` for domain `ldom` as Xen's map_grant_ref
+// (mapflag) or acquire_grant_for_copy (!mapflag) does, with its GNTST_*
+// codes; *frame is the granter's frame. unpin_grant undoes one pin. For
+// the broker, which pins on behalf of unprivileged domains (foreign.hpp);
+// `granter` needs gnttab, active, mem_pages and regions.
+int16_t pin_grant(const domain_view& granter, gref_t ref, domid_t ldom, bool readonly, bool mapflag,
+                  uint32_t* frame) noexcept;
+void unpin_grant(const domain_view& granter, gref_t ref, bool readonly) noexcept;
+
 namespace test_hooks {
 // Called by gnttab::copy after both sides of a segment are claimed (pins and
 // GTF_reading/GTF_writing held) and before the memcpy. Tests only: lets a
