@@ -8,7 +8,9 @@
 //   mapper    validates the entry, sets/clears GTF_reading/GTF_writing with
 //             cmpxchg and keeps pin counts in the granter's active table, as
 //             Xen's map_grant_ref / acquire_grant_for_copy do; all of it runs
-//             in the mapper's process, the broker is never asked.
+//             in the mapper's process, the broker is never asked, except by
+//             an unprivileged domain for another domain's grant: the broker
+//             validates and pins that one (foreign.hpp)
 #pragma once
 
 #include <cstdint>
