@@ -368,3 +368,46 @@ TEST_F(EmuDirect, GranterDeathKeepsTheMappingAndUnmapIsClean) {
     EXPECT_EQ(dtab->unmap(*m2), 0);
     EXPECT_FALSE(flags_of(ref) & GTF_reading);
 }
+
+// The receiver's one copy: a batch from S's grants into its own memory,
+// consecutive segments of one grant sharing one pin; every pin is gone
+// after the batch. (A gref destination of D's own must name D, as on Xen:
+// D's grant to E is GNTST_general_error even for D.)
+TEST_F(EmuDirect, BatchCopiesFromSendersGrants) {
+    auto& p = share(D, 2, false, 0xc0);
+    std::vector<uint8_t> pool(page_size, 0);
+    hv::copy_segment segs[3]{};
+    const uint16_t lens[3] = {100, 200, 300};
+    const gref_t from[3] = {p.refs[0], p.refs[0], p.refs[1]};
+    size_t at = 0;
+    for (int i = 0; i < 3; ++i) {
+        segs[i].source.foreign = {from[i], uint16_t(i * 10), S};
+        segs[i].dest.virt = pool.data() + at;
+        segs[i].len = lens[i];
+        segs[i].flags = GNTCOPY_source_gref;
+        at += lens[i];
+    }
+    ASSERT_EQ(dtab->copy(segs, 3), 0);
+    for (auto& sg : segs) EXPECT_EQ(sg.status, GNTST_okay) << hv::gntst_name(sg.status);
+    EXPECT_TRUE(all_bytes(pool.data(), 300, 0xc0));
+    EXPECT_TRUE(all_bytes(pool.data() + 300, 300, 0xc1));
+    EXPECT_TRUE(all_bytes(pool.data() + 600, page_size - 600, 0));
+    EXPECT_EQ(dtab->counters().copy_bytes, 600u);
+    EXPECT_FALSE(flags_of(p.refs[0]) & GTF_reading);
+    EXPECT_FALSE(flags_of(p.refs[1]) & GTF_reading);
+    EXPECT_EQ(shr->unshare(p), 0) << "no pin left behind";
+    shares.clear();
+
+    auto dsh = d->open_gntshr();
+    ASSERT_TRUE(dsh);
+    auto own = (*dsh)->share(E, 1, true);
+    ASSERT_TRUE(own);
+    hv::copy_segment seg{};
+    seg.source.virt = pool.data();
+    seg.dest.foreign = {own->refs[0], 0, DOMID_SELF};
+    seg.len = 10;
+    seg.flags = GNTCOPY_dest_gref;
+    ASSERT_EQ(dtab->copy(&seg, 1), 0);
+    EXPECT_EQ(seg.status, GNTST_general_error);
+    EXPECT_EQ((*dsh)->unshare(*own), 0);
+}

@@ -635,7 +635,9 @@ int broker::impl::op_grant_pin(domain& me, const proto::request& r, proto::reply
                                int& nfds) noexcept {
     if (r.c & ~uint32_t(proto::pin_readonly | proto::pin_map)) return -EINVAL;
     auto it = domains.find(domid_t(r.a));
-    int16_t st = GNTST_bad_domain; // Xen rcu_lock_domain_by_id()
+    // Xen rcu_lock_domain_by_id(). A domain's own grants are mapped in its
+    // own process (grant.cpp), never asked for here.
+    int16_t st = GNTST_bad_domain;
     if (r.a < max_domains && it != domains.end() && it->first != me.id) {
         domain& g = it->second;
         pinned_page p = foreign_pin(granter_ref{g.grants, g.region_fds, g.lent}, g.generation, me.fpins, me.id, r.b,
