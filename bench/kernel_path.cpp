@@ -191,6 +191,14 @@ std::string join(const std::vector<std::string>& v) {
 
 std::atomic<unsigned> g_counter{0};
 
+// The kernel path's pair by default; uplink_veth's: a's end without an
+// address (an AF_XDP port), b's with a fixed MAC, a /24 and `mtu`.
+struct netns_config {
+    uint32_t mtu = veth_mtu;
+    bool near_addr = true;
+    std::string far_mac;
+};
+
 // A namespace pair joined by a veth, configured and always removed.
 class netns_pair {
 public:
@@ -199,7 +207,7 @@ public:
     netns_pair& operator=(const netns_pair&) = delete;
     ~netns_pair() { teardown(); }
 
-    int setup(std::string* why) {
+    int setup(std::string* why, const netns_config& c = netns_config()) {
         kernel_path_remove_stale();
         unsigned n = g_counter.fetch_add(1);
         _subnet = n % 250;
@@ -219,20 +227,28 @@ public:
             }
             _created[i] = true;
         }
-        const std::string a = _names[0], b = _names[1], v = veth_name, mtu = std::to_string(veth_mtu);
+        const std::string a = _names[0], b = _names[1], v = veth_name, mtu = std::to_string(c.mtu);
+        const std::string prefix = c.near_addr ? "/30" : "/24";
         std::vector<std::vector<std::string>> cmds = {
             // Created inside a, peer moved straight into b: nothing ever
             // appears in the caller's namespace.
             {"-n", a, "link", "add", v, "type", "veth", "peer", "name", v, "netns", b},
             {"-n", a, "link", "set", v, "mtu", mtu},
             {"-n", b, "link", "set", v, "mtu", mtu},
-            {"-n", a, "addr", "add", addr(1) + "/30", "dev", v},
-            {"-n", b, "addr", "add", addr(2) + "/30", "dev", v},
+            {"-n", b, "addr", "add", addr(2) + prefix, "dev", v},
             {"-n", a, "link", "set", "lo", "up"},
             {"-n", b, "link", "set", "lo", "up"},
-            {"-n", a, "link", "set", v, "up"},
-            {"-n", b, "link", "set", v, "up"},
         };
+        if (c.near_addr) cmds.push_back({"-n", a, "addr", "add", addr(1) + prefix, "dev", v});
+        if (!c.far_mac.empty()) cmds.push_back({"-n", b, "link", "set", v, "address", c.far_mac});
+        if (!c.near_addr) {
+            // No IPv6 link-local addresses: the kernel's DAD, MLD and router
+            // solicitations would otherwise reach the uplink as multicast.
+            cmds.push_back({"-n", a, "link", "set", v, "addrgenmode", "none"});
+            cmds.push_back({"-n", b, "link", "set", v, "addrgenmode", "none"});
+        }
+        cmds.push_back({"-n", a, "link", "set", v, "up"});
+        cmds.push_back({"-n", b, "link", "set", v, "up"});
         for (auto& c : cmds) {
             std::string out;
             if (int rc = run_ip(c, &out); rc != 0) {
@@ -248,8 +264,8 @@ public:
                 return -e;
             }
         }
-        ZC_LOG(debug, tag, "namespaces %s, %s up (10.213.%u.0/30, mtu %u)", a.c_str(), b.c_str(),
-               _subnet, veth_mtu);
+        ZC_LOG(debug, tag, "namespaces %s, %s up (10.213.%u.0%s, mtu %u)", a.c_str(), b.c_str(), _subnet,
+               prefix.c_str(), c.mtu);
         return 0;
     }
 
@@ -274,6 +290,7 @@ public:
     }
 
     int fd(int i) const noexcept { return _fds[i]; }
+    const std::string& name(int i) const noexcept { return _names[i]; }
     std::string addr(int host) const { return "10.213." + std::to_string(_subnet) + "." + std::to_string(host); }
 
 private:
@@ -729,6 +746,8 @@ int spawn(child& c, F&& body) {
 
 enum class proto { udp, tcp };
 
+void set_rates(kernel_result& out, proto pr, size_t payload, const report& rr, int64_t tx_window_ns);
+
 // One measurement: receiver in b, sender in a.
 void measure(const netns_pair& ns, proto pr, size_t payload, double seconds, buffers& b, kernel_result& out) {
     const pid_t me = getpid();
@@ -775,19 +794,23 @@ void measure(const netns_pair& ns, proto pr, size_t payload, double seconds, buf
 
     out.frames_sent = tr.frames;
     out.bytes_sent = tr.bytes;
+    set_rates(out, pr, payload, rr, tr.last_ns - tr.first_ns);
+}
+
+// The figures of a result from the receiver's report; `tx_window_ns` is the
+// sender's time, used when the receiver has no window (one frame or none).
+void set_rates(kernel_result& out, proto pr, size_t payload, const report& rr, int64_t tx_window_ns) {
     out.bytes_received = rr.bytes;
     out.bad_frames = rr.bad;
     out.reordered = rr.reordered;
     if (pr == proto::udp) {
         out.frames_received = rr.frames;
-        out.frames_lost = tr.frames > rr.frames ? tr.frames - rr.frames : 0;
+        out.frames_lost = out.frames_sent > rr.frames ? out.frames_sent - rr.frames : 0;
     } else {
         out.frames_received = payload ? rr.bytes / payload : 0;
     }
-    // The receiver's window; with a single frame there is none, so fall
-    // back to the sender's.
     int64_t win = rr.last_ns - rr.first_ns;
-    if (out.frames_received < 2 || win <= 0) win = tr.last_ns - tr.first_ns;
+    if (out.frames_received < 2 || win <= 0) win = tx_window_ns;
     out.seconds = win > 0 ? double(win) / 1e9 : 0;
     if (out.seconds > 0) {
         double wire_bytes = pr == proto::udp ? double(out.frames_received) * double(out.wire_frame)
@@ -1011,6 +1034,120 @@ result<kernel_result> run_kernel_tcp(size_t bulk, double seconds, std::string* w
     r.mtu = veth_mtu;
     measure(ns, proto::tcp, bulk, seconds, b, r);
     if (!r.error.empty()) ZC_LOG(warn, tag, "tcp bulk %zu: %s", bulk, r.error.c_str());
+    return r;
+}
+
+void write_udp_payload(uint8_t* p, size_t len, uint64_t seq, bool end) noexcept {
+    const uint32_t kind = end ? tag_end : tag_data;
+    memcpy(p, &seq, 8);
+    memcpy(p + 8, &kind, 4);
+    for (size_t j = hdr_size; j < len; ++j) p[j] = uint8_t((seq & 0xff) + j);
+}
+
+// Locally administered, fixed: the guests address the far end without ARP.
+constexpr const char* uplink_far_mac = "02:7a:63:75:70:02";
+
+struct uplink_veth::impl {
+    netns_pair ns;
+    buffers b;
+};
+
+uplink_veth::uplink_veth() : _p(std::make_unique<impl>()) {}
+
+uplink_veth::~uplink_veth() {
+    std::lock_guard lk(g_run_mutex);
+    _p.reset(); // ip netns del, both sides
+}
+
+result<std::unique_ptr<uplink_veth>> uplink_veth::create(uint32_t mtu, std::string* why) {
+    std::string dummy;
+    if (!why) why = &dummy;
+    if (int rc = precheck(why); rc < 0) return err(rc);
+    std::unique_ptr<uplink_veth> u(new uplink_veth);
+    std::lock_guard lk(g_run_mutex);
+    netns_config c;
+    c.mtu = mtu;
+    c.near_addr = false;
+    c.far_mac = uplink_far_mac;
+    if (int rc = u->_p->ns.setup(why, c); rc < 0) return err(rc);
+    buffers& b = u->_p->b;
+    b.pattern.resize(256 + rx_slot + 256);
+    for (size_t i = 0; i < b.pattern.size(); ++i) b.pattern[i] = uint8_t(i);
+    b.rx.resize(size_t(batch) * rx_slot);
+    b.msgs.resize(batch);
+    b.iovs.resize(size_t(batch) * 2);
+    return u;
+}
+
+std::vector<std::string> uplink_veth::near_exec() const { return {ip_binary(), "netns", "exec", near_netns()}; }
+std::string uplink_veth::near_netns() const { return _p->ns.name(0); }
+const char* uplink_veth::ifname() noexcept { return veth_name; }
+std::string uplink_veth::far_ip() const { return _p->ns.addr(2); }
+std::string uplink_veth::guest_ip(unsigned i) const { return _p->ns.addr(int(10 + i % 200)); }
+const char* uplink_veth::far_mac() noexcept { return uplink_far_mac; }
+uint16_t uplink_veth::port() noexcept { return udp_port; }
+void uplink_veth::track(pid_t pid) noexcept { register_pid(pid); }
+void uplink_veth::untrack(pid_t pid) noexcept { unregister_pid(pid); }
+
+void uplink_veth::announce() {
+    std::lock_guard lk(g_run_mutex);
+    const pid_t me = getpid();
+    const sockaddr_in to = make_addr(guest_ip(0), 9);
+    const int ns_fd = _p->ns.fd(1);
+    child c;
+    int rc = spawn(c, [&](int wfd) {
+        report r;
+        child_enter(ns_fd, me, wfd, r);
+        int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (s < 0) child_fail(wfd, r, "socket");
+        const char byte = 0;
+        sendto(s, &byte, 1, 0, reinterpret_cast<const sockaddr*>(&to), sizeof to); // queued behind the ARP request
+        send_report(wfd, r, 2);
+        _exit(0);
+    });
+    report r;
+    if (rc == 0) c.reap(!read_report(c.rfd, r, 5'000));
+}
+
+kernel_result uplink_veth::receive_udp(size_t frame, double seconds, const sender& send) {
+    kernel_result r;
+    r.proto = "udp";
+    r.frame = frame;
+    r.payload = udp_payload_for_frame(frame, &r.capped);
+    if (r.payload == 0) {
+        r.error = "frame below " + std::to_string(eth_ip_udp_overhead + min_udp_payload) + " bytes";
+        return r;
+    }
+    r.wire_frame = r.payload + eth_ip_udp_overhead;
+    std::lock_guard lk(g_run_mutex);
+    const pid_t me = getpid();
+    const int64_t hard_deadline = mono_ns() + int64_t((seconds + 20) * 1e9);
+    const sockaddr_in rx_addr = make_addr(far_ip(), udp_port);
+    netns_pair& ns = _p->ns;
+    buffers& b = _p->b;
+    child rx;
+    int rc = spawn(rx, [&](int wfd) { udp_receiver(ns.fd(1), me, wfd, rx_addr, r.payload, hard_deadline, b); });
+    if (rc < 0) {
+        r.error = std::string("fork receiver: ") + strerror(-rc);
+        return r;
+    }
+    report rr;
+    if (!read_report(rx.rfd, rr, 10'000) || rr.phase != 1) {
+        r.error = rr.what[0] ? std::string("receiver: ") + rr.what : "receiver did not start";
+        return r;
+    }
+    const int64_t t0 = mono_ns();
+    std::string why;
+    const bool sent_ok = send(&r.frames_sent, &why);
+    const int64_t t1 = mono_ns();
+    const bool rx_ok = read_report(rx.rfd, rr, sent_ok ? 15'000 : 0);
+    rx.reap(!rx_ok);
+    r.cpu_rx_seconds = r.cpu_seconds = cpu_of(rx.ru);
+    r.bytes_sent = r.frames_sent * r.payload;
+    if (!sent_ok) r.error = "sender: " + why;
+    else if (!rx_ok) r.error = "receiver did not report (timed out or died)";
+    else if (rr.err) r.error = std::string("receiver: ") + rr.what;
+    set_rates(r, proto::udp, r.payload, rr, t1 - t0);
     return r;
 }
 

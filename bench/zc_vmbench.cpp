@@ -9,7 +9,8 @@
 // receiver counts and verifies every frame; the runner reads zc-netback's
 // counters (grant-copy segments, batches, notifications) and the CPU time of
 // every process, and prints Gbit/s and Mpps next to memcpy and the kernel
-// path (two network namespaces joined by veth).
+// path (two network namespaces joined by veth). The uplink mode sends from
+// guests through zc-netback's AF_XDP uplink to a kernel socket instead.
 //
 // This file: options and the run over --repeat passes. vmbench/: guest.cpp
 // (the guest role), proc.cpp (child processes, zc-netback's counters),
@@ -29,6 +30,7 @@
 #include "link/netfront.hpp"
 #include "vmbench/guest.hpp"
 #include "vmbench/modes.hpp"
+#include "vmbench/uplink.hpp"
 
 using namespace zc;
 using namespace zc::vmbench;
@@ -45,8 +47,8 @@ const char* usage_text =
     "\n"
     "  --sizes LIST    frame sizes in bytes (default 64,256,1500,4096,9000,65535; 65535 is\n"
     "                  the largest netif frame, XEN_NETIF_MAX_TX_SIZE)\n"
-    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy,app,app-headroom,rr (default all\n"
-    "                  but app-headroom)\n"
+    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy,app,app-headroom,rr,uplink\n"
+    "                  (default all but app-headroom and uplink)\n"
     "                  zc: one gref->gref grant copy per slot; double-copy: through a bounce\n"
     "                  buffer (zc-netback --force-bounce); pressure: receivers post few RX\n"
     "                  buffers so fallback engages; app: zc-perf between applications through\n"
@@ -54,6 +56,13 @@ const char* usage_text =
     "                  app-headroom: the same with zc-stackd --tx-headers headroom (one slot);\n"
     "                  rr: request/response round trips (p50/p99/p99.9) at the sizes up to\n"
     "                  1514, through zc-netback and over the kernel's veth (UDP) in the same run\n"
+    "                  uplink (root): guest -> kernel namespace, UDP from --pairs sending guests\n"
+    "                  through zc-netback --uplink (AF_XDP on one end of a veth pair, MTU 1500)\n"
+    "                  to a kernel socket in a namespace at the other end, every byte checked;\n"
+    "                  next to the kernel-udp rows (kernel -> kernel over veth) of the same\n"
+    "                  pass. Frames up to 1514 B: larger ones than a 4 KiB UMEM frame need\n"
+    "                  AF_XDP multi-buffer (Linux 6.6+). Shows the XDP mode obtained (copy on\n"
+    "                  veth); seg/pkt etc. are per frame zc-netback put on the wire\n"
     "  --pairs LIST    guest pairs, e.g. 1,2,4,8 (default 1)\n"
     "  --queues LIST   netif queues per vif, e.g. 1,2 (default 1)\n"
     "  --workers N     zc-netback data-path threads (default: one per queue, at most the CPUs)\n"
@@ -111,9 +120,12 @@ int run(run_opts o) {
         uint32_t app_modes = 0;
         for (const char* m : {"app", "app-headroom"})
             app_modes += std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end();
-        prog.total = o.repeat * (uint32_t(o.sizes.size()) * (1 + (kernel ? 1 : 0) +
+        const bool uplink = std::find(o.modes.begin(), o.modes.end(), "uplink") != o.modes.end();
+        uint32_t uplink_sizes = 0;
+        for (size_t s : o.sizes) uplink_sizes += uplink && s <= link::eth_frame_len;
+        prog.total = o.repeat * (uint32_t(o.sizes.size()) * (1 + (kernel || uplink ? 1 : 0) +
                                                              zc_modes * uint32_t(o.pairs.size() * o.queues.size())) +
-                                 (kernel ? 1 : 0) + app_modes * app_sizes +
+                                 (kernel ? 1 : 0) + app_modes * app_sizes + uplink_sizes * uint32_t(o.pairs.size()) +
                                  (std::find(o.modes.begin(), o.modes.end(), "rr") != o.modes.end() ? 2 * app_sizes : 0));
     }
     std::printf("%-12s %7s %5s %3s %9s %8s %9s %8s %8s %7s %7s %7s %6s %7s %-6s %s\n", "mode", "frame", "pairs", "q",
@@ -132,6 +144,7 @@ int run(run_opts o) {
     std::map<size_t, row>& kern = agg.kern;
     if (o.repeat == 1) print_summary(rows, mc, kern);
     else print_repeat_summary(passes);
+    print_uplink_summary(passes);
     if (!agg.rr.empty()) {
         std::printf("\nround trips%s:\n", o.repeat > 1 ? " (median of the passes' percentiles)" : "");
         for (const rr_row& r : agg.rr) print_rr(r);
@@ -180,7 +193,7 @@ int main(int argc, char** argv) {
             o.modes = split(argv[++i]);
             for (auto& m : o.modes)
                 if (m != "zc" && m != "double-copy" && m != "pressure" && m != "kernel" && m != "memcpy" &&
-                    m != "app" && m != "app-headroom" && m != "rr") {
+                    m != "app" && m != "app-headroom" && m != "rr" && m != "uplink") {
                     std::fprintf(stderr, "zc-vmbench: unknown mode '%s'\n", m.c_str());
                     return 2;
                 }

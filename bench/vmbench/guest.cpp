@@ -12,11 +12,17 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <poll.h>
 #include <unistd.h>
 #include <vector>
 
+#include "bench/kernel_path.hpp"
 #include "hv/hv.hpp"
+#include "proto/ether.hpp"
+#include "proto/ipv4.hpp"
+#include "proto/offload.hpp"
+#include "proto/udp.hpp"
 #include "proc.hpp"
 
 namespace zc::vmbench {
@@ -90,15 +96,18 @@ bench_hdr* data_header(std::vector<uint8_t>& tmpl, const link::mac_addr& src, co
     return h;
 }
 
-int guest_send(link::netfront& nf, uint32_t phase, size_t size, double seconds, const link::mac_addr& dst) {
-    auto tmpl = make_template(size);
-    auto* h = data_header(tmpl, nf.mac(), dst, phase);
+// Sends frames for `seconds` as fast as the TX ring takes them, waiting on
+// the event channel when it is full (never spinning), then `end_copies` end
+// markers on every queue, after the data so they arrive last; reports
+// {"sent","busy","seconds"}. `frame(seq, end)` is the frame of sequence
+// number `seq`, or the end marker after `seq` frames.
+template <class Frame>
+int send_for(link::netfront& nf, size_t size, double seconds, Frame frame, int end_copies = 1) {
     uint64_t sent = 0, busy = 0;
     uint32_t nq = nf.queues();
     double t0 = now_s(), end = t0 + seconds;
     while (now_s() < end) {
-        h->seq = sent;
-        int rc = nf.send(tmpl.data(), size, uint32_t(sent % nq));
+        int rc = nf.send(frame(sent, false), size, uint32_t(sent % nq));
         if (rc == -EAGAIN) {
             busy++;
             nf.wait(20); // TX responses free pages; never spin
@@ -112,19 +121,76 @@ int guest_send(link::netfront& nf, uint32_t phase, size_t size, double seconds, 
         if ((sent & 63) == 0) nf.process_events();
     }
     double t1 = now_s();
-    // End markers: sent on every queue, after the data, so they arrive last.
-    h->kind = k_end;
-    h->seq = sent;
-    for (uint32_t q = 0; q < nq; q++)
-        for (int tries = 0; tries < 500; tries++) {
-            int rc = nf.send(tmpl.data(), std::max<size_t>(size, 60), q);
-            if (rc != -EAGAIN) break;
-            nf.wait(20);
-        }
+    // A TX ring that stays full (zc-netback gone) ends them: 10 s in all.
+    int tries = 0;
+    for (int c = 0; c < end_copies && tries < 500; c++) {
+        for (uint32_t q = 0; q < nq; q++)
+            for (; tries < 500; tries++) {
+                int rc = nf.send(frame(sent, true), std::max<size_t>(size, 60), q);
+                if (rc != -EAGAIN) break;
+                nf.wait(20);
+            }
+        if (c + 1 < end_copies) nf.wait(2); // spaced out: a full receive queue drops some
+    }
     // Let the last TX responses come back before reporting.
     for (int i = 0; i < 50; i++) nf.wait(10);
     say("{\"sent\":%" PRIu64 ",\"busy\":%" PRIu64 ",\"seconds\":%.6f}", sent, busy, t1 - t0);
     return 0;
+}
+
+int guest_send(link::netfront& nf, uint32_t phase, size_t size, double seconds, const link::mac_addr& dst) {
+    auto tmpl = make_template(size);
+    auto* h = data_header(tmpl, nf.mac(), dst, phase);
+    return send_for(nf, size, seconds, [&](uint64_t seq, bool end) {
+        h->seq = seq;
+        h->kind = end ? k_end : k_data;
+        return tmpl.data();
+    });
+}
+
+// Uplink mode: UDP/IPv4 datagrams to a kernel socket behind an uplink, in
+// the kernel path's payload format (bench/kernel_path.hpp), so its receiver
+// checks every byte. The payload past the sequence number depends only on
+// seq & 0xff: one prepared frame per value, and only the sequence number is
+// written per frame, as guest_send writes its header. UDP checksum 0 (none,
+// RFC 768), as the kernel path's sender leaves it to veth's offload.
+int guest_send_udp(link::netfront& nf, size_t size, double seconds, const link::mac_addr& dst,
+                   proto::ipv4_addr src_ip, proto::ipv4_addr dst_ip, uint16_t port) {
+    constexpr size_t l2_l4 = bench::eth_ip_udp_overhead;
+    const size_t payload = size - l2_l4;
+    auto build = [&](std::vector<uint8_t>& f, uint64_t seq, bool end) {
+        f.assign(size, 0);
+        std::span<uint8_t> out(f);
+        proto::write_eth(out, dst, nf.mac(), proto::ethertype::ipv4);
+        proto::ipv4_params ip;
+        ip.src = src_ip;
+        ip.dst = dst_ip;
+        ip.proto = proto::ip_proto::udp;
+        ip.payload_len = uint16_t(size - 14 - proto::ipv4_min_hdr_len);
+        proto::write_ipv4(out.subspan(14), ip);
+        proto::udp_params u;
+        u.src = src_ip;
+        u.dst = dst_ip;
+        u.src_port = u.dst_port = port;
+        u.payload_len = uint16_t(payload);
+        proto::write_udp(out.subspan(14 + proto::ipv4_min_hdr_len), u, 0, proto::tx_csum::none);
+        bench::write_udp_payload(f.data() + l2_l4, payload, seq, end);
+    };
+    std::vector<std::vector<uint8_t>> frames(256);
+    for (uint64_t k = 0; k < frames.size(); k++) build(frames[k], k, false);
+    std::vector<uint8_t> end_frame;
+    return send_for(
+        nf, size, seconds,
+        [&](uint64_t seq, bool end) {
+            if (end) {
+                build(end_frame, seq, true);
+                return end_frame.data();
+            }
+            uint8_t* f = frames[seq & 0xff].data();
+            std::memcpy(f + l2_l4, &seq, sizeof seq);
+            return f;
+        },
+        8);
 }
 
 int guest_recv(link::netfront& nf, uint32_t phase, size_t size, double seconds) {
@@ -319,6 +385,20 @@ int run_guest(const guest_opts& o) {
             else if (o.role == "recv") guest_echo(*nf, phase, secs);
             else if (k < 4 || !parse_mac(mac, dst, mac_allow_short)) say("{\"error\":\"bad mac\"}");
             else guest_ping(*nf, phase, size, secs, dst);
+        } else if (line.rfind("udp ", 0) == 0 && nf) {
+            // udp <size> <seconds> <dst-mac> <src-ip> <dst-ip> <port>: uplink mode's sender.
+            size_t size = 0;
+            double secs = 0;
+            char mac[32] = {}, sip[32] = {}, dip[32] = {};
+            unsigned port = 0;
+            link::mac_addr dst{};
+            proto::ipv4_addr src_ip, dst_ip;
+            int k = std::sscanf(line.c_str(), "udp %zu %lf %31s %31s %31s %u", &size, &secs, mac, sip, dip, &port);
+            if (k < 6 || size < bench::eth_ip_udp_overhead + bench::min_udp_payload || size > 65535 || port == 0 ||
+                port > 65535 || !parse_mac(mac, dst, mac_allow_short) || !proto::parse_ipv4_addr(sip, src_ip) ||
+                !proto::parse_ipv4_addr(dip, dst_ip))
+                say("{\"error\":\"bad command\"}");
+            else guest_send_udp(*nf, size, secs, dst, src_ip, dst_ip, uint16_t(port));
         } else if (line == "stats" && nf) {
             auto s = nf->stats(0);
             say("{\"tx_packets\":%" PRIu64 ",\"rx_packets\":%" PRIu64 ",\"tx_errors\":%" PRIu64

@@ -15,6 +15,9 @@ namespace zc::vmbench {
 //   connect               -> "connected <mac>" | "error <why>"
 //   run <phase> <size> <seconds> <dst-mac>   (sender)
 //   run <phase> <size> <seconds>             (receiver) -> "ready" first
+//   rr <phase> <size> <seconds> [<dst-mac>]  (request/response)
+//   udp <size> <seconds> <dst-mac> <src-ip> <dst-ip> <port>  (uplink sender:
+//                         UDP to a kernel socket behind an uplink)
 //   quit
 struct guest_opts {
     std::string role;

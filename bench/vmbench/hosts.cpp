@@ -42,7 +42,8 @@ bool dom0_host::start_dom0(const char* tag, const run_opts& o, const std::vector
     env = {{"ZCNET_HV", "emu"}, {"ZCNET_EMU_SOCK", emu->sock()}, {"ZCNET_EMU_TOKEN", emu->admin_token()},
            {"ZCNET_LOG", "warn"}};
     ctl = dir + "/netback.sock";
-    std::vector<std::string> nb{o.netback, "run", "--ctl", ctl};
+    std::vector<std::string> nb = exec_prefix;
+    nb.insert(nb.end(), {o.netback, "run", "--ctl", ctl});
     nb.insert(nb.end(), nb_args.begin(), nb_args.end());
     netback = spawn(nb, domain_env(0, true), false);
     for (int i = 0; i < 500 && ::access(ctl.c_str(), F_OK) != 0; i++) ::usleep(10000);
@@ -66,11 +67,12 @@ void dom0_host::stop_dom0() {
 }
 
 bool host::start(const run_opts& o, uint32_t pairs, const std::vector<std::string>& nb_args, uint32_t rx_buffers,
-                 uint32_t queues, std::string* why) {
+                 uint32_t queues, std::string* why, bool senders_only) {
     if (!start_dom0("vmbench", o, nb_args, why)) return false;
-    for (uint32_t g = 0; g < 2 * pairs; g++) {
+    for (uint32_t g = 0; g < (senders_only ? 1 : 2) * pairs; g++) {
         hv::domid_t d = hv::domid_t(g + 1);
-        std::vector<std::string> a{o.self, "guest", "--role", g % 2 == 0 ? "send" : "recv", "--rx-buffers",
+        const bool sends = senders_only || g % 2 == 0;
+        std::vector<std::string> a{o.self, "guest", "--role", sends ? "send" : "recv", "--rx-buffers",
                                    std::to_string(rx_buffers), "--queues", std::to_string(queues)};
         guests.push_back(spawn(a, domain_env(d)));
         std::string l;

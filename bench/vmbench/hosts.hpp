@@ -28,6 +28,11 @@ struct row {
     double gbps_min = 0, gbps_max = 0; // --repeat: the spread of the passes (gbps is their median)
     uint32_t passes = 1;
     std::string note;
+    std::string xdp_mode; // uplink rows: the XDP mode zc-netback's uplink obtained
+    // uplink rows, per frame on the wire: header copies into local memory
+    // (switching), and copies of the whole frame (grant copy into the UMEM,
+    // bounce copies, the kernel's copy in XDP copy/skb mode).
+    double hdr_copies_per_pkt = 0, copies_per_pkt = 0;
 };
 
 // A request/response measurement: round-trip times in microseconds.
@@ -66,6 +71,7 @@ struct dom0_host {
     child netback;
     std::string ctl;
     env_list env; // what every domain's process gets
+    std::vector<std::string> exec_prefix; // zc-netback's argv starts with it (e.g. ip netns exec NS)
 
     bool start_dom0(const char* tag, const run_opts& o, const std::vector<std::string>& nb_args, std::string* why);
 
@@ -74,7 +80,8 @@ struct dom0_host {
     void stop_dom0();
 };
 
-// One emulated host: broker, zc-netback with `nb_args`, `pairs` guest pairs.
+// One emulated host: broker, zc-netback with `nb_args`, `pairs` guest pairs
+// (guest 2p+1 sends to 2p+2), or with `senders_only` `pairs` sending guests.
 struct host : dom0_host {
     std::vector<child> guests; // 2 per pair: sender, receiver
     std::vector<std::string> macs;
@@ -82,7 +89,7 @@ struct host : dom0_host {
     ~host() { shutdown(); }
 
     bool start(const run_opts& o, uint32_t pairs, const std::vector<std::string>& nb_args, uint32_t rx_buffers,
-               uint32_t queues, std::string* why);
+               uint32_t queues, std::string* why, bool senders_only = false);
 
     std::vector<pid_t> pids() const;
 

@@ -9,6 +9,7 @@
 
 #include "bench/kernel_path.hpp"
 #include "link/netfront.hpp"
+#include "uplink.hpp"
 
 namespace zc::vmbench {
 namespace {
@@ -82,7 +83,8 @@ bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
             print_row(mc[s], nullptr, nullptr);
         }
     }
-    if (want("kernel")) {
+    // The kernel path's UDP rows are also the uplink mode's baseline.
+    if (want("kernel") || want("uplink")) {
         std::string why;
         prog.step("kernel-udp " + std::to_string(o.sizes.front()) + " B", o.seconds);
         size_t ki = 0;
@@ -115,26 +117,28 @@ bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
             }
             // TCP bulk: the kernel's best case (segmentation offload on the
             // veth), shown beside the frame-by-frame UDP rows.
-            const size_t bulk = 65536;
-            prog.step("kernel-tcp bulk", o.seconds);
-            auto t = bench::run_kernel_tcp(bulk, o.seconds, &why);
-            prog.clear();
-            if (!t) {
-                std::printf("%-12s skipped: %s\n", "kernel-tcp", why.c_str());
-            } else {
-                row r;
-                r.mode = "kernel-tcp";
-                r.frame = bulk;
-                r.gbps = t->gbps;
-                r.mpps = t->mpps;
-                r.frames = t->frames_received;
-                r.sent = t->frames_sent;
-                r.intact = t->integrity_ok;
-                r.cpu_s_per_gb = t->bytes_received ? t->cpu_seconds / (double(t->bytes_received) / 1e9) : 0;
-                r.note = "bulk stream, 64 KiB writes";
-                if (!t->error.empty()) r.note = t->error;
-                rows.push_back(r);
-                print_row(r, nullptr, nullptr);
+            if (want("kernel")) {
+                const size_t bulk = 65536;
+                prog.step("kernel-tcp bulk", o.seconds);
+                auto t = bench::run_kernel_tcp(bulk, o.seconds, &why);
+                prog.clear();
+                if (!t) {
+                    std::printf("%-12s skipped: %s\n", "kernel-tcp", why.c_str());
+                } else {
+                    row r;
+                    r.mode = "kernel-tcp";
+                    r.frame = bulk;
+                    r.gbps = t->gbps;
+                    r.mpps = t->mpps;
+                    r.frames = t->frames_received;
+                    r.sent = t->frames_sent;
+                    r.intact = t->integrity_ok;
+                    r.cpu_s_per_gb = t->bytes_received ? t->cpu_seconds / (double(t->bytes_received) / 1e9) : 0;
+                    r.note = "bulk stream, 64 KiB writes";
+                    if (!t->error.empty()) r.note = t->error;
+                    rows.push_back(r);
+                    print_row(r, nullptr, nullptr);
+                }
             }
         }
     }
@@ -220,6 +224,7 @@ bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
             }
         }
     }
+    if (want("uplink")) ok = run_uplink(o, prog, ps) && ok;
     if (want("rr")) ok = run_rr(o, prog, phase, ps) && ok;
     return ok;
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -73,8 +74,14 @@ child spawn(const std::vector<std::string>& argv, const env_list& env, bool pipe
     child c;
     int pin[2] = {-1, -1}, pout[2] = {-1, -1};
     if (pipes && (::pipe2(pin, O_CLOEXEC) < 0 || ::pipe2(pout, O_CLOEXEC) < 0)) return c;
+    const pid_t parent = ::getpid();
     c.pid = ::fork();
     if (c.pid == 0) {
+        // Never outlive the runner (a signal that ends it skips our
+        // destructors): SIGTERM, which zc-netback handles by stopping
+        // cleanly, detaching its XDP program.
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != parent) std::_Exit(1);
         if (pipes) {
             ::dup2(pin[0], 0);
             ::dup2(pout[1], 1);

@@ -48,6 +48,15 @@ row median_row(const std::vector<const row*>& rs) {
     return m;
 }
 
+// An uplink row's own JSON fields (none for other rows).
+std::string uplink_fields(const row& r) {
+    if (r.xdp_mode.empty()) return "";
+    char buf[160];
+    std::snprintf(buf, sizeof buf, ",\"xdp_mode\":\"%s\",\"copies_per_pkt\":%.3f,\"header_copies_per_pkt\":%.3f",
+                  r.xdp_mode.c_str(), r.copies_per_pkt, r.hdr_copies_per_pkt);
+    return buf;
+}
+
 } // namespace
 
 void print_row(const row& r, const row* mc, const row* kern) {
@@ -200,11 +209,12 @@ void write_outputs(const run_opts& o, pass& agg) {
                          "\"cpu_s_per_gb\":%.4f,\"ratio_memcpy\":%.4f,\"ratio_kernel\":%.4f,\"frames\":%" PRIu64
                          ",\"sent\":%" PRIu64 ",\"intact\":%s,\"grant_copy_segments_per_pkt\":%.3f,"
                          "\"grant_copy_batches_per_pkt\":%.4f,\"notifies_per_pkt\":%.4f,\"fallbacks_per_pkt\":%.4f,"
-                         "\"netback_us_per_pkt\":%.4f,\"passes\":%u,\"gbps_min\":%.4f,\"gbps_max\":%.4f}",
+                         "\"netback_us_per_pkt\":%.4f,\"passes\":%u,\"gbps_min\":%.4f,\"gbps_max\":%.4f%s}",
                          i ? "," : "", r.mode.c_str(), r.frame, r.pairs, r.queues, r.gbps, r.mpps, r.cpu_s_per_gb, rm,
                          rk, r.frames, r.sent, r.intact ? "true" : "false", r.segs_per_pkt, r.batches_per_pkt,
                          r.notifies_per_pkt, r.fallbacks_per_pkt, r.nb_us_per_pkt, r.passes,
-                         r.passes > 1 ? r.gbps_min : r.gbps, r.passes > 1 ? r.gbps_max : r.gbps);
+                         r.passes > 1 ? r.gbps_min : r.gbps, r.passes > 1 ? r.gbps_max : r.gbps,
+                         uplink_fields(r).c_str());
         }
         std::fprintf(f, "],\"latency\":[");
         for (size_t i = 0; i < agg.rr.size(); i++) {
