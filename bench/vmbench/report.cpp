@@ -153,6 +153,9 @@ pass median_pass(const std::vector<pass>& passes) {
 }
 
 void print_repeat_summary(const std::vector<pass>& passes) {
+    if (std::none_of(passes.front().rows.begin(), passes.front().rows.end(),
+                     [](const row& r) { return r.mode == "zc"; }))
+        return;
     std::printf("\nzc over %zu interleaved passes: median (min-max); ratios within each pass:\n", passes.size());
     std::printf("%7s %5s %6s %24s %20s %20s %20s %8s %9s\n", "frame", "pairs", "queues", "zc Gbit/s", "zc/dbl-copy",
                 "zc/kernel-udp", "zc/kernel-tcp", "fb/pkt", "nb-us/pkt");
