@@ -58,15 +58,16 @@ for _ in $(seq 1 600); do grep -q "^kernel-udp" "$dir/int.txt" && ip netns list 
 ip netns list | grep -q "^zcb-$pid-1-" || { echo "the uplink's namespaces never appeared"; cat "$dir/int.txt"; kill $pid; exit 1; }
 sleep 1
 # The emulated host's directory (zc-netback's --ctl is in it): a signal
-# ends the runner without its destructors, so that directory stays (in
-# every mode); removed here once the run is over.
+# ends the runner without its destructors; its janitor removes it.
 emu_dir=$(for p in $(pgrep -P $pid); do tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | sed -n '/^--ctl$/{n;p}'; done | head -1)
 emu_dir=${emu_dir%/netback.sock}
 kill -INT $pid
 rc=0
 wait $pid || rc=$?
 [ $rc -ne 0 ] || { echo "zc-vmbench finished despite SIGINT"; exit 1; }
-case "$emu_dir" in /tmp/zcnet-vmbench-*) rm -rf "$emu_dir" ;; esac
+[ -n "$emu_dir" ] || { echo "no emulated host directory seen"; exit 1; }
+for _ in $(seq 1 100); do [ -e "$emu_dir" ] || break; sleep 0.05; done
+if [ -e "$emu_dir" ]; then echo "$emu_dir left behind after SIGINT"; rm -rf "$emu_dir"; exit 1; fi
 sleep 0.5
 if ip netns list | grep -q "^zcb-$pid-"; then echo "namespaces left behind after SIGINT"; exit 1; fi
 [ -z "$(orphans)" ] || { echo "zc-netback left running after SIGINT: $(orphans)"; exit 1; }

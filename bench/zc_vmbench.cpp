@@ -30,6 +30,7 @@
 #include "link/netfront.hpp"
 #include "vmbench/guest.hpp"
 #include "vmbench/modes.hpp"
+#include "vmbench/proc.hpp"
 #include "vmbench/uplink.hpp"
 
 using namespace zc;
@@ -109,6 +110,8 @@ std::vector<std::string> split(const std::string& s) {
 
 int run(run_opts o) {
     std::signal(SIGPIPE, SIG_IGN);
+    start_janitor(); // before any thread: the emulated hosts' brokers
+
     progress prog;
     {
         uint32_t zc_modes = 0;

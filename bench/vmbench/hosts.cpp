@@ -31,6 +31,7 @@ bool dom0_host::start_dom0(const char* tag, const run_opts& o, const std::vector
     if (!h) return false;
     emu = std::move(*h);
     dir = emu->dir();
+    janitor_add(dir);
     auto p = emu->domain(0, 0, why);
     if (!p) return false;
     dom0 = std::move(*p);
@@ -63,6 +64,7 @@ void dom0_host::stop_dom0() {
     xs.reset();
     dom0.reset();
     emu.reset(); // stops the broker, removes the directory
+    if (!dir.empty()) janitor_remove(dir);
     dir.clear();
 }
 

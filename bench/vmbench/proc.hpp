@@ -49,6 +49,16 @@ std::string log_tail(const std::string& path, size_t max = 600);
 // CPU seconds (user + system) a process has used so far.
 double cpu_of(pid_t pid);
 
+// The emulated hosts' directories (hv/emu/host.hpp: broker socket, xenstore,
+// logs) are removed by their destructors, which a signal that ends the
+// runner skips. start_janitor() forks a process that outlives the runner:
+// it ignores the terminal's signals, and when the runner's end of its pipe
+// closes (however the runner ended) it removes every directory still
+// listed. Call it while the runner has no threads.
+void start_janitor();
+void janitor_add(const std::string& dir);
+void janitor_remove(const std::string& dir);
+
 // zc-netback's `stats` JSON over its control socket.
 std::string netback_stats(const std::string& ctl);
 
