@@ -275,7 +275,9 @@ TEST(EmuIsolation, GuestCannotGetAnotherGuestsMemory) {
     shared_msg m2;
     ASSERT_TRUE(out2.get(m2));
     EXPECT_EQ(m2.rc, 0) << "-10: got guest 1's memory; -11/-12: event-channel view wrong; -13: own view";
-    // Through the grant interface the emulation answers permission_denied.
+    // Through the grant interface: the grant names guest 2, but its page is
+    // in guest 1's base memory, which the broker never hands to another
+    // guest (hv/emu/foreign.hpp): permission_denied.
     pid_t mapper = test::spawn([&] {
         hv::emu::connect_options o; // another process of guest 2
         o.sock = host.sock();

@@ -129,6 +129,10 @@ public:
     // GNTST_* code per page; the emu reports the exact code Xen's
     // GNTTABOP_map_grant_ref returns, the xen backend (gntdev hides it)
     // reports GNTST_general_error for every page of a failed batch.
+    // A guest maps (and copies) grants other guests made to it on both;
+    // emu, unprivileged caller: only grants of exportable shares
+    // (gntshr::share_exportable), others are GNTST_permission_denied
+    // (hv/emu/foreign.hpp).
     virtual result<mapping> map(uint32_t count, const domid_t* doms, const gref_t* refs,
                                 bool writable, int16_t* status = nullptr) noexcept = 0;
     // Errors: -EINVAL if `m` is not a live mapping of this handle.

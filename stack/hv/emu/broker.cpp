@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/log.hpp"
+#include "hv/emu/foreign.hpp"
 #include "hv/emu/grant.hpp"
 #include "hv/emu/layout.hpp"
 #include "hv/emu/proto.hpp"
@@ -109,6 +110,8 @@ struct domain {
     bool privileged = false;                // may get other domains' memory and tables
     int region_fds[region_slots];           // -1 = unpopulated (layout.hpp, "memory regions")
     uint32_t region_pages = 0;              // populated pages over all regions
+    foreign_pins fpins;                     // its pins on other domains' grants (foreign.hpp)
+    region_lent lent;                       // which domains hold which of its regions
 
     domain() noexcept { std::fill(std::begin(region_fds), std::end(region_fds), -1); }
     region_slot* regions() const noexcept {
@@ -185,6 +188,8 @@ struct broker::impl {
     int op_region_new(domain& me, const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept;
     int op_region_free(domain& me, const proto::request& r) noexcept;
     int op_region_get(const conn& c, const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept;
+    int op_grant_pin(domain& me, const proto::request& r, proto::reply_header& h, int* fds, int& nfds) noexcept;
+    int op_grant_unpin(domain& me, const proto::request& r) noexcept;
     void describe(const domain& d, uint32_t mask, proto::reply_header& h, int* fds, int& nfds) const noexcept;
     bool is_admin(const proto::request& r) const noexcept { return same_token(r.token, admin); }
     int alloc_port(domain& d) noexcept;
@@ -401,7 +406,10 @@ void broker::impl::destroy_domain(domid_t id) noexcept {
     // (Xen's gnttab_release_mappings), so those granters can end access.
     uint32_t released = 0;
     for (auto& [gid, g] : domains)
-        if (gid != id) released += release_pins_of(g.grants, id);
+        if (gid != id) {
+            released += release_pins_of(g.grants, id);
+            g.fpins.forget(id); // its tables go: pins on them are gone with them
+        }
     if (released && !opts.quiet) ZC_LOG(info, tag, "domain %u: released %u grant pins", unsigned(id), released);
     xs.remove_domain(id);
     ::unlink(d.xs_path.c_str());
@@ -485,6 +493,8 @@ int broker::impl::op_hello(conn& c, const proto::request& r, proto::reply_header
         d.fds[proto::fd_bindings] = e;
         d.bindings = static_cast<evtchn_binding*>(map_fd(e, bindings_memfd_bytes));
         if (!d.bindings) return d.close_all(), -ENOMEM;
+        d.grants.mem_pages = d.mem_pages;
+        d.grants.regions = d.regions();
         seal_readonly(e);
         if ((e = make_memfd(pfx + "-evtbits", sizeof(evtchn_bitmaps))) < 0) return d.close_all(), e;
         d.fds[proto::fd_bitmaps] = e;
@@ -533,7 +543,9 @@ int broker::impl::op_get_domain(const conn& c, const proto::request& r, proto::r
     }
     auto me = domains.find(c.dom);
     if (me == domains.end() || !me->second.privileged) {
-        ZC_LOG(warn, tag, "pid %d (domain %u): refused domain %u's memory: not a privileged domain", int(c.pid),
+        // Debug only: every unprivileged domain's first map or copy of
+        // another's grant asks, then goes through grant_pin (foreign.hpp).
+        ZC_LOG(debug, tag, "pid %d (domain %u): refused domain %u's memory: not a privileged domain", int(c.pid),
                unsigned(c.dom), unsigned(r.a));
         return -EPERM;
     }
@@ -616,6 +628,40 @@ int broker::impl::op_region_get(const conn& c, const proto::request& r, proto::r
     return 0;
 }
 
+// An unprivileged domain's map or copy of another domain's grant: validated
+// and pinned here, against the granter's tables (foreign.hpp). The GNTST_*
+// code goes in h.a; rc is 0 unless the request itself is malformed.
+int broker::impl::op_grant_pin(domain& me, const proto::request& r, proto::reply_header& h, int* fds,
+                               int& nfds) noexcept {
+    if (r.c & ~uint32_t(proto::pin_readonly | proto::pin_map)) return -EINVAL;
+    auto it = domains.find(domid_t(r.a));
+    // Xen rcu_lock_domain_by_id(). A domain's own grants are mapped in its
+    // own process (grant.cpp), never asked for here.
+    int16_t st = GNTST_bad_domain;
+    if (r.a < max_domains && it != domains.end() && it->first != me.id) {
+        domain& g = it->second;
+        pinned_page p = foreign_pin(granter_ref{g.grants, g.region_fds, g.lent}, g.generation, me.fpins, me.id, r.b,
+                                    r.c & proto::pin_readonly, r.c & proto::pin_map);
+        st = p.status;
+        if (st == GNTST_okay) {
+            h.b = p.page;
+            h.c = g.generation;
+            fds[0] = p.fd;
+            nfds = 1;
+        }
+    }
+    h.a = uint32_t(uint16_t(st));
+    return 0;
+}
+
+int broker::impl::op_grant_unpin(domain& me, const proto::request& r) noexcept {
+    if (r.c & ~uint32_t(proto::pin_readonly | proto::pin_map)) return -EINVAL;
+    auto it = domains.find(domid_t(r.a));
+    const bool same = r.a < max_domains && it != domains.end() && it->second.generation == r.d;
+    return foreign_unpin(same ? &it->second.grants : nullptr, me.fpins, domid_t(r.a), r.d, r.b,
+                         r.c & proto::pin_readonly);
+}
+
 void broker::impl::handle(conn& c) noexcept {
     proto::request r{};
     int in_fds[proto::max_fds];
@@ -652,6 +698,8 @@ void broker::impl::handle(conn& c) noexcept {
         case proto::op::region_new: rc = op_region_new(*me, r, h, out_fds, n_out); break;
         case proto::op::region_free: rc = op_region_free(*me, r); break;
         case proto::op::region_get: rc = op_region_get(c, r, h, out_fds, n_out); break;
+        case proto::op::grant_pin: rc = op_grant_pin(*me, r, h, out_fds, n_out); break;
+        case proto::op::grant_unpin: rc = op_grant_unpin(*me, r); break;
         case proto::op::evtchn_open:
             if (n_in != 1) {
                 rc = -EINVAL;
@@ -771,6 +819,8 @@ void broker::impl::handle(conn& c) noexcept {
     for (int i = 0; i < n_in; i++) ::close(in_fds[i]);
     h.rc = rc;
     reply(cfd, h, text.data(), text.size(), rc < 0 ? nullptr : out_fds, rc < 0 ? 0 : n_out);
+    // grant_pin's fd is made for this reply; every other op's are borrowed.
+    if (r.code == proto::op::grant_pin && n_out == 1) ::close(out_fds[0]);
 }
 
 // ---------------------------------------------------------------------------

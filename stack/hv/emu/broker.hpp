@@ -32,7 +32,11 @@
 //     driver domain) of another domain: memory, grant table and active table,
 //     to perform grant map and copy in its own process as on its vCPU
 //   - an unprivileged domain of another domain: -EPERM for get_domain; its
-//     event-channel tables only (get_evtchn), to notify
+//     event-channel tables only (get_evtchn), to notify; and, for a grant
+//     that domain made to it, the grant validated and pinned by the broker
+//     and the memory region holding it if every page of the region is
+//     granted to it, read-only unless all are writable (grant_pin,
+//     foreign.hpp)
 //   - every memfd is sealed against shrink and grow (F_SEAL_SHRINK,
 //     F_SEAL_GROW, F_SEAL_SEAL), so nobody can truncate memory another
 //     process has mapped (SIGBUS) or reseal it

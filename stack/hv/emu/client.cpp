@@ -408,6 +408,34 @@ result<int> client::evtchn_handle_fd(domid_t d, uint16_t handle) noexcept {
     return it->second;
 }
 
+// The broker's side is foreign.cpp.
+client::foreign_page client::grant_pin(domid_t granter, gref_t ref, bool readonly, bool mapflag) noexcept {
+    const uint32_t flags = (readonly ? proto::pin_readonly : 0u) | (mapflag ? proto::pin_map : 0u);
+    proto::request r = proto::req(proto::op::grant_pin, granter, ref, flags, 0);
+    reply rep;
+    foreign_page out;
+    if (call(&r, sizeof r, rep) < 0) return out;
+    out.status = int16_t(uint16_t(rep.h.a));
+    if (out.status != GNTST_okay || rep.nfds != 1 || rep.h.b >= region_max_pages) {
+        rep.close_fds();
+        if (out.status == GNTST_okay) {
+            // A reply we cannot use: give the pin back rather than keep it.
+            (void)grant_unpin(granter, rep.h.c, ref, readonly);
+            out.status = GNTST_general_error;
+        }
+        return out;
+    }
+    out.fd = rep.fds[0];
+    out.offset = uint64_t(rep.h.b) * page_size;
+    out.gen = rep.h.c;
+    return out;
+}
+
+int client::grant_unpin(domid_t granter, uint32_t gen, gref_t ref, bool readonly) noexcept {
+    proto::request r = proto::req(proto::op::grant_unpin, granter, ref, readonly ? proto::pin_readonly : 0u, gen);
+    return call_rc(&r, sizeof r);
+}
+
 result<std::vector<domid_t>> client::list_domains() noexcept {
     proto::request r = req(proto::op::list_domains, 0, 0, 0, 0);
     std::memcpy(r.token, _token, sizeof r.token);

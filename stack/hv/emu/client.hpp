@@ -139,6 +139,21 @@ public:
     // closes; -1 when none is mapped here.
     int frame_fd(const domain_view& v, uint32_t frame, uint64_t* offset) const noexcept;
 
+    // Grant map/copy of another domain's grant by an unprivileged domain:
+    // the broker validates and pins it (foreign.hpp). status is Xen's
+    // GNTST_* (GNTST_general_error when the broker cannot be asked); when
+    // GNTST_okay, `fd` (the caller closes it) holds the granted page at
+    // offset `offset`, and `gen` goes back to grant_unpin.
+    struct foreign_page {
+        int16_t status = GNTST_general_error;
+        int fd = -1;
+        uint64_t offset = 0;
+        uint32_t gen = 0;
+    };
+    foreign_page grant_pin(domid_t granter, gref_t ref, bool readonly, bool mapflag) noexcept;
+    // Drop one pin grant_pin made. 0, -EINVAL (no such pin), or the broker's error.
+    int grant_unpin(domid_t granter, uint32_t gen, gref_t ref, bool readonly) noexcept;
+
     // Administrative: list of live domains, broker shutdown.
     result<std::vector<domid_t>> list_domains() noexcept;
     int shutdown_broker() noexcept;

@@ -434,8 +434,7 @@ public:
         std::lock_guard g(_maps_lock);
         for (auto& [addr, rec] : _maps) {
             ::munmap(reinterpret_cast<void*>(addr), size_t{rec.count} * page_size);
-            for (uint32_t i = 0; i < rec.count; ++i)
-                release(*rec.pins[i].v, rec.pins[i].ref, !rec.writable);
+            for (uint32_t i = 0; i < rec.count; ++i) unpin(rec.pins[i], !rec.writable);
         }
     }
 
@@ -446,10 +445,19 @@ public:
     op_counters counters() const noexcept override { return _ctr.snapshot(); }
 
 private:
+    // A pinned grant: of a domain mapped here (v; ourselves, or any domain
+    // when privileged), or pinned by the broker for us (foreign: an
+    // unprivileged domain's pin on another's grant, foreign.hpp), whose
+    // page is at `off` in `fd` until it is mapped.
     struct pin {
-        const domain_view* v = nullptr; // null: not pinned
+        const domain_view* v = nullptr; // null and !foreign: not pinned
         gref_t ref = 0;
         uint32_t frame = 0;
+        bool foreign = false;
+        domid_t dom = 0;
+        uint32_t gen = 0;
+        int fd = -1;
+        uint64_t off = 0;
     };
     struct map_record {
         uint32_t count;
@@ -461,14 +469,25 @@ private:
     struct claim {
         const domain_view* v = nullptr;
         gref_t ref = 0;
-        uint8_t* page = nullptr;
+        uint8_t* page = nullptr; // foreign: a mapping of the page, ours to unmap
+        bool foreign = false;
+        domid_t dom = 0;
+        uint32_t gen = 0;
     };
 
     const domain_view* lookup(domid_t d, int16_t* st) noexcept;
-    int16_t claim_gref(claim& c, const domain_view* v, gref_t ref, bool readonly) noexcept;
+    int16_t pin_foreign(domid_t d, gref_t ref, bool readonly, bool mapflag, pin& out) noexcept;
+    void unpin(pin& p, bool readonly) noexcept;
+    int16_t claim_gref(claim& c, const domain_view* v, domid_t d, gref_t ref, bool readonly) noexcept;
     void drop(claim& c, bool readonly) noexcept {
-        if (!c.v) return;
-        release(*c.v, c.ref, readonly);
+        if (c.v) {
+            release(*c.v, c.ref, readonly);
+        } else if (c.foreign) {
+            ::munmap(c.page, page_size); // before the pin goes, as unmap does
+            (void)_c.grant_unpin(c.dom, c.gen, c.ref, readonly);
+        } else {
+            return;
+        }
         c = claim{};
     }
     int16_t copy_one(copy_segment& s, claim& src, claim& dst) noexcept;
@@ -480,6 +499,10 @@ private:
     // by the client, so a cached pointer stays valid; the registry
     // generation says whether it is still the live domain behind the domid.
     std::unique_ptr<std::atomic<const domain_view*>[]> _views;
+    // Set once the broker refused us another domain's memory: we are not
+    // privileged (that never changes), so other domains' grants are pinned
+    // through the broker from then on.
+    std::atomic<bool> _unprivileged{false};
     std::mutex _maps_lock; // protects _maps
     std::unordered_map<uintptr_t, map_record> _maps; // addr -> live mapping
     atomic_counters _ctr;
@@ -487,7 +510,8 @@ private:
 
 // The view of granter `d`, or nullptr with *st = GNTST_bad_domain (no such
 // live domain) or GNTST_permission_denied (the broker gives an unprivileged
-// domain no other domain's memory or tables, broker.hpp "Who gets what").
+// domain no other domain's memory or tables, broker.hpp "Who gets what":
+// its grants are pinned through the broker, pin_foreign).
 const domain_view* emu_gnttab::lookup(domid_t d, int16_t* st) noexcept {
     *st = GNTST_bad_domain;
     if (d >= max_domains) return nullptr;
@@ -497,9 +521,16 @@ const domain_view* emu_gnttab::lookup(domid_t d, int16_t* st) noexcept {
     const uint32_t gen = slot.generation.load(std::memory_order_acquire);
     const domain_view* v = _views[d].load(std::memory_order_acquire);
     if (v && v->generation == gen) return v;
+    if (d != _self && _unprivileged.load(std::memory_order_relaxed)) {
+        *st = GNTST_permission_denied;
+        return nullptr;
+    }
     auto r = _c.view(d); // first use of this domain (or a new domain behind the domid)
     if (!r) {
-        if (r.error() == -EPERM) *st = GNTST_permission_denied;
+        if (r.error() == -EPERM) {
+            *st = GNTST_permission_denied;
+            _unprivileged.store(true, std::memory_order_relaxed);
+        }
         return nullptr;
     }
     v = r.value();
@@ -521,9 +552,13 @@ result<mapping> emu_gnttab::map(uint32_t count, const domid_t* doms, const gref_
         int16_t st = GNTST_bad_domain;
         const domain_view* v = lookup(doms[i], &st);
         uint32_t frame = 0;
-        if (v) st = acquire(*v, refs[i], _self, !writable, true, &frame);
-        if (st == GNTST_okay) pins[i] = pin{v, refs[i], frame};
-        if (st == GNTST_okay && _c.region_sync(*v, frame) < 0) st = GNTST_general_error; // pinned: released below
+        if (v) {
+            st = acquire(*v, refs[i], _self, !writable, true, &frame);
+            if (st == GNTST_okay) pins[i] = pin{v, refs[i], frame};
+            if (st == GNTST_okay && _c.region_sync(*v, frame) < 0) st = GNTST_general_error; // pinned: released below
+        } else if (st == GNTST_permission_denied) {
+            st = pin_foreign(doms[i], refs[i], !writable, true, pins[i]);
+        }
         if (status) status[i] = st;
         ok = ok && st == GNTST_okay;
     }
@@ -541,13 +576,30 @@ result<mapping> emu_gnttab::map(uint32_t count, const domid_t* doms, const gref_
         }
         const int prot = PROT_READ | (writable ? PROT_WRITE : 0);
         for (uint32_t i = 0; ok && i < count;) {
+            if (pins[i].foreign) {
+                // One page of the memfd the broker gave (read-only for a
+                // read-only pin: PROT_WRITE would fail).
+                void* at = static_cast<uint8_t*>(area) + size_t{i} * page_size;
+                void* got = ::mmap(at, page_size, prot, MAP_SHARED | MAP_FIXED, pins[i].fd, off_t(pins[i].off));
+                ::close(pins[i].fd);
+                pins[i].fd = -1;
+                if (got == MAP_FAILED) {
+                    ZC_LOG(warn, tag, "mmap of d%u gref %u: %s", unsigned(pins[i].dom), unsigned(pins[i].ref),
+                           std::strerror(errno));
+                    if (status) status[i] = GNTST_general_error;
+                    ok = false;
+                    rc = -ENOMEM;
+                }
+                ++i;
+                continue;
+            }
             uint32_t n = 1;
             // A run stays within one memfd: the base memory or one region.
             const domain_view& v = *pins[i].v;
             auto backing = [&v](uint32_t f) {
                 return f < v.mem_pages ? ~0u : (f - v.mem_pages) / region_max_pages;
             };
-            while (i + n < count && pins[i + n].v == pins[i].v &&
+            while (i + n < count && !pins[i + n].foreign && pins[i + n].v == pins[i].v &&
                    pins[i + n].frame == pins[i].frame + n && backing(pins[i + n].frame) == backing(pins[i].frame))
                 ++n;
             void* at = static_cast<uint8_t*>(area) + size_t{i} * page_size;
@@ -572,8 +624,7 @@ result<mapping> emu_gnttab::map(uint32_t count, const domid_t* doms, const gref_
     if (!ok) {
         // gntdev: a batch that fails anywhere leaves nothing mapped or pinned.
         if (area != MAP_FAILED) ::munmap(area, size_t{count} * page_size);
-        for (uint32_t i = 0; i < count; ++i)
-            if (pins[i].v) release(*pins[i].v, pins[i].ref, !writable);
+        for (uint32_t i = 0; i < count; ++i) unpin(pins[i], !writable);
         return err(rc);
     }
 
@@ -596,17 +647,51 @@ int emu_gnttab::unmap(mapping& m) noexcept {
     // Unmap before unpinning: once the pins go the granter may end access
     // and reuse the frames, and we must not be able to touch them then.
     ::munmap(m.addr, size_t{rec.count} * page_size);
-    for (uint32_t i = 0; i < rec.count; ++i) release(*rec.pins[i].v, rec.pins[i].ref, !rec.writable);
+    for (uint32_t i = 0; i < rec.count; ++i) unpin(rec.pins[i], !rec.writable);
     atomic_counters::add(_ctr.unmaps, rec.count);
     m = mapping{};
     return 0;
 }
 
+// Another domain's grant, validated and pinned by the broker (foreign.hpp).
+int16_t emu_gnttab::pin_foreign(domid_t d, gref_t ref, bool readonly, bool mapflag, pin& out) noexcept {
+    const client::foreign_page fp = _c.grant_pin(d, ref, readonly, mapflag);
+    if (fp.status == GNTST_okay) out = pin{nullptr, ref, 0, true, d, fp.gen, fp.fd, fp.offset};
+    return fp.status;
+}
+
+// Undo a pin of either kind (the caller has unmapped its page).
+void emu_gnttab::unpin(pin& p, bool readonly) noexcept {
+    if (p.v) {
+        release(*p.v, p.ref, readonly);
+    } else if (p.foreign) {
+        if (p.fd >= 0) ::close(p.fd);
+        (void)_c.grant_unpin(p.dom, p.gen, p.ref, readonly);
+    }
+    p = pin{};
+}
+
 // Xen gnttab_copy_claim_buf for a gref side; keeps the claim when the
-// segment names the same grant as the previous one.
-int16_t emu_gnttab::claim_gref(claim& c, const domain_view* v, gref_t ref, bool readonly) noexcept {
-    if (c.v == v && c.ref == ref) return GNTST_okay;
+// segment names the same grant as the previous one. `v` null: domain `d`'s
+// grant is pinned through the broker and its page mapped here until the
+// claim is dropped.
+int16_t emu_gnttab::claim_gref(claim& c, const domain_view* v, domid_t d, gref_t ref, bool readonly) noexcept {
+    if (c.ref == ref && (v ? c.v == v : c.foreign && c.dom == d)) return GNTST_okay;
     drop(c, readonly);
+    if (!v) {
+        pin p;
+        const int16_t st = pin_foreign(d, ref, readonly, false, p);
+        if (st != GNTST_okay) return st;
+        void* page = ::mmap(nullptr, page_size, PROT_READ | (readonly ? 0 : PROT_WRITE), MAP_SHARED, p.fd,
+                            off_t(p.off));
+        ::close(p.fd);
+        if (page == MAP_FAILED) {
+            (void)_c.grant_unpin(d, p.gen, ref, readonly);
+            return GNTST_general_error;
+        }
+        c = claim{nullptr, ref, static_cast<uint8_t*>(page), true, d, p.gen};
+        return GNTST_okay;
+    }
     uint32_t frame = 0;
     const int16_t st = acquire(*v, ref, _self, readonly, false, &frame);
     if (st != GNTST_okay) return st;
@@ -614,7 +699,7 @@ int16_t emu_gnttab::claim_gref(claim& c, const domain_view* v, gref_t ref, bool 
         release(*v, ref, readonly);
         return GNTST_general_error;
     }
-    c = claim{v, ref, v->mem + size_t{frame} * page_size};
+    c = claim{v, ref, v->mem + size_t{frame} * page_size, false, v->dom, 0};
     return GNTST_okay;
 }
 
@@ -637,16 +722,18 @@ int16_t emu_gnttab::copy_one(copy_segment& s, claim& src, claim& dst) noexcept {
 
     // Xen gnttab_copy_lock_domains(): both domains before either grant;
     // rcu_lock_domain_by_any_id() accepts DOMID_SELF.
+    // A domain we may not map (permission_denied) is pinned through the
+    // broker in claim_gref.
     const domain_view *sv = nullptr, *dv = nullptr;
+    const domid_t sd = s.source.foreign.domid == DOMID_SELF ? _self : s.source.foreign.domid;
+    const domid_t dd = s.dest.foreign.domid == DOMID_SELF ? _self : s.dest.foreign.domid;
     int16_t lst = GNTST_bad_domain;
-    if (sg && !(sv = lookup(s.source.foreign.domid == DOMID_SELF ? _self : s.source.foreign.domid, &lst)))
-        return lst;
-    if (dg && !(dv = lookup(s.dest.foreign.domid == DOMID_SELF ? _self : s.dest.foreign.domid, &lst)))
-        return lst;
+    if (sg && !(sv = lookup(sd, &lst)) && lst != GNTST_permission_denied) return lst;
+    if (dg && !(dv = lookup(dd, &lst)) && lst != GNTST_permission_denied) return lst;
 
     const uint8_t* from;
     if (sg) {
-        if (int16_t st = claim_gref(src, sv, s.source.foreign.ref, true); st)
+        if (int16_t st = claim_gref(src, sv, sd, s.source.foreign.ref, true); st)
             return st;
         from = src.page + s.source.foreign.offset;
     } else {
@@ -655,7 +742,7 @@ int16_t emu_gnttab::copy_one(copy_segment& s, claim& src, claim& dst) noexcept {
     }
     uint8_t* to;
     if (dg) {
-        if (int16_t st = claim_gref(dst, dv, s.dest.foreign.ref, false); st)
+        if (int16_t st = claim_gref(dst, dv, dd, s.dest.foreign.ref, false); st)
             return st;
         to = dst.page + s.dest.foreign.offset;
     } else {
@@ -821,6 +908,13 @@ uint32_t release_pins_of(const domain_view& granter, domid_t dead) noexcept {
     }
     return released;
 }
+
+int16_t pin_grant(const domain_view& granter, gref_t ref, domid_t ldom, bool readonly, bool mapflag,
+                  uint32_t* frame) noexcept {
+    return acquire(granter, ref, ldom, readonly, mapflag, frame);
+}
+
+void unpin_grant(const domain_view& granter, gref_t ref, bool readonly) noexcept { release(granter, ref, readonly); }
 
 namespace test_hooks {
 void set_copy_hook(copy_hook_fn fn, void* arg) noexcept {

@@ -8,7 +8,9 @@
 //   mapper    validates the entry, sets/clears GTF_reading/GTF_writing with
 //             cmpxchg and keeps pin counts in the granter's active table, as
 //             Xen's map_grant_ref / acquire_grant_for_copy do; all of it runs
-//             in the mapper's process, the broker is never asked.
+//             in the mapper's process, the broker is never asked, except by
+//             an unprivileged domain for another domain's grant: the broker
+//             validates and pins that one (foreign.hpp)
 #pragma once
 
 #include <cstdint>
@@ -61,6 +63,15 @@ std::unique_ptr<gnttab> make_gnttab(client& c);
 // end access again. Call only once no process of `dead` runs any more.
 // Returns the number of grant entries released.
 uint32_t release_pins_of(const domain_view& granter, domid_t dead) noexcept;
+
+// Pin grant `ref` of `granter` for domain `ldom` as Xen's map_grant_ref
+// (mapflag) or acquire_grant_for_copy (!mapflag) does, with its GNTST_*
+// codes; *frame is the granter's frame. unpin_grant undoes one pin. For
+// the broker, which pins on behalf of unprivileged domains (foreign.hpp);
+// `granter` needs gnttab, active, mem_pages and regions.
+int16_t pin_grant(const domain_view& granter, gref_t ref, domid_t ldom, bool readonly, bool mapflag,
+                  uint32_t* frame) noexcept;
+void unpin_grant(const domain_view& granter, gref_t ref, bool readonly) noexcept;
 
 namespace test_hooks {
 // Called by gnttab::copy after both sides of a segment are claimed (pins and

@@ -13,7 +13,7 @@
 namespace zc::hv::emu::proto {
 
 inline constexpr uint32_t magic = 0x7a63656d; // "zcem"
-inline constexpr uint32_t version = 3;
+inline constexpr uint32_t version = 4;
 inline constexpr size_t token_bytes = 32; // a secret: the admin token or one domain's token
 
 // A token's text form (admin.token, $ZCNET_EMU_TOKEN): 2 * token_bytes
@@ -62,6 +62,18 @@ enum class op : uint32_t {
     region_free,          // a = region index (own domain)
     region_get,           // a = domid, b = region index (own, or privileged caller)
                           //   -> a = gen, b = pages, fd[0] = its memfd
+    // An unprivileged domain's map or copy of another domain's grant
+    // (foreign.hpp): the broker validates and pins it.
+    grant_pin,            // a = granter, b = gref, c = pin_flags -> rc = 0 or -errno; a = the GNTST_*
+                          //   code (int16_t); when GNTST_okay: b = the page's index in fd[0],
+                          //   c = the granter's generation, fd[0] = the region memfd (read-only
+                          //   unless the pin is writable)
+    grant_unpin,          // a = granter, b = gref, c = pin_flags, d = the generation grant_pin gave
+};
+
+enum pin_flags : uint32_t {
+    pin_readonly = 1, // a read-only pin (GNTMAP_readonly; a copy's source)
+    pin_map = 2,      // GNTTABOP_map_grant_ref rather than GNTTABOP_copy (GTF_sub_page refused)
 };
 
 enum hello_flags : uint32_t {
