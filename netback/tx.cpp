@@ -355,6 +355,7 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     const bool over = !opt.force_bounce && dq->count != 0 && dq->held_tx + tx_slots > held_tx_max &&
                       now - dq->last_rx >= std::chrono::microseconds(opt.pressure_hold_us);
     const bool first = dq->count == 0;
+    const bool first_held = dq->nforeign == 0; // no zero-copy frame's hold timer is armed yet
     if (first) dq->last_rx = now; // stall clock starts when something waits
     rx_item& it = dq->at(dq->count);
     it = rx_item{};
@@ -404,13 +405,17 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     dq->rx.request_event_after(dq->rx.req_prod());
     // Another worker's queue: its owner arms the timers of what waits
     // (service_rx, convert_held), so it needs waking when they change: the
-    // first item, a conversion started, or the source running short (the
-    // pressure_hold_us timer). Items behind a waiting head expire after it;
+    // first item, the first zero-copy item (behind bounced ones, which have
+    // no hold timer: without the wake-up its hold_ms went unnoticed and it
+    // kept the source's slots until the drain timeout), a conversion
+    // started, or the source running short (the pressure_hold_us timer).
+    // Zero-copy items behind a zero-copy one are held and expire after it;
     // waking the owner for every batch made each unicast batch a
     // cross-worker wake-up while a receiver was behind.
     if (std::find(w.touched.begin(), w.touched.end(), dq) == w.touched.end()) w.touched.push_back(dq);
     dq->rx_rearm.store(true, std::memory_order_relaxed); // its timers (service_rx) take the new frame
-    if (dq->w != &w && (first || opt.force_bounce || runs_short(*qp, 0)))
+    if (dq->w != &w && (first || (first_held && !it.bounced && !it.converting) || opt.force_bounce ||
+                        runs_short(*qp, 0)))
         dq->rx_kick.store(true, std::memory_order_relaxed);
 }
 
