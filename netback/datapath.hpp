@@ -96,7 +96,8 @@ struct datapath_options {
     // frame beyond a vif's rx_queue_max (xenvif_rx_queue_tail). 0: the
     // default, a quarter of the pool per sender and an eighth per receiver
     // (512 KiB with 1024 buffers: Linux's XENVIF_RX_QUEUE_BYTES), at least
-    // one 64 KiB frame; bounce_quota_off: no quota (the pool is the only bound).
+    // one 64 KiB frame (none with force_bounce: the baseline measures the
+    // copies); bounce_quota_off: no quota (the pool is the only bound).
     uint64_t bounce_src_quota = 0;
     uint64_t bounce_dst_quota = 0;
     // TX slots of its senders that one destination queue may hold with

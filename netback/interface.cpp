@@ -31,10 +31,13 @@ result<std::unique_ptr<datapath>> datapath::create(hv::port& port, const datapat
     std::unique_ptr<impl> p(new (std::nothrow) impl(port, o, std::move(on_fatal)));
     if (!p) return fail(-ENOMEM, "out of memory");
     // The quotas' defaults: a quarter (sender) and an eighth (receiver) of
-    // the bounce pool, at least one 64 KiB frame (datapath_options).
+    // the bounce pool, at least one 64 KiB frame (datapath_options); none
+    // for the double-copy baseline, which measures the copies.
     const uint64_t pool_bytes = uint64_t(o.bounce_buffers) * hv::page_size;
-    p->bounce_src_quota = o.bounce_src_quota ? o.bounce_src_quota : std::max<uint64_t>(pool_bytes / 4, 65536);
-    p->bounce_dst_quota = o.bounce_dst_quota ? o.bounce_dst_quota : std::max<uint64_t>(pool_bytes / 8, 65536);
+    const uint64_t src_default = o.force_bounce ? bounce_quota_off : std::max<uint64_t>(pool_bytes / 4, 65536);
+    const uint64_t dst_default = o.force_bounce ? bounce_quota_off : std::max<uint64_t>(pool_bytes / 8, 65536);
+    p->bounce_src_quota = o.bounce_src_quota ? o.bounce_src_quota : src_default;
+    p->bounce_dst_quota = o.bounce_dst_quota ? o.bounce_dst_quota : dst_default;
     p->held_tx_max = o.held_tx_slots ? o.held_tx_slots : ring_slots / 2;
     auto tab = port.open_gnttab();
     if (!tab) return fail(tab.error(), "open gnttab");

@@ -363,8 +363,10 @@ bool datapath::impl::check_rx_stall(queue& dq, time_point now, time_point& next)
 // held_tx_slots. A destination that keeps taking frames paces its sources
 // instead (each frame copied once). A frame that must move but gets no
 // bounce buffers (over the sender's or this vif's quota, or the pool dry)
-// is dropped, counted: the source gets its slots back either way, as Linux
-// drops what does not fit a vif's RX queue.
+// keeps waiting while this destination takes frames (it paces the source,
+// its frames leave as it posts buffers); once it has taken nothing for
+// pressure_hold_us the frame is dropped, counted: the source gets its
+// slots back either way, as Linux drops what does not fit a vif's RX queue.
 void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point now, time_point& next,
                                   std::vector<conversion>& convs, packet_refs& drops) noexcept {
     queue& dq = *dqp;
@@ -398,6 +400,10 @@ void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point 
             const uint32_t slots = it.tx_slots;
             if (const bounce_rc rc = start_conversion(dqp, it, cv); rc != bounce_rc::ok) {
                 convs.pop_back();
+                if (!idle) { // retried when it would count as idle
+                    next = std::min(next, std::max(idle_since + pressure_hold, now + std::chrono::milliseconds(1)));
+                    break;
+                }
                 count_bounce_drop(rc, *it.src_core, *dq.core);
                 discard_held(dq, it, drops);
             }

@@ -119,6 +119,15 @@ TEST_F(NetbackBounce, Item3_HostileSourceToDeadDestinationsDoesNotStarveOthers) 
             while (!stop.load() && !room(*h, ring_size)) h->wait_event(2);
         }
     });
+    // A failed assertion returns early: the flood stops then too.
+    struct joiner {
+        std::atomic<bool>& stop;
+        std::thread& t;
+        ~joiner() {
+            stop = true;
+            if (t.joinable()) t.join();
+        }
+    } join_hostile{stop, hostile};
 
     // The flood has had time to take what it can.
     ASSERT_TRUE(eventually([&] { return info(1).stats.tx_packets > 1200; }, 20000));
