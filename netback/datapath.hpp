@@ -102,10 +102,17 @@ struct datapath_options {
     uint64_t bounce_dst_quota = 0;
     // TX slots of its senders that one destination queue may hold with
     // zero-copy frames while it takes nothing (it published nothing for
-    // pressure_hold_us): beyond, its frames move to bounce buffers at once
-    // (within the quotas) or are dropped, counted, so that a sender keeps
-    // slots for its other destinations. 0: half a TX ring (128).
+    // idle_ms): beyond, its frames move to bounce buffers at once (within
+    // the quotas) or are dropped, counted, so that a sender keeps slots for
+    // its other destinations. 0: half a TX ring (128).
     uint32_t held_tx_slots = 0;
+    // A destination that published nothing for this long while frames wait
+    // takes nothing: held_tx_slots applies, and a frame that must leave its
+    // source's slots but gets no bounce buffers is dropped (before, it
+    // waits: a receiver that keeps taking frames paces its sources,
+    // losslessly). Long enough that a receiver descheduled for a moment is
+    // not taken for a dead one.
+    uint32_t idle_ms = 10;
 };
 
 // datapath_options::bounce_src_quota / bounce_dst_quota: no quota.

@@ -48,7 +48,7 @@ const char* usage_text =
     "usage: zc-netback [run] [--workers N] [--max-queues N] [--no-split-evtchn]\n"
     "                  [--force-bounce] [--rx-queue N] [--drain-ms MS] [--ctl PATH]\n"
     "                  [--bounce-buffers N] [--bounce-src-quota BYTES|off]\n"
-    "                  [--bounce-dst-quota BYTES|off] [--held-tx-slots N]\n"
+    "                  [--bounce-dst-quota BYTES|off] [--held-tx-slots N] [--idle-ms MS]\n"
     "                  [--uplink IFNAME]... [--xdp-mode any|zc|copy|skb] [--xdp-batch N]\n"
     "                  [--uplink-frames N] [--uplink-aging S]\n"
     "                  [--metrics-file PATH [--metrics-interval S]]\n"
@@ -86,6 +86,9 @@ const char* usage_text =
     "--held-tx-slots N TX slots of its senders one vif's queue may hold zero-copy while it\n"
     "                  takes nothing; beyond, frames go to bounce buffers at once or are\n"
     "                  dropped, so a sender keeps slots for its other vifs (default 128)\n"
+    "--idle-ms MS      a vif that published nothing for MS while frames wait takes nothing:\n"
+    "                  --held-tx-slots applies, fallbacks over a quota are dropped (before,\n"
+    "                  they wait: it paces its senders) (default 10)\n"
     "--uplink IFNAME   an AF_XDP uplink on IFNAME (repeatable): a switch port to the wire\n"
     "                  and the host; zc-netback's XDP program is attached while it runs\n"
     "--xdp-mode M      any (default: driver zero-copy, else driver copy, else generic),\n"
@@ -525,6 +528,7 @@ int main(int argc, char** argv) {
         else if (a == "--bounce-src-quota" && num(65536, 1l << 40, v)) o.dp.bounce_src_quota = uint64_t(v);
         else if (a == "--bounce-dst-quota" && num(65536, 1l << 40, v)) o.dp.bounce_dst_quota = uint64_t(v);
         else if (a == "--held-tx-slots" && num(1, 65536, v)) o.dp.held_tx_slots = uint32_t(v);
+        else if (a == "--idle-ms" && num(1, 3600000, v)) o.dp.idle_ms = uint32_t(v);
         else if (a == "--ctl" && i + 1 < argc) ctl = argv[++i];
         else if (a == "--uplink" && i + 1 < argc) ups.push_back(uplink_options{.ifname = argv[++i]});
         else if (a == "--xdp-mode" && i + 1 < argc) up_o.mode = argv[++i];

@@ -359,13 +359,13 @@ bool datapath::impl::check_rx_stall(queue& dq, time_point now, time_point& next)
 // pressure_hold_us while its source runs short, this destination has
 // published nothing for as long and has room for what the source would
 // send next (half of rx_queue_bytes), or while this destination, taking
-// nothing for as long, holds more of its sources' TX slots than
+// nothing for idle_ms, holds more of its sources' TX slots than
 // held_tx_slots. A destination that keeps taking frames paces its sources
 // instead (each frame copied once). A frame that must move but gets no
 // bounce buffers (over the sender's or this vif's quota, or the pool dry)
 // keeps waiting while this destination takes frames (it paces the source,
 // its frames leave as it posts buffers); once it has taken nothing for
-// pressure_hold_us the frame is dropped, counted: the source gets its
+// idle_ms the frame is dropped, counted: the source gets its
 // slots back either way, as Linux drops what does not fit a vif's RX queue.
 void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point now, time_point& next,
                                   std::vector<conversion>& convs, packet_refs& drops) noexcept {
@@ -373,8 +373,9 @@ void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point 
     const auto pressure_hold = std::chrono::microseconds(opt.pressure_hold_us);
     const time_point idle_since = dq.last_rx;
     const bool room = dq.held_bytes <= opt.rx_queue_bytes / 2;
-    const bool idle = now - idle_since >= pressure_hold;
-    if (!idle && dq.held_tx > held_tx_max) next = std::min(next, idle_since + pressure_hold);
+    const auto idle_after = std::chrono::milliseconds(opt.idle_ms);
+    const bool idle = now - idle_since >= idle_after;
+    if (!idle && dq.held_tx > held_tx_max) next = std::min(next, idle_since + idle_after);
     // Slots this pass gives back per source: convert only what it needs.
     std::pair<const queue*, uint32_t> freeing[4] = {};
     auto freeing_of = [&freeing](const queue* src) -> uint32_t* {
@@ -401,7 +402,7 @@ void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point 
             if (const bounce_rc rc = start_conversion(dqp, it, cv); rc != bounce_rc::ok) {
                 convs.pop_back();
                 if (!idle) { // retried when it would count as idle
-                    next = std::min(next, std::max(idle_since + pressure_hold, now + std::chrono::milliseconds(1)));
+                    next = std::min(next, std::max(idle_since + idle_after, now + std::chrono::milliseconds(1)));
                     break;
                 }
                 count_bounce_drop(rc, *it.src_core, *dq.core);

@@ -338,8 +338,8 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
 // bounded in entries, bytes and the RX slots they need (XSA-392: never an
 // unbounded queue for a frontend that does not post buffers). It keeps the
 // source's slots (zero copy) until delivered or converted to bounce buffers
-// (convert_held), unless this destination, taking nothing for
-// pressure_hold_us, holds held_tx_slots of its sources' TX slots already:
+// (convert_held), unless this destination, taking nothing for idle_ms,
+// holds held_tx_slots of its sources' TX slots already:
 // then it moves to bounce buffers at once, or is dropped (counted) when
 // they are over a quota, so that the source keeps slots for its other
 // destinations.
@@ -353,7 +353,7 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     }
     const uint32_t tx_slots = p.nslots + p.extra_count;
     const bool over = !opt.force_bounce && dq->count != 0 && dq->held_tx + tx_slots > held_tx_max &&
-                      now - dq->last_rx >= std::chrono::microseconds(opt.pressure_hold_us);
+                      now - dq->last_rx >= std::chrono::milliseconds(opt.idle_ms);
     const bool first = dq->count == 0;
     const bool first_held = dq->nforeign == 0; // no zero-copy frame's hold timer is armed yet
     if (first) dq->last_rx = now; // stall clock starts when something waits

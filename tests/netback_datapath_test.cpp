@@ -557,6 +557,7 @@ TEST_F(NetbackDatapath, ShortSourceIsPacedNotBouncedWhileTheReceiverTakesFrames)
     netback::datapath_options o;
     o.hold_ms = 60000;
     o.pressure_hold_us = 300000; // the receiver below publishes every ~20 ms
+    o.idle_ms = 300;             // and so takes frames (held_tx_slots does not apply)
     start(o);
     auto a = guest(1), b = guest(2, false, true, /*post=*/0);
     ASSERT_TRUE(a && b);
