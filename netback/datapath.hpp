@@ -55,6 +55,10 @@ struct vif_params {
     // The toolstack's "mtu" for the frontend (0: no limit). Non-GSO frames
     // larger than mtu + 18 are not delivered to this vif (netback/offload.hpp).
     uint32_t mtu = 0;
+    // The direct path (ring/zc_direct.hpp): the frontend wrote
+    // feature-zc-direct and its release ring's grant.
+    bool zc_direct = false;
+    hv::gref_t zc_release_ring_ref = 0;
 };
 
 struct datapath_options {
@@ -87,6 +91,10 @@ struct datapath_options {
     // rx_stall_timeout_msecs, XSA-392). 0 disables stall detection.
     uint32_t stall_timeout_ms = 60000;
     uint32_t bounce_buffers = 1024;      // 4 KiB bounce buffers shared by all vifs (fallback copies)
+    // Direct path: descriptors one sending vif may have outstanding at one
+    // receiving vif (not yet released); beyond it, NETIF_RSP_ERROR (the
+    // sender falls back to the ordinary path). 1..1024.
+    uint32_t direct_per_peer = 128;
 };
 
 // Per-vif counters (vif_stats): netback/counters.hpp, one list with each
@@ -174,6 +182,8 @@ struct vif_info {
     bool rx_stalled;                 // some queue is stalled (Linux: carrier off)
     uint32_t mtu;                    // vif_params::mtu (0: no limit)
     std::string disabled_reason;
+    bool zc_direct = false;              // negotiated the direct path
+    uint32_t direct_outstanding = 0;     // gauge: descriptors given to this vif, not yet released
     vif_stats stats;
     std::vector<queue_info> queue_state; // one per queue, in index order
 };

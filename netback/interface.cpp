@@ -26,6 +26,8 @@ result<std::unique_ptr<datapath>> datapath::create(hv::port& port, const datapat
     if (o.batch == 0 || o.batch > 1024) return fail(-EINVAL, "batch must be 1..1024");
     if (o.rx_queue_limit == 0 || o.rx_queue_limit > 65536) return fail(-EINVAL, "rx_queue_limit must be 1..65536");
     if (o.rx_queue_bytes < 65536) return fail(-EINVAL, "rx_queue_bytes must hold one 64 KiB frame");
+    if (o.direct_per_peer == 0 || o.direct_per_peer > direct_cookies)
+        return fail(-EINVAL, "direct_per_peer must be 1.." + std::to_string(direct_cookies));
     std::unique_ptr<impl> p(new (std::nothrow) impl(port, o, std::move(on_fatal)));
     if (!p) return fail(-ENOMEM, "out of memory");
     auto tab = port.open_gnttab();
@@ -105,6 +107,10 @@ int datapath::add_vif(const vif_params& prm, std::string* why) noexcept {
             d.remove_locked_out(v);
             return rc;
         }
+    }
+    if (int rc = d.attach_direct(*core, why); rc < 0) {
+        d.remove_locked_out(v);
+        return rc;
     }
     {
         std::lock_guard g(d.vifs_lock);
@@ -254,15 +260,22 @@ void datapath::impl::remove_locked_out(const std::shared_ptr<vif>& v) noexcept {
             if (q->rx_map.addr) (void)tab->unmap(q->rx_map);
         }
     }
-    // Completing other vifs' packets needs a worker context for the
-    // response batching; use a private one (no worker loop involved).
-    if (!drops.empty()) {
-        worker tmp;
-        tmp.dp = this;
-        for (auto& r : drops) {
-            if (r.second->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
-            complete_tx(tmp, *r.first, &r.second, 1);
-        }
+    complete_refs_now(drops);
+    // The direct path: what this vif held as a receiver is completed, what
+    // it had outstanding as a sender is dropped (direct.cpp).
+    direct_receiver_gone(*v->core);
+    direct_sender_gone(*v->core);
+}
+
+// Completing other vifs' packets needs a worker context for the response
+// batching; use a private one (no worker loop involved).
+void datapath::impl::complete_refs_now(packet_refs& refs) noexcept {
+    if (refs.empty()) return;
+    worker tmp;
+    tmp.dp = this;
+    for (auto& r : refs) {
+        if (r.second->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
+        complete_tx(tmp, *r.first, &r.second, 1);
     }
 }
 
@@ -326,6 +339,8 @@ std::vector<vif_info> datapath::vifs() const {
             std::lock_guard rg(c.reason_lock);
             i.disabled_reason = c.reason;
         }
+        i.zc_direct = c.direct != nullptr;
+        if (c.direct) i.direct_outstanding = c.direct->outstanding.load(std::memory_order_relaxed);
         i.stats = c.ctr.snapshot();
         out.push_back(std::move(i));
     }
