@@ -125,6 +125,9 @@ std::string stats_json(backend& b) {
                       fe_state, v.disabled ? "true" : "false");
         out += buf;
         out += json_escape(v.disabled_reason) + "\"";
+        // The direct path: negotiated, and descriptors not yet released (a gauge).
+        out += std::string(",\"zc_direct\":") + (v.zc_direct ? "true" : "false") +
+               ",\"direct_outstanding\":" + std::to_string(v.direct_outstanding);
         // Every counter of the schema (netback/counters.hpp), in its order.
         for (size_t k = 0; k < vif_stats::schema_size; k++)
             out += std::string(",\"") + vif_stats::schema[k].name + "\":" + std::to_string(s.field(k));
