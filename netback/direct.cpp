@@ -269,15 +269,16 @@ void datapath::impl::process_releases(worker& w, queue& q) noexcept {
             seen += n;
             if (more) break;
         }
+        // Counted before the receiver can see the answers.
+        bump(c.ctr.direct_releases, refs.size());
+        bump(c.ctr.direct_bad_releases, bad);
         if (seen) notify = rg.push_responses_and_check_notify();
     }
     if (impossible) fatal(w, c, format("impossible number of releases: req_prod %u req_cons %u size %u", prod, cons,
                                        zd::release_back_ring::size));
     if (more) q.tx_kick.store(true, std::memory_order_relaxed);
     if (notify) q.w->notify(q.tx_port, c);
-    bump(c.ctr.direct_releases, refs.size());
     if (bad) {
-        bump(c.ctr.direct_bad_releases, bad);
         if (c.drop_log.allow())
             ZC_LOG(warn, tag, "vif%u.%u: %u releases of unknown, stale or duplicate cookies ignored", unsigned(c.dom),
                    c.devid, bad);
