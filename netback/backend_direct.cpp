@@ -39,14 +39,14 @@ void backend::read_direct_keys(device& d, vif_params& p) noexcept {
 // the direct path whose set changed, in one transaction each (the frontend
 // watches the directory and sees all of a change or none of it). Only
 // vifs with the toolstack's `mac` key count (the source checks pass for
-// that MAC only), and never the frontend's own domain.
+// that MAC only); never the vif itself.
 void backend::publish_direct_peers() noexcept {
     for (auto& [k, d] : _devices) {
         if (!d->vif_added || !d->direct) continue;
         std::vector<std::pair<std::string, std::string>> want;
         for (auto& [k2, e] : _devices)
-            if (e.get() != d.get() && e->vif_added && e->direct && e->mac_configured && e->frontend != d->frontend)
-                want.emplace_back(to_string(e->mac), std::to_string(e->frontend));
+            if (e.get() != d.get() && e->vif_added && e->direct && e->mac_configured)
+                want.emplace_back(zd::peer_key(e->mac.b.data()), std::to_string(e->frontend));
         std::sort(want.begin(), want.end());
         if (want == d->peers_written) continue;
         const std::string dir = d->be_path + "/" + zd::key_peers;
@@ -57,9 +57,12 @@ void backend::publish_direct_peers() noexcept {
                 rc = t.error();
                 break;
             }
-            _xs->rm(dir, *t);
-            for (auto& [mac, dom] : want) _xs->write(dir + "/" + mac, dom, *t);
-            rc = _xs->transaction_end(*t, false);
+            _xs->rm(dir, *t); // -ENOENT the first time
+            int wrc = 0;
+            for (auto& [mac, dom] : want)
+                if (int e = _xs->write(dir + "/" + mac, dom, *t); e < 0) wrc = e;
+            rc = _xs->transaction_end(*t, wrc < 0);
+            if (rc == 0 && wrc < 0) rc = wrc;
         }
         if (rc < 0) {
             DEV_LOG(*d, warn, "vif %s: cannot publish %s: %d", d->key.c_str(), zd::key_peers, rc);

@@ -8,7 +8,8 @@
 //
 // xenstore (each end writes only its own directory):
 //   backend:  feature-zc-direct = "1"
-//             zc-direct-peers/<mac> = "<domid>"  (aa:bb:cc:dd:ee:ff, lower case)
+//             zc-direct-peers/<mac> = "<domid>"  (<mac> as aa-bb-cc-dd-ee-ff,
+//             lower case: ':' is not a valid xenstore path character)
 //   frontend: feature-zc-direct = "1"
 //             zc-direct-release-ring-ref = "<gref>" (one page, writable by
 //             the backend: the release ring below)
@@ -38,6 +39,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <string>
 
 #include "ring/netif_ring.hpp"
 
@@ -58,6 +61,18 @@ namespace zc::ring::zc_direct {
 inline constexpr const char* key_feature = "feature-zc-direct";
 inline constexpr const char* key_release_ring = "zc-direct-release-ring-ref";
 inline constexpr const char* key_peers = "zc-direct-peers";
+
+// The name of a peer's entry under key_peers: its MAC as aa-bb-cc-dd-ee-ff.
+inline std::string peer_key(const uint8_t* mac) { // 6 bytes
+    static const char hex[] = "0123456789abcdef";
+    std::string s;
+    for (int i = 0; i < 6; ++i) {
+        if (i) s += '-';
+        s += hex[mac[i] >> 4];
+        s += hex[mac[i] & 15];
+    }
+    return s;
+}
 
 // Private extra types: far above XEN_NETIF_EXTRA_TYPE_MAX, so that no
 // upstream type added later collides (the field is a uint8_t).
