@@ -10,7 +10,7 @@
 // (items_per_second, the whole loop: both frontends and the worker share
 // the machine).
 //
-//   build/release/bench/bench_netback_direct --benchmark_min_time=2s
+//   build/release/bench/bench_netback_direct --benchmark_min_time=2
 #include <benchmark/benchmark.h>
 
 #include <dirent.h>
