@@ -1,313 +1,42 @@
 // SPDX-License-Identifier: MIT
 // Kernel path baseline: see kernel_path.hpp for what is measured and how.
 //
-// Structure: the parent creates the namespace pair with iproute2 (spawned,
-// never through a shell), opens both /run/netns files, allocates every buffer
+// Structure: the parent creates the namespace pair (kernel_netns.cpp), opens
+// both /run/netns files, allocates every buffer
 // the children will need, then forks the receiver, waits for its "ready"
 // report, forks the sender, and collects a fixed-size report from each over a
 // pipe plus its rusage from wait4. The children only make system calls and
 // touch memory allocated before fork: the runner that calls us may have
 // threads, and after fork only async-signal-safe work is safe there.
-#include "bench/kernel_path.hpp"
+#include "bench/kernel_path_impl.hpp"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <climits>
 #include <cstring>
-#include <iterator>
-#include <mutex>
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
 
-extern char** environ;
-
 namespace zc::bench {
-namespace {
-
-constexpr const char* tag = "kpath";
-
-// Datagram header: u64 sequence number, u32 tag. The rest of the payload is
-// byte j = (seq + j) & 0xff, so a payload from the wrong datagram, a shifted
-// one or a corrupted one fails the check, and the check is one memcmp.
-constexpr uint32_t tag_data = 0x5a43424b; // "ZCBK"
-constexpr uint32_t tag_end = 0x5a434545;  // end marker
-constexpr size_t hdr_size = 12;
-static_assert(hdr_size == min_udp_payload);
-constexpr int batch = 32;             // sendmmsg/recvmmsg batch
-constexpr size_t rx_slot = 65536;     // > max_udp_payload: oversize shows as MSG_TRUNC
-constexpr uint16_t udp_port = 47213;
-constexpr uint16_t tcp_port = 47214;
-// TCP stream byte at offset o is o % 251: a prime period never lines up with
-// write or read sizes, so a lost, repeated or reordered chunk is caught.
-constexpr size_t tcp_period = 251;
-constexpr size_t tcp_rx_buf = 256 * 1024;
-constexpr int end_markers = 8;        // UDP may drop some; the receiver also has an idle timeout
-constexpr int64_t rx_idle_ns = 1'000'000'000;
-constexpr const char* veth_name = "zcv0"; // same name in both namespaces: each has its own
-
-// ---------------------------------------------------------------------------
-// Signal-time cleanup registry. Plain arrays, written before the resource
-// exists and cleared after it is gone, so a handler sees a superset.
-
-constexpr int max_slots = 4;
-char g_ns_paths[max_slots][96];
-volatile sig_atomic_t g_ns_used[max_slots];
-volatile pid_t g_pids[max_slots];
-constexpr int g_sigs[] = {SIGINT, SIGTERM, SIGHUP};
-struct sigaction g_old_actions[std::size(g_sigs)];
-std::mutex g_run_mutex; // one measurement at a time: the registry is global
-
-int register_ns(const std::string& path) noexcept {
-    for (int i = 0; i < max_slots; ++i) {
-        if (!g_ns_used[i]) {
-            snprintf(g_ns_paths[i], sizeof g_ns_paths[i], "%s", path.c_str());
-            g_ns_used[i] = 1;
-            return i;
-        }
-    }
-    return -1;
-}
-
-void register_pid(pid_t p) noexcept {
-    for (auto& slot : g_pids) {
-        if (slot == 0) {
-            slot = p;
-            return;
-        }
-    }
-}
-
-void unregister_pid(pid_t p) noexcept {
-    for (auto& slot : g_pids)
-        if (slot == p) slot = 0;
-}
-
-void on_signal(int sig) {
-    int saved_errno = errno; // a chained handler may return into code reading errno
-    kernel_path_emergency_cleanup();
-    // Hand the signal on to whoever had it before us (default: terminate).
-    for (size_t i = 0; i < std::size(g_sigs); ++i)
-        if (g_sigs[i] == sig) sigaction(sig, &g_old_actions[i], nullptr);
-    raise(sig);
-    errno = saved_errno;
-}
-
-void install_handlers() noexcept {
-    struct sigaction sa{};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < std::size(g_sigs); ++i) {
-        sigaction(g_sigs[i], nullptr, &g_old_actions[i]);
-        // An ignored signal (e.g. SIGINT of a background job) does not stop
-        // the process, so it must not stop the measurement either.
-        if (g_old_actions[i].sa_handler != SIG_IGN) sigaction(g_sigs[i], &sa, nullptr);
-    }
-}
-
-void restore_handlers() noexcept {
-    for (size_t i = 0; i < std::size(g_sigs); ++i) sigaction(g_sigs[i], &g_old_actions[i], nullptr);
-}
-
-// ---------------------------------------------------------------------------
-// iproute2
-
-const char* ip_binary() noexcept {
-    // Prefer an absolute path: /usr/sbin is not on every user's PATH.
-    for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"})
-        if (access(p, X_OK) == 0) return p;
-    return "ip";
-}
-
-// Runs `ip args...`; returns its exit status (0 ok) or -errno when it could
-// not run. *out receives stdout+stderr, trimmed.
-int run_ip(const std::vector<std::string>& args, std::string* out) {
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0) return -errno;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, pfd[1], 2);
-    std::vector<char*> argv;
-    const char* bin = ip_binary();
-    argv.push_back(const_cast<char*>(bin));
-    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    pid_t pid = -1;
-    int rc = posix_spawnp(&pid, bin, &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pfd[1]);
-    // A signal mid-setup must not leave `ip netns add` running behind us.
-    if (rc == 0) register_pid(pid);
-    std::string text;
-    if (rc == 0) {
-        char buf[512];
-        for (;;) {
-            ssize_t n = read(pfd[0], buf, sizeof buf);
-            if (n > 0) text.append(buf, size_t(n));
-            else if (n < 0 && errno == EINTR) continue;
-            else break;
-        }
-    }
-    close(pfd[0]);
-    if (rc != 0) {
-        if (out) *out = std::string("cannot run ") + bin + ": " + strerror(rc);
-        return -rc;
-    }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    unregister_pid(pid);
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-    if (out) *out = text;
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-}
-
-std::string join(const std::vector<std::string>& v) {
-    std::string s = "ip";
-    for (auto& a : v) s += " " + a;
-    return s;
-}
-
-std::atomic<unsigned> g_counter{0};
-
-// A namespace pair joined by a veth, configured and always removed.
-class netns_pair {
-public:
-    netns_pair() = default;
-    netns_pair(const netns_pair&) = delete;
-    netns_pair& operator=(const netns_pair&) = delete;
-    ~netns_pair() { teardown(); }
-
-    int setup(std::string* why) {
-        kernel_path_remove_stale();
-        unsigned n = g_counter.fetch_add(1);
-        _subnet = n % 250;
-        std::string base = kernel_netns_prefix() + std::to_string(n);
-        _names[0] = base + "-a";
-        _names[1] = base + "-b";
-        install_handlers();
-        _handlers = true;
-        for (int i = 0; i < 2; ++i) {
-            // Registered before it exists: a signal mid-creation still cleans up.
-            _slots[i] = register_ns("/run/netns/" + _names[i]);
-            std::string out;
-            int rc = run_ip({"netns", "add", _names[i]}, &out);
-            if (rc != 0) {
-                *why = "ip netns add " + _names[i] + " failed: " + out;
-                return rc < 0 ? rc : -ENOTSUP;
-            }
-            _created[i] = true;
-        }
-        const std::string a = _names[0], b = _names[1], v = veth_name, mtu = std::to_string(veth_mtu);
-        std::vector<std::vector<std::string>> cmds = {
-            // Created inside a, peer moved straight into b: nothing ever
-            // appears in the caller's namespace.
-            {"-n", a, "link", "add", v, "type", "veth", "peer", "name", v, "netns", b},
-            {"-n", a, "link", "set", v, "mtu", mtu},
-            {"-n", b, "link", "set", v, "mtu", mtu},
-            {"-n", a, "addr", "add", addr(1) + "/30", "dev", v},
-            {"-n", b, "addr", "add", addr(2) + "/30", "dev", v},
-            {"-n", a, "link", "set", "lo", "up"},
-            {"-n", b, "link", "set", "lo", "up"},
-            {"-n", a, "link", "set", v, "up"},
-            {"-n", b, "link", "set", v, "up"},
-        };
-        for (auto& c : cmds) {
-            std::string out;
-            if (int rc = run_ip(c, &out); rc != 0) {
-                *why = join(c) + " failed: " + out;
-                return -EIO;
-            }
-        }
-        for (int i = 0; i < 2; ++i) {
-            _fds[i] = open(("/run/netns/" + _names[i]).c_str(), O_RDONLY | O_CLOEXEC);
-            if (_fds[i] < 0) {
-                int e = errno;
-                *why = "open /run/netns/" + _names[i] + ": " + strerror(e);
-                return -e;
-            }
-        }
-        ZC_LOG(debug, tag, "namespaces %s, %s up (10.213.%u.0/30, mtu %u)", a.c_str(), b.c_str(),
-               _subnet, veth_mtu);
-        return 0;
-    }
-
-    void teardown() noexcept {
-        for (int i = 0; i < 2; ++i) {
-            if (_fds[i] >= 0) close(_fds[i]);
-            _fds[i] = -1;
-            if (_created[i]) {
-                // Deleting either namespace destroys the veth pair with it.
-                std::string out;
-                int rc = run_ip({"netns", "del", _names[i]}, &out);
-                struct stat st;
-                if (rc != 0 && stat(("/run/netns/" + _names[i]).c_str(), &st) == 0)
-                    ZC_LOG(warn, tag, "ip netns del %s: %s", _names[i].c_str(), out.c_str());
-                _created[i] = false;
-            }
-            if (_slots[i] >= 0) g_ns_used[_slots[i]] = 0;
-            _slots[i] = -1;
-        }
-        if (_handlers) restore_handlers();
-        _handlers = false;
-    }
-
-    int fd(int i) const noexcept { return _fds[i]; }
-    std::string addr(int host) const { return "10.213." + std::to_string(_subnet) + "." + std::to_string(host); }
-
-private:
-    std::string _names[2];
-    bool _created[2] = {false, false};
-    int _slots[2] = {-1, -1};
-    int _fds[2] = {-1, -1};
-    unsigned _subnet = 0;
-    bool _handlers = false;
-};
+namespace detail {
 
 // ---------------------------------------------------------------------------
 // Children
-
-struct report {
-    uint32_t phase = 0; // 1 ready, 2 done
-    int32_t err = 0;    // negative errno
-    char what[64] = {};
-    uint64_t frames = 0, bytes = 0, bad = 0, reordered = 0;
-    int64_t first_ns = 0, last_ns = 0;
-    uint64_t lost = 0;                      // request/response: requests without an answer
-    int64_t p50_ns = 0, p99_ns = 0, p999_ns = 0; // request/response: round-trip percentiles
-};
-static_assert(sizeof(report) <= PIPE_BUF, "reports are written atomically");
-
-// Everything a child touches, allocated by the parent before fork.
-struct buffers {
-    std::vector<uint8_t> pattern;    // UDP: byte i = i & 0xff; TCP: byte i = i % 251
-    std::vector<uint8_t> rx;         // UDP: batch slots; TCP: one read buffer
-    std::vector<uint8_t> hdrs;       // UDP sender: one header per batch slot
-    std::vector<mmsghdr> msgs;
-    std::vector<iovec> iovs;
-    std::vector<int64_t> rtt;        // request/response: one round trip per entry
-};
 
 void send_report(int fd, report& r, uint32_t phase) noexcept {
     r.phase = phase;
@@ -322,12 +51,10 @@ void send_report(int fd, report& r, uint32_t phase) noexcept {
     _exit(1);
 }
 
-// Common start of both children: die with the parent, default signal
-// dispositions (ours would run the parent's cleanup), enter the namespace.
 void child_enter(int ns_fd, pid_t parent, int report_fd, report& r) noexcept {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(1);
-    for (int s : g_sigs) signal(s, SIG_DFL);
+    default_signals();
     if (setns(ns_fd, CLONE_NEWNET) < 0) child_fail(report_fd, r, "setns");
 }
 
@@ -659,7 +386,6 @@ double machine_busy_seconds() noexcept {
     return hz > 0 ? double(busy) / double(hz) : -1;
 }
 
-// Reads one report; false on timeout or when the child died first.
 bool read_report(int fd, report& r, int timeout_ms) noexcept {
     int64_t deadline = mono_ns() + int64_t(timeout_ms) * 1'000'000;
     size_t got = 0;
@@ -677,57 +403,6 @@ bool read_report(int fd, report& r, int timeout_ms) noexcept {
     }
     return true;
 }
-
-struct child {
-    pid_t pid = -1;
-    int rfd = -1;
-    rusage ru{};
-
-    // Reaps the child (killing it first when `kill_it`), keeping its rusage.
-    void reap(bool kill_it) noexcept {
-        if (pid > 0) {
-            if (kill_it) kill(pid, SIGKILL);
-            int st;
-            while (wait4(pid, &st, 0, &ru) < 0 && errno == EINTR) {}
-            unregister_pid(pid);
-            pid = -1;
-        }
-        if (rfd >= 0) close(rfd);
-        rfd = -1;
-    }
-    ~child() { reap(true); }
-};
-
-double cpu_of(const rusage& ru) noexcept {
-    return double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-// Forks `body(write_fd)` as a child; the parent keeps the read end.
-template <class F>
-int spawn(child& c, F&& body) {
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0) return -errno;
-    pid_t p = fork();
-    if (p < 0) {
-        int e = errno;
-        close(pfd[0]);
-        close(pfd[1]);
-        return -e;
-    }
-    if (p == 0) {
-        close(pfd[0]);
-        body(pfd[1]); // never returns
-        _exit(127);
-    }
-    register_pid(p);
-    close(pfd[1]);
-    c.pid = p;
-    c.rfd = pfd[0];
-    return 0;
-}
-
-enum class proto { udp, tcp };
 
 // One measurement: receiver in b, sender in a.
 void measure(const netns_pair& ns, proto pr, size_t payload, double seconds, buffers& b, kernel_result& out) {
@@ -775,19 +450,21 @@ void measure(const netns_pair& ns, proto pr, size_t payload, double seconds, buf
 
     out.frames_sent = tr.frames;
     out.bytes_sent = tr.bytes;
+    set_rates(out, pr, payload, rr, tr.last_ns - tr.first_ns);
+}
+
+void set_rates(kernel_result& out, proto pr, size_t payload, const report& rr, int64_t tx_window_ns) {
     out.bytes_received = rr.bytes;
     out.bad_frames = rr.bad;
     out.reordered = rr.reordered;
     if (pr == proto::udp) {
         out.frames_received = rr.frames;
-        out.frames_lost = tr.frames > rr.frames ? tr.frames - rr.frames : 0;
+        out.frames_lost = out.frames_sent > rr.frames ? out.frames_sent - rr.frames : 0;
     } else {
         out.frames_received = payload ? rr.bytes / payload : 0;
     }
-    // The receiver's window; with a single frame there is none, so fall
-    // back to the sender's.
     int64_t win = rr.last_ns - rr.first_ns;
-    if (out.frames_received < 2 || win <= 0) win = tr.last_ns - tr.first_ns;
+    if (out.frames_received < 2 || win <= 0) win = tx_window_ns;
     out.seconds = win > 0 ? double(win) / 1e9 : 0;
     if (out.seconds > 0) {
         double wire_bytes = pr == proto::udp ? double(out.frames_received) * double(out.wire_frame)
@@ -802,21 +479,10 @@ void measure(const netns_pair& ns, proto pr, size_t payload, double seconds, buf
 }
 
 // Common checks before touching namespaces.
-int precheck(std::string* why) {
-    if (geteuid() != 0) {
-        *why = "kernel path needs root (network namespaces)";
-        return -EPERM;
-    }
-    std::string out;
-    int rc = run_ip({"-V"}, &out);
-    if (rc != 0) {
-        *why = "iproute2 `ip` unavailable: " + out;
-        return -ENOTSUP;
-    }
-    return 0;
-}
 
-} // namespace
+} // namespace detail
+
+using namespace detail;
 
 size_t udp_payload_for_frame(size_t frame, bool* capped) noexcept {
     if (capped) *capped = false;
@@ -827,68 +493,6 @@ size_t udp_payload_for_frame(size_t frame, bool* capped) noexcept {
         p = max_udp_payload;
     }
     return p;
-}
-
-std::string kernel_netns_prefix() { return "zcb-" + std::to_string(getpid()) + "-"; }
-
-void kernel_path_emergency_cleanup() noexcept {
-    for (auto& p : g_pids) {
-        pid_t pid = p;
-        if (pid > 0) kill(pid, SIGKILL);
-    }
-    // Reap them first: an `ip netns add` that is still running could
-    // otherwise create its namespace after we removed its path.
-    for (auto& p : g_pids) {
-        pid_t pid = p;
-        if (pid > 0) {
-            while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
-            p = 0;
-        }
-    }
-    // What `ip netns del` does: the bind mount keeps the namespace alive; once
-    // it and our (dying) children are gone, the kernel frees it and the veth.
-    for (int i = 0; i < max_slots; ++i) {
-        if (!g_ns_used[i]) continue;
-        umount2(g_ns_paths[i], MNT_DETACH);
-        unlink(g_ns_paths[i]);
-    }
-}
-
-int kernel_path_remove_stale() noexcept {
-    DIR* d = opendir("/run/netns");
-    if (!d) return 0;
-    std::vector<std::string> stale;
-    while (dirent* e = readdir(d)) {
-        int pid = 0, n = 0;
-        char side = 0;
-        if (sscanf(e->d_name, "zcb-%d-%d-%c", &pid, &n, &side) != 3 || pid <= 0) continue;
-        if (kill(pid, 0) < 0 && errno == ESRCH) stale.emplace_back(e->d_name);
-    }
-    closedir(d);
-    int removed = 0;
-    for (auto& name : stale) {
-        std::string out;
-        if (run_ip({"netns", "del", name}, &out) == 0) {
-            ZC_LOG(info, tag, "removed stale namespace %s", name.c_str());
-            ++removed;
-        }
-    }
-    return removed;
-}
-
-bool kernel_path_available(std::string* why) {
-    std::string dummy;
-    if (!why) why = &dummy;
-    if (precheck(why) < 0) return false;
-    std::lock_guard lk(g_run_mutex);
-    std::string name = kernel_netns_prefix() + std::to_string(g_counter.fetch_add(1)) + "-p";
-    std::string out;
-    if (run_ip({"netns", "add", name}, &out) != 0) {
-        *why = "ip netns add failed: " + out;
-        return false;
-    }
-    run_ip({"netns", "del", name}, &out);
-    return true;
 }
 
 result<std::vector<kernel_result>> run_kernel_udp(const std::vector<size_t>& frame_sizes, double seconds_per_size,

@@ -12,9 +12,12 @@
 // when a SIGINT/SIGTERM/SIGHUP arrives during a measurement.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -98,6 +101,59 @@ result<kernel_result> run_kernel_udp_rr(size_t frame, double seconds, std::strin
 // TCP bulk: one connection, writes of `bulk` bytes for `seconds`, then
 // shutdown; the receiver reads until EOF and checks the byte stream.
 result<kernel_result> run_kernel_tcp(size_t bulk, double seconds, std::string* why);
+
+// The UDP payload the kernel path's receiver checks, for a sender outside
+// it (zc-vmbench's uplink guests): u64 sequence number, u32 tag (data or end
+// marker), then byte j = (seq + j) & 0xff. `len` >= min_udp_payload.
+void write_udp_payload(uint8_t* p, size_t len, uint64_t seq, bool end) noexcept;
+
+// zc-vmbench's uplink mode: the kernel path's veth kind, but the near end
+// (interface `ifname()` in namespace `near_netns()`, no address, `mtu`) is
+// left to an AF_XDP uplink (zc-netback --uplink), and the far end has
+// far_ip()/24 and far_mac() in its own namespace, where a kernel UDP socket
+// receives. Uniquely named as the kernel path's pairs (stale ones are
+// removed the same way) and removed with this object, and on
+// SIGINT/SIGTERM/SIGHUP together with the processes given to track().
+class uplink_veth {
+public:
+    static result<std::unique_ptr<uplink_veth>> create(uint32_t mtu, std::string* why);
+    ~uplink_veth();
+    uplink_veth(const uplink_veth&) = delete;
+    uplink_veth& operator=(const uplink_veth&) = delete;
+
+    // argv prefix that runs a program in the near namespace (ip netns exec,
+    // which execs: the pid is the program's).
+    std::vector<std::string> near_exec() const;
+    std::string near_netns() const;
+    static const char* ifname() noexcept;
+    std::string far_ip() const;
+    std::string guest_ip(unsigned i) const; // an address for sender i on the far end's /24
+    static const char* far_mac() noexcept;
+    static uint16_t port() noexcept;
+
+    // A process in the near namespace, killed by the signal-time cleanup.
+    void track(pid_t pid) noexcept;
+    void untrack(pid_t pid) noexcept;
+
+    // One frame from the far end onto the wire (its kernel's ARP request
+    // for guest_ip(0), broadcast): a learning switch behind the near end
+    // then knows far_mac() is there instead of flooding frames to it.
+    void announce();
+
+    // One measurement: a UDP socket on far_ip():port() receives datagrams
+    // of an Ethernet frame of `frame` bytes (write_udp_payload's format,
+    // every byte checked) while `send` runs; `send` is called once the
+    // socket is bound, returns when its sender is done (end markers sent)
+    // and says how many datagrams it sent, or false and why. The result as
+    // run_kernel_udp's rows (cpu_seconds: the receiver's only).
+    using sender = std::function<bool(uint64_t* sent, std::string* why)>;
+    kernel_result receive_udp(size_t frame, double seconds, const sender& send);
+
+private:
+    uplink_veth();
+    struct impl;
+    std::unique_ptr<impl> _p;
+};
 
 // The prefix of every namespace this process creates ("zcb-<pid>-"), so tests
 // and tools can check that none are left behind.

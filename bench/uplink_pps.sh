@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Guest -> kernel namespace UDP over zc-netback's AF_XDP uplink, next to the
-# kernel path (veth -> veth between two namespaces, kernel sockets) measured
-# in the same run by zc-vmbench --modes kernel. Until zc-vmbench has an
-# uplink mode this is the uplink's measurement. Root only.
+# Guest -> kernel namespace UDP over zc-netback's AF_XDP uplink from an
+# application (zc-perf through zc-stackd in the guest), next to the kernel
+# path (veth -> veth between two namespaces, kernel sockets) measured in the
+# same run by zc-vmbench --modes kernel. zc-vmbench --modes uplink measures
+# the uplink itself (raw netfront guests, every byte checked by the kernel
+# socket, copies per frame); this script adds the socket layer. Root only.
 #   bench/uplink_pps.sh BUILD_DIR [SIZE] [SECONDS] [RUNS]
 # Prints, per run, the frames the far veth end received per second (its
 # kernel rx_packets counter), the XDP mode, and the kernel path's Mpps.

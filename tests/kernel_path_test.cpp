@@ -4,7 +4,12 @@
 // also one interrupted by SIGTERM. Never a speed.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,8 +17,12 @@
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "bench/kernel_path.hpp"
+#include "proto/ether.hpp"
+#include "proto/ipv4.hpp"
+#include "proto/udp.hpp"
 
 using namespace zc::bench;
 
@@ -154,3 +163,85 @@ TEST(KernelPath, StaleNamespacesOfDeadProcessesAreRemoved) {
     EXPECT_GE(kernel_path_remove_stale(), 2);
     EXPECT_EQ(count_netns(prefix), 0);
 }
+
+// uplink_veth: a sender outside the kernel path (here raw frames from an
+// AF_PACKET socket on the near end, standing in for an AF_XDP uplink) in
+// write_udp_payload's format; the far end's socket checks every byte.
+TEST(KernelPath, UplinkVethChecksAnOutsideSendersDatagrams) {
+    SKIP_UNLESS_AVAILABLE();
+    std::string why;
+    auto created = uplink_veth::create(1500, &why);
+    ASSERT_TRUE(created.ok()) << why;
+    std::unique_ptr<uplink_veth> v = std::move(*created);
+    ASSERT_EQ(v->near_netns().rfind(kernel_netns_prefix(), 0), 0u);
+    EXPECT_EQ(count_netns(kernel_netns_prefix()), 2);
+
+    const size_t frame = 200, payload = udp_payload_for_frame(frame);
+    zc::proto::ipv4_addr src, dst;
+    ASSERT_TRUE(zc::proto::parse_ipv4_addr(v->guest_ip(0), src));
+    ASSERT_TRUE(zc::proto::parse_ipv4_addr(v->far_ip(), dst));
+    zc::mac_addr far_mac{}, our_mac{};
+    ASSERT_TRUE(zc::parse_mac(uplink_veth::far_mac(), far_mac, 0));
+    our_mac[0] = 0x02;
+    our_mac[5] = 0x01;
+    auto build = [&](uint64_t seq, bool end) {
+        std::vector<uint8_t> f(frame);
+        std::span<uint8_t> out(f);
+        zc::proto::write_eth(out, far_mac, our_mac, zc::proto::ethertype::ipv4);
+        zc::proto::ipv4_params ip;
+        ip.src = src;
+        ip.dst = dst;
+        ip.proto = zc::proto::ip_proto::udp;
+        ip.payload_len = uint16_t(frame - 34);
+        zc::proto::write_ipv4(out.subspan(14), ip);
+        zc::proto::udp_params u;
+        u.src = src;
+        u.dst = dst;
+        u.src_port = u.dst_port = uplink_veth::port();
+        u.payload_len = uint16_t(payload);
+        zc::proto::write_udp(out.subspan(34), u, 0, zc::proto::tx_csum::none);
+        write_udp_payload(f.data() + eth_ip_udp_overhead, payload, seq, end);
+        return f;
+    };
+    constexpr uint64_t n = 100, corrupt = 50;
+    std::vector<std::vector<uint8_t>> frames;
+    for (uint64_t seq = 0; seq < n; ++seq) frames.push_back(build(seq, false));
+    frames[corrupt].back() ^= 0xff;
+    frames.push_back(build(n, true));
+    const std::string ns_path = "/run/netns/" + v->near_netns();
+
+    kernel_result r = v->receive_udp(frame, 1.0, [&](uint64_t* sent, std::string* err) {
+        pid_t p = fork();
+        if (p == 0) {
+            int ns = open(ns_path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (ns < 0 || setns(ns, CLONE_NEWNET) < 0) _exit(2);
+            int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+            sockaddr_ll sa{};
+            sa.sll_family = AF_PACKET;
+            sa.sll_ifindex = int(if_nametoindex(uplink_veth::ifname()));
+            sa.sll_halen = 6;
+            if (s < 0 || sa.sll_ifindex == 0) _exit(3);
+            for (auto& f : frames)
+                if (sendto(s, f.data(), f.size(), 0, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != ssize_t(f.size()))
+                    _exit(4);
+            _exit(0);
+        }
+        int st = 0;
+        waitpid(p, &st, 0);
+        *sent = n;
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return true;
+        *err = "raw sender failed: " + std::to_string(st);
+        return false;
+    });
+    EXPECT_TRUE(r.error.empty()) << r.error;
+    EXPECT_EQ(r.frames_sent, n);
+    EXPECT_EQ(r.frames_received, n - 1); // every byte checked: the corrupted one is not counted
+    EXPECT_EQ(r.bad_frames, 1u);
+    EXPECT_EQ(r.frames_lost, 1u);
+    EXPECT_FALSE(r.integrity_ok);
+    EXPECT_EQ(r.bytes_received, (n - 1) * payload);
+    EXPECT_GT(r.gbps, 0);
+    v.reset();
+    EXPECT_EQ(count_netns(kernel_netns_prefix()), 0);
+}
+
