@@ -113,8 +113,7 @@ net)
     ;;
   u)
     # Step 3: G streams to us (guest to guest) while we run iperf3 to the
-    # host through the uplink, both ways; then 4 MiB to the host, and dom0
-    # sends 4 MiB back to our port 5000.
+    # host through the uplink, both ways; then 4 MiB to the host.
     serve
     pingit "$host"
     for _ in $(seq 1 300); do [ -s /tmp/streams ] && break; sleep 1; done
