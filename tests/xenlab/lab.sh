@@ -30,7 +30,7 @@
 # Environment: ZCNET_XENLAB_BUILD  a build tree to take binaries from
 #              (default: build/release, built here if needed; zc-netback
 #              goes into dom0 as the Debian package cpack makes from it);
-#              ZCNET_XENLAB_TIMEOUT  seconds for the whole boot (default 1200);
+#              ZCNET_XENLAB_TIMEOUT  seconds for the whole boot (default 1500);
 #              ZCNET_XENLAB_KEEP=1  keep the run directory.
 # With --if-enabled (how ctest calls it) it exits 77 (skip) unless
 # ZCNET_XENLAB=1. Exits 0 when every requested step printed its PASS marker,
@@ -51,7 +51,7 @@ case "$what" in step1|step2|step3|all) ;; *) echo "usage: $0 [step1|step2|step3|
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 cache=${ZCNET_XENLAB_CACHE:-/var/cache/zcnet-xenlab}
-timeout_s=${ZCNET_XENLAB_TIMEOUT:-1200}
+timeout_s=${ZCNET_XENLAB_TIMEOUT:-1500}
 log() { echo "xenlab: $*" >&2; }
 t0=$(date +%s)
 
