@@ -50,14 +50,26 @@ void service::impl::dispatch(uint64_t key) noexcept {
     }
 }
 
-// Wake the applications whose rings got entries in this iteration.
+// Wake the applications whose rings got entries in this iteration; one
+// that waits for datagrams only is not woken for completions (shm.hpp,
+// rx_only_wait: it finds them when its wait ends).
 void service::impl::notify_dirty() noexcept {
     for (auto& s : socks) {
-        if (s && s->dirty && s->notify >= 0) {
-            uint64_t one = 1;
-            (void)!::write(s->notify, &one, sizeof one);
+        if (!s) continue;
+        if (s->dirty && s->notify >= 0) {
+            bool wake = true;
+            if (!s->dirty_rx && s->lay) {
+                s->lay->cq_wake_skipped.store(1, std::memory_order_seq_cst);
+                wake = s->lay->rx_only_wait.load(std::memory_order_seq_cst) == 0;
+                if (!wake) n.cq_wakes_skipped++;
+            }
+            if (wake) {
+                n.app_wakes++;
+                uint64_t one = 1;
+                (void)!::write(s->notify, &one, sizeof one);
+            }
         }
-        if (s) s->dirty = false;
+        s->dirty = s->dirty_rx = false;
     }
 }
 
