@@ -108,6 +108,10 @@ struct shm_layout {
     // cq_wake_skipped first and looks at rx_only_wait after (both seq_cst),
     // so either zc-stackd sees the wait end and notifies, or libzcnet sees
     // the skip and makes the descriptor readable itself.
+    // While every socket with sends in flight waits so, zc-stackd also lets
+    // the backend's TX responses wait for its next pass (netfront
+    // tx_lazy_events) instead of waking for them; libzcnet kicks it when
+    // such a wait ends with sends still out.
     std::atomic<uint32_t> rx_only_wait;   // written by libzcnet
     std::atomic<uint32_t> cq_wake_skipped; // written by zc-stackd (set) and libzcnet (cleared)
     uint8_t pad1[64 - 8 - 4 - 8];

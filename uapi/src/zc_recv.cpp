@@ -187,6 +187,10 @@ int zc_recv_wait(int s, struct zc_rxd* out, unsigned max, int timeout_ms) {
     }
     k->lay->rx_only_wait.store(0, std::memory_order_seq_cst);
     if (k->lay->cq_wake_skipped.exchange(0, std::memory_order_seq_cst)) cleared = true; // a wake-up is owed
+    // While we waited, zc-stackd may have let the backend's TX responses
+    // wait for its next pass (shm.hpp): if sends are still out, that pass
+    // must come now, as we may wait for their completions next.
+    if (k->zc_sends + k->copied_sends != k->completions + k->cq.avail(k->cq_cons)) kick(*k);
     if (cleared && (k->cq.avail(k->cq_cons) || k->rx.avail(k->rx_cons))) {
         uint64_t one = 1;
         (void)!::write(k->notify, &one, sizeof one);

@@ -73,6 +73,21 @@ void service::impl::notify_dirty() noexcept {
     }
 }
 
+// The backend's TX responses only free buffers and complete sends. While
+// every socket with sends in flight has its application asleep for
+// datagrams only (shm.hpp, rx_only_wait), nobody waits for them: they are
+// collected at the next pass (a datagram, a kick) instead of costing a
+// wake-up of their own, which on a busy host takes a CPU from the
+// receiving side. libzcnet kicks when such a wait ends with sends out.
+void service::impl::lazy_tx_events() noexcept {
+    bool lazy = opt.lazy_tx_events;
+    for (auto& s : socks)
+        if (lazy && s && s->inflight_n &&
+            (s->closing || !s->lay || s->lay->rx_only_wait.load(std::memory_order_seq_cst) == 0))
+            lazy = false;
+    if (nf->tx_lazy_events(lazy)) reap_tx();
+}
+
 int service::impl::step(int timeout_ms) noexcept {
     epoll_event evs[64];
     int k = ::epoll_wait(ep, evs, 64, timeout_ms);
@@ -92,6 +107,7 @@ int service::impl::step(int timeout_ms) noexcept {
     reap_tx();
     timers();
     reap_closed();
+    lazy_tx_events();
     notify_dirty();
     std::lock_guard g(published_lock);
     published = n;

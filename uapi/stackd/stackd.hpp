@@ -59,6 +59,9 @@ struct options {
     // copy). Without feature-sg datagrams are refused (-EOPNOTSUPP) unless
     // this is false.
     bool private_headers = true;
+    // TX responses of the backend collected at the next wake-up while no
+    // application waits for a completion (stackd.cpp, lazy_tx_events).
+    bool lazy_tx_events = true;
     link::netfront_options nf;
 };
 

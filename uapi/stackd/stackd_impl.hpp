@@ -133,6 +133,7 @@ struct service::impl {
     int step(int timeout_ms) noexcept;
     void dispatch(uint64_t key) noexcept;
     void notify_dirty() noexcept;
+    void lazy_tx_events() noexcept;
 
     // ---- control connections (stackd_ctl.cpp) ----
     zsock* slot_alloc() noexcept;
