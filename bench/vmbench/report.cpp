@@ -135,7 +135,14 @@ pass median_pass(const std::vector<pass>& passes) {
                 if (auto it = (p.*which).find(frame); it != (p.*which).end()) rs.push_back(&it->second);
             (agg.*which)[frame] = median_row(rs);
         }
-    for (const rr_row& r : passes.front().rr) {
+    // Every rr row any pass has (a row one pass skipped is the median of the others).
+    std::vector<rr_row> kinds;
+    for (const pass& p : passes)
+        for (const rr_row& r : p.rr)
+            if (std::none_of(kinds.begin(), kinds.end(),
+                             [&](const rr_row& k) { return k.mode == r.mode && k.frame == r.frame; }))
+                kinds.push_back(r);
+    for (const rr_row& r : kinds) {
         std::vector<double> p50, p99, p999, k50, k99, cpu, ntf;
         rr_row m = r;
         m.samples = m.lost = 0;
@@ -145,8 +152,10 @@ pass median_pass(const std::vector<pass>& passes) {
                     p50.push_back(x.p50);
                     p99.push_back(x.p99);
                     p999.push_back(x.p999);
-                    k50.push_back(x.p50_vs_kernel);
-                    k99.push_back(x.p99_vs_kernel);
+                    if (x.p50_vs_kernel > 0) { // a pass without its kernel-rr row has no ratio
+                        k50.push_back(x.p50_vs_kernel);
+                        k99.push_back(x.p99_vs_kernel);
+                    }
                     cpu.push_back(x.cpu_us_per_rt);
                     ntf.push_back(x.notifies_per_rt);
                     m.samples += x.samples;
