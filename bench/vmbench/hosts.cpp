@@ -276,10 +276,11 @@ bool app_host::measure(size_t frame, double seconds, row& r, std::string* why) {
 
 bool app_host::measure_rr(size_t frame, double seconds, rr_row& r, std::string* why) {
     const size_t payload = std::max<size_t>(16, frame - 42); // zc-rr's header
-    std::vector<pid_t> pids{netback.pid, stackd[0].pid, stackd[1].pid, rr_server.pid};
+    // The path's order: client, its stack, zc-netback, the server's stack, the server.
+    const std::vector<pid_t> pids{stackd[0].pid, netback.pid, stackd[1].pid, rr_server.pid};
     const netback::vif_stats s0 = netback_totals(ctl);
-    double cpu0 = 0;
-    for (pid_t p : pids) cpu0 += cpu_of(p);
+    std::vector<double> cpu0;
+    for (pid_t p : pids) cpu0.push_back(cpu_of(p));
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.3f", seconds);
     child c = spawn({o_rr, "-c", "10.0.0.2", "--service", sock[0], "--port", "5202", "--size",
@@ -294,10 +295,10 @@ bool app_host::measure_rr(size_t frame, double seconds, rr_row& r, std::string* 
     if (c.in >= 0) ::close(c.in);
     if (c.out >= 0) ::close(c.out);
     if (!got) return *why = "zc-rr client did not report" + log_tail(dir + "/rr-server.log"), false;
-    double cpu1 = 0;
-    for (pid_t p : pids) cpu1 += cpu_of(p);
     const double client_cpu = double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                               double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    std::vector<double> used{client_cpu};
+    for (size_t i = 0; i < pids.size(); i++) used.push_back(cpu_of(pids[i]) - cpu0[i]);
     const netback::vif_stats s1 = netback_totals(ctl);
     r.mode = "app-rr";
     r.frame = payload + 42;
@@ -307,7 +308,12 @@ bool app_host::measure_rr(size_t frame, double seconds, rr_row& r, std::string* 
     r.p99 = jnum(l, "p99");
     r.p999 = jnum(l, "p999");
     const double rt = std::max(1.0, double(r.samples));
-    r.cpu_us_per_rt = (cpu1 - cpu0 + client_cpu) * 1e6 / rt;
+    r.cpu_us_per_rt = 0;
+    for (double u : used) r.cpu_us_per_rt += u * 1e6 / rt;
+    char split[160];
+    std::snprintf(split, sizeof split, "client %.1f, stackd %.1f, zc-netback %.1f, stackd %.1f, server %.1f",
+                  used[0] * 1e6 / rt, used[1] * 1e6 / rt, used[2] * 1e6 / rt, used[3] * 1e6 / rt, used[4] * 1e6 / rt);
+    r.cpu_split = split;
     r.notifies_per_rt = double(s1.notifies_sent - s0.notifies_sent) / rt;
     if (jnum(l, "bad") > 0) return *why = "answers did not match their requests: " + l, false;
     return r.samples > 0 || (*why = "no round trip completed: " + l, false);

@@ -44,6 +44,7 @@ struct rr_row {
     // app-rr: CPU time of every process on the path (both stacks, the two
     // applications, zc-netback) and zc-netback's notifications, per round trip.
     double cpu_us_per_rt = 0, notifies_per_rt = 0;
+    std::string cpu_split; // app-rr: that CPU time by process
     // This pass's p50 and p99 over the kernel-rr row of the same frame size
     // (with --repeat: the median of the passes' ratios).
     double p50_vs_kernel = 0, p99_vs_kernel = 0;

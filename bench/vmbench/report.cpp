@@ -76,8 +76,9 @@ void print_rr(const rr_row& r) {
                 r.mode.c_str(), r.frame, r.p50, r.p99, r.p999, r.samples, r.lost);
     if (r.cpu_us_per_rt > 0)
         std::printf("%-12s %7zu  per round trip: %.1f us CPU (all processes on the path), %.2f zc-netback "
-                    "notifications\n",
-                    "", r.frame, r.cpu_us_per_rt, r.notifies_per_rt);
+                    "notifications%s%s\n",
+                    "", r.frame, r.cpu_us_per_rt, r.notifies_per_rt,
+                    r.cpu_split.empty() ? "" : "\n                       us CPU by process: ", r.cpu_split.c_str());
     std::fflush(stdout);
 }
 
@@ -167,6 +168,7 @@ pass median_pass(const std::vector<pass>& passes) {
         m.p50_vs_kernel = median(k50);
         m.p99_vs_kernel = median(k99);
         m.cpu_us_per_rt = median(cpu);
+        m.cpu_split.clear(); // each pass printed its own
         m.notifies_per_rt = median(ntf);
         agg.rr.push_back(m);
     }
