@@ -186,8 +186,9 @@ app_host::~app_host() {
     stop_dom0();
 }
 
-bool app_host::start(const run_opts& o, const std::string& tx_headers, std::string* why) {
-    if (!start_dom0("vmbench-app", o, {}, why)) return false;
+bool app_host::start(const run_opts& o, const std::string& tx_headers, std::string* why,
+                     const std::vector<std::string>& nb_args) {
+    if (!start_dom0("vmbench-app", o, nb_args, why)) return false;
     for (int g = 0; g < 2; g++) {
         sock[g] = dir + "/stack" + std::to_string(g + 1) + ".sock";
         stackd[g] = spawn({o.stackd, "--ip", "10.0.0." + std::to_string(g + 1), "--listen", sock[g],

@@ -132,7 +132,9 @@ struct app_host : dom0_host {
 
     ~app_host();
 
-    bool start(const run_opts& o, const std::string& tx_headers, std::string* why);
+    // `nb_args`: zc-netback's options (the rr mode's: its worker count).
+    bool start(const run_opts& o, const std::string& tx_headers, std::string* why,
+               const std::vector<std::string>& nb_args = {});
 
     bool measure(size_t frame, double seconds, row& r, std::string* why);
     bool measure_rr(size_t frame, double seconds, rr_row& r, std::string* why);

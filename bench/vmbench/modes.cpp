@@ -52,7 +52,8 @@ bool run_rr(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
         h.o_perf = o.perf;
         h.o_rr = o.rr;
         std::string why;
-        if (!h.start(o, "private", &why)) {
+        // zc-netback as for the zc-rr rows: the same worker count.
+        if (!h.start(o, "private", &why, {"--workers", std::to_string(o.workers ? o.workers : 1)})) {
             std::fprintf(stderr, "zc-vmbench: app-rr: cannot start the emulated host: %s\n", why.c_str());
             ok = false;
         } else {
