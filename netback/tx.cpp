@@ -58,6 +58,9 @@ void log_tx_drop(vif_core& core, const tx_check_result& r) noexcept {
     else if (r.drop == tx_drop_reason::slot_oversize)
         ZC_LOG(warn, tag, "vif%u.%u: slot size %u > remaining size %u, dropping packet", unsigned(core.dom),
                core.devid, r.drop_arg[0], r.drop_arg[1]);
+    else if (r.drop == tx_drop_reason::bad_direct)
+        ZC_LOG(warn, tag, "vif%u.%u: bad direct-path descriptor (rule %u)", unsigned(core.dom), core.devid,
+               r.drop_arg[0]);
     else
         ZC_LOG(warn, tag, "vif%u.%u: bad packet size %u", unsigned(core.dom), core.devid, r.drop_arg[0]);
 }
@@ -113,7 +116,7 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
             // A pure function (tx_check.cpp), so that bench_netback measures
             // this very code.
             tx_check_result r;
-            check_tx_packet(q.tx, q.tx.req_cons, work_to_do, r);
+            check_tx_packet(q.tx, q.tx.req_cons, work_to_do, r, core.direct != nullptr);
             // The `rate` credit (Linux xenvif_tx_build_gops): a packet over
             // it stays on the ring until the credit timer; poll_timeout
             // wakes the worker then.
@@ -121,6 +124,7 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
             // xenvif_count_requests (first.size is the first slot's own now).
             uint32_t total = r.first.size;
             for (uint32_t i = 0; i < r.nfrags; ++i) total += r.frags[i].size;
+            if (r.direct) total += r.ddest.len; // the payload in the sender's grant
             if (r.verdict == tx_verdict::accept &&
                 q.credit.exceeded(core.params.credit_bytes, core.params.credit_usec, total, clock_type::now())) {
                 bump(core.ctr.rate_limited);
@@ -140,6 +144,7 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
                 continue;
             }
             if (r.verdict == tx_verdict::drop) {
+                if (r.drop == tx_drop_reason::bad_direct) bump(core.ctr.direct_errors);
                 b.tx_err(r.first, r.extra_count, r.frags, r.nfrags);
                 continue;
             }
@@ -176,6 +181,16 @@ tx_packet* datapath::impl::accept_tx_packet(queue& q, const tx_check_result& r) 
     p.gso_size = r.gso_size;
     p.status = NETIF_RSP_OKAY;
     p.hdr_len = uint16_t(std::min<uint32_t>(txreq.size, tx_copy_len));
+    // The direct path: slot 0 is the headers only (at most tx_copy_len
+    // bytes, tx_check), the payload stays in the sender's grant.
+    p.direct = r.direct;
+    if (r.direct) {
+        p.direct_dom = r.ddest.domid;
+        p.direct_gref = r.dpay.gref;
+        p.direct_offset = r.dpay.offset;
+        p.direct_len = r.ddest.len;
+        p.len = total + r.ddest.len;
+    }
     p.refs.store(1, std::memory_order_relaxed); // the batch's reference
     for (uint32_t i = 0; i < p.nslots; ++i) {
         auto f = mgr->stamp_foreign(q.core->dom, p.req[i].gref, p.req[i].offset, p.req[i].size, true);
@@ -271,6 +286,10 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
             std::memcpy(looked_up, dst, 6);
             have_dests = true;
         }
+        if (p.direct) {
+            direct_to(w, qp, p, now); // direct.cpp
+            continue;
+        }
         for (auto& dv : w.dests) switch_to(w, qp, p, *dv, now);
         if (w.dests.empty()) {
             bump(core.ctr.drop_no_dest);
@@ -338,7 +357,11 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
 // bounded in entries, bytes and the RX slots they need (XSA-392: never an
 // unbounded queue for a frontend that does not post buffers). It keeps the
 // source's slots (zero copy) until delivered or converted to bounce buffers
-// (convert_held).
+// (convert_held), unless this destination, taking nothing for idle_ms,
+// holds held_tx_slots of its sources' TX slots already:
+// then it moves to bounce buffers at once, or is dropped (counted) when
+// they are over a quota, so that the source keeps slots for its other
+// destinations.
 void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p,
                                      const std::shared_ptr<queue>& dq, uint32_t nring, time_point now) noexcept {
     vif_core& dc = *dq->core;
@@ -347,7 +370,11 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
         bump(dc.ctr.drop_rx_full);
         return;
     }
+    const uint32_t tx_slots = p.nslots + p.extra_count;
+    const bool over = !opt.force_bounce && dq->count != 0 && dq->held_tx + tx_slots > held_tx_max &&
+                      now - dq->last_rx >= std::chrono::milliseconds(opt.idle_ms);
     const bool first = dq->count == 0;
+    const bool first_held = dq->nforeign == 0; // no zero-copy frame's hold timer is armed yet
     if (first) dq->last_rx = now; // stall clock starts when something waits
     rx_item& it = dq->at(dq->count);
     it = rx_item{};
@@ -362,32 +389,52 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     it.gso_type = p.gso_type;
     it.nring = uint8_t(nring);
     it.held_len = p.len;
+    it.tx_slots = uint8_t(tx_slots);
     dq->held_bytes += p.len;
     dq->held_slots += nring;
+    dq->held_tx += tx_slots;
     it.seq = dq->next_seq++;
     it.queued = now;
     it.expires = now + std::chrono::milliseconds(opt.drain_timeout_ms);
     it.hold_until = now + std::chrono::milliseconds(opt.hold_ms);
     ++dq->count;
     ++dq->nforeign;
-    if (!opt.force_bounce) bump(dc.ctr.queued);
-    // The double-copy baseline converts at once; otherwise the owner's
-    // timers decide (convert_held).
-    if (opt.force_bounce) {
+    // The double-copy baseline converts at once, and so does a frame over
+    // held_tx_slots; otherwise the owner's timers decide (convert_held).
+    if (opt.force_bounce || over) {
         conversion& cv = w.tx_convs.emplace_back();
-        if (!start_conversion(dq, it, cv)) w.tx_convs.pop_back();
+        if (const bounce_rc rc = start_conversion(dq, it, cv); rc != bounce_rc::ok) {
+            w.tx_convs.pop_back();
+            if (over) {
+                // No bounce buffers for it: it does not wait on the source's
+                // slots either. Taken off the tail again, counted.
+                count_bounce_drop(rc, *qp->core, dc);
+                dq->unpin(it);
+                dq->held_bytes -= it.held_len;
+                dq->held_slots -= it.nring;
+                --dq->count;
+                it = rx_item{};
+                p.refs.fetch_sub(1, std::memory_order_relaxed); // the batch still holds one
+                return;
+            }
+        }
     }
+    if (!opt.force_bounce) bump(dc.ctr.queued);
     // Tell the frontend to notify when it posts (xenvif_rx_ring_slots_available).
     dq->rx.request_event_after(dq->rx.req_prod());
     // Another worker's queue: its owner arms the timers of what waits
     // (service_rx, convert_held), so it needs waking when they change: the
-    // first item, a conversion started, or the source running short (the
-    // pressure_hold_us timer). Items behind a waiting head expire after it;
+    // first item, the first zero-copy item (behind bounced ones, which have
+    // no hold timer: without the wake-up its hold_ms went unnoticed and it
+    // kept the source's slots until the drain timeout), a conversion
+    // started, or the source running short (the pressure_hold_us timer).
+    // Zero-copy items behind a zero-copy one are held and expire after it;
     // waking the owner for every batch made each unicast batch a
     // cross-worker wake-up while a receiver was behind.
     if (std::find(w.touched.begin(), w.touched.end(), dq) == w.touched.end()) w.touched.push_back(dq);
     dq->rx_rearm.store(true, std::memory_order_relaxed); // its timers (service_rx) take the new frame
-    if (dq->w != &w && (first || opt.force_bounce || runs_short(*qp, 0)))
+    if (dq->w != &w && (first || (first_held && !it.bounced && !it.converting) || opt.force_bounce ||
+                        runs_short(*qp, 0)))
         dq->rx_kick.store(true, std::memory_order_relaxed);
 }
 
