@@ -100,29 +100,28 @@ void netfront::impl::stop_direct() noexcept {
 // An extra of ours while on the direct path: record it in the chain.
 bool netfront::impl::direct_extra(const netif_extra_info_t& ex, rx_chain& c) noexcept {
     if (!direct.load(std::memory_order_relaxed)) return false;
+    if (ex.type != zd::extra_rx_grant && ex.type != zd::extra_rx_desc) return false;
+    const bool again = c.d_seen;
+    c.d_seen = true;
     if (ex.type == zd::extra_rx_grant) {
         auto g = zd::from_extra<zd::rx_grant>(ex);
-        c.d_grant = !c.d_grant && !c.d_desc && (ex.flags & XEN_NETIF_EXTRA_FLAG_MORE);
+        c.d_grant = !again && (ex.flags & XEN_NETIF_EXTRA_FLAG_MORE);
         c.desc.domid = g.domid;
         c.desc.gref = g.gref;
         return true;
     }
-    if (ex.type == zd::extra_rx_desc) {
-        auto d = zd::from_extra<zd::rx_desc>(ex);
-        c.d_desc = c.d_grant && !c.d_desc;
-        c.desc.offset = d.offset;
-        c.desc.len = d.len;
-        c.desc.cookie = d.cookie;
-        if (!c.d_desc) c.d_grant = false; // out of order: the whole frame is bad
-        return true;
-    }
-    return false;
+    auto d = zd::from_extra<zd::rx_desc>(ex);
+    c.d_desc = c.d_grant && !c.d_desc;
+    c.desc.offset = d.offset;
+    c.desc.len = d.len;
+    c.desc.cookie = d.cookie;
+    return true;
 }
 
 // A parsed chain carrying our extras: the headers in one slot, both extras
 // in order, a payload within one page of the sender's. 0 or -EINVAL.
 int netfront::impl::check_direct(nf_queue& q, const rx_chain& c) noexcept {
-    if (!c.d_grant && !c.d_desc) return 0;
+    if (!c.d_seen) return 0;
     bool ok = c.d_grant && c.d_desc && c.nslots == 1 && !c.gso && !(c.flags & NETRXF_more_data) &&
               c.len <= zd::tx_header_max && c.desc.len && size_t{c.desc.offset} + c.desc.len <= hv::page_size &&
               c.desc.domid < hv::domid_self;

@@ -96,8 +96,9 @@ struct rx_chain {
     bool gso = false;
     uint16_t gso_size = 0;
     uint8_t gso_type = 0;
-    // The direct path's RX extras (ring/zc_direct.hpp): which were seen.
-    bool d_grant = false, d_desc = false;
+    // The direct path's RX extras (ring/zc_direct.hpp): any seen, and
+    // which were seen well-placed (rx_grant with FLAG_MORE, then rx_desc).
+    bool d_seen = false, d_grant = false, d_desc = false;
     direct_desc desc{};
     struct piece {
         RING_IDX pos;
