@@ -331,6 +331,45 @@ TEST(NetfrontDirect, DescriptorNobodyTakesIsReleased) {
     EXPECT_EQ(a->shr->unshare(pg), 0);
 }
 
+// Teardown both ways: the receiver leaving with a descriptor held
+// completes the sender's request (it gets its buffer back); the sender
+// leaving voids its cookies, so the receiver's late release matches
+// nothing.
+TEST(NetfrontDirect, TeardownBothWays) {
+    rig r;
+    ASSERT_TRUE(r.ok());
+    guest* a = r.add(1, true);
+    guest* b = r.add(2, true);
+    ASSERT_TRUE(a && b);
+    ASSERT_TRUE(r.until([&] { return a->nf->peer_domid(b->nf->mac()) && b->nf->peer_domid(a->nf->mac()); }));
+    hv::shared_pages ab = payload_page(*a, 2), ba = payload_page(*b, 1);
+    const auto h = headers(b->nf->mac(), a->nf->mac(), 1);
+    ASSERT_EQ(a->nf->send_direct(h.data(), h.size(), 2, ab.refs[0], 0, 500, 21), 0);
+    link::rx_info info;
+    ASSERT_EQ(recv_one(r, *b->nf, &info), h);
+    ASSERT_TRUE(info.direct);
+    // b -> a, held by a.
+    const auto h2 = headers(a->nf->mac(), b->nf->mac(), 2);
+    ASSERT_EQ(b->nf->send_direct(h2.data(), h2.size(), 1, ba.refs[0], 0, 500, 22), 0);
+    link::rx_info info2;
+    ASSERT_EQ(recv_one(r, *a->nf, &info2), h2);
+    ASSERT_TRUE(info2.direct);
+
+    // b leaves holding a's descriptor: a's request completes.
+    ASSERT_EQ(b->nf->disconnect(), 0);
+    auto done = reap(r, *a->nf, 1);
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].cookie, 21u);
+    EXPECT_EQ(done[0].status, NETIF_RSP_OKAY);
+    EXPECT_EQ(b->nf->grant_counters().shares, b->nf->grant_counters().unshares);
+    // b's own request to a died with b's rings; a's late release of it is
+    // answered an error and completes nothing.
+    ASSERT_TRUE(a->nf->release_direct(&info2.desc.cookie, 1));
+    EXPECT_TRUE(r.until([&] { return a->nf->direct_bad_releases() == 1; }));
+    EXPECT_EQ(a->shr->unshare(ab), 0);
+    EXPECT_EQ(b->shr->unshare(ba), 0);
+}
+
 // Argument checks of the new calls.
 TEST(NetfrontDirect, BadArguments) {
     rig r;
