@@ -130,6 +130,32 @@ TEST_F(NetfrontDirectHostile, WellFormedDescriptorAndItsRelease) {
     EXPECT_FALSE(nf->broken());
 }
 
+// recv_view shows the headers in place and the descriptor beside them.
+TEST_F(NetfrontDirectHostile, DescriptorThroughRecvView) {
+    connect_direct();
+    put_direct(60, {grant(9, 77), desc(0, 4096, 3)});
+    std::vector<uint8_t> seen;
+    link::rx_info info;
+    auto r = nf->recv_view(
+        [](const uint8_t* f, size_t len, void* arg) noexcept {
+            static_cast<std::vector<uint8_t>*>(arg)->assign(f, f + len);
+        },
+        &seen, 0, &info);
+    ASSERT_TRUE(r) << r.error();
+    EXPECT_EQ(seen, pattern(60, 3));
+    ASSERT_TRUE(info.direct);
+    EXPECT_EQ(info.desc.domid, 9);
+    EXPECT_EQ(info.desc.gref, 77u);
+    EXPECT_EQ(info.desc.len, 4096) << "a whole page";
+    EXPECT_EQ(info.desc.cookie, 3);
+    // An ordinary frame after it says so.
+    auto f = pattern(100, 5);
+    ASSERT_TRUE(be->deliver(bq(), f.data(), f.size()));
+    ASSERT_TRUE(nf->recv_view([](const uint8_t*, size_t, void*) noexcept {}, nullptr, 0, &info));
+    EXPECT_FALSE(info.direct);
+    EXPECT_EQ(info.desc.cookie, 0);
+}
+
 TEST_F(NetfrontDirectHostile, PayloadBeyondItsPageDroppedAndReleased) {
     connect_direct();
     put_direct(42, {grant(7, 1), desc(4000, 200, 11)});
