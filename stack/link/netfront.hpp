@@ -81,6 +81,25 @@ struct netfront_options {
     uint32_t timeout_ms = 10000;
     // Bound on retrying to end grants the backend still maps (disconnect).
     uint32_t unshare_retry_ms = 2000;
+    // Take the direct path (docs/ARCHITECTURE.md, "Direct path (guest to
+    // guest)"; ring/zc_direct.hpp) when the backend offers
+    // feature-zc-direct: grant a release ring, write feature-zc-direct and
+    // zc-direct-release-ring-ref, follow the backend's zc-direct-peers.
+    // Off: the keys are not written and the backend never sends us a
+    // descriptor (its extra types stay invalid for us, as in Linux).
+    bool zc_direct = false;
+};
+
+// A direct-path frame's payload (RX extras rx_grant and rx_desc): `len`
+// bytes at `offset` of grant `gref` of domain `domid` (the sender), which
+// the receiver maps or grant-copies itself. Memory another domain can still
+// write: copy before validating. Hand `cookie` back with release_direct().
+struct direct_desc {
+    hv::domid_t domid = 0;
+    hv::gref_t gref = 0;
+    uint16_t offset = 0;
+    uint16_t len = 0;
+    uint16_t cookie = 0;
 };
 
 // Per-frame transmit offloads (Linux: skb->ip_summed and skb_shinfo gso).
@@ -99,6 +118,10 @@ struct rx_info {
     uint8_t gso_type = 0;
     uint32_t slots = 0;    // data slots the frame used (extras not counted)
     uint32_t extras = 0;   // extra-info slots
+    // A direct-path frame: the frame recv() gave is its headers only, the
+    // payload is described by `desc` (release it with release_direct()).
+    bool direct = false;
+    direct_desc desc{};
 };
 
 // Backend protocol violations, by rule. Linux's message for each is quoted.
@@ -116,6 +139,7 @@ struct backend_errors {
     uint64_t rx_incomplete = 0;     // "Need more slots": NETRXF_more_data on the last published response
     uint64_t rx_too_many_slots = 0; // "Too many slots"
     uint64_t rx_bad_gso = 0;        // "GSO size must not be zero" / "Bad GSO type"
+    uint64_t rx_bad_direct = 0;     // a direct-path descriptor breaking ring/zc_direct.hpp's format
 };
 
 struct queue_stats {
@@ -132,6 +156,10 @@ struct queue_stats {
     uint64_t rx_posted = 0;    // RX requests posted
     uint64_t rx_notifies = 0;  // event-channel kicks for RX buffers
     uint64_t events = 0;       // event-channel deliveries handled
+    uint64_t tx_direct = 0;    // direct-path frames sent (send_direct)
+    uint64_t tx_direct_refused = 0; // ... answered NETIF_RSP_ERROR: the caller sends them again
+    uint64_t rx_direct = 0;    // direct-path descriptors handed to the caller
+    uint64_t rx_direct_dropped = 0; // ... not handed over (no rx_info, or a bad frame): released at once
     backend_errors bad;
 };
 ZC_COUNTERS_ADDABLE(queue_stats) // queue_stats += queue_stats, field by field
@@ -250,6 +278,37 @@ public:
     // how much is needed), -EINVAL, -ENOTCONN (backend closed and nothing
     // left), -EIO (broken).
     result<size_t> recv(void* buf, size_t cap, uint32_t queue = 0, rx_info* info = nullptr) noexcept;
+
+    // --- The direct path (options.zc_direct; ring/zc_direct.hpp) ---------
+    // Both ends agreed on it (we asked and the backend offered it).
+    bool zc_direct() const noexcept;
+    // The domain owning `mac` on our switch, as the backend's
+    // zc-direct-peers says (re-read when its watch fires, in
+    // process_events()). Errors: -ENOENT (not a peer: take the ordinary
+    // path), -EOPNOTSUPP (no direct path).
+    result<hv::domid_t> peer_domid(const mac_addr& mac) const noexcept;
+    // Send a frame whose `hdr_len` header bytes (14..128) are copied into
+    // one of our TX pages and whose payload is [offset, offset + len) of
+    // grant `gref`, which the caller granted read-only to `dest` (the
+    // destination's domain, from peer_domid()). The caller keeps the
+    // payload unchanged until tx_reap_granted() returns `cookie`: status
+    // NETIF_RSP_OKAY when the receiver released it, NETIF_RSP_ERROR when
+    // the backend refused the frame (not a peer, the receiver's ring short):
+    // send it again on the ordinary path.
+    // Errors: -EOPNOTSUPP (no direct path), -EINVAL (hdr_len out of range,
+    // len 0, queue), -EMSGSIZE (offset + len > page), -EAGAIN, -ENOTCONN,
+    // -EIO.
+    int send_direct(const void* hdr, size_t hdr_len, hv::domid_t dest, hv::gref_t gref, uint16_t offset,
+                    uint16_t len, uint64_t cookie, uint32_t queue = 0) noexcept;
+    // Put the cookies of received descriptors (rx_info::desc) on the
+    // release ring and notify the backend, which completes each sender's
+    // request. Returns how many were queued (fewer when the ring is full:
+    // call again after process_events()).
+    // Errors: -EOPNOTSUPP (no direct path), -EINVAL, -ENOTCONN, -EIO.
+    result<size_t> release_direct(const uint16_t* cookies, size_t n) noexcept;
+    // Release responses with NETIF_RSP_ERROR (cookies the backend did not
+    // hold for us) seen so far.
+    uint64_t direct_bad_releases() const noexcept;
 
     // Readable when queue `queue` has an event-channel notification.
     int event_fd(uint32_t queue) const noexcept;

@@ -154,8 +154,9 @@ int netfront::impl::connect(std::string* why) noexcept {
         is_connected = false;
         return abort(st < 0 ? st : -ECONNRESET, st < 0 ? "backend did not reach Connected" : "backend closed instead of connecting");
     }
-    ZC_LOG(debug, tag, "%s: connected to %s, %zu queue(s)%s", fe_path.c_str(), be_path.c_str(), qs.size(),
-           split ? ", split event channels" : "");
+    start_direct();
+    ZC_LOG(debug, tag, "%s: connected to %s, %zu queue(s)%s%s", fe_path.c_str(), be_path.c_str(), qs.size(),
+           split ? ", split event channels" : "", direct ? ", direct path" : "");
     return 0;
 }
 
@@ -265,6 +266,7 @@ int netfront::impl::write_keys(std::string* why) noexcept {
         w("feature-gso-tcpv4", opts.feature_gso_tcpv4 ? "1" : "0");
         w("feature-gso-tcpv6", opts.feature_gso_tcpv6 ? "1" : "0");
         w("feature-ipv6-csum-offload", opts.feature_ipv6_csum_offload ? "1" : "0");
+        if (!rc) rc = write_direct_keys(*t, &what);
         if (rc) {
             (void)xs->transaction_end(*t, true);
             if (why) *why = what + ": " + std::strerror(-rc);
@@ -305,6 +307,7 @@ int netfront::impl::talk_to_netback(std::string* why) noexcept {
     bool want_split = split;
     for (auto& q : qs)
         if (int rc = setup_queue(*q, why); rc) return rc;
+    if (int rc = setup_direct(why); rc) return rc;
     if (want_split && !split) {
         // A later queue fell back to one channel: make them all agree by
         // binding one shared port for the queues that got two. (Rare: only
@@ -386,6 +389,7 @@ void netfront::impl::backend_changed() noexcept {
         ZC_LOG(info, tag, "%s: backend is closing", fe_path.c_str());
         is_connected = false;
         (void)switch_state(XenbusStateClosed);
+        stop_direct();
         stop_queues();
         (void)end_grants(0);
         break;
@@ -415,8 +419,17 @@ int netfront::impl::process_events() noexcept {
         n += int(ev);
         (void)tx_gc(q);
     }
-    bool changed = false;
-    while (xs->read_watch()) changed = true;
+    bool changed = false, peers_changed = false;
+    while (auto e = xs->read_watch()) {
+        if (direct && e->path.compare(0, peers_path.size(), peers_path) == 0)
+            peers_changed = true;
+        else
+            changed = true;
+    }
+    if (peers_changed) {
+        n++;
+        load_peers();
+    }
     if (changed) {
         n++;
         backend_changed();
@@ -431,6 +444,7 @@ int netfront::impl::disconnect() noexcept {
     if (!released) {
         is_connected = false;
         rc = bus_close();
+        stop_direct();
         stop_queues();
         released = true;
     }

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <atomic>
+#include <map>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -26,6 +27,7 @@ extern "C" {
 #include "hv/hv.hpp"
 #include "hv/xs.hpp"
 #include "link/netfront.hpp"
+#include "ring/zc_direct.hpp"
 
 namespace zc::link::detail {
 
@@ -40,8 +42,10 @@ static_assert(netif_rx_slots_min == XEN_NETIF_NR_SLOTS_MIN + 1);
 static_assert(netif_max_tx_size == XEN_NETIF_MAX_TX_SIZE);
 
 // tx_granted: in flight from a page the caller granted (tx_submit_granted);
-// the id's own TX page is idle meanwhile.
-enum : uint8_t { tx_free = 0, tx_reserved = 1, tx_pending = 2, tx_granted = 3 };
+// the id's own TX page is idle meanwhile. tx_direct: a direct-path frame
+// (send_direct): its page holds the headers, the payload is the caller's;
+// completed through tx_reap_granted as tx_granted is.
+enum : uint8_t { tx_free = 0, tx_reserved = 1, tx_pending = 2, tx_granted = 3, tx_direct = 4 };
 
 // xenbus_read_unsigned()'s "%u": leading digits count (netfront_bus.cpp).
 bool parse_uint(const std::string& s, unsigned long* out) noexcept;
@@ -95,6 +99,10 @@ struct rx_chain {
     bool gso = false;
     uint16_t gso_size = 0;
     uint8_t gso_type = 0;
+    // The direct path's RX extras (ring/zc_direct.hpp): any seen, and
+    // which were seen well-placed (rx_grant with FLAG_MORE, then rx_desc).
+    bool d_seen = false, d_grant = false, d_desc = false;
+    direct_desc desc{};
     struct piece {
         RING_IDX pos;
         uint16_t offset;
@@ -134,6 +142,16 @@ struct netfront::impl {
     std::vector<hv::shared_pages> leftovers; // grants the backend still held when we tried to end them
     zc::log::ratelimit rl_rx, rl_tx;
 
+    // The direct path (netfront_direct.cpp). `direct` is set at connect
+    // and cleared when the backend closes; the rest is under dir_lock.
+    std::atomic<bool> direct{false};
+    mutable std::mutex dir_lock;
+    hv::shared_pages release_pg;           // the release ring, granted to the backend
+    ring::zc_direct::release_front_ring release;
+    std::map<uint64_t, hv::domid_t> peers; // zc-direct-peers, by MAC as 48 bits
+    std::string peers_path;                // be_path + "/zc-direct-peers"
+    uint64_t bad_releases = 0;
+
     // --- netfront.cpp -----------------------------------------------------
     void mark_broken(const std::string& why) noexcept;
     void notify(nf_queue& q, hv::evtchn_port_t p, uint64_t& ctr) noexcept;
@@ -157,6 +175,20 @@ struct netfront::impl {
     void backend_changed() noexcept;
     int process_events() noexcept;
     int disconnect() noexcept;
+
+    // --- netfront_direct.cpp: the direct path -----------------------------
+    int setup_direct(std::string* why) noexcept;           // talk_to_netback: the release ring
+    int write_direct_keys(hv::xs::txn t, std::string* what) noexcept;
+    void start_direct() noexcept;                          // Connected: watch and read the peers
+    void load_peers() noexcept;
+    void stop_direct() noexcept;                           // the backend closed or we disconnect
+    bool direct_extra(const netif_extra_info_t& ex, rx_chain& c) noexcept; // false: not ours
+    int check_direct(nf_queue& q, const rx_chain& c) noexcept;
+    void drop_direct(nf_queue& q, const rx_chain& c) noexcept;
+    void reap_releases() noexcept;                         // dir_lock held
+    int send_direct(const void* hdr, size_t hdr_len, hv::domid_t dest, hv::gref_t gref, uint16_t offset,
+                    uint16_t len, uint64_t cookie, uint32_t queue) noexcept;
+    result<size_t> release_direct(const uint16_t* cookies, size_t n) noexcept;
 
     // --- netfront_tx.cpp: the TX ring -------------------------------------
     // tx_submit_granted*: slot `slot` of the request comes from the

@@ -94,7 +94,9 @@ void netfront::impl::get_extras(nf_queue& q, RING_IDX rp, RING_IDX& cons, rx_cha
         }
         ex = q.rx.read_response<netif_extra_info_t>(++cons);
         c.extras++;
-        if (!ex.type || ex.type >= XEN_NETIF_EXTRA_TYPE_MAX) {
+        if (direct_extra(ex, c)) {
+            // the direct path's rx_grant / rx_desc (netfront_direct.cpp)
+        } else if (!ex.type || ex.type >= XEN_NETIF_EXTRA_TYPE_MAX) {
             bad.rx_bad_extra++;
             if (rl_rx.allow()) ZC_LOG(warn, tag, "%s: invalid extra type %u", fe_path.c_str(), ex.type);
             err = -EINVAL;
@@ -197,9 +199,16 @@ result<size_t> netfront::impl::recv(void* buf, size_t cap, uint32_t queue, rx_in
             return err(-EAGAIN);
         }
         rx_chain c;
-        if (get_responses(q, rp, c) < 0) {
+        if (get_responses(q, rp, c) < 0 || check_direct(q, c) < 0) {
+            drop_direct(q, c);
             consume_rx(q, c.end);
             q.st_rx.rx_errors++;
+            continue;
+        }
+        if (c.d_desc && !info) {
+            // Nobody would see the descriptor: give the payload back.
+            drop_direct(q, c);
+            consume_rx(q, c.end);
             continue;
         }
         if (info) {
@@ -209,6 +218,8 @@ result<size_t> netfront::impl::recv(void* buf, size_t cap, uint32_t queue, rx_in
             info->gso_type = c.gso ? c.gso_type : 0;
             info->slots = c.nslots;
             info->extras = c.extras;
+            info->direct = c.d_desc;
+            info->desc = c.d_desc ? c.desc : direct_desc{};
         }
         if (fn && c.nslots == 1) {
             // The frame lies in one RX page: show it in place.
@@ -231,6 +242,7 @@ result<size_t> netfront::impl::recv(void* buf, size_t cap, uint32_t queue, rx_in
             if (c.len > cap) return err(-EMSGSIZE); // stays queued
             gather_rx(q, c, static_cast<uint8_t*>(buf));
         }
+        if (c.d_desc) q.st_rx.rx_direct++;
         finish_rx(q, c);
         return c.len;
     }

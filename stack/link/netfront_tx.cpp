@@ -34,12 +34,14 @@ bool netfront::impl::tx_gc(nf_queue& q) noexcept {
                 mark_broken("TX: response has incorrect id " + std::to_string(rsp.id));
                 return false;
             }
-            if (rsp.id >= q.tx_state.size() || (q.tx_state[rsp.id] != tx_pending && q.tx_state[rsp.id] != tx_granted)) {
+            const uint8_t state = rsp.id < q.tx_state.size() ? q.tx_state[rsp.id] : uint8_t(tx_free);
+            if (state != tx_pending && state != tx_granted && state != tx_direct) {
                 q.st_tx.bad.tx_inactive_id++;
                 mark_broken("TX: response for inactive request " + std::to_string(rsp.id));
                 return false;
             }
-            if (q.tx_state[rsp.id] == tx_granted) q.tx_done_q.push_back(tx_done{q.tx_cookie[rsp.id], rsp.status});
+            if (state == tx_granted || state == tx_direct) q.tx_done_q.push_back(tx_done{q.tx_cookie[rsp.id], rsp.status});
+            if (state == tx_direct && rsp.status == NETIF_RSP_ERROR) q.st_tx.tx_direct_refused++;
             q.tx_state[rsp.id] = tx_free;
             q.tx_free.push_back(rsp.id);
             q.st_tx.tx_completed++;
