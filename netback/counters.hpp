@@ -49,7 +49,8 @@
     X(notifies_sent, "events", false, "event-channel notifications sent to the frontend")                      \
     X(events_received, "events", false, "event-channel events received from the frontend")                    \
     X(spurious_events, "events", false, "events that found no new TX or RX work (XSA-332 lateeoi accounting)") \
-    X(eoi_delays, "events", false, "times the port stayed masked after spurious events in a row (back-off)")
+    X(eoi_delays, "events", false, "times the port stayed masked after spurious events in a row (back-off)") \
+    X(queue_moves, "events", false, "times one of this vif's queues moved to another worker (placement)")
 
 namespace zc::netback {
 

@@ -112,7 +112,7 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
             for (size_t k = begin; k < end; ++k) bump(dq.core->ctr.drop_disabled);
         }
     }
-    if (notify) dq.w->notify(dq.rx_port, *dq.core);
+    if (notify) notify_frontend(dq, true);
     for (size_t k = begin; k < end; ++k) {
         delivery& d = dels[order[k]];
         if (d.bounced) {
