@@ -5,7 +5,8 @@
 // Linux drivers/net/xen-netback/common.h (struct xenvif, xenvif_queue).
 // The data path is split as Linux splits xen-netback: interface.cpp (vif
 // lifetime, interface.c), tx.cpp (TX, netback.c), copy.cpp (the grant-copy
-// batch and bounce copies), rx.cpp (RX, rx.c), worker.cpp (the threads).
+// batch and bounce copies), rx.cpp (RX, rx.c), worker.cpp (the threads),
+// placement.cpp (which worker serves a queue).
 
 // Threads and locks
 // -----------------
@@ -238,7 +239,7 @@ struct queue {
     std::weak_ptr<queue> dst;
     const queue* dst_raw = nullptr;
     uint32_t dst_votes = 0, dst_hits = 0, sent = 0, streak = 0;
-    time_point moved_at{};
+    time_point moved_at{}, looked_at{};
     std::atomic<uint64_t> load{0};              // frames switched per second (last look)
     std::atomic<worker*> move_to{nullptr};      // a move asked by another queue's owner
     // RX timers (service_rx): the owner runs them when due, when its RX

@@ -181,6 +181,7 @@ int datapath::impl::setup_queue(vif& v, uint32_t qi, std::string* why) noexcept 
 // every queue its own kthread (xenvif_connect_data) and lets the scheduler
 // spread them, which a fixed set of workers imitates by filling the least
 // loaded first. Concurrent add_vif calls may tie on a count: harmless.
+// Where the queue then stays depends on its traffic (placement.cpp).
 worker* datapath::impl::pick_worker() noexcept {
     worker* best = nullptr;
     for (auto& w : workers)

@@ -20,10 +20,14 @@ namespace zc::netback {
 
 namespace {
 
+// A queue's frames are looked at once it switched `min_frames` since the
+// last look and at least `look_interval` passed (or `look_max` passed: the
+// counts start again), so that a decision rests on enough frames whatever
+// the rate. Hysteresis: a queue moves at most once per `move_cooldown`, and
+// only after `streak_needed` looks in a row found one destination on
+// another worker taking at least 3/4 of its frames.
 constexpr auto look_interval = std::chrono::milliseconds(10);
-// Hysteresis: a queue moves at most once per `move_cooldown`, and only after
-// `streak_needed` looks in a row found one destination on another worker
-// taking at least 3/4 of at least `min_frames` frames.
+constexpr auto look_max = std::chrono::seconds(1);
 constexpr auto move_cooldown = std::chrono::milliseconds(250);
 constexpr uint32_t streak_needed = 2;
 constexpr uint32_t min_frames = 64;
@@ -56,13 +60,14 @@ void datapath::impl::place(worker& w) noexcept {
         move_queue(w, q, *to, now);
     }
     if (now - w.placed_at < look_interval) return;
-    const double secs = std::chrono::duration<double>(now - w.placed_at).count();
     w.placed_at = now;
-    for (auto& q : w.snap)
-        if (mine(q)) q->load.store(uint64_t(q->sent / secs), std::memory_order_relaxed);
     for (auto& q : w.snap) {
         if (!mine(q)) continue;
+        const auto age = now - q->looked_at;
+        if (age < look_interval || (q->sent < min_frames && age < look_max)) continue;
         // What this queue's frames did since the last look; owner only.
+        q->looked_at = now;
+        q->load.store(uint64_t(q->sent / std::chrono::duration<double>(age).count()), std::memory_order_relaxed);
         const uint32_t sent = std::exchange(q->sent, 0), hits = std::exchange(q->dst_hits, 0);
         std::shared_ptr<queue> dq = q->dst.lock();
         q->dst.reset();
