@@ -478,7 +478,10 @@ inline void notify_frontend(queue& q, bool rx) noexcept {
 // Wakes q's owner unless it is `self`, after the caller set one of q's kick
 // flags: the flag is published before the owner is read, and a move sets
 // the flags again after changing the owner, so neither side misses it.
+// A queue of `self` stays its own meanwhile (only the owner moves it), so
+// that case needs neither the fence nor a kick.
 inline void kick_owner(queue& q, const worker* self) noexcept {
+    if (self && q.w.load(std::memory_order_relaxed) == self) return;
     std::atomic_thread_fence(std::memory_order_seq_cst);
     worker* o = q.w.load(std::memory_order_seq_cst);
     if (o && o != self) o->kick();
