@@ -81,11 +81,15 @@ void datapath::impl::place(worker& w) noexcept {
         if (++q->streak < streak_needed || now - q->moved_at < move_cooldown) continue;
         q->streak = 0;
         // Together on the worker where the busier of the two loads ends up
-        // lower; a tie moves this queue (no request, no extra wake-up).
+        // lower; on a tie, on the worker with the lower id. The owner of
+        // `dq` may be deciding the same about `q` (traffic both ways): both
+        // reach the same move, one makes it and the other's request finds
+        // it made, instead of the two swapping places.
         const int64_t lw = load_of(w), ld = load_of(*dw);
         const int64_t s = int64_t(q->load.load(std::memory_order_relaxed));
         const int64_t d = int64_t(dq->load.load(std::memory_order_relaxed));
-        if (std::max(lw - s, ld + s) <= std::max(lw + d, ld - d)) {
+        const int64_t go = std::max(lw - s, ld + s), come = std::max(lw + d, ld - d);
+        if (go < come || (go == come && dw->id < w.id)) {
             move_queue(w, q, *dw, now);
         } else {
             dq->move_to.store(&w, std::memory_order_relaxed);
