@@ -52,7 +52,9 @@
 // payload: one gref->gref grant copy per destination RX slot, source TX page
 //         to destination RX page, every RX page filled before the next
 //         (Linux xenvif_rx_next_chunk);
-// fallback: gref->local into a bounce buffer, then local->gref, counted.
+// fallback: gref->local into bounce buffers (the frame's bytes packed,
+//           ceil(len / 4096) buffers), then local->gref, counted; charged
+//           to the sender's and the receiver's bounce quotas.
 // (copy.cpp is where the payload copies are made; see docs/ARCHITECTURE.md,
 // "Copies per path".)
 #pragma once
@@ -156,6 +158,10 @@ struct vif_core {
     log::ratelimit copy_log{10, 1};
     log::ratelimit stall_log{10, 1};
     std::shared_ptr<retired_totals> retired;
+    // Bounce-pool bytes held for frames this vif sent / frames waiting for
+    // it (datapath_options::bounce_src_quota / bounce_dst_quota; copy.cpp
+    // alloc_bounce and free_bounce).
+    std::atomic<uint64_t> bounce_src{0}, bounce_dst{0};
 
     vif_core() = default;
     vif_core(const vif_core&) = delete;
@@ -208,8 +214,8 @@ struct rx_item {
     std::shared_ptr<queue> src;          // foreign: the queue owning `pkt`
     tx_packet* pkt = nullptr;            // foreign: holds one ref
     std::shared_ptr<vif_core> src_core;  // counters of the sender
-    pool::frame bounce[max_tx_slots];    // bounced: local copies, one per slot
-    uint16_t nslots = 0;
+    pool::frame bounce[max_tx_slots];    // bounced: the frame's bytes packed, `nslots` buffers
+    uint16_t nslots = 0;                 // zero copy: the packet's slots; bounced: buffers
     uint32_t len = 0;
     uint16_t gso_size = 0;
     uint8_t txflags = 0;
@@ -218,6 +224,8 @@ struct rx_item {
     bool bounced = false;
     bool converting = false;             // a bounce copy is in flight; its job owns the buffers
     uint32_t held_len = 0;               // counted in queue::held_bytes (len may become 0 on a failed copy)
+    uint32_t bounce_bytes = 0;           // charged on src_core's and the queue's bounce quotas (copy.cpp)
+    uint8_t tx_slots = 0;                // zero copy: the source's TX slots it holds (queue::held_tx)
     uint64_t seq = 0;
     time_point queued{}, expires{}, hold_until{};
 
@@ -270,6 +278,7 @@ struct queue {
     uint32_t cap = 0, head = 0, count = 0, nforeign = 0;
     uint64_t held_bytes = 0;   // bytes of the waiting frames (datapath_options::rx_queue_bytes)
     uint32_t held_slots = 0;   // RX slots they need (rx_queue_slots)
+    uint32_t held_tx = 0;      // TX slots of the sources their zero-copy frames hold (datapath_options::held_tx_slots)
     uint64_t next_seq = 1;
     uint8_t done[ring_slots] = {}; // response written, waiting for earlier slots to publish
     std::atomic<bool> rx_kick{false};
@@ -284,6 +293,13 @@ struct queue {
         it = rx_item{};
         head = (head + 1) % cap;
         --count;
+    }
+    // Under rx_lock: a zero-copy item no longer holds its source's slots
+    // (delivered, converted or dropped).
+    void unpin(rx_item& it) noexcept {
+        --nforeign;
+        held_tx -= it.tx_slots;
+        it.tx_slots = 0;
     }
 };
 
@@ -374,6 +390,7 @@ struct delivery {
     bool bounced = false;
     bool extra = false;
     bool rx_grant_fault = false;          // a copy failed on the destination's own grant
+    uint32_t bounce_bytes = 0;            // bounced: charged on src_core's and dq's quotas
     uint8_t ndata = 0, nring = 0;
     RING_IDX first = 0;
     netif_rx_request req[max_rx_ring_slots];
@@ -393,10 +410,15 @@ struct conversion {
     std::shared_ptr<queue> src;
     tx_packet* pkt = nullptr;
     std::shared_ptr<vif_core> src_core;
-    pool::frame bounce[max_tx_slots];
-    uint16_t nslots = 0;
+    pool::frame bounce[max_tx_slots];     // the frame's bytes packed
+    uint16_t nslots = 0;                  // pkt's slots
+    uint16_t nbuf = 0;                    // bounce buffers
+    uint32_t bounce_bytes = 0;            // charged on src_core's and dq's quotas
     bool failed = false;
 };
+
+// Why a fallback got no bounce buffers (alloc_bounce).
+enum class bounce_rc { ok, src_quota, dst_quota, no_buffers };
 
 // TX packets whose last reference was dropped, with their queue.
 using packet_refs = std::vector<std::pair<std::shared_ptr<queue>, tx_packet*>>;
@@ -503,6 +525,10 @@ struct datapath::impl {
     std::map<std::pair<hv::domid_t, uint32_t>, std::shared_ptr<vif>> vifs;
     l2_switch<vif> sw;
     std::vector<std::shared_ptr<uplink>> uplinks; // added before vifs connect; fixed afterwards
+    // datapath_options' bounce quotas and held_tx_slots with the defaults
+    // resolved (create).
+    uint64_t bounce_src_quota = 0, bounce_dst_quota = 0;
+    uint32_t held_tx_max = 0;
 
     impl(hv::port& p, const datapath_options& o, fatal_fn f) : port(p), opt(o), on_fatal(std::move(f)) {}
 
@@ -533,9 +559,13 @@ struct datapath::impl {
     void add_conversion_segments(worker& w, conversion& cv, uint32_t ci) noexcept;
     void run_copy_batch(worker& w, std::vector<delivery>& dels, std::vector<conversion>& convs) noexcept;
     void attribute_rx_faults(std::vector<delivery>& dels) noexcept;
-    bool start_conversion(const std::shared_ptr<queue>& dq, rx_item& it, conversion& cv) noexcept;
+    bounce_rc start_conversion(const std::shared_ptr<queue>& dq, rx_item& it, conversion& cv) noexcept;
     void finish_conversions(worker& w, std::vector<conversion>& convs) noexcept;
     void release_bounce(pool::frame* f, uint32_t n) noexcept;
+    bounce_rc alloc_bounce(vif_core& src, vif_core& dst, uint32_t len, pool::frame* out, uint32_t& nbuf,
+                           uint32_t& charged) noexcept;
+    void free_bounce(pool::frame* f, uint32_t n, vif_core& src, vif_core& dst, uint32_t charged) noexcept;
+    static void count_bounce_drop(bounce_rc rc, vif_core& src, vif_core& dst) noexcept;
 
     // ---- rx.cpp: RX publish, drain, timers ----
     void publish(worker& w, std::vector<delivery>& dels) noexcept;
@@ -550,8 +580,9 @@ struct datapath::impl {
     void drop_expired(queue& dq, time_point now, packet_refs& drops) noexcept;
     bool check_rx_stall(queue& dq, time_point now, time_point& next) noexcept;
     void convert_held(const std::shared_ptr<queue>& dq, time_point now, time_point& next,
-                      std::vector<conversion>& convs) noexcept;
-    void drop_item(rx_item& it, packet_refs& refs) noexcept;
+                      std::vector<conversion>& convs, packet_refs& drops) noexcept;
+    void drop_item(rx_item& it, vif_core& dst, packet_refs& refs) noexcept;
+    void discard_held(queue& dq, rx_item& it, packet_refs& refs) noexcept;
 
     // ---- uplink.cpp: AF_XDP uplinks ----
     void uplink_out(worker& w, const queue& q, const tx_packet& p, uplink& u) noexcept;

@@ -3,7 +3,7 @@
 // where a VM-to-VM payload is copied (gref->gref grant copy, or bounce
 // fallback). Copies per path (see docs/ARCHITECTURE.md, "Copies per path"):
 //   direct or queued frame: 1 copy, gref->gref, TX page to RX page;
-//   bounce fallback: 2 copies, gref->local into a bounce buffer, then local->gref;
+//   bounce fallback: 2 copies, gref->local into bounce buffers, then local->gref;
 // plus, on every path, the header copy in tx.cpp (at most 128 bytes
 // gref->local, to read the MACs). Follows Linux rx.c's xenvif_rx_copy_add
 // and xenvif_rx_copy_flush (one batched grant copy per pass).
@@ -102,23 +102,36 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
 }
 
 // The first half of a bounce fallback: the source's slots into the bounce
-// buffers start_conversion took.
+// buffers start_conversion took, packed (every buffer filled before the
+// next, as RX pages are), so that a chain of small slots takes the buffers
+// its length needs, not one per slot.
 void datapath::impl::add_conversion_segments(worker& w, conversion& cv, uint32_t ci) noexcept {
     vif_core& sc = *cv.src_core;
     note_core(w.cores, &sc);
+    pool::pool& bp = *mgr->bounce();
+    const uint32_t bsz = bp.buf_size();
+    uint32_t b = 0, off = 0;
     for (uint32_t i = 0; i < cv.nslots; ++i) {
         const pool::frame& s = cv.pkt->seg[i];
-        if (s.len == 0) continue;
-        hv::copy_segment c{};
-        c.source.foreign.ref = s.gref;
-        c.source.foreign.offset = s.offset;
-        c.source.foreign.domid = s.domid;
-        c.dest.virt = mgr->bounce()->data(cv.bounce[i]);
-        c.len = s.len;
-        c.flags = GNTCOPY_source_gref;
-        w.copy_segs.push_back(c);
-        w.seg_own.push_back({-1, int32_t(ci), 0});
-        bump(sc.ctr.grant_copy_segments);
+        for (uint32_t s_off = 0; s_off < s.len && b < cv.nbuf;) {
+            const uint32_t k = std::min<uint32_t>(bsz - off, s.len - s_off);
+            hv::copy_segment c{};
+            c.source.foreign.ref = s.gref;
+            c.source.foreign.offset = uint16_t(s.offset + s_off);
+            c.source.foreign.domid = s.domid;
+            c.dest.virt = bp.data(cv.bounce[b]) + off;
+            c.len = uint16_t(k);
+            c.flags = GNTCOPY_source_gref;
+            w.copy_segs.push_back(c);
+            w.seg_own.push_back({-1, int32_t(ci), 0});
+            bump(sc.ctr.grant_copy_segments);
+            s_off += k;
+            off += k;
+            if (off == bsz) {
+                ++b;
+                off = 0;
+            }
+        }
     }
 }
 
@@ -156,8 +169,9 @@ void datapath::impl::attribute_rx_faults(std::vector<delivery>& dels) noexcept {
         for (uint32_t j = 0; j < d.nring; ++j) failed = failed || d.slot_status[j] != GNTST_okay;
         if (!failed) continue;
         bool source_ok = true;
+        const pool::frame* segs = d.segs(); // d.seg is written only for bounced deliveries
         for (uint32_t i = 0; i < d.nslots && source_ok; ++i) {
-            const pool::frame& s = d.seg[i];
+            const pool::frame& s = segs[i];
             if (s.len == 0 || s.kind != pool::seg_kind::foreign) continue;
             hv::copy_segment c{};
             c.source.foreign.ref = s.gref;
@@ -176,33 +190,92 @@ void datapath::impl::attribute_rx_faults(std::vector<delivery>& dels) noexcept {
 // Bounce conversions: a frame that waits too long for the destination's RX
 // buffers gives the source its TX slots back by moving to bounce buffers.
 
-// Under dq's rx_lock: move a zero-copy item's bytes to bounce buffers (the
-// copy itself runs later, outside the lock). False when no bounce buffers.
-bool datapath::impl::start_conversion(const std::shared_ptr<queue>& dqp, rx_item& it, conversion& cv) noexcept {
-    queue& dq = *dqp;
+// Bounce buffers for `len` bytes (packed: ceil(len / buf_size) buffers),
+// charged on the sender's and the receiver's quotas
+// (datapath_options::bounce_src_quota / bounce_dst_quota). Any thread; the
+// quotas are atomic reservations, undone on failure.
+bounce_rc datapath::impl::alloc_bounce(vif_core& src, vif_core& dst, uint32_t len, pool::frame* out, uint32_t& nbuf,
+                                       uint32_t& charged) noexcept {
+    nbuf = charged = 0;
     pool::pool* bp = mgr->bounce();
-    if (!bp || it.bounced || it.converting) return false;
-    for (uint32_t i = 0; i < it.nslots; ++i) {
-        cv.bounce[i] = pool::frame{};
-        if (it.pkt->seg[i].len == 0) continue;
-        if (bp->alloc_frame(cv.bounce[i], 0) < 0) {
-            release_bounce(cv.bounce, i);
-            return false;
-        }
-        cv.bounce[i].len = it.pkt->seg[i].len;
+    if (!bp) return bounce_rc::no_buffers;
+    const uint32_t bsz = bp->buf_size();
+    const uint32_t n = (len + bsz - 1) / bsz;
+    if (n > max_tx_slots) return bounce_rc::no_buffers;
+    const uint64_t bytes = uint64_t(n) * bsz;
+    if (src.bounce_src.fetch_add(bytes, std::memory_order_relaxed) + bytes > bounce_src_quota) {
+        src.bounce_src.fetch_sub(bytes, std::memory_order_relaxed);
+        return bounce_rc::src_quota;
     }
+    if (dst.bounce_dst.fetch_add(bytes, std::memory_order_relaxed) + bytes > bounce_dst_quota) {
+        dst.bounce_dst.fetch_sub(bytes, std::memory_order_relaxed);
+        src.bounce_src.fetch_sub(bytes, std::memory_order_relaxed);
+        return bounce_rc::dst_quota;
+    }
+    for (uint32_t i = 0; i < n; ++i) {
+        out[i] = pool::frame{};
+        if (bp->alloc_frame(out[i], 0) < 0) {
+            release_bounce(out, i);
+            dst.bounce_dst.fetch_sub(bytes, std::memory_order_relaxed);
+            src.bounce_src.fetch_sub(bytes, std::memory_order_relaxed);
+            return bounce_rc::no_buffers;
+        }
+        out[i].len = uint16_t(std::min(bsz, len - i * bsz));
+    }
+    nbuf = n;
+    charged = uint32_t(bytes);
+    return bounce_rc::ok;
+}
+
+// Bounce buffers (or an uplink's UMEM frames, charged 0) go back; their
+// charge leaves both quotas.
+void datapath::impl::free_bounce(pool::frame* f, uint32_t n, vif_core& src, vif_core& dst, uint32_t charged) noexcept {
+    release_bounce(f, n);
+    if (!charged) return;
+    src.bounce_src.fetch_sub(charged, std::memory_order_relaxed);
+    dst.bounce_dst.fetch_sub(charged, std::memory_order_relaxed);
+}
+
+// A fallback frame that got no bounce buffers is dropped: counted on the vif
+// whose quota was used up, on the receiver when the pool was dry (its
+// missing RX buffers made the fallback necessary).
+void datapath::impl::count_bounce_drop(bounce_rc rc, vif_core& src, vif_core& dst) noexcept {
+    vif_core& c = rc == bounce_rc::src_quota ? src : dst;
+    bump(c.ctr.drop_bounce_quota);
+    if (c.drop_log.allow())
+        ZC_LOG(info, tag, "vif%u.%u: fallback frame dropped: %s", unsigned(c.dom), c.devid,
+               rc == bounce_rc::no_buffers ? "bounce pool dry"
+               : rc == bounce_rc::src_quota ? "sender over its bounce quota"
+                                            : "receiver over its bounce quota");
+}
+
+// Under dq's rx_lock: move a zero-copy item's bytes to bounce buffers (the
+// copy itself runs later, outside the lock). Not ok: no bounce buffers for
+// it (a quota or the pool); the item is unchanged.
+bounce_rc datapath::impl::start_conversion(const std::shared_ptr<queue>& dqp, rx_item& it, conversion& cv) noexcept {
+    queue& dq = *dqp;
+    if (it.bounced || it.converting || !it.pkt) return bounce_rc::no_buffers;
+    uint32_t len = 0;
+    for (uint32_t i = 0; i < it.nslots; ++i) len += it.pkt->seg[i].len;
+    uint32_t nbuf = 0, charged = 0;
+    const bounce_rc rc = alloc_bounce(*it.src_core, *dq.core, len, cv.bounce, nbuf, charged);
+    if (rc != bounce_rc::ok) return rc;
     cv.dq = dqp;
     cv.seq = it.seq;
     cv.src = it.src;
     cv.pkt = it.pkt;
     cv.src_core = it.src_core;
     cv.nslots = it.nslots;
-    std::copy(cv.bounce, cv.bounce + it.nslots, it.bounce);
+    cv.nbuf = uint16_t(nbuf);
+    cv.bounce_bytes = charged;
+    std::copy(cv.bounce, cv.bounce + nbuf, it.bounce);
+    it.nslots = uint16_t(nbuf);
+    it.bounce_bytes = charged;
     it.converting = true;
     // The item no longer pins the source: the conversion job holds the ref.
     it.src.reset();
-    --dq.nforeign;
-    return true;
+    dq.unpin(it);
+    return bounce_rc::ok;
 }
 
 // After the copy: the waiting item adopts its bounce buffers (or, when it is
@@ -236,7 +309,7 @@ void datapath::impl::finish_conversions(worker& w, std::vector<conversion>& conv
         } else {
             bump(cv.src_core->ctr.fallback_copies);
         }
-        if (!adopted) release_bounce(cv.bounce, cv.nslots);
+        if (!adopted) free_bounce(cv.bounce, cv.nbuf, *cv.src_core, *cv.dq->core, cv.bounce_bytes);
         put_ref(w, cv.src, cv.pkt);
         cv.src.reset();
     }

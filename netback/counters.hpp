@@ -14,8 +14,10 @@
 // drop_malformed, drop_copy_error, drop_unsupported, drop_bad_offload,
 // drop_no_csum and drop_mtu count on the vif that sent the frame (its
 // traffic caused them); rx_*, queued, drop_rx_full, drop_disabled,
-// drop_rx_grant and rx_stalls on the vif the frame was for; the event
-// counters on the vif whose event channel it is.
+// drop_rx_grant and rx_stalls on the vif the frame was for;
+// drop_bounce_quota on the vif whose bounce quota was used up (the sender's
+// or the receiver's; the receiver's when the pool itself was dry); the
+// event counters on the vif whose event channel it is.
 #define ZC_NETBACK_VIF_COUNTERS(X)                                                                              \
     X(tx_packets, "packets", false, "packets from the frontend (its TX ring)")                                 \
     X(tx_bytes, "bytes", false, "bytes of those packets")                                                       \
@@ -38,6 +40,8 @@
     X(drop_copy_error, "frames", true, "a grant copy failed (e.g. a revoked grant)")                           \
     X(drop_unsupported, "frames", true, "the destination did not negotiate the SG/GSO the frame needs")        \
     X(drop_disabled, "frames", true, "the destination is disabled, removed or stalled")                        \
+    X(drop_bounce_quota, "frames", true,                                                                        \
+      "a fallback copy over the sender's or the receiver's bounce quota, or with the bounce pool dry")        \
     X(drop_spoofed_mac, "frames", true, "sent from a MAC other than the vif's configured one")               \
     X(drop_spoofed_ip, "frames", true, "IPv4 or ARP sender address not in the vif's `ip` key")              \
     X(rate_limited, "events", false, "TX stopped until the `rate` credit's next window")                  \

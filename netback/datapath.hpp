@@ -87,7 +87,36 @@ struct datapath_options {
     // rx_stall_timeout_msecs, XSA-392). 0 disables stall detection.
     uint32_t stall_timeout_ms = 60000;
     uint32_t bounce_buffers = 1024;      // 4 KiB bounce buffers shared by all vifs (fallback copies)
+    // The bounce pool is shared, so each vif has a quota of it in bytes, as
+    // the sender of fallback frames and as their receiver. A fallback frame
+    // takes ceil(len / 4096) buffers whatever its TX layout (its bytes are
+    // packed) and is charged that many buffers' bytes on both quotas; over
+    // either (or with the pool dry) it is dropped and counted
+    // (drop_bounce_quota, on the vif whose quota it was), as Linux drops a
+    // frame beyond a vif's rx_queue_max (xenvif_rx_queue_tail). 0: the
+    // default, a quarter of the pool per sender and an eighth per receiver
+    // (512 KiB with 1024 buffers: Linux's XENVIF_RX_QUEUE_BYTES), at least
+    // one 64 KiB frame (none with force_bounce: the baseline measures the
+    // copies); bounce_quota_off: no quota (the pool is the only bound).
+    uint64_t bounce_src_quota = 0;
+    uint64_t bounce_dst_quota = 0;
+    // TX slots of its senders that one destination queue may hold with
+    // zero-copy frames while it takes nothing (it published nothing for
+    // idle_ms): beyond, its frames move to bounce buffers at once (within
+    // the quotas) or are dropped, counted, so that a sender keeps slots for
+    // its other destinations. 0: half a TX ring (128).
+    uint32_t held_tx_slots = 0;
+    // A destination that published nothing for this long while frames wait
+    // takes nothing: held_tx_slots applies, and a frame that must leave its
+    // source's slots but gets no bounce buffers is dropped (before, it
+    // waits: a receiver that keeps taking frames paces its sources,
+    // losslessly). Long enough that a receiver descheduled for a moment is
+    // not taken for a dead one.
+    uint32_t idle_ms = 10;
 };
+
+// datapath_options::bounce_src_quota / bounce_dst_quota: no quota.
+inline constexpr uint64_t bounce_quota_off = ~uint64_t{0};
 
 // Per-vif counters (vif_stats): netback/counters.hpp, one list with each
 // counter's unit and, for drops, the reason.
@@ -175,6 +204,10 @@ struct vif_info {
     uint32_t mtu;                    // vif_params::mtu (0: no limit)
     std::string disabled_reason;
     vif_stats stats;
+    // Bounce-pool bytes held now for frames this vif sent, and for frames
+    // waiting for it (datapath_options::bounce_src_quota / bounce_dst_quota).
+    uint64_t bounce_src_bytes = 0;
+    uint64_t bounce_dst_bytes = 0;
     std::vector<queue_info> queue_state; // one per queue, in index order
 };
 

@@ -26,8 +26,19 @@ result<std::unique_ptr<datapath>> datapath::create(hv::port& port, const datapat
     if (o.batch == 0 || o.batch > 1024) return fail(-EINVAL, "batch must be 1..1024");
     if (o.rx_queue_limit == 0 || o.rx_queue_limit > 65536) return fail(-EINVAL, "rx_queue_limit must be 1..65536");
     if (o.rx_queue_bytes < 65536) return fail(-EINVAL, "rx_queue_bytes must hold one 64 KiB frame");
+    if ((o.bounce_src_quota && o.bounce_src_quota < 65536) || (o.bounce_dst_quota && o.bounce_dst_quota < 65536))
+        return fail(-EINVAL, "a bounce quota must hold one 64 KiB frame");
     std::unique_ptr<impl> p(new (std::nothrow) impl(port, o, std::move(on_fatal)));
     if (!p) return fail(-ENOMEM, "out of memory");
+    // The quotas' defaults: a quarter (sender) and an eighth (receiver) of
+    // the bounce pool, at least one 64 KiB frame (datapath_options); none
+    // for the double-copy baseline, which measures the copies.
+    const uint64_t pool_bytes = uint64_t(o.bounce_buffers) * hv::page_size;
+    const uint64_t src_default = o.force_bounce ? bounce_quota_off : std::max<uint64_t>(pool_bytes / 4, 65536);
+    const uint64_t dst_default = o.force_bounce ? bounce_quota_off : std::max<uint64_t>(pool_bytes / 8, 65536);
+    p->bounce_src_quota = o.bounce_src_quota ? o.bounce_src_quota : src_default;
+    p->bounce_dst_quota = o.bounce_dst_quota ? o.bounce_dst_quota : dst_default;
+    p->held_tx_max = o.held_tx_slots ? o.held_tx_slots : ring_slots / 2;
     auto tab = port.open_gnttab();
     if (!tab) return fail(tab.error(), "open gnttab");
     p->tab = std::move(*tab);
@@ -35,7 +46,7 @@ result<std::unique_ptr<datapath>> datapath::create(hv::port& port, const datapat
     if (!shr) return fail(shr.error(), "open gntshr");
     p->shr = std::move(*shr);
     pool::manager_options mo;
-    mo.bounce_buf_size = uint32_t(hv::page_size); // one bounce buffer per TX slot (a slot never crosses its page)
+    mo.bounce_buf_size = uint32_t(hv::page_size); // a fallback frame's bytes are packed (copy.cpp alloc_bounce)
     mo.bounce_buffers = o.bounce_buffers;
     mo.max_grants = 0; // netback never grants: pools for peers are not used here
     auto m = pool::manager::create(*p->shr, p->tab.get(), mo);
@@ -261,10 +272,11 @@ void datapath::impl::remove_locked_out(const std::shared_ptr<vif>& v) noexcept {
             // Frames waiting for this vif: their sources get their slots back.
             while (q->count) {
                 bump(q->core->ctr.drop_disabled);
-                drop_item(q->at(0), drops);
+                drop_item(q->at(0), *q->core, drops);
                 q->pop_head();
             }
             q->nforeign = 0;
+            q->held_tx = 0;
             q->rx.detach();
             if (q->rx_map.addr) (void)tab->unmap(q->rx_map);
         }
@@ -342,6 +354,8 @@ std::vector<vif_info> datapath::vifs() const {
             i.disabled_reason = c.reason;
         }
         i.stats = c.ctr.snapshot();
+        i.bounce_src_bytes = c.bounce_src.load(std::memory_order_relaxed);
+        i.bounce_dst_bytes = c.bounce_dst.load(std::memory_order_relaxed);
         out.push_back(std::move(i));
     }
     return out;

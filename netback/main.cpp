@@ -47,6 +47,8 @@ uint32_t cpus_available() {
 const char* usage_text =
     "usage: zc-netback [run] [--workers N] [--max-queues N] [--no-split-evtchn]\n"
     "                  [--force-bounce] [--rx-queue N] [--drain-ms MS] [--ctl PATH]\n"
+    "                  [--bounce-buffers N] [--bounce-src-quota BYTES|off]\n"
+    "                  [--bounce-dst-quota BYTES|off] [--held-tx-slots N] [--idle-ms MS]\n"
     "                  [--uplink IFNAME]... [--xdp-mode any|zc|copy|skb] [--xdp-batch N]\n"
     "                  [--uplink-frames N] [--uplink-aging S]\n"
     "                  [--metrics-file PATH [--metrics-interval S]]\n"
@@ -74,6 +76,19 @@ const char* usage_text =
     "--force-bounce    copy every frame through a bounce buffer (the double-copy baseline)\n"
     "--rx-queue N      frames held per vif while its guest posts no RX buffers (default 256)\n"
     "--drain-ms MS     then they are dropped and counted (default 10000)\n"
+    "--bounce-buffers N  4 KiB bounce buffers shared by all vifs for fallback copies\n"
+    "                  (a frame waiting too long for its receiver's RX buffers; default 1024)\n"
+    "--bounce-src-quota BYTES  bounce bytes one vif's frames may hold as their sender\n"
+    "                  (default: a quarter of the pool); `off`: no quota\n"
+    "--bounce-dst-quota BYTES  bounce bytes the frames waiting for one vif may hold\n"
+    "                  (default: an eighth of the pool, 512 KiB); `off`: no quota. A fallback\n"
+    "                  over either is dropped and counted (drop_bounce_quota)\n"
+    "--held-tx-slots N TX slots of its senders one vif's queue may hold zero-copy while it\n"
+    "                  takes nothing; beyond, frames go to bounce buffers at once or are\n"
+    "                  dropped, so a sender keeps slots for its other vifs (default 128)\n"
+    "--idle-ms MS      a vif that published nothing for MS while frames wait takes nothing:\n"
+    "                  --held-tx-slots applies, fallbacks over a quota are dropped (before,\n"
+    "                  they wait: it paces its senders) (default 10)\n"
     "--uplink IFNAME   an AF_XDP uplink on IFNAME (repeatable): a switch port to the wire\n"
     "                  and the host; zc-netback's XDP program is attached while it runs\n"
     "--xdp-mode M      any (default: driver zero-copy, else driver copy, else generic),\n"
@@ -125,6 +140,9 @@ std::string stats_json(backend& b) {
                       fe_state, v.disabled ? "true" : "false");
         out += buf;
         out += json_escape(v.disabled_reason) + "\"";
+        // Bounce-pool bytes held now as sender and receiver (gauges).
+        out += ",\"bounce_src_bytes\":" + std::to_string(v.bounce_src_bytes) +
+               ",\"bounce_dst_bytes\":" + std::to_string(v.bounce_dst_bytes);
         // Every counter of the schema (netback/counters.hpp), in its order.
         for (size_t k = 0; k < vif_stats::schema_size; k++)
             out += std::string(",\"") + vif_stats::schema[k].name + "\":" + std::to_string(s.field(k));
@@ -503,6 +521,14 @@ int main(int argc, char** argv) {
         else if (a == "--force-bounce") o.dp.force_bounce = true;
         else if (a == "--rx-queue" && num(1, 65536, v)) o.dp.rx_queue_limit = uint32_t(v);
         else if (a == "--drain-ms" && num(1, 3600000, v)) o.dp.drain_timeout_ms = uint32_t(v);
+        else if (a == "--bounce-buffers" && num(16, 1 << 20, v)) o.dp.bounce_buffers = uint32_t(v);
+        else if ((a == "--bounce-src-quota" || a == "--bounce-dst-quota") && i + 1 < argc &&
+                 std::string(argv[i + 1]) == "off")
+            (a == "--bounce-src-quota" ? o.dp.bounce_src_quota : o.dp.bounce_dst_quota) = bounce_quota_off, ++i;
+        else if (a == "--bounce-src-quota" && num(65536, 1l << 40, v)) o.dp.bounce_src_quota = uint64_t(v);
+        else if (a == "--bounce-dst-quota" && num(65536, 1l << 40, v)) o.dp.bounce_dst_quota = uint64_t(v);
+        else if (a == "--held-tx-slots" && num(1, 65536, v)) o.dp.held_tx_slots = uint32_t(v);
+        else if (a == "--idle-ms" && num(1, 3600000, v)) o.dp.idle_ms = uint32_t(v);
         else if (a == "--ctl" && i + 1 < argc) ctl = argv[++i];
         else if (a == "--uplink" && i + 1 < argc) ups.push_back(uplink_options{.ifname = argv[++i]});
         else if (a == "--xdp-mode" && i + 1 < argc) up_o.mode = argv[++i];

@@ -53,6 +53,12 @@ std::string prometheus_text(const std::vector<vif_info>& vifs, const std::vector
     for (auto& v : vifs) sample(out, "zcnet_netback_vif_disabled", vif_labels(v), v.disabled ? 1 : 0);
     family(out, "zcnet_netback_vif_rx_stalled", "gauge", "1 while some queue's RX is stalled (Linux: carrier off)");
     for (auto& v : vifs) sample(out, "zcnet_netback_vif_rx_stalled", vif_labels(v), v.rx_stalled ? 1 : 0);
+    family(out, "zcnet_netback_vif_bounce_src_bytes", "gauge",
+           "bounce-pool bytes held now for frames this vif sent (its sender quota)");
+    for (auto& v : vifs) sample(out, "zcnet_netback_vif_bounce_src_bytes", vif_labels(v), v.bounce_src_bytes);
+    family(out, "zcnet_netback_vif_bounce_dst_bytes", "gauge",
+           "bounce-pool bytes held now for frames waiting for this vif (its receiver quota)");
+    for (auto& v : vifs) sample(out, "zcnet_netback_vif_bounce_dst_bytes", vif_labels(v), v.bounce_dst_bytes);
 
     // Per queue: where each queue stands now (gauges).
     struct qgauge {

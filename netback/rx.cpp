@@ -116,7 +116,7 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
     for (size_t k = begin; k < end; ++k) {
         delivery& d = dels[order[k]];
         if (d.bounced) {
-            release_bounce(d.seg, d.nslots);
+            free_bounce(d.seg, d.nslots, *d.src_core, *dq.core, d.bounce_bytes);
         } else if (d.pkt) {
             put_ref(w, d.src, d.pkt);
         }
@@ -175,15 +175,30 @@ void datapath::impl::write_rx_responses(queue& dq, delivery& d, rx_tally& t) noe
 
 // Under the queue's rx_lock: release what an item holds (a converting
 // item's job owns its buffers and reference, finds the item gone and
-// releases them itself); packet references go to `refs`.
-void datapath::impl::drop_item(rx_item& it, packet_refs& refs) noexcept {
+// releases them itself); packet references go to `refs`. `dst` is the
+// queue's vif (its bounce quota).
+void datapath::impl::drop_item(rx_item& it, vif_core& dst, packet_refs& refs) noexcept {
     if (it.converting) {
     } else if (it.bounced) {
-        release_bounce(it.bounce, it.nslots);
+        free_bounce(it.bounce, it.nslots, *it.src_core, dst, it.bounce_bytes);
+        it.bounce_bytes = 0;
     } else if (it.pkt) {
         refs.emplace_back(std::move(it.src), it.pkt);
     }
     it.pkt = nullptr; // pop_head resets the rest
+}
+
+// Under dq's rx_lock: a zero-copy item that may neither keep its source's
+// slots nor move to bounce buffers gives the slots back now; its drop was
+// counted by the caller. It stays in place (the queue is in order) as an
+// empty bounced item that the drain and drop_expired pop uncounted.
+void datapath::impl::discard_held(queue& dq, rx_item& it, packet_refs& refs) noexcept {
+    dq.unpin(it);
+    refs.emplace_back(std::move(it.src), it.pkt);
+    it.pkt = nullptr;
+    it.bounced = true;
+    it.nslots = 0;
+    it.len = 0;
 }
 
 // Deliver waiting frames while the RX ring has room (xenvif_rx_action).
@@ -223,8 +238,8 @@ bool datapath::impl::take_rx_items(const std::shared_ptr<queue>& dqp, std::vecto
         if (src_gone || !plan.ok || it.len == 0) {
             if (src_gone) bump(it.src_core->ctr.drop_copy_error);
             else if (!plan.ok) bump(it.src_core->ctr.drop_unsupported);
-            if (!it.bounced) --dq.nforeign;
-            drop_item(it, drops);
+            if (!it.bounced) dq.unpin(it);
+            drop_item(it, dc, drops);
             dq.pop_head();
             continue;
         }
@@ -238,11 +253,14 @@ bool datapath::impl::take_rx_items(const std::shared_ptr<queue>& dqp, std::vecto
         d.src_core = it.src_core;
         d.bounced = it.bounced;
         d.nslots = it.nslots;
-        if (it.bounced) std::copy(it.bounce, it.bounce + it.nslots, d.seg);
-        else {
+        if (it.bounced) {
+            std::copy(it.bounce, it.bounce + it.nslots, d.seg);
+            d.bounce_bytes = it.bounce_bytes; // the delivery's now (publish_to frees it)
+            it.bounce_bytes = 0;
+        } else {
             d.src = std::move(it.src);
             d.pkt = it.pkt;
-            --dq.nforeign;
+            dq.unpin(it);
         }
         d.len = it.len;
         d.gso_size = it.gso_size;
@@ -270,7 +288,7 @@ time_point datapath::impl::service_rx(worker& w, const std::shared_ptr<queue>& d
         const time_point now = clock_type::now();
         drop_expired(dq, now, drops);
         if (opt.stall_timeout_ms) stalled_now = check_rx_stall(dq, now, next);
-        convert_held(dqp, now, next, convs);
+        convert_held(dqp, now, next, convs, drops);
         if (dq.count) next = std::min(next, dq.at(0).expires);
     }
     if (stalled_now && dc.stall_log.allow())
@@ -292,9 +310,11 @@ void datapath::impl::drop_expired(queue& dq, time_point now, packet_refs& drops)
     vif_core& dc = *dq.core;
     auto pop_head = [&](std::atomic<uint64_t>& counter) {
         rx_item& it = dq.at(0);
-        if (!it.bounced && !it.converting) --dq.nforeign;
-        bump(counter);
-        drop_item(it, drops);
+        if (!it.bounced && !it.converting) dq.unpin(it);
+        // An empty bounced item's loss was counted already (a failed fallback
+        // copy, or discard_held).
+        if (!(it.bounced && it.len == 0)) bump(counter);
+        drop_item(it, dc, drops);
         dq.pop_head();
     };
     if (dc.disabled.load(std::memory_order_relaxed)) {
@@ -338,14 +358,24 @@ bool datapath::impl::check_rx_stall(queue& dq, time_point now, time_point& next)
 // gives the source its TX slots back when it has held them hold_ms, or
 // pressure_hold_us while its source runs short, this destination has
 // published nothing for as long and has room for what the source would
-// send next (half of rx_queue_bytes). A destination that keeps taking
-// frames paces its sources instead (each frame copied once).
+// send next (half of rx_queue_bytes), or while this destination, taking
+// nothing for idle_ms, holds more of its sources' TX slots than
+// held_tx_slots. A destination that keeps taking frames paces its sources
+// instead (each frame copied once). A frame that must move but gets no
+// bounce buffers (over the sender's or this vif's quota, or the pool dry)
+// keeps waiting while this destination takes frames (it paces the source,
+// its frames leave as it posts buffers); once it has taken nothing for
+// idle_ms the frame is dropped, counted: the source gets its
+// slots back either way, as Linux drops what does not fit a vif's RX queue.
 void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point now, time_point& next,
-                                  std::vector<conversion>& convs) noexcept {
+                                  std::vector<conversion>& convs, packet_refs& drops) noexcept {
     queue& dq = *dqp;
     const auto pressure_hold = std::chrono::microseconds(opt.pressure_hold_us);
     const time_point idle_since = dq.last_rx;
     const bool room = dq.held_bytes <= opt.rx_queue_bytes / 2;
+    const auto idle_after = std::chrono::milliseconds(opt.idle_ms);
+    const bool idle = now - idle_since >= idle_after;
+    if (!idle && dq.held_tx > held_tx_max) next = std::min(next, idle_since + idle_after);
     // Slots this pass gives back per source: convert only what it needs.
     std::pair<const queue*, uint32_t> freeing[4] = {};
     auto freeing_of = [&freeing](const queue* src) -> uint32_t* {
@@ -359,7 +389,7 @@ void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point 
     for (uint32_t i = 0; i < dq.count; ++i) {
         rx_item& it = dq.at(i);
         if (it.bounced || it.converting) continue;
-        bool go = it.hold_until <= now;
+        bool go = it.hold_until <= now || (idle && dq.held_tx > held_tx_max);
         uint32_t* fr = it.src ? freeing_of(it.src.get()) : nullptr;
         if (!go && room && it.src && runs_short(*it.src, fr ? *fr : 0)) {
             const time_point at = std::max(idle_since, it.queued) + pressure_hold;
@@ -368,11 +398,15 @@ void datapath::impl::convert_held(const std::shared_ptr<queue>& dqp, time_point 
         }
         if (go) {
             conversion& cv = convs.emplace_back();
-            const uint32_t slots = it.pkt ? it.pkt->nslots + it.pkt->extra_count : 0u;
-            if (!start_conversion(dqp, it, cv)) { // no bounce buffers now: retried after pressure_hold
+            const uint32_t slots = it.tx_slots;
+            if (const bounce_rc rc = start_conversion(dqp, it, cv); rc != bounce_rc::ok) {
                 convs.pop_back();
-                next = std::min(next, now + std::max(pressure_hold, std::chrono::microseconds(1000)));
-                break;
+                if (!idle) { // retried when it would count as idle
+                    next = std::min(next, std::max(idle_since + idle_after, now + std::chrono::milliseconds(1)));
+                    break;
+                }
+                count_bounce_drop(rc, *it.src_core, *dq.core);
+                discard_held(dq, it, drops);
             }
             if (fr) *fr += slots;
         } else {

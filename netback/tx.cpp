@@ -339,7 +339,11 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
 // bounded in entries, bytes and the RX slots they need (XSA-392: never an
 // unbounded queue for a frontend that does not post buffers). It keeps the
 // source's slots (zero copy) until delivered or converted to bounce buffers
-// (convert_held).
+// (convert_held), unless this destination, taking nothing for idle_ms,
+// holds held_tx_slots of its sources' TX slots already:
+// then it moves to bounce buffers at once, or is dropped (counted) when
+// they are over a quota, so that the source keeps slots for its other
+// destinations.
 void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p,
                                      const std::shared_ptr<queue>& dq, uint32_t nring, time_point now) noexcept {
     vif_core& dc = *dq->core;
@@ -348,7 +352,11 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
         bump(dc.ctr.drop_rx_full);
         return;
     }
+    const uint32_t tx_slots = p.nslots + p.extra_count;
+    const bool over = !opt.force_bounce && dq->count != 0 && dq->held_tx + tx_slots > held_tx_max &&
+                      now - dq->last_rx >= std::chrono::milliseconds(opt.idle_ms);
     const bool first = dq->count == 0;
+    const bool first_held = dq->nforeign == 0; // no zero-copy frame's hold timer is armed yet
     if (first) dq->last_rx = now; // stall clock starts when something waits
     rx_item& it = dq->at(dq->count);
     it = rx_item{};
@@ -363,32 +371,52 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     it.gso_type = p.gso_type;
     it.nring = uint8_t(nring);
     it.held_len = p.len;
+    it.tx_slots = uint8_t(tx_slots);
     dq->held_bytes += p.len;
     dq->held_slots += nring;
+    dq->held_tx += tx_slots;
     it.seq = dq->next_seq++;
     it.queued = now;
     it.expires = now + std::chrono::milliseconds(opt.drain_timeout_ms);
     it.hold_until = now + std::chrono::milliseconds(opt.hold_ms);
     ++dq->count;
     ++dq->nforeign;
-    if (!opt.force_bounce) bump(dc.ctr.queued);
-    // The double-copy baseline converts at once; otherwise the owner's
-    // timers decide (convert_held).
-    if (opt.force_bounce) {
+    // The double-copy baseline converts at once, and so does a frame over
+    // held_tx_slots; otherwise the owner's timers decide (convert_held).
+    if (opt.force_bounce || over) {
         conversion& cv = w.tx_convs.emplace_back();
-        if (!start_conversion(dq, it, cv)) w.tx_convs.pop_back();
+        if (const bounce_rc rc = start_conversion(dq, it, cv); rc != bounce_rc::ok) {
+            w.tx_convs.pop_back();
+            if (over) {
+                // No bounce buffers for it: it does not wait on the source's
+                // slots either. Taken off the tail again, counted.
+                count_bounce_drop(rc, *qp->core, dc);
+                dq->unpin(it);
+                dq->held_bytes -= it.held_len;
+                dq->held_slots -= it.nring;
+                --dq->count;
+                it = rx_item{};
+                p.refs.fetch_sub(1, std::memory_order_relaxed); // the batch still holds one
+                return;
+            }
+        }
     }
+    if (!opt.force_bounce) bump(dc.ctr.queued);
     // Tell the frontend to notify when it posts (xenvif_rx_ring_slots_available).
     dq->rx.request_event_after(dq->rx.req_prod());
     // Another worker's queue: its owner arms the timers of what waits
     // (service_rx, convert_held), so it needs waking when they change: the
-    // first item, a conversion started, or the source running short (the
-    // pressure_hold_us timer). Items behind a waiting head expire after it;
+    // first item, the first zero-copy item (behind bounced ones, which have
+    // no hold timer: without the wake-up its hold_ms went unnoticed and it
+    // kept the source's slots until the drain timeout), a conversion
+    // started, or the source running short (the pressure_hold_us timer).
+    // Zero-copy items behind a zero-copy one are held and expire after it;
     // waking the owner for every batch made each unicast batch a
     // cross-worker wake-up while a receiver was behind.
     if (std::find(w.touched.begin(), w.touched.end(), dq) == w.touched.end()) w.touched.push_back(dq);
     dq->rx_rearm.store(true, std::memory_order_relaxed); // its timers (service_rx) take the new frame
-    if (dq->w.load(std::memory_order_relaxed) != &w && (first || opt.force_bounce || runs_short(*qp, 0)))
+    if (dq->w.load(std::memory_order_relaxed) != &w &&
+        (first || (first_held && !it.bounced && !it.converting) || opt.force_bounce || runs_short(*qp, 0)))
         dq->rx_kick.store(true, std::memory_order_relaxed);
 }
 

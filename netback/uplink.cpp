@@ -322,6 +322,7 @@ void datapath::impl::uplink_deliver(uplink& u, vif& dv, pool::frame& f,
     }
     const std::shared_ptr<queue>& dq = dv.queues[0];
     const time_point now = clock_type::now();
+    uint32_t charged = 0; // bounce bytes of the frame (0: a UMEM frame)
     std::lock_guard g(dq->rx_lock);
     if (dq->rx_dead || dq->stalled || dq->count >= dq->cap) {
         bump(u.drop_vif_full);
@@ -332,21 +333,23 @@ void datapath::impl::uplink_deliver(uplink& u, vif& dv, pool::frame& f,
     if (dq->count >= u.dest_quota) {
         // This destination holds its share of the UMEM already (the quota is
         // charged after receipt: one queue's fill ring cannot know the
-        // destination in advance). The frame moves to the shared bounce pool.
-        pool::pool* bp = mgr->bounce();
-        pool::frame b;
-        if (!bp || bp->alloc_frame(b, 0) < 0 || bp->buf_size() < f.len) {
-            if (b.kind == pool::seg_kind::local) bp->release(b);
+        // destination in advance). The frame moves to the shared bounce pool,
+        // within the uplink's and the destination's bounce quotas.
+        pool::frame b[max_tx_slots];
+        uint32_t nbuf = 0;
+        const bounce_rc rc = alloc_bounce(*u.port->core, dc, f.len, b, nbuf, charged);
+        if (rc != bounce_rc::ok || nbuf != 1) {
+            if (rc == bounce_rc::ok) free_bounce(b, nbuf, *u.port->core, dc, charged);
+            else count_bounce_drop(rc, *u.port->core, dc);
+            charged = 0;
             bump(u.drop_vif_full);
-            bump(dc.ctr.drop_rx_full);
             u.frames().release(f);
             return;
         }
-        std::memcpy(bp->data(b), u.frames().data(f), f.len);
-        b.len = f.len;
-        b.domid = dc.dom;
+        std::memcpy(mgr->bounce()->data(b[0]), u.frames().data(f), f.len);
+        b[0].domid = dc.dom;
         u.frames().release(f);
-        f = b;
+        f = b[0];
         bump(u.quota_fallbacks);
         bump(dc.ctr.fallback_copies);
     }
@@ -358,6 +361,7 @@ void datapath::impl::uplink_deliver(uplink& u, vif& dv, pool::frame& f,
     it.nslots = 1;
     it.len = f.len;
     it.src_core = u.port->core;
+    it.bounce_bytes = charged;
     it.seq = dq->next_seq++;
     it.expires = now + std::chrono::milliseconds(opt.drain_timeout_ms);
     it.hold_until = now;

@@ -149,4 +149,43 @@ TEST(EmuEvtchn, PeerDeathUnbindsOurEnd) {
     EXPECT_EQ((*ev)->notify(*port), 0);
 }
 
+// A domain destroyed and created again under the same domid (a guest's
+// stack service killed and restarted) gets new event-channel handles with
+// the same numbers as the dead one's. A notifier that already sent to the
+// old incarnation must reach the new one's handle, not the dead eventfd:
+// otherwise every event to the new domain is lost and it only sees its
+// rings when it polls them on a timer.
+TEST(EmuEvtchn, NotifyReachesARecreatedDomain) {
+    test::emu_host host;
+    ASSERT_TRUE(host.ok());
+    auto dom0 = host.domain(0);
+    ASSERT_TRUE(dom0);
+    auto ev = dom0->open_evtchn();
+    ASSERT_TRUE(ev);
+    auto* cli = hv::emu::client_of(*dom0);
+    ASSERT_NE(cli, nullptr);
+    for (int incarnation = 0; incarnation < 2; incarnation++) {
+        SCOPED_TRACE(incarnation);
+        auto guest = host.domain(5);
+        ASSERT_TRUE(guest);
+        auto gev = guest->open_evtchn();
+        ASSERT_TRUE(gev);
+        auto gport = (*gev)->bind_unbound(0);
+        ASSERT_TRUE(gport);
+        auto local = (*ev)->bind_interdomain(5, *gport);
+        ASSERT_TRUE(local) << local.error();
+        ASSERT_EQ((*ev)->notify(*local), 0);
+        EXPECT_TRUE(test::readable((*gev)->fd(), 5000)) << "the event went to another handle";
+        auto p = (*gev)->pending();
+        ASSERT_TRUE(p);
+        EXPECT_EQ(*p, *gport);
+        EXPECT_EQ((*ev)->unbind(*local), 0);
+        // The domain ends with its last connection (asynchronously).
+        gev->reset();
+        guest.reset();
+        for (int i = 0; i < 500 && cli->alive(5); i++) ::usleep(10000);
+        ASSERT_FALSE(cli->alive(5));
+    }
+}
+
 } // namespace

@@ -557,6 +557,7 @@ TEST_F(NetbackDatapath, ShortSourceIsPacedNotBouncedWhileTheReceiverTakesFrames)
     netback::datapath_options o;
     o.hold_ms = 60000;
     o.pressure_hold_us = 300000; // the receiver below publishes every ~20 ms
+    o.idle_ms = 300;             // and so takes frames (held_tx_slots does not apply)
     start(o);
     auto a = guest(1), b = guest(2, false, true, /*post=*/0);
     ASSERT_TRUE(a && b);
@@ -628,11 +629,14 @@ TEST_F(NetbackDatapath, SourceWithSlotsLeftKeepsItsFramesZeroCopy) {
 
 // A short source whose destination already holds more than half of
 // rx_queue_bytes keeps waiting: slots given back would only bring frames to
-// drop.
+// drop. (Here the destination may hold every TX slot of the source: the
+// held_tx_slots bound, which gives a source slots back for its other
+// destinations, is tested in netback_bounce_test.cpp.)
 TEST_F(NetbackDatapath, ShortSourceIsNotBouncedIntoAFullDestination) {
     netback::datapath_options o;
     o.hold_ms = 60000;
     o.pressure_hold_us = 20000;
+    o.held_tx_slots = ring_size;
     o.rx_queue_bytes = 400 * 1024; // 240 frames of 1500 bytes: more than half
     start(o);
     auto a = guest(1), b = guest(2, false, true, 0);

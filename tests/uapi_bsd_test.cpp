@@ -251,6 +251,135 @@ TEST_F(UapiBsd, ForkedChildGetsEbadfAndTheParentKeepsWorking) {
     EXPECT_EQ(s.send_errors, 0u);
 }
 
+// BSD: sendmmsg(2) with a msg_name per message sends a batch in which each
+// datagram has its own destination (a server answering several clients
+// with one system call). zc_sendmmsg: one wake-up of the stack, clients on
+// the other guest and on the server's own guest.
+TEST_F(UapiBsd, SendmmsgAnswersSeveralClientsInOneBatch) {
+    int srv = rig->open(2);
+    ASSERT_GE(srv, 0);
+    sockaddr_in sb = addr_of(0, 7361);
+    ASSERT_EQ(zc_bind(srv, &sb), 0);
+    const sockaddr_in remote = addr_of(guest_ip(2), 7361), local = addr_of(0x7f000001u, 7361);
+    int cli[3] = {rig->open(1), rig->open(1), rig->open(2)};
+    for (int i = 0; i < 3; i++) {
+        ASSERT_GE(cli[i], 0);
+        ASSERT_EQ(zc_connect(cli[i], i < 2 ? &remote : &local), 0);
+        send_tagged(cli[i], uint8_t('a' + i), nullptr, 10);
+    }
+    // The requests, then one reply per client, each to where it came from.
+    zc_rxd req[3];
+    unsigned got = 0;
+    while (got < 3) {
+        int n = zc_recv_wait(srv, req + got, 3 - got, 5000);
+        ASSERT_GT(n, 0);
+        got += unsigned(n);
+    }
+    zc_mmsg m[3]{};
+    for (int i = 0; i < 3; i++) {
+        void* b = nullptr;
+        ASSERT_EQ(zc_buf_alloc(srv, &b), 0);
+        const uint8_t tag = static_cast<const uint8_t*>(req[i].data)[0];
+        std::memset(b, tag - 'a' + 'A', 20);
+        m[i].base = b;
+        m[i].len = 20;
+        m[i].user_data = tag;
+        m[i].to = req[i].from;
+        EXPECT_EQ(zc_rx_release(srv, req[i].data), 0);
+    }
+    unsigned copied = 99;
+    ASSERT_EQ(zc_sendmmsg(srv, m, 3, 0, &copied), 3);
+    EXPECT_EQ(copied, 0u);
+    zc_completion c[3];
+    ASSERT_EQ(reap(srv, c, 3), 3);
+    // One each (a datagram for the same guest completes at once, before
+    // those through the vif).
+    uint64_t seen = 0;
+    for (int i = 0; i < 3; i++) {
+        EXPECT_EQ(c[i].res, 20);
+        seen |= 1u << (c[i].user_data - 'a');
+    }
+    EXPECT_EQ(seen, 7u);
+    for (int i = 0; i < 3; i++) {
+        zc_rxd d{};
+        ASSERT_EQ(zc_recv_wait(cli[i], &d, 1, 5000), 1) << i;
+        EXPECT_EQ(d.len, 20u);
+        EXPECT_EQ(static_cast<const uint8_t*>(d.data)[0], uint8_t('A' + i)) << "another client's reply";
+        EXPECT_EQ(zc_rx_release(cli[i], d.data), 0);
+    }
+
+    // Errors: the batch stops at a bad element; AF_UNSPEC needs a peer.
+    zc_mmsg bad[2] = {m[0], m[1]};
+    bad[1].to.sin_port = 0;
+    EXPECT_EQ(zc_sendmmsg(srv, bad, 2, 0, nullptr), 1);
+    ASSERT_EQ(reap(srv, c, 1), 1);
+    EXPECT_EQ(zc_sendmmsg(srv, bad + 1, 1, 0, nullptr), -EINVAL);
+    zc_mmsg unspec = m[2];
+    unspec.to = sockaddr_in{};
+    EXPECT_EQ(zc_sendmmsg(srv, &unspec, 1, 0, nullptr), -EDESTADDRREQ);
+    zc_mmsg padded = m[2];
+    padded.pad = 1;
+    EXPECT_EQ(zc_sendmmsg(srv, &padded, 1, 0, nullptr), -EINVAL);
+    EXPECT_EQ(zc_sendmmsg(srv, m, 0, 0, nullptr), -EINVAL);
+    EXPECT_EQ(zc_sendmmsg(srv, nullptr, 1, 0, nullptr), -EINVAL);
+    EXPECT_EQ(zc_sendmmsg(srv, m + 2, 1, 1u << 5, nullptr), -EINVAL);
+    EXPECT_EQ(zc_sendmmsg(-1, m, 1, 0, nullptr), -EBADF);
+    // A connected socket's AF_UNSPEC element goes to its peer.
+    unspec.base = m[2].base;
+    ASSERT_EQ(zc_sendmmsg(cli[2], &unspec, 1, 0, nullptr), -EFAULT) << "not cli[2]'s pool";
+    void* b = nullptr;
+    ASSERT_EQ(zc_buf_alloc(cli[2], &b), 0);
+    std::memset(b, 'p', 4);
+    unspec.base = b;
+    unspec.len = 4;
+    ASSERT_EQ(zc_sendmmsg(cli[2], &unspec, 1, 0, nullptr), 1);
+    zc_rxd d{};
+    ASSERT_EQ(zc_recv_wait(srv, &d, 1, 5000), 1);
+    EXPECT_EQ(d.len, 4u);
+    EXPECT_EQ(zc_rx_release(srv, d.data), 0);
+    for (int i = 0; i < 3; i++) EXPECT_EQ(zc_close(cli[i]), 0);
+    EXPECT_EQ(zc_close(srv), 0);
+}
+
+// BSD (Linux's route lookup): toward 127.0.0.0/8 the source is 127.0.0.1,
+// whatever loopback address was the destination; so getsockname(2) of a
+// socket connected to 127.0.0.1 names 127.0.0.1, not the host's address,
+// and a reply to the source a datagram came from reaches the sender.
+TEST_F(UapiBsd, LoopbackTrafficComesFrom127001) {
+    int srv = rig->open(1), cli = rig->open(1);
+    ASSERT_GE(srv, 0);
+    ASSERT_GE(cli, 0);
+    sockaddr_in sb = addr_of(0, 7351);
+    ASSERT_EQ(zc_bind(srv, &sb), 0);
+    const sockaddr_in lo = addr_of(0x7f000001u, 7351);
+    ASSERT_EQ(zc_connect(cli, &lo), 0);
+    sockaddr_in me{};
+    ASSERT_EQ(zc_getsockname(cli, &me), 0);
+    EXPECT_EQ(me.sin_addr.s_addr, htonl(0x7f000001u));
+    EXPECT_NE(me.sin_port, 0u);
+    send_tagged(cli, 'c', nullptr);
+    zc_rxd d{};
+    ASSERT_EQ(zc_recv_wait(srv, &d, 1, 5000), 1);
+    EXPECT_EQ(d.from.sin_addr.s_addr, me.sin_addr.s_addr);
+    EXPECT_EQ(d.from.sin_port, me.sin_port);
+    const sockaddr_in back = d.from;
+    EXPECT_EQ(zc_rx_release(srv, d.data), 0);
+    send_tagged(srv, 's', &back); // passes the client's peer filter
+    ASSERT_EQ(zc_recv_wait(cli, &d, 1, 5000), 1);
+    EXPECT_EQ(d.from.sin_addr.s_addr, htonl(0x7f000001u));
+    EXPECT_EQ(d.from.sin_port, htons(7351));
+    EXPECT_EQ(zc_rx_release(cli, d.data), 0);
+    // Another loopback address as the destination: still from 127.0.0.1.
+    int other = rig->open(1);
+    ASSERT_GE(other, 0);
+    const sockaddr_in lo9 = addr_of(0x7f000009u, 7351);
+    send_tagged(other, 'o', &lo9);
+    ASSERT_EQ(zc_recv_wait(srv, &d, 1, 5000), 1);
+    EXPECT_EQ(d.from.sin_addr.s_addr, htonl(0x7f000001u));
+    EXPECT_EQ(zc_rx_release(srv, d.data), 0);
+    for (int s : {srv, cli, other}) EXPECT_EQ(zc_close(s), 0);
+}
+
 // BSD: two programs of one host talk over its own address or 127.0.0.1
 // (the kernel's loopback). Here zc-stackd hands the datagram from one
 // socket's pool to the other's without the vif.

@@ -65,9 +65,10 @@ struct uapi_rig {
 
     bool private_headers = true;
     std::function<void(stackd::options&)> tune; // changes to the guests' zc-stackd options
+    uint32_t mtu = 1500;                         // the vifs' "mtu" (the toolstack's; 0: none)
 
-    explicit uapi_rig(bool private_hdrs = true, std::function<void(stackd::options&)> t = {})
-        : private_headers(private_hdrs), tune(std::move(t)) {
+    explicit uapi_rig(bool private_hdrs = true, std::function<void(stackd::options&)> t = {}, uint32_t vif_mtu = 1500)
+        : private_headers(private_hdrs), tune(std::move(t)), mtu(vif_mtu) {
         dom0 = host.domain(0);
         if (!dom0) return;
         auto x = hv::xs::open(dom0->xenstore_path());
@@ -84,6 +85,7 @@ struct uapi_rig {
         if (!G.port) return false;
         netback::vif_spec s;
         s.frontend = hv::domid_t(d);
+        s.mtu = mtu;
         std::string why;
         EXPECT_EQ(netback::vif_create(*xs0, s, &why), 0) << why;
         stackd::options o;

@@ -48,7 +48,12 @@
  *             a send buffer from zc_buf_alloc().
  *
  * The `headroom` bytes in front of a buffer's payload are never the
- * application's: the stack may write headers there while the buffer is STACK.
+ * application's: do not rely on what they hold. The stack service builds a
+ * datagram's headers in memory of its own, where the application cannot
+ * change them after zc_send(); only a service started with
+ * `zc-stackd --tx-headers headroom` (one slot fewer per frame, for guests
+ * whose every application is trusted) writes them into the headroom while
+ * the buffer is STACK.
  * After zc_close() every pointer into the pool (APP or RX) is invalid.
  *
  * Memory outside the pool is never owned by the library: a copy-fallback
@@ -65,7 +70,7 @@
 #ifndef ZCNET_UAPI_ZC_H
 #define ZCNET_UAPI_ZC_H
 
-#include <stddef.h>
+#include <stddef.h> /* offsetof */
 #include <stdint.h>
 #include <netinet/in.h>
 
@@ -90,7 +95,15 @@ struct zc_socket_opts {
 	uint32_t ring_entries; /* entries per ring; 0 = 512; power of two, 8..4096 */
 	const char *service;   /* zc-stackd's socket; NULL = $ZCNET_STACK_SOCK,
 	                          else "/run/zcnet/stackd.sock" */
+	/* Since ZCNET 1.2 (zc_version() "1.2"); a struct of the 1.0 size
+	 * (ZC_SOCKET_OPTS_SZ_1_0) is still accepted and means 0 here. */
+	uint32_t rx_max;       /* largest payload zc_recv() hands out: longer datagrams
+	                          come cut to it with ZC_RXD_F_TRUNC, as recv(2) into a
+	                          buffer of rx_max bytes; 0 = the receive buffer's size */
+	uint32_t pad;          /* must be 0 */
 };
+/* sizeof(struct zc_socket_opts) of ZCNET 1.0 and 1.1 (before rx_max). */
+#define ZC_SOCKET_OPTS_SZ_1_0 offsetof(struct zc_socket_opts, rx_max)
 
 /*
  * Open a UDP/IPv4 socket on the guest's stack service (zc-stackd).
@@ -101,12 +114,16 @@ struct zc_socket_opts {
  * zc_recv_wait(). Close it with zc_close(), not
  * close(2): close(2) leaves the mappings behind (until a later socket gets
  * the same number, which then replaces them).
- * Errors: -EINVAL (opts NULL, sz too small, unknown flags, non-zero unknown
- * trailing bytes, bad counts), -ENOENT / -ECONNREFUSED (no stack service at
+ * Errors: -EINVAL (opts NULL, sz neither ZC_SOCKET_OPTS_SZ_1_0 nor at least
+ * sizeof, unknown flags, non-zero pad or unknown trailing bytes, bad counts), -ENOENT / -ECONNREFUSED (no stack service at
  * that path), -ENOMEM (no memory, the service could not grant the pool, or
- * this process's pool pages at the service would pass its limit),
- * -ENOSPC (the service's grant budget is exhausted), -EMFILE (no descriptor
- * left, or this process has as many sockets as the service allows it),
+ * this process's pool pages at the service would pass its limit:
+ * zc-stackd --max-pool-pages-per-app), -ENOSPC (the guest's grant budget
+ * is exhausted: zc-stackd --max-pool-pages), -EMFILE (no descriptor left,
+ * or this process has as many sockets as the service allows it:
+ * --max-sockets-per-app). A socket's pool is (tx_bufs + rx_bufs) x 2 KiB,
+ * 1 MiB by default: smaller counts fit more sockets. zc-stackd logs each
+ * refusal with the limit, the numbers and what to change.
  * -EOPNOTSUPP (the service cannot export pools on this host), -EPROTO (the
  * service speaks another version of the protocol), -ENAMETOOLONG (service
  * path), -ENOTCONN / -ETIMEDOUT (the service went away or did not answer).
@@ -140,7 +157,9 @@ int zc_connect(int s, const struct sockaddr_in *addr);
 /* The socket's local address, as getsockname(2): AF_INET, the bound
  * address and port (network order). Unbound: 0.0.0.0 port 0. Bound to
  * INADDR_ANY: 0.0.0.0 and the port (an ephemeral one if zc_bind() asked for
- * port 0). Connected: the guest's address and the port datagrams leave from.
+ * port 0). Connected: the source address toward the peer (127.0.0.1 for a
+ * peer on 127.0.0.0/8, else the guest's address; a bound address stays)
+ * and the port datagrams leave from.
  * Errors: -EBADF, -EINVAL (out NULL). */
 int zc_getsockname(int s, struct sockaddr_in *out);
 
@@ -151,7 +170,8 @@ struct zc_pool_info {
 	void *base;           /* first byte of the pool in this process */
 	size_t size;          /* bytes mapped */
 	uint32_t buf_size;    /* bytes per buffer (a power of two; never crosses a page) */
-	uint32_t headroom;    /* bytes in front of each payload kept for headers */
+	uint32_t headroom;    /* bytes in front of each payload, not the application's
+	                         (headers go there only with zc-stackd --tx-headers headroom) */
 	uint32_t max_payload; /* largest datagram payload (1472: one frame, no IP fragments) */
 	uint32_t tx_bufs;     /* buffers zc_buf_alloc() can hand out */
 	uint32_t rx_bufs;     /* buffers the stack receives into */
@@ -199,8 +219,9 @@ int zc_buf_free(int s, void *data);
  * peer). To the guest's own address or to 127.0.0.0/8 the stack service
  * delivers it to the socket of this guest bound to that port (an
  * application of the same guest) without the network, as the kernel's
- * loopback does; the receiver sees the address it was sent to as the
- * source, and the completion comes at once (also when no socket has the
+ * loopback does; the source the receiver sees is the sender's bound
+ * address, else 127.0.0.1 toward 127.0.0.0/8 and the guest's address
+ * toward the guest's address (Linux's choice), and the completion comes at once (also when no socket has the
  * port: the datagram is then dropped, as UDP does). If `data` is the payload start of an APP buffer of this pool, the
  * buffer goes to STACK with no copy and ZC_SENT_ZEROCOPY is returned; its
  * completion (zc_completions) carries `user_data` and hands it back.
@@ -239,6 +260,32 @@ struct zc_iov {
 int zc_sendv(int s, const struct zc_iov *iov, unsigned n, const struct sockaddr_in *to,
              uint32_t flags, unsigned *copied);
 
+/* One datagram of a zc_sendmmsg() batch: a zc_iov with its own destination. */
+struct zc_mmsg {
+	const void *base;
+	uint32_t len;
+	uint32_t pad;           /* must be 0 */
+	uint64_t user_data;     /* returned in this datagram's completion */
+	struct sockaddr_in to;  /* destination; sin_family AF_UNSPEC (0): the connected peer */
+};
+
+/*
+ * Send `n` datagrams, each to its own destination, with one wake-up of the
+ * stack: sendmmsg(2) with a msg_name per message, e.g. a server answering
+ * several clients at once. Each element follows zc_send()'s rules with
+ * `to` (AF_UNSPEC for the connected peer, as zc_send's NULL). Returns how
+ * many elements were accepted (1..n), in order; elements after a failing
+ * one are not sent (their buffers stay APP). If the first element fails,
+ * its error is returned. `*copied` (optional) receives how many elements
+ * were copied. A destination still being resolved (ARP) holds the
+ * elements behind it in the socket's queue, as for zc_send(). Completions
+ * of datagrams for this guest (its address, 127.0.0.0/8) come at once, so
+ * they may precede those of earlier elements sent through the network.
+ * Errors: those of zc_send() for the failing element, -EINVAL also for
+ * msgs NULL, n 0, n > 1024 or pad not 0. Since ZCNET_1.2.
+ */
+int zc_sendmmsg(int s, const struct zc_mmsg *msgs, unsigned n, uint32_t flags, unsigned *copied);
+
 /* zc_completion.flags */
 #define ZC_CQE_F_COPIED (1u << 0) /* the send was a copy-fallback send */
 
@@ -259,16 +306,31 @@ int zc_completions(int s, struct zc_completion *out, unsigned max);
 
 /* ---- receiving ------------------------------------------------------------- */
 
+/* zc_rxd.flags (bits 0-15; bits 16-31 hold the full length, see below) */
+#define ZC_RXD_F_TRUNC (1u << 0) /* the datagram was longer than `len`: cut, as MSG_TRUNC */
+
 struct zc_rxd {
 	const void *data;          /* payload, inside the pool, read-only; owner: the application (RX) */
-	uint32_t len;              /* payload bytes */
-	uint32_t flags;            /* 0 */
+	uint32_t len;              /* payload bytes delivered at `data` */
+	uint32_t flags;            /* ZC_RXD_F_*; with ZC_RXD_F_TRUNC, bits 16-31 are the
+	                              datagram's full payload length (ZC_RXD_FULL_LEN) */
 	struct sockaddr_in from;   /* sender */
 };
 
+/* The datagram's payload length as sent: `len`, or more when it was cut
+ * (recvmsg(2) with MSG_TRUNC returns the same). UDP payloads are < 65536. */
+#define ZC_RXD_FULL_LEN(d) \
+	(((d)->flags & ZC_RXD_F_TRUNC) ? (uint32_t)((d)->flags >> 16) : (d)->len)
+
 /*
  * Take up to `max` received datagrams. Each descriptor's buffer is RX until
- * zc_rx_release(). Returns the count; -EAGAIN when none is pending.
+ * zc_rx_release(). A datagram longer than a receive buffer holds
+ * (zc_pool_info's buf_size - headroom: 1984 bytes; only a jumbo frame from
+ * the network brings one, a zc send is at most max_payload) or than the
+ * socket's rx_max is not dropped: its first bytes are delivered, `len` says
+ * how many, and ZC_RXD_F_TRUNC with ZC_RXD_FULL_LEN() says it was cut and
+ * how long it was, as recvmsg(2) reports MSG_TRUNC (zc-stackd counts the
+ * ones cut to the buffer: rx_truncated). Returns the count; -EAGAIN when none is pending.
  * Errors: -EBADF, -EINVAL (out NULL or max 0), -EAGAIN, -ENOTCONN (the stack service went away and nothing is left).
  */
 int zc_recv(int s, struct zc_rxd *out, unsigned max);
@@ -327,7 +389,7 @@ int zc_socket_stats(int s, struct zc_stats *st);
  */
 int zc_ping(const char *service, const struct sockaddr_in *dst, int timeout_ms);
 
-/* Name of the library's version ("1.1"). */
+/* Name of the library's version ("1.2"). */
 const char *zc_version(void);
 
 /*
@@ -346,10 +408,12 @@ const char *zc_service_path(const char *service);
 /* Shared layouts (checked where C11 or C++ static assertions exist). */
 #if defined(__cplusplus)
 static_assert(sizeof(struct zc_iov) == 24, "zc_iov ABI");
+static_assert(sizeof(struct zc_mmsg) == 40, "zc_mmsg ABI");
 static_assert(sizeof(struct zc_completion) == 16, "zc_completion ABI");
 static_assert(sizeof(struct zc_rxd) == 32, "zc_rxd ABI");
 #elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(sizeof(struct zc_iov) == 24, "zc_iov ABI");
+_Static_assert(sizeof(struct zc_mmsg) == 40, "zc_mmsg ABI");
 _Static_assert(sizeof(struct zc_completion) == 16, "zc_completion ABI");
 _Static_assert(sizeof(struct zc_rxd) == 32, "zc_rxd ABI");
 #endif

@@ -35,11 +35,30 @@ int main(void) {
 	st.sz = sizeof st;
 	if (zc_socket_stats(12345, &st) != -EBADF) return 5;
 	if (zc_close(-1) != -EBADF) return 6;
-	if (strcmp(zc_version(), "1.1") != 0) return 7;
+	if (strcmp(zc_version(), "1.2") != 0) return 7;
 	/* the path zc_socket() tried above, for its error message */
 	if (strcmp(zc_service_path(o.service), o.service) != 0) return 8;
 	if (setenv("ZCNET_STACK_SOCK", "/x/env.sock", 1) != 0 || strcmp(zc_service_path(NULL), "/x/env.sock") != 0) return 9;
 	if (setenv("ZCNET_STACK_SOCK", "", 1) != 0 || strcmp(zc_service_path(""), "/run/zcnet/stackd.sock") != 0) return 10;
+	/* A program built against 1.0/1.1 passes the struct without rx_max. */
+	o.sz = ZC_SOCKET_OPTS_SZ_1_0;
+	if (zc_socket(&o) != -ENOENT) return 11;
+	o.sz = ZC_SOCKET_OPTS_SZ_1_0 + 4; /* a size that cuts a field */
+	if (zc_socket(&o) != -EINVAL) return 12;
+	o.sz = sizeof o;
+	o.pad = 1;
+	if (zc_socket(&o) != -EINVAL) return 13;
+	o.pad = 0;
+	if (zc_sendmmsg(12345, NULL, 1, 0, NULL) != -EBADF) return 16; /* ZCNET_1.2 */
+	{
+		struct zc_rxd d;
+		memset(&d, 0, sizeof d);
+		d.len = 100;
+		d.flags = ZC_RXD_F_TRUNC | 3000u << 16;
+		if (ZC_RXD_FULL_LEN(&d) != 3000) return 14;
+		d.flags = 0;
+		if (ZC_RXD_FULL_LEN(&d) != 100) return 15;
+	}
 	printf("zc.h consumer (%s) ok, libzcnet %s\n", CONSUMER_LANG, zc_version());
 	return 0;
 }

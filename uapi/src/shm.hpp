@@ -72,9 +72,13 @@ struct rx_desc {
     uint16_t len;
     uint32_t src_ip;   // network order
     uint16_t src_port; // network order
-    uint16_t pad;
+    // The datagram's payload bytes when it was longer than the buffer and
+    // len bytes of it were delivered (zc.h ZC_RXD_F_TRUNC); 0 otherwise.
+    uint16_t full_len;
 };
 static_assert(sizeof(rx_desc) == 16);
+// Payload bytes a receive buffer holds (longer datagrams are cut to it).
+inline constexpr uint32_t rx_capacity = buf_size - headroom;
 
 struct fr_desc {
     uint32_t buf; // RX buffer index

@@ -130,10 +130,6 @@ bool trailing_zero(const void* o, size_t known, size_t sz) noexcept {
 
 bool valid_count(uint32_t n) noexcept { return n >= 2 && n <= 4096 && n % 2 == 0; }
 
-bool valid_dst(const sockaddr_in* to) noexcept {
-    return to->sin_family == AF_INET && to->sin_port != 0 && to->sin_addr.s_addr != 0;
-}
-
 // The pool as the application sees it: the send buffers (read-write) and
 // right after them the receive buffers (read-only: their memfd is sealed
 // F_SEAL_FUTURE_WRITE), in one range. MAP_FAILED on error.
@@ -150,80 +146,23 @@ void* map_pool(int txfd, uint64_t tx_off, int rxfd, size_t tx_bytes, size_t size
     return area;
 }
 
-// One datagram into the TX ring (not published). Returns ZC_SENT_* or -errno.
-int enqueue(zsock& k, const void* data, size_t len, const sockaddr_in& dst, uint64_t user_data) noexcept {
-    if (!data) return -EINVAL;
-    if (len > max_payload) return -EMSGSIZE;
-    const uint8_t* p = static_cast<const uint8_t*>(data);
-    uint32_t buf;
-    bool copied = false;
-    if (p >= k.pool && p < k.pool + k.pool_size) {
-        size_t at = size_t(p - k.pool);
-        buf = uint32_t(at / buf_size);
-        if (buf >= k.tx_bufs || at % buf_size != headroom) return -EINVAL;
-        if (k.state[buf] == b_stack || k.state[buf] == b_copy) return -EBUSY;
-        if (k.state[buf] != b_app) return -EINVAL;
-        if (k.tx.free_slots(k.tx_prod) == 0) return -EAGAIN;
-    } else {
-        if (!(k.flags & ZC_SOCK_COPY_FALLBACK)) {
-            k.strict_refused++;
-            return -EFAULT;
-        }
-        if (k.tx.free_slots(k.tx_prod) == 0 || k.free_list.empty()) return -EAGAIN;
-        buf = k.free_list.back();
-        k.free_list.pop_back();
-        std::memcpy(k.pool + size_t{buf} * buf_size + headroom, p, len);
-        copied = true;
-    }
-    k.state[buf] = copied ? b_copy : b_stack;
-    tx_desc d{};
-    d.buf = buf;
-    d.off = uint16_t(headroom);
-    d.len = uint16_t(len);
-    d.dst_ip = dst.sin_addr.s_addr;
-    d.dst_port = dst.sin_port;
-    d.flags = copied ? tx_f_copied : 0;
-    d.user_data = user_data;
-    k.tx.write(k.tx_prod++, d);
-    k.tx_bytes += len;
-    if (copied) k.copied_sends++;
-    else k.zc_sends++;
-    return copied ? ZC_SENT_COPIED : ZC_SENT_ZEROCOPY;
-}
-
-int send_prologue(zsock* k, uint32_t flags, const sockaddr_in* to, sockaddr_in& dst) noexcept {
-    if (!k) return -EBADF;
-    if (flags & ~ZC_SEND_FLAGS_ALL) return -EINVAL;
-    if (to) {
-        if (!valid_dst(to)) return -EINVAL;
-        dst = *to;
-    } else {
-        if (!k->connected) return -EDESTADDRREQ;
-        dst = k->peer;
-    }
-    // A load, not a system call: zc-stackd sets it when it stops serving us
-    // (a crashed zc-stackd is noticed by service_gone() on -EAGAIN).
-    if (k->dead || k->lay->closed.load(std::memory_order_acquire)) {
-        k->dead = true;
-        return -EPIPE;
-    }
-    return 0;
-}
-
-int fail_eagain(zsock& k) noexcept { return service_gone(k) ? -EPIPE : -EAGAIN; }
-
 } // namespace zc::uapi::lib
 
 extern "C" {
 
-const char* zc_version(void) { return "1.1"; }
+const char* zc_version(void) { return "1.2"; }
 
 const char* zc_service_path(const char* service) { return service_path(service); }
 
 int zc_socket(const struct zc_socket_opts* o) {
+    // The struct of 1.0/1.1 ends before rx_max; anything between that and
+    // today's size is a truncated field.
     constexpr size_t known = sizeof(zc_socket_opts);
-    if (!o || o->sz < known || !trailing_zero(o, known, o->sz)) return -EINVAL;
-    if (o->flags & ~ZC_SOCK_FLAGS_ALL) return -EINVAL;
+    if (!o || (o->sz != ZC_SOCKET_OPTS_SZ_1_0 && o->sz < known) ||
+        (o->sz >= known && !trailing_zero(o, known, o->sz)))
+        return -EINVAL;
+    const bool v1_2 = o->sz >= known;
+    if (o->flags & ~ZC_SOCK_FLAGS_ALL || (v1_2 && o->pad)) return -EINVAL;
     uint32_t tx = o->tx_bufs ? o->tx_bufs : 256, rx = o->rx_bufs ? o->rx_bufs : 256;
     uint32_t ent = o->ring_entries ? o->ring_entries : 512;
     if (!valid_count(tx) || !valid_count(rx) || ent < 8 || ent > 4096 || (ent & (ent - 1))) return -EINVAL;
@@ -231,6 +170,7 @@ int zc_socket(const struct zc_socket_opts* o) {
     auto k = std::unique_ptr<zsock>(new (std::nothrow) zsock);
     if (!k) return -ENOMEM;
     k->flags = o->flags;
+    k->rx_max = v1_2 && o->rx_max ? o->rx_max : rx_capacity;
     k->owner = self_pid();
     k->local.sin_family = AF_INET;
     int fd = dial(service_path(o->service));
@@ -392,45 +332,6 @@ int zc_buf_free(int s, void* data) {
     k->state[b] = b_free;
     k->free_list.push_back(b);
     return 0;
-}
-
-int zc_send(int s, const void* data, size_t len, const struct sockaddr_in* to, uint32_t flags, uint64_t user_data) {
-    zsock* k = find(s);
-    sockaddr_in dst;
-    if (int rc = send_prologue(k, flags, to, dst); rc < 0) return rc;
-    int rc = enqueue(*k, data, len, dst, user_data);
-    if (rc == -EAGAIN) return fail_eagain(*k);
-    if (rc < 0) return rc;
-    k->tx.publish(k->tx_prod);
-    kick(*k);
-    return rc;
-}
-
-int zc_sendv(int s, const struct zc_iov* iov, unsigned n, const struct sockaddr_in* to, uint32_t flags,
-             unsigned* copied) {
-    zsock* k = find(s);
-    sockaddr_in dst;
-    if (int rc = send_prologue(k, flags, to, dst); rc < 0) return rc;
-    if (!iov || n == 0 || n > 1024) return -EINVAL;
-    unsigned done = 0, nc = 0;
-    int first_err = 0;
-    for (; done < n; done++) {
-        if (iov[done].pad) {
-            first_err = -EINVAL;
-            break;
-        }
-        int rc = enqueue(*k, iov[done].base, iov[done].len, dst, iov[done].user_data);
-        if (rc < 0) {
-            first_err = rc == -EAGAIN ? fail_eagain(*k) : rc;
-            break;
-        }
-        nc += rc == ZC_SENT_COPIED;
-    }
-    if (copied) *copied = nc;
-    if (done == 0) return first_err;
-    k->tx.publish(k->tx_prod);
-    kick(*k);
-    return int(done);
 }
 
 

@@ -95,8 +95,11 @@ static unsigned take_rx(zsock* k, struct zc_rxd* out, unsigned max) noexcept {
         k->rx_held[d.buf] = zsock::rx_app;
         k->rx_off[d.buf] = uint16_t(d.off);
         out[n].data = k->pool + size_t{k->tx_bufs + d.buf} * buf_size + d.off;
-        out[n].len = d.len;
-        out[n].flags = 0;
+        // Cut by zc-stackd to the buffer (full_len), and/or here to the
+        // socket's rx_max: the first bytes, flagged with the full length.
+        const uint32_t full = std::max<uint32_t>(d.full_len, d.len);
+        out[n].len = std::min<uint32_t>(d.len, k->rx_max);
+        out[n].flags = full > out[n].len ? ZC_RXD_F_TRUNC | full << 16 : 0;
         std::memset(&out[n].from, 0, sizeof out[n].from);
         out[n].from.sin_family = AF_INET;
         out[n].from.sin_addr.s_addr = d.src_ip;

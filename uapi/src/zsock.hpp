@@ -21,6 +21,7 @@ enum : uint8_t { b_free = 0, b_app = 1, b_stack = 2, b_copy = 3 /* library-owned
 struct zsock {
     int ctl = -1, notify = -1, kick = -1;
     uint32_t flags = 0;
+    uint32_t rx_max = rx_capacity; // zc_socket_opts.rx_max: longer datagrams are cut (ZC_RXD_F_TRUNC)
     void* shm = nullptr;
     size_t shm_size = 0;
     uint8_t* pool = nullptr;

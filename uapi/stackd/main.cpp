@@ -31,7 +31,7 @@ void on_signal(int) { g_stop = true; }
 const char* usage_text =
     "usage: zc-stackd [run] --ip A.B.C.D [--netmask A.B.C.D] [--listen PATH] [--devid N]\n"
     "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
-    "                 [--max-sockets-per-app N] [--max-pool-pages-per-app N]\n"
+    "                 [--max-sockets-per-app N] [--max-pool-pages-per-app N] [--max-pool-pages N]\n"
     "                 [--setup-timeout MS] [--tx-headers private|headroom]\n"
     "       zc-stackd stats [--listen PATH] [--sockets] [--json | --prometheus]\n"
     "                 counters of a running zc-stackd; --sockets: per socket\n"
@@ -44,7 +44,9 @@ const char* usage_text =
     "front of the payload in the application's buffer, where the application can\n"
     "rewrite them into any frame: for trusted applications only.\n"
     "Per application (process): --max-sockets-per-app (16) sockets, EMFILE beyond;\n"
-    "--max-pool-pages-per-app (4096) pool pages, ENOMEM beyond. A connection that\n"
+    "--max-pool-pages-per-app (4096) pool pages, ENOMEM beyond. For the guest:\n"
+    "--max-pool-pages (16384) granted send-buffer pages of all sockets, ENOSPC beyond.\n"
+    "A refused socket is logged with the limit and what to change. A connection that\n"
     "has not opened its socket within --setup-timeout (5000 ms) is dropped.\n"
     "Stops on SIGINT/SIGTERM. The hypervisor is chosen as everywhere in zcnet.\n";
 
@@ -159,6 +161,8 @@ int main(int argc, char** argv) {
             o.max_sockets_per_app = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--max-pool-pages-per-app") {
             o.max_pool_pages_per_app = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--max-pool-pages") {
+            o.max_pool_pages = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--setup-timeout") {
             o.setup_timeout_ms = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--wait-vif") {

@@ -76,6 +76,7 @@ struct options {
     X(rx_no_socket, "datagrams", true, "UDP for a port or address nobody bound")              \
     X(rx_not_peer, "datagrams", true, "UDP for a connected socket from another source")       \
     X(rx_drops, "datagrams", true, "the socket had no free RX buffer or ring space")          \
+    X(rx_truncated, "datagrams", false, "delivered cut to the receive buffer (ZC_RXD_F_TRUNC)") \
     X(fr_bad, "descriptors", true, "RX releases of buffers the application did not hold")     \
     X(arp_replies, "frames", false, "ARP replies sent")                                       \
     X(echo_replies, "frames", false, "ICMP echo replies sent")                                \
@@ -98,6 +99,7 @@ struct counters {
     X(rx_datagrams, "datagrams", false, "datagrams delivered to the socket")                  \
     X(rx_bytes, "bytes", false, "their payload bytes")                                        \
     X(rx_drops, "datagrams", true, "no free RX buffer or ring space")                         \
+    X(rx_truncated, "datagrams", false, "delivered cut to the receive buffer (ZC_RXD_F_TRUNC)") \
     X(rx_not_peer, "datagrams", true, "datagrams from a source other than the connected peer") \
     X(fr_bad, "descriptors", true, "RX releases of buffers it did not hold")
 

@@ -3,6 +3,7 @@
 // each connection (open, bind, connect, ping, stats) and closing a socket
 // once its application is gone.
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 #include <new>
@@ -85,13 +86,38 @@ uint32_t service::impl::app_conns(pid_t pid) const noexcept {
 }
 
 // The per-application pool budget for `pages` more (send + receive).
-int service::impl::check_limits(const zsock& s, uint32_t pages) const noexcept {
-    if (s.refuse) return s.refuse;
+int service::impl::check_limits(const zsock& s, uint32_t pages, uint64_t* held) const noexcept {
     uint64_t mine = pages;
     for (auto& o : socks)
         if (o && o.get() != &s && !o->closing && o->pid == s.pid && o->open)
             mine += uint64_t(o->tx_bufs + o->rx_bufs) * buf_size / hv::page_size;
+    *held = mine;
+    if (s.refuse) return s.refuse;
     return mine > opt.max_pool_pages_per_app ? -ENOMEM : 0;
+}
+
+void service::impl::log_refused(const zsock& s, uint32_t tx, uint32_t rx, int rc, uint64_t held) noexcept {
+    const uint32_t kib = (tx + rx) * buf_size / 1024, pages = tx * buf_size / uint32_t(hv::page_size);
+    char what[96];
+    std::snprintf(what, sizeof what, "pid %d: socket of %u+%u buffers (%u KiB of pool) refused", int(s.pid), tx, rx,
+                  kib);
+    const char* smaller = "open smaller sockets (zc_socket_opts.tx_bufs/rx_bufs, 2 KiB each; default 256+256 = 1 MiB)";
+    if (rc == -EMFILE)
+        ZC_LOG_RL(refusals_rl, warn, tag, "%s (EMFILE): the application has %u sockets, --max-sockets-per-app %u",
+                  what, app_conns(s.pid) - 1, opt.max_sockets_per_app);
+    else if (rc == -ENOMEM && held > opt.max_pool_pages_per_app)
+        ZC_LOG_RL(refusals_rl, warn, tag,
+                  "%s (ENOMEM): the application's pools would be %llu pages, --max-pool-pages-per-app %u; %s, or "
+                  "raise the limit",
+                  what, (unsigned long long)held, opt.max_pool_pages_per_app, smaller);
+    else if (rc == -ENOSPC && pool_pages + pages > opt.max_pool_pages)
+        ZC_LOG_RL(refusals_rl, warn, tag,
+                  "%s (ENOSPC): its %u send-buffer pages would pass the guest's grant budget, %u of "
+                  "--max-pool-pages %u in use; %s, or raise the budget",
+                  what, pages, pool_pages, opt.max_pool_pages, smaller);
+    else
+        ZC_LOG_RL(refusals_rl, warn, tag, "%s (%s): granting its %u send-buffer pages failed (the guest's memory or "
+                  "grant table); %s", what, std::strerror(-rc), pages, smaller);
 }
 
 // The application is gone (or we shut down): stop serving the socket;
@@ -216,17 +242,26 @@ int service::impl::do_open(zsock& s, const ctl_req& rq) noexcept {
         (ent & (ent - 1)))
         return -EINVAL;
     const uint32_t pages = tx * buf_size / uint32_t(hv::page_size); // granted: the send buffers
-    if (int rc = check_limits(s, (tx + rx) * buf_size / uint32_t(hv::page_size)); rc < 0) {
+    uint64_t held = 0;
+    if (int rc = check_limits(s, (tx + rx) * buf_size / uint32_t(hv::page_size), &held); rc < 0) {
         n.app_limits++;
+        log_refused(s, tx, rx, rc, held);
         return rc;
     }
-    if (pool_pages + pages > opt.max_pool_pages) return -ENOSPC;
+    if (pool_pages + pages > opt.max_pool_pages) {
+        log_refused(s, tx, rx, -ENOSPC, held);
+        return -ENOSPC;
+    }
     if (int rc = map_shm(s, tx, rx, ent); rc < 0) return rc;
     if (int rc = map_rx(s, rx); rc < 0) return rc;
     // The send buffers: granted to the backend, which copies from them, in
     // memory that can be handed to the application without anything else.
     auto p = shr->share_exportable(nf->backend_id(), pages, false);
-    if (!p) return p.error() == -ENOSPC ? -ENOSPC : -ENOMEM;
+    if (!p) {
+        const int rc = p.error() == -ENOSPC ? -ENOSPC : -ENOMEM;
+        log_refused(s, tx, rx, rc, held);
+        return rc;
+    }
     s.pool = std::move(*p);
     pool_pages += pages;
     s.mem = static_cast<uint8_t*>(s.pool.addr);
@@ -353,8 +388,9 @@ bool service::impl::answer(zsock& s, const ctl_req& rq) noexcept {
             s.peer_port = rq.port;
         }
         // The local address the peer sees (getsockname(2) of a connected
-        // UDP socket names the source address, not INADDR_ANY).
-        r.ip = r.rc >= 0 && !s.ip ? htonl(opt.ip) : s.ip;
+        // UDP socket names the source address, not INADDR_ANY: 127.0.0.1
+        // for a peer on 127.0.0.0/8).
+        r.ip = r.rc >= 0 ? source_for(s, rq.ip) : s.ip;
         r.port = s.port;
         break;
     case op::stats: answer_stats(s, r); return true;

@@ -16,6 +16,7 @@
 
 #include <sys/types.h>
 
+#include "common/log.hpp"
 #include "link/netfront.hpp"
 #include "proto/host.hpp"
 #include "uapi/shm.hpp"
@@ -119,6 +120,7 @@ struct service::impl {
     mutable std::mutex published_lock; // protects published
     counters published;                // n as of the end of the last iteration, for stats()
     uint8_t reply[2048];
+    log::ratelimit refusals_rl{5, 1}; // log_refused: an application may retry in a loop
     // The clock, read once per loop iteration (the ARP cache takes time as
     // an argument so that the data path makes no system call for it).
     uint64_t now = 0;
@@ -139,7 +141,12 @@ struct service::impl {
     void reap_closed() noexcept;
     int map_shm(zsock& s, uint32_t tx, uint32_t rx, uint32_t entries) noexcept;
     int map_rx(zsock& s, uint32_t rx) noexcept;
-    int check_limits(const zsock& s, uint32_t pages) const noexcept;
+    // The per-application limits for `pages` more pool pages; *held: the
+    // application's pool pages with them.
+    int check_limits(const zsock& s, uint32_t pages, uint64_t* held) const noexcept;
+    // Says (rate-limited) why an OPEN of tx + rx buffers was refused and
+    // what to change: the application's sizes or zc-stackd's limit.
+    void log_refused(const zsock& s, uint32_t tx, uint32_t rx, int rc, uint64_t held) noexcept;
     uint32_t app_conns(pid_t pid) const noexcept;
     int do_open(zsock& s, const ctl_req& rq) noexcept;
     int do_bind(zsock& s, uint32_t ip, uint16_t port, bool implicit) noexcept;
@@ -175,6 +182,10 @@ struct service::impl {
     // A send to the guest's own address or to 127.0.0.0/8: straight into
     // the destination socket, without the vif. false: not a local address.
     bool deliver_local(zsock& s, const tx_desc& d) noexcept;
+    // The source address of s's datagrams to dst (network order), as
+    // Linux's route lookup picks it: the bound address if any, 127.0.0.1
+    // toward 127.0.0.0/8 (the loopback route's src), else the guest's.
+    uint32_t source_for(const zsock& s, uint32_t dst) const noexcept;
     void drain_fr(zsock& s) noexcept;
     void rx_all() noexcept;
 };

@@ -107,7 +107,7 @@ void service::impl::deliver_payload(const uint8_t* pay, uint32_t len, uint32_t s
         s.st.rx_not_peer++;
         return;
     }
-    if (s.rx_free.empty() || s.rx.free_slots(s.rx_prod) == 0 || len > buf_size - headroom) {
+    if (s.rx_free.empty() || s.rx.free_slots(s.rx_prod) == 0) {
         n.rx_drops++;
         s.st.rx_drops++;
         bump(s.lay->stats.rx_drops, 1);
@@ -116,6 +116,15 @@ void service::impl::deliver_payload(const uint8_t* pay, uint32_t len, uint32_t s
     uint32_t b = s.rx_free.back();
     s.rx_free.pop_back();
     s.rx_given[b] = 1;
+    // A datagram longer than a receive buffer (a jumbo frame from the vif)
+    // is delivered cut to the buffer with its full length, as recvmsg(2)
+    // reports MSG_TRUNC, rather than dropped.
+    const uint32_t full = len;
+    if (len > rx_capacity) {
+        len = rx_capacity;
+        n.rx_truncated++;
+        s.st.rx_truncated++;
+    }
     // The one local copy of a receive: netfront RX page (or, delivered
     // locally, the sender's pool buffer) -> the socket's pool.
     std::memcpy(s.rxmem + size_t{b} * buf_size + headroom, pay, len);
@@ -123,6 +132,7 @@ void service::impl::deliver_payload(const uint8_t* pay, uint32_t len, uint32_t s
     d.buf = b;
     d.off = uint16_t(headroom);
     d.len = uint16_t(len);
+    d.full_len = full > len ? uint16_t(std::min<uint32_t>(full, 0xffff)) : 0;
     d.src_ip = src_ip;
     d.src_port = src_port;
     s.rx.write(s.rx_prod++, d);

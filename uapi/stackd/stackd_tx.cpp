@@ -112,11 +112,17 @@ void service::impl::accepted(zsock& s, const tx_desc& d) noexcept {
     s.sent[d.buf] = d;
 }
 
+uint32_t service::impl::source_for(const zsock& s, uint32_t dst) const noexcept {
+    if (s.ip) return s.ip;
+    return (ntohl(dst) >> 24) == 127 ? htonl(INADDR_LOOPBACK) : htonl(opt.ip);
+}
+
 // A datagram between two sockets of this guest never reaches the vif, as
 // Linux routes its own addresses through the loopback device (the local
 // table, ip_route_output_key()): the receiver's copy from the sender's
 // pool buffer is the only one, and the send completes at once. The source
-// is the address the datagram was sent to (127.0.0.1 for loopback).
+// is source_for(): 127.0.0.1 toward 127.0.0.0/8, the guest's address
+// toward the guest's address (unless the sender is bound to one).
 bool service::impl::deliver_local(zsock& s, const tx_desc& d) noexcept {
     const uint32_t dst = ntohl(d.dst_ip);
     if (dst != opt.ip && (dst >> 24) != 127) return false;
@@ -125,7 +131,7 @@ bool service::impl::deliver_local(zsock& s, const tx_desc& d) noexcept {
     n.tx_local++;
     s.st.tx_datagrams++;
     s.st.tx_bytes += d.len;
-    deliver_payload(pay, d.len, d.dst_ip, s.port, d.dst_ip, d.dst_port);
+    deliver_payload(pay, d.len, source_for(s, d.dst_ip), s.port, d.dst_ip, d.dst_port);
     complete(s, d, int32_t(d.len));
     return true;
 }

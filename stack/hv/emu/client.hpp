@@ -183,7 +183,13 @@ private:
     std::unordered_map<domid_t, domain_view*> _views;           // current view per domid
     std::unordered_map<domid_t, domain_view*> _ev_views;        // current evtchn-only view per domid
     std::vector<std::unique_ptr<domain_view>> _all_views;        // owns every view ever made
-    std::unordered_map<uint32_t, int> _handle_fds; // (dom << 16 | handle) -> fd; under _views_lock
+    // (generation << 32 | dom << 16 | handle) -> fd; under _views_lock. The
+    // generation is part of the key: a re-created domain reuses its domid
+    // and its handle numbers, and its events must reach its new handles,
+    // not the eventfds of the domain that died (those stay open until the
+    // client goes, as the views do: a notifier in another thread may still
+    // hold one).
+    std::unordered_map<uint64_t, int> _handle_fds;
 };
 
 } // namespace zc::hv::emu
