@@ -228,8 +228,7 @@ TEST_F(NetbackWorkers, VifRemovalWhileQueuesMoveIsSafe) {
         });
         std::this_thread::sleep_for(std::chrono::milliseconds(5 + 15 * round));
         // The sender first (the queue that moves here: placement.cpp moves
-        // it to its receiver's worker); the other way round, its frames to
-        // a MAC no longer known would flood to x and y.
+        // it to its receiver's worker), then the receiver.
         EXPECT_EQ(dp->remove_vif(da, 0), 0);
         EXPECT_EQ(dp->remove_vif(db, 0), 0);
         // The frontend's TX ring is no longer served: its sender stops on
@@ -245,6 +244,12 @@ TEST_F(NetbackWorkers, VifRemovalWhileQueuesMoveIsSafe) {
     }
     // Some rounds removed the pair after its first move (the later ones).
     EXPECT_GE(dp->retired_stats().queue_moves, 1u);
+    // A batch of the sender being switched while its receiver went away
+    // floods its frames (now unknown unicast) to x and y, as a learning
+    // switch does: off their rings before they talk.
+    std::vector<rx_packet> flooded;
+    x->wait_rx(1u << 20, flooded, 300);
+    y->wait_rx(1u << 20, flooded, 300);
     expect_delivery(*x, *y);
     expect_delivery(*y, *x);
     EXPECT_EQ(info(50).stats.drop_copy_error + info(51).stats.drop_copy_error, 0u);
