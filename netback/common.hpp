@@ -5,7 +5,8 @@
 // Linux drivers/net/xen-netback/common.h (struct xenvif, xenvif_queue).
 // The data path is split as Linux splits xen-netback: interface.cpp (vif
 // lifetime, interface.c), tx.cpp (TX, netback.c), copy.cpp (the grant-copy
-// batch and bounce copies), rx.cpp (RX, rx.c), worker.cpp (the threads).
+// batch and bounce copies), rx.cpp (RX, rx.c), worker.cpp (the threads),
+// placement.cpp (which worker serves a queue).
 
 // Threads and locks
 // -----------------
@@ -24,6 +25,20 @@
 // hypervisor's grant copy under one, so there is no lock order to get wrong
 // and no deadlock. Event-channel handle calls are serialized per worker by
 // ev_lock (also never nested with the others).
+//
+// Placement (placement.cpp): a queue may move to another worker, so that
+// both ends of its traffic are served by one worker (no cross-worker
+// delivery, kick or wake-up per batch). Only the current owner moves it,
+// between two passes of its loop, so everything marked "owner only" is
+// handed over whole: the new owner sees it after taking its worker::lock
+// (refresh_snapshot). The queue's bind_lock protects the binding: `w` and
+// the local ports. Notifying the frontend (notify_frontend) takes bind_lock
+// and then the owner's ev_lock; a move and remove_locked_out take bind_lock
+// and then the workers' lock and ev_lock, one at a time. bind_lock is never
+// taken while holding any other lock, so that order is the only one.
+// Threads that read `w` without bind_lock only kick the owner
+// (kick_owner): a kick of the old owner is harmless, and the move sets the
+// queue's kick flags for the new one.
 //
 // Lifetime: vifs and queues are shared_ptr-owned; in-flight work (a batch, a
 // frame waiting in another vif's queue) holds a reference. remove_vif sets
@@ -259,9 +274,20 @@ struct rx_item {
 struct queue {
     std::shared_ptr<vif_core> core;
     uint32_t index = 0;
-    worker* w = nullptr;
-    hv::evtchn_port_t tx_port = 0, rx_port = 0; // local ports (equal when shared)
+    std::mutex bind_lock;                       // protects changes of w, tx_port, rx_port (placement)
+    std::atomic<worker*> w{nullptr};            // the owner; written under bind_lock
+    hv::evtchn_port_t tx_port = 0, rx_port = 0; // local ports on w's handle (equal when shared)
     eoi_state tx_eoi, rx_eoi;                   // rx_eoi unused when the port is shared
+    // Placement (placement.cpp), owner only: where this queue's frames went
+    // since the last look (a majority vote over destination queues), the
+    // frames switched, consecutive looks with one dominant destination on
+    // another worker, and the last move.
+    std::weak_ptr<queue> dst;
+    const queue* dst_raw = nullptr;
+    uint32_t dst_votes = 0, dst_hits = 0, sent = 0, streak = 0;
+    time_point moved_at{}, looked_at{};
+    std::atomic<uint64_t> load{0};              // frames switched per second (last look)
+    std::atomic<worker*> move_to{nullptr};      // a move asked by another queue's owner
     // RX timers (service_rx): the owner runs them when due, when its RX
     // event or kick came, or when rx_rearm says frames were queued.
     time_point rx_timer = time_point::min();    // owner only
@@ -314,6 +340,23 @@ struct queue {
         it.tx_slots = 0;
     }
 };
+
+// Placement, on the hot path (switch_to, owner of `q`): one frame of `q`
+// went to `dq`. A majority vote (Boyer-Moore) finds the destination that
+// takes most of the queue's frames without a table.
+inline void note_destination(queue& q, const std::shared_ptr<queue>& dq) noexcept {
+    ++q.sent;
+    if (dq.get() == q.dst_raw) {
+        ++q.dst_votes;
+        ++q.dst_hits;
+    } else if (q.dst_votes == 0) {
+        q.dst = dq;
+        q.dst_raw = dq.get();
+        q.dst_votes = q.dst_hits = 1;
+    } else {
+        --q.dst_votes;
+    }
+}
 
 // Whether a source queue's frontend is (nearly) out of TX slots: fewer
 // free than a netfront needs to send its largest packet, not counting
@@ -431,10 +474,11 @@ struct worker {
     std::mutex ev_lock; // serializes calls on `ev`
 
     std::mutex lock; // protects queues, gen
-    std::atomic<uint32_t> assigned{0}; // queues given to this worker (pick_worker), until removed
+    std::atomic<uint32_t> assigned{0}; // queues given to this worker (pick_worker, a move), until removed
     std::vector<std::shared_ptr<queue>> queues;
     uint64_t gen = 0;
     std::atomic<bool> stop{false};
+    time_point placed_at{}; // worker-private: the last placement look (placement.cpp)
 
     // Worker-private.
     std::vector<std::shared_ptr<queue>> snap;
@@ -480,6 +524,31 @@ struct worker {
         if (ev->notify(port) == 0) bump(c.ctr.notifies_sent);
     }
 };
+
+// interface.cpp: binds a queue's frontend ports on `on`'s handle; 0 or
+// the remote port that failed (nothing stays bound then).
+hv::evtchn_port_t bind_ports(worker& on, hv::domid_t dom, const queue_params& qp, hv::evtchn_port_t& tx,
+                             hv::evtchn_port_t& rx) noexcept;
+
+// Notifies q's frontend on its TX or RX port, on the handle the port is
+// bound to, whichever worker calls (see "Placement" above).
+inline void notify_frontend(queue& q, bool rx) noexcept {
+    std::lock_guard b(q.bind_lock);
+    const hv::evtchn_port_t p = rx ? q.rx_port : q.tx_port;
+    if (p) q.w.load(std::memory_order_relaxed)->notify(p, *q.core);
+}
+
+// Wakes q's owner unless it is `self`, after the caller set one of q's kick
+// flags: the flag is published before the owner is read, and a move sets
+// the flags again after changing the owner, so neither side misses it.
+// A queue of `self` stays its own meanwhile (only the owner moves it), so
+// that case needs neither the fence nor a kick.
+inline void kick_owner(queue& q, const worker* self) noexcept {
+    if (self && q.w.load(std::memory_order_relaxed) == self) return;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    worker* o = q.w.load(std::memory_order_seq_cst);
+    if (o && o != self) o->kick();
+}
 
 // ---------------------------------------------------------------------------
 
@@ -587,6 +656,10 @@ struct datapath::impl {
     // Drop one reference each, outside any worker; complete what was last.
     void complete_refs_now(packet_refs& refs) noexcept;
     worker* pick_worker() noexcept;
+
+    // ---- placement.cpp: queues follow their traffic ----
+    void place(worker& w) noexcept;
+    bool move_queue(worker& from, const std::shared_ptr<queue>& q, worker& to, time_point now) noexcept;
 };
 
 } // namespace zc::netback

@@ -64,7 +64,8 @@
     X(direct_bad_releases, "events", false,                                                                     \
       "direct path: releases of an unknown, stale or duplicate cookie (ignored, answered NETIF_RSP_ERROR)")     \
     X(direct_teardown_completed, "frames", false,                                                               \
-      "direct path: senders' requests completed because this receiver went away before releasing them")
+      "direct path: senders' requests completed because this receiver went away before releasing them") \
+    X(queue_moves, "events", false, "times one of this vif's queues moved to another worker (placement)")
 
 namespace zc::netback {
 

@@ -277,7 +277,7 @@ void datapath::impl::process_releases(worker& w, queue& q) noexcept {
     if (impossible) fatal(w, c, format("impossible number of releases: req_prod %u req_cons %u size %u", prod, cons,
                                        zd::release_back_ring::size));
     if (more) q.tx_kick.store(true, std::memory_order_relaxed);
-    if (notify) q.w->notify(q.tx_port, c);
+    if (notify) notify_frontend(q, false);
     if (bad) {
         if (c.drop_log.allow())
             ZC_LOG(warn, tag, "vif%u.%u: %u releases of unknown, stale or duplicate cookies ignored", unsigned(c.dom),

@@ -134,14 +134,16 @@ int datapath::add_vif(const vif_params& prm, std::string* why) noexcept {
     d.sw.add(v, prm.mac);
     for (auto& q : v->queues) {
         {
-            std::lock_guard g(q->w->lock);
-            q->w->queues.push_back(q);
-            ++q->w->gen;
+            // Not yet visible to any worker: nothing can move it meanwhile.
+            worker* o = q->w.load(std::memory_order_relaxed);
+            std::lock_guard g(o->lock);
+            o->queues.push_back(q);
+            ++o->gen;
         }
         // Requests may already be waiting: look once without an event.
         q->tx_kick.store(true, std::memory_order_relaxed);
         q->rx_kick.store(true, std::memory_order_relaxed);
-        q->w->kick();
+        kick_owner(*q, nullptr);
     }
     return 0;
 }
@@ -168,7 +170,7 @@ int datapath::impl::setup_queue(vif& v, uint32_t qi, std::string* why) noexcept 
         q->packets[i].index = uint16_t(i);
         q->free_pkts.push_back(uint16_t(i));
     }
-    q->w = pick_worker();
+    q->w.store(pick_worker(), std::memory_order_relaxed);
     v.queues.push_back(q);
     hv::domid_t dom = v.core->dom;
     int16_t st = 0;
@@ -196,6 +198,7 @@ int datapath::impl::setup_queue(vif& v, uint32_t qi, std::string* why) noexcept 
 // every queue its own kthread (xenvif_connect_data) and lets the scheduler
 // spread them, which a fixed set of workers imitates by filling the least
 // loaded first. Concurrent add_vif calls may tie on a count: harmless.
+// Where the queue then stays depends on its traffic (placement.cpp).
 worker* datapath::impl::pick_worker() noexcept {
     worker* best = nullptr;
     for (auto& w : workers)
@@ -205,26 +208,32 @@ worker* datapath::impl::pick_worker() noexcept {
     return best;
 }
 
-// The queue's event channels on its worker's handle (one, or two when split).
-int datapath::impl::bind_queue(queue& q, const queue_params& qp, uint32_t qi, std::string* why) noexcept {
-    // The caller's undo takes ev_lock itself: never return with it held (a
-    // frontend that dies during the handshake makes the bind fail).
-    const hv::domid_t dom = q.core->dom;
-    hv::evtchn_port_t bad_port = 0;
-    {
-        std::lock_guard g(q.w->ev_lock);
-        auto tp = q.w->ev->bind_interdomain(dom, qp.tx_evtchn);
-        if (!tp) {
-            bad_port = qp.tx_evtchn;
-        } else {
-            q.tx_port = q.rx_port = *tp;
-            if (qp.rx_evtchn != qp.tx_evtchn) {
-                auto rp = q.w->ev->bind_interdomain(dom, qp.rx_evtchn);
-                if (!rp) bad_port = qp.rx_evtchn;
-                else q.rx_port = *rp;
-            }
-        }
+// The frontend's event channels of one queue bound on `on`'s handle (one
+// port, or two when split). Returns 0, or the remote port that failed; what
+// was bound before the failure is unbound again.
+hv::evtchn_port_t bind_ports(worker& on, hv::domid_t dom, const queue_params& qp, hv::evtchn_port_t& tx,
+                             hv::evtchn_port_t& rx) noexcept {
+    std::lock_guard g(on.ev_lock);
+    auto tp = on.ev->bind_interdomain(dom, qp.tx_evtchn);
+    if (!tp) return qp.tx_evtchn;
+    tx = rx = *tp;
+    if (qp.rx_evtchn == qp.tx_evtchn) return 0;
+    auto rp = on.ev->bind_interdomain(dom, qp.rx_evtchn);
+    if (!rp) {
+        (void)on.ev->unbind(*tp);
+        tx = rx = 0;
+        return qp.rx_evtchn;
     }
+    rx = *rp;
+    return 0;
+}
+
+// The queue's event channels on its worker's handle.
+int datapath::impl::bind_queue(queue& q, const queue_params& qp, uint32_t qi, std::string* why) noexcept {
+    // The caller's undo takes ev_lock itself: bind_ports never returns with
+    // it held (a frontend that dies during the handshake makes the bind fail).
+    std::lock_guard b(q.bind_lock);
+    const hv::evtchn_port_t bad_port = bind_ports(*q.w.load(), q.core->dom, qp, q.tx_port, q.rx_port);
     if (!bad_port) return 0;
     if (why) *why = format("queue %u: cannot bind event channel %u", qi, bad_port);
     return -ENOENT;
@@ -236,21 +245,27 @@ void datapath::impl::remove_locked_out(const std::shared_ptr<vif>& v) noexcept {
     v->core->removed.store(true, std::memory_order_relaxed);
     packet_refs drops;
     for (auto& q : v->queues) {
-        if (q->w) {
-            std::lock_guard g(q->w->lock);
-            auto& qs = q->w->queues;
+        // Under bind_lock: a move of the queue (placement.cpp) is either
+        // done, and its new owner is the one to leave, or sees `removed`
+        // and does not start.
+        std::unique_lock b(q->bind_lock);
+        worker* o = q->w.load(std::memory_order_relaxed);
+        if (o) {
+            std::lock_guard g(o->lock);
+            auto& qs = o->queues;
             auto it = std::find(qs.begin(), qs.end(), q);
             if (it != qs.end()) {
                 qs.erase(it);
-                ++q->w->gen;
+                ++o->gen;
             }
         }
-        if (q->w) q->w->assigned.fetch_sub(1, std::memory_order_relaxed);
-        if (q->w && q->tx_port) {
-            std::lock_guard g(q->w->ev_lock);
-            (void)q->w->ev->unbind(q->tx_port);
-            if (q->rx_port != q->tx_port) (void)q->w->ev->unbind(q->rx_port);
+        if (o) o->assigned.fetch_sub(1, std::memory_order_relaxed);
+        if (o && q->tx_port) {
+            std::lock_guard g(o->ev_lock);
+            (void)o->ev->unbind(q->tx_port);
+            if (q->rx_port != q->tx_port) (void)o->ev->unbind(q->rx_port);
         }
+        b.unlock();
         {
             std::lock_guard g(q->tx_lock);
             q->tx_dead = true;
@@ -333,7 +348,7 @@ std::vector<vif_info> datapath::vifs() const {
         for (auto& q : v->queues) {
             queue_info qi;
             qi.index = q->index;
-            qi.worker = q->w ? q->w->id : 0;
+            if (worker* o = q->w.load(std::memory_order_relaxed)) qi.worker = o->id;
             {
                 std::lock_guard tg(q->tx_lock);
                 if (!q->tx_dead) qi.tx_unconsumed = std::min<uint32_t>(q->tx.req_prod() - q->tx.req_cons, ring_slots);

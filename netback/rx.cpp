@@ -115,7 +115,7 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
             }
         }
     }
-    if (notify) dq.w->notify(dq.rx_port, *dq.core);
+    if (notify) notify_frontend(dq, true);
     for (size_t k = begin; k < end; ++k) {
         delivery& d = dels[order[k]];
         if (d.direct_failed) direct_cancel(w, *dq.core, d.cookie); // its descriptor was not delivered

@@ -155,7 +155,7 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
             more = q.tx.final_check_for_requests() && !q.free_pkts.empty();
         q.tx_more = more && !core.disabled.load(std::memory_order_relaxed);
     }
-    if (notify) q.w->notify(q.tx_port, core);
+    if (notify) notify_frontend(q, false);
 }
 
 // Under tx_lock: an accepted chain becomes a pending packet; its slots are
@@ -330,6 +330,7 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
         return;
     }
     const std::shared_ptr<queue>& dq = dv.queues[qp->index % dv.queues.size()];
+    note_destination(*qp, dq); // placement.cpp: where this queue's frames go
     std::lock_guard g(dq->rx_lock);
     if (dq->rx_dead || dq->stalled) {
         bump(dc.ctr.drop_disabled);
@@ -433,8 +434,8 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     // cross-worker wake-up while a receiver was behind.
     if (std::find(w.touched.begin(), w.touched.end(), dq) == w.touched.end()) w.touched.push_back(dq);
     dq->rx_rearm.store(true, std::memory_order_relaxed); // its timers (service_rx) take the new frame
-    if (dq->w != &w && (first || (first_held && !it.bounced && !it.converting) || opt.force_bounce ||
-                        runs_short(*qp, 0)))
+    if (dq->w.load(std::memory_order_relaxed) != &w &&
+        (first || (first_held && !it.bounced && !it.converting) || opt.force_bounce || runs_short(*qp, 0)))
         dq->rx_kick.store(true, std::memory_order_relaxed);
 }
 
@@ -449,7 +450,7 @@ void datapath::impl::finish_tx_batch(worker& w, const std::shared_ptr<queue>& qp
     // and let the owners of the other queues re-arm their timers.
     for (auto& dq : w.touched) {
         drain_rx(w, dq);
-        if (dq->w != &w && dq->rx_kick.load(std::memory_order_relaxed)) dq->w->kick();
+        if (dq->rx_kick.load(std::memory_order_relaxed)) kick_owner(*dq, &w);
     }
     // Do not keep queues or vifs alive past the batch (remove_vif).
     w.touched.clear();
@@ -502,10 +503,10 @@ void datapath::impl::complete_tx(worker& w, queue& q, tx_packet* const* pkts, ui
         q.pending_slots.fetch_sub(slots, std::memory_order_relaxed);
         if (!q.tx_dead) notify = q.tx.push_responses_and_check_notify();
     }
-    if (notify) q.w->notify(q.tx_port, *q.core); // the port is bound on the owner's handle
+    if (notify) notify_frontend(q, false); // the port is bound on the owner's handle
     // Slots came free: the owner may consume requests it had to leave.
     q.tx_kick.store(true, std::memory_order_relaxed);
-    if (q.w != &w) q.w->kick();
+    kick_owner(q, &w);
 }
 
 } // namespace zc::netback

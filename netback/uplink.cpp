@@ -415,7 +415,7 @@ void datapath::impl::uplink_receive(uplink& u, pool::frame* fs, uint32_t n, std:
     }
     for (auto& dq : touched) {
         dq->rx_kick.store(true, std::memory_order_relaxed);
-        dq->w->kick();
+        kick_owner(*dq, nullptr);
     }
     touched.clear();
     dests.clear();

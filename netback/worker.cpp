@@ -134,6 +134,7 @@ void datapath::impl::run(worker& w) noexcept {
             for (auto p : ports) (void)w.ev->unmask(p);
         }
         report_fatals(w);
+        place(w); // placement.cpp: queues follow their traffic
     }
 }
 
