@@ -53,7 +53,9 @@
     X(notifies_sent, "events", false, "event-channel notifications sent to the frontend")                      \
     X(events_received, "events", false, "event-channel events received from the frontend")                    \
     X(spurious_events, "events", false, "events that found no new TX or RX work (XSA-332 lateeoi accounting)") \
-    X(eoi_delays, "events", false, "times the port stayed masked after spurious events in a row (back-off)")
+    X(eoi_delays, "events", false, "times the port stayed masked after spurious events in a row (back-off)")  \
+    X(flood_extra, "frames", false,                                                                             \
+      "extra destinations of flooded frames (a frame switched to k ports counts k-1)")
 
 namespace zc::netback {
 

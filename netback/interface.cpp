@@ -237,6 +237,11 @@ void datapath::impl::remove_locked_out(const std::shared_ptr<vif>& v) noexcept {
             if (it != qs.end()) {
                 qs.erase(it);
                 ++q->w->gen;
+                // Its worker drops its snapshot of the queue list (and with
+                // it the last reference to this queue, whose counters then
+                // join retired_stats) when it wakes: wake it now, not at
+                // its next event, which may never come.
+                q->w->kick();
             }
         }
         if (q->w) q->w->assigned.fetch_sub(1, std::memory_order_relaxed);
