@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <iterator>
+#include <map>
 #include <dirent.h>
 #include <random>
 #include <unistd.h>
@@ -33,6 +35,7 @@ struct gslot {
 struct sample {
     uint64_t rss_kb = 0;
     uint32_t fds = 0;
+    std::vector<std::string> fd_list;
     int64_t mapped = 0; // grant pages mapped now: hv maps - unmaps
 };
 
@@ -49,15 +52,32 @@ uint64_t rss_kb(pid_t pid) {
     return kb;
 }
 
-uint32_t fd_count(pid_t pid) {
+// What each open fd of `pid` is (/proc/PID/fd links), sorted.
+std::vector<std::string> fd_targets(pid_t pid) {
     const std::string path = "/proc/" + std::to_string(pid) + "/fd";
+    std::vector<std::string> v;
     DIR* d = ::opendir(path.c_str());
-    if (!d) return 0;
-    uint32_t n = 0;
-    while (dirent* e = ::readdir(d))
-        if (e->d_name[0] != '.') ++n;
+    if (!d) return v;
+    while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        char buf[256];
+        const ssize_t n = ::readlinkat(::dirfd(d), e->d_name, buf, sizeof buf - 1);
+        v.emplace_back(buf, size_t(std::max<ssize_t>(n, 0)));
+    }
     ::closedir(d);
-    return n;
+    std::sort(v.begin(), v.end());
+    return v;
+}
+
+// The fds in `now` and not in `before` (kinds only, e.g. "/memfd:... x3").
+std::string new_fds(const std::vector<std::string>& before, const std::vector<std::string>& now) {
+    std::vector<std::string> extra;
+    std::set_difference(now.begin(), now.end(), before.begin(), before.end(), std::back_inserter(extra));
+    std::map<std::string, uint32_t> kinds;
+    for (auto& x : extra) ++kinds[x.substr(0, x.find_first_of("[:"))];
+    std::string s;
+    for (auto& [k, c] : kinds) s += (s.empty() ? "" : ", ") + k + " x" + std::to_string(c);
+    return s;
 }
 
 // The JSON object after `key` (its braces included).
@@ -71,7 +91,8 @@ std::string object_of(const std::string& json, const std::string& key) {
 sample take_sample(const dom0_host& h) {
     sample s;
     s.rss_kb = rss_kb(h.netback.pid);
-    s.fds = fd_count(h.netback.pid);
+    s.fd_list = fd_targets(h.netback.pid);
+    s.fds = uint32_t(s.fd_list.size());
     const std::string hv = object_of(netback_stats(h.ctl), "hv");
     s.mapped = int64_t(jnum(hv, "maps")) - int64_t(jnum(hv, "unmaps"));
     return s;
@@ -307,7 +328,7 @@ int run_soak(const run_opts& o, const soak_opts& s) {
              std::to_string(end.rss_kb) + " KiB after the load (limit " + std::to_string(rss_limit) + ")");
     if (end.fds != warm.fds)
         fail("zc-netback's fds: " + std::to_string(warm.fds) + " after the warm-up, " + std::to_string(end.fds) +
-             " after the load");
+             " after the load (new: " + new_fds(warm.fd_list, end.fd_list) + ")");
     if (end.mapped != warm.mapped)
         fail("zc-netback's mapped grant pages: " + std::to_string(warm.mapped) + " after the warm-up, " +
              std::to_string(end.mapped) + " after the load");
