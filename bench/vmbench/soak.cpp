@@ -236,7 +236,7 @@ int run_soak(const run_opts& o, const soak_opts& s) {
             in[i] = g[i].c.send(cmd);
         }
         const double round_end = now_s() + s.round;
-        while (now_s() < round_end && ok) {
+        while (now_s() < round_end) { // a failure does not stop the churn
             if (!warmup && now_s() >= next_kill) {
                 std::uniform_int_distribution<uint32_t> pick(0, uint32_t(g.size()) - 1);
                 const uint32_t v = pick(rng);
