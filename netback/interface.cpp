@@ -261,7 +261,9 @@ void datapath::impl::remove_locked_out(const std::shared_ptr<vif>& v) noexcept {
             q->rx_dead = true;
             // Frames waiting for this vif: their sources get their slots back.
             while (q->count) {
-                bump(q->core->ctr.drop_disabled);
+                // An empty bounced item's loss was counted already (a failed
+                // fallback copy, or discard_held), as in drop_expired.
+                if (!(q->at(0).bounced && q->at(0).len == 0)) bump(q->core->ctr.drop_disabled);
                 drop_item(q->at(0), *q->core, drops);
                 q->pop_head();
             }
