@@ -228,6 +228,7 @@ int run_soak(const run_opts& o, const soak_opts& s) {
         if (r == 1) schedule_kill();
         ++phase;
         std::vector<bool> in(n, false), touched(n, false);
+        const uint64_t kills0 = kills, lost0 = lost;
         for (uint32_t i = 0; i < n; ++i) {
             char cmd[128];
             std::snprintf(cmd, sizeof cmd, "soak %u %.3f %s %.1f %.1f", phase, s.round, g[(i + 1) % n].mac.c_str(),
@@ -308,11 +309,11 @@ int run_soak(const run_opts& o, const soak_opts& s) {
         if (!have_quarter && now_s() - t0 >= s.duration / 4 + s.round) quarter = now, have_quarter = true;
         const netback::vif_stats c = all_counters(h.ctl, nullptr);
         seen_in = std::max(seen_in, balance_of(c).in);
-        std::printf("[%6.0f s] round %3u%s: frames %" PRIu64 " (%.2f GB), kills %" PRIu64 ", reopens %" PRIu64
-                    ", lost on the lossless path %" PRIu64 ", zc-netback rss %.1f MiB fds %u mapped %" PRId64
-                    ", drops: %s\n",
-                    now_s() - t0, r, warmup ? " (warm-up)" : "", frames, double(bytes) / 1e9, kills, reopens, lost,
-                    mib(now.rss_kb), now.fds, now.mapped, drops_text(c).c_str());
+        std::printf("[%6.0f s] round %3u%s: frames %" PRIu64 " (%.2f GB), kills %" PRIu64 " (+%" PRIu64
+                    "), reopens %" PRIu64 ", lost on the lossless path %" PRIu64 " (+%" PRIu64
+                    "), zc-netback rss %.1f MiB fds %u mapped %" PRId64 ", drops: %s\n",
+                    now_s() - t0, r, warmup ? " (warm-up)" : "", frames, double(bytes) / 1e9, kills, kills - kills0,
+                    reopens, lost, lost - lost0, mib(now.rss_kb), now.fds, now.mapped, drops_text(c).c_str());
         std::fflush(stdout);
     }
 
