@@ -44,7 +44,7 @@ const char* usage_text =
     "                  [--workers N] [--seconds S] [--repeat N] [--json FILE] [--csv FILE]\n"
     "                  [--png FILE] [--netback PATH]\n"
     "       zc-vmbench --modes soak [--guests N] [--flappers N] [--duration S] [--round S]\n"
-    "                  [--kill-every S] [--rate N] [--seed N] [--json FILE]\n"
+    "                  [--kill-every S] [--rate N] [--seed N] [--rss-slack-mb M] [--json FILE]\n"
     "\n"
     "VM-to-VM throughput through zc-netback on an emulated Xen host, with the kernel\n"
     "path (two network namespaces joined by veth, UDP) and memcpy measured in the same run.\n"
@@ -75,7 +75,8 @@ const char* usage_text =
     "                  (default 2000; 0: unpaced, receivers then fall behind and zc-netback's counted\n"
     "                  drops fail the lossless check). Fails (exit 1) when a frame\n"
     "                  between two guests connected through a round is lost, zc-netback's counters\n"
-    "                  do not add up, or its RSS, fds or mapped grants grew over the warm-up's\n"
+    "                  do not add up, or its RSS (beyond 10% or --rss-slack-mb, default 4), fds or\n"
+    "                  mapped grants grew over the warm-up's\n"
     "  --pairs LIST    guest pairs, e.g. 1,2,4,8 (default 1)\n"
     "  --queues LIST   netif queues per vif, e.g. 1,2 (default 1)\n"
     "  --workers N     zc-netback data-path threads (default: one per queue, at most the CPUs)\n"
@@ -248,6 +249,8 @@ int main(int argc, char** argv) {
             ss.round = std::atof(argv[++i]);
         } else if (a == "--kill-every" && has) {
             ss.kill_every = std::atof(argv[++i]);
+        } else if (a == "--rss-slack-mb" && has) {
+            ss.rss_slack_kb = uint64_t(std::atof(argv[++i]) * 1024);
         } else if (a == "--rate" && has) {
             ss.rate = std::atof(argv[++i]);
         } else if (a == "--seed" && has) {
