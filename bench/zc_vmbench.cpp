@@ -59,7 +59,10 @@ const char* usage_text =
     "                  zc-stackd in each guest (zc socket API, frames up to 1514 bytes);\n"
     "                  app-headroom: the same with zc-stackd --tx-headers headroom (one slot);\n"
     "                  rr: request/response round trips (p50/p99/p99.9) at the sizes up to\n"
-    "                  1514, through zc-netback and over the kernel's veth (UDP) in the same run\n"
+    "                  1514, one request outstanding: zc-rr: raw netfront guests through\n"
+    "                  zc-netback; app-rr: zc-rr between applications on zc-stackd in two\n"
+    "                  guests (zc API, zc_recv_wait); kernel-rr: UDP over the kernel's veth;\n"
+    "                  with ratios to kernel-rr of the same pass\n"
     "                  uplink (root): guest -> kernel namespace, UDP from --pairs sending guests\n"
     "                  through zc-netback --uplink (AF_XDP on one end of a veth pair, MTU 1500)\n"
     "                  to a kernel socket in a namespace at the other end, every byte checked;\n"
@@ -142,7 +145,7 @@ int run(run_opts o) {
         prog.total = o.repeat * (uint32_t(o.sizes.size()) * (1 + (kernel || uplink ? 1 : 0) +
                                                              zc_modes * uint32_t(o.pairs.size() * o.queues.size())) +
                                  (kernel ? 1 : 0) + app_modes * app_sizes + uplink_sizes * uint32_t(o.pairs.size()) +
-                                 (std::find(o.modes.begin(), o.modes.end(), "rr") != o.modes.end() ? 2 * app_sizes : 0));
+                                 (std::find(o.modes.begin(), o.modes.end(), "rr") != o.modes.end() ? 3 * app_sizes : 0));
     }
     std::printf("%-12s %7s %5s %3s %9s %8s %9s %8s %8s %7s %7s %7s %6s %7s %-6s %s\n", "mode", "frame", "pairs", "q",
                 "Gbit/s", "Mpps", "cpu-s/GB", "/memcpy", "/kernel", "seg/pkt", "hc/pkt", "ntf/pkt", "fb/pkt",
@@ -163,7 +166,12 @@ int run(run_opts o) {
     print_uplink_summary(passes);
     if (!agg.rr.empty()) {
         std::printf("\nround trips%s:\n", o.repeat > 1 ? " (median of the passes' percentiles)" : "");
-        for (const rr_row& r : agg.rr) print_rr(r);
+        for (const rr_row& r : agg.rr) {
+            print_rr(r);
+            if (r.p50_vs_kernel > 0)
+                std::printf("%-12s %7zu  /kernel-rr: p50 %.2fx  p99 %.2fx%s\n", r.mode.c_str(), r.frame,
+                            r.p50_vs_kernel, r.p99_vs_kernel, o.repeat > 1 ? " (median of the passes' ratios)" : "");
+        }
     }
     write_outputs(o, agg);
     std::printf("json: %s  csv: %s\n", o.json.c_str(), o.csv.c_str());
@@ -194,6 +202,7 @@ int main(int argc, char** argv) {
     o.netback = sibling(o.self, "netback", "zc-netback");
     o.stackd = sibling(o.self, "uapi", "zc-stackd");
     o.perf = sibling(o.self, "apps", "zc-perf");
+    o.rr = sibling(o.self, "apps", "zc-rr");
     soak_opts ss;
     bool json_set = false;
     for (int i = 1; i < argc; i++) {

@@ -13,8 +13,10 @@ extern "C" {
 }
 
 #include "common/log.hpp"
+#include "netback/backend_device.hpp"
 #include "netback/source_check.hpp"
 #include "netback/toolstack.hpp"
+#include "ring/zc_direct.hpp"
 
 namespace zc::netback {
 
@@ -30,19 +32,6 @@ const char* state_name(int s) {
     static const char* names[] = {"Unknown", "Initialising", "InitWait", "Initialised", "Connected",
                                   "Closing", "Closed", "Reconfiguring", "Reconfigured"};
     return s >= 0 && s <= 8 ? names[s] : "invalid";
-}
-
-// Frontend-written numbers: strict decimal, bounded.
-bool parse_u32(const std::string& s, uint32_t& out, uint64_t max = UINT32_MAX) {
-    if (s.empty() || s.size() > 10) return false;
-    uint64_t v = 0;
-    for (char c : s) {
-        if (c < '0' || c > '9') return false;
-        v = v * 10 + uint64_t(c - '0');
-    }
-    if (v > max) return false;
-    out = uint32_t(v);
-    return true;
 }
 
 // connect_data_rings() of Linux netback: one queue's ring references and
@@ -87,22 +76,6 @@ int read_queue_keys(hv::xs& xs, const std::string& fe, const std::string& dir, b
 
 } // namespace
 
-struct backend::device {
-    std::string key; // "<fe>/<devid>"
-    hv::domid_t frontend = 0;
-    uint32_t devid = 0;
-    std::string be_path, fe_path;
-    int state = XenbusStateUnknown;    // ours
-    int fe_state = -1;                 // theirs, last seen (-1: not yet read)
-    bool vif_added = false;
-    std::string last_error;
-    // Every line about this device is rate-limited on its own: a frontend
-    // cycling its state floods neither the log nor the lines about others.
-    log::ratelimit rl{20, 2};
-};
-
-// A log line about device `d`, through its own rate limiter.
-#define DEV_LOG(d, lvl, ...) ZC_LOG_RL((d).rl, lvl, tag, __VA_ARGS__)
 
 result<std::unique_ptr<backend>> backend::create(hv::port& port, const backend_options& o, std::string* why) noexcept {
     if (o.max_queues == 0 || o.max_queues > 64) {
@@ -278,6 +251,7 @@ void backend::probe(device& d) noexcept {
         {"feature-split-event-channels", _opts.split_event_channels ? "1" : "0"},
         {"multi-queue-max-queues", std::to_string(_opts.max_queues)},
         {"feature-ctrl-ring", "0"},
+        {ring::zc_direct::key_feature, "1"}, // the direct path (backend_direct.cpp)
     };
     for (int attempt = 0; attempt < 16; attempt++) {
         auto t = _xs->transaction_start();
@@ -470,13 +444,17 @@ int backend::connect(device& d, std::string* why) noexcept {
     // range: no limit, as before libxl wrote it.
     uint32_t mtu = 0;
     if (auto m = rd("mtu"); m && parse_u32(*m, mtu, 65535) && mtu >= 68) p.mtu = mtu;
+    d.mac_configured = mac && parse_mac(*mac, d.mac, 0);
+    read_direct_keys(d, p);
 
     if (d.vif_added) disconnect(d);
     int rc = _dp->add_vif(p, why);
     if (rc < 0) return rc;
     d.vif_added = true;
+    d.direct = p.zc_direct;
     d.last_error.clear();
     _xs->rm(d.be_path + "/zc-disabled");
+    publish_direct_peers();
     return 0;
 }
 
@@ -484,6 +462,7 @@ void backend::disconnect(device& d) noexcept {
     if (!d.vif_added) return;
     _dp->remove_vif(d.frontend, d.devid);
     d.vif_added = false;
+    withdraw_direct(d);
     DEV_LOG(d, info, "vif %s: disconnected", d.key.c_str());
 }
 

@@ -69,6 +69,10 @@ private:
     void set_backend_state(device& d, int target) noexcept;
     void forget(const std::string& key) noexcept;
     void handle_fatals() noexcept;
+    // backend_direct.cpp: the direct path's keys.
+    void read_direct_keys(device& d, vif_params& p) noexcept;
+    void publish_direct_peers() noexcept;
+    void withdraw_direct(device& d) noexcept;
 
     hv::port* _port = nullptr;
     backend_options _opts;

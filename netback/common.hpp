@@ -68,6 +68,7 @@
 #include "netback/tx_check.hpp"
 #include "pool/manager.hpp"
 #include "ring/netif_ring.hpp"
+#include "ring/zc_direct.hpp"
 
 namespace zc::netback {
 
@@ -124,6 +125,34 @@ struct retired_totals {
     vif_stats stats;
 };
 
+struct queue;
+struct tx_packet;
+
+// The direct path at a receiving vif (docs/ARCHITECTURE.md, "Direct path
+// (guest to guest)"; wire format ring/zc_direct.hpp; direct.cpp): the
+// senders' TX requests whose payload descriptors it was given, each under a
+// cookie until it puts the cookie on its release ring. A cookie is the
+// entry's index in the low bits and the entry's generation in the high
+// bits, so that a stale or duplicated cookie matches nothing.
+inline constexpr uint32_t direct_cookie_bits = 10;
+inline constexpr uint32_t direct_cookies = 1u << direct_cookie_bits; // entries per receiver
+struct direct_entry {
+    std::shared_ptr<queue> src; // the sender's queue owning `pkt`; null: free
+    tx_packet* pkt = nullptr;   // holds one reference until released
+    const void* sender = nullptr; // the sender's vif_core (per-sender bound)
+    uint16_t gen = 0;
+};
+struct direct_rx {
+    std::mutex lock; // protects everything below; never held with another lock
+    hv::mapping map; // the release ring page, granted by the frontend
+    ring::zc_direct::release_back_ring ring;
+    bool dead = false; // the vif is being removed: no new cookies
+    direct_entry e[direct_cookies];
+    std::vector<uint16_t> free;                  // free entry indices
+    std::map<const void*, uint32_t> per_sender;  // outstanding per sending vif
+    std::atomic<uint32_t> outstanding{0};        // gauge (vif_info)
+};
+
 // What a vif's queues share with it and with frames in flight: identity,
 // features, counters, the disabled state. Outlives the vif while anything
 // in flight refers to it (Linux struct xenvif).
@@ -147,6 +176,9 @@ struct vif_core {
     // it (datapath_options::bounce_src_quota / bounce_dst_quota; copy.cpp
     // alloc_bounce and free_bounce).
     std::atomic<uint64_t> bounce_src{0}, bounce_dst{0};
+    // The direct path's receiver state (direct.cpp): non-null when the vif
+    // negotiated feature-zc-direct. Set before the vif is published.
+    std::unique_ptr<direct_rx> direct;
 
     vif_core() = default;
     vif_core(const vif_core&) = delete;
@@ -189,6 +221,12 @@ struct tx_packet {
     int8_t status = NETIF_RSP_OKAY;
     uint16_t index = 0;
     offload_info off;       // from check_offload (switch_batch)
+    // A direct-path request (ring/zc_direct.hpp): slot 0 is the headers
+    // (hdr_len == req[0].size), the payload stays in the sender's grant.
+    bool direct = false;
+    hv::domid_t direct_dom = 0;   // the domain the payload is granted to
+    uint32_t direct_gref = 0;
+    uint16_t direct_offset = 0, direct_len = 0;
     // Deliveries still reading the source pages. The TX responses go out
     // when it drops to zero (never before the copies are done).
     std::atomic<uint32_t> refs{0};
@@ -348,6 +386,9 @@ struct delivery {
     bool extra = false;
     bool rx_grant_fault = false;          // a copy failed on the destination's own grant
     uint32_t bounce_bytes = 0;            // bounced: charged on src_core's and dq's quotas
+    bool direct = false;                  // a direct-path descriptor: headers, then two extras (direct.cpp)
+    bool direct_failed = false;           // its header did not arrive: the cookie is cancelled
+    uint16_t cookie = 0;
     uint8_t ndata = 0, nring = 0;
     RING_IDX first = 0;
     netif_rx_request req[max_rx_ring_slots];
@@ -515,6 +556,18 @@ struct datapath::impl {
     void drop_item(rx_item& it, vif_core& dst, packet_refs& refs) noexcept;
     void discard_held(queue& dq, rx_item& it, packet_refs& refs) noexcept;
 
+    // ---- direct.cpp: the direct path (ring/zc_direct.hpp) ----
+    bool direct_to(worker& w, const std::shared_ptr<queue>& q, tx_packet& p, time_point now) noexcept;
+    bool direct_hold(vif_core& dc, const std::shared_ptr<queue>& q, tx_packet& p, uint16_t& cookie) noexcept;
+    void direct_cancel(worker& w, vif_core& dc, uint16_t cookie) noexcept;
+    void add_direct_segments(worker& w, delivery& d, uint32_t di) noexcept;
+    void write_direct_responses(queue& dq, delivery& d, rx_tally& t) noexcept;
+    bool releases_pending(queue& q) noexcept;
+    void process_releases(worker& w, queue& q) noexcept;
+    int attach_direct(vif_core& c, std::string* why) noexcept;
+    void direct_receiver_gone(vif_core& c) noexcept;
+    void direct_sender_gone(const vif_core& c) noexcept;
+
     // ---- uplink.cpp: AF_XDP uplinks ----
     void uplink_out(worker& w, const queue& q, const tx_packet& p, uplink& u) noexcept;
     void uplink_out_gso(worker& w, const queue& q, const tx_packet& p, uplink& u) noexcept;
@@ -531,6 +584,8 @@ struct datapath::impl {
     int setup_queue(vif& v, uint32_t qi, std::string* why) noexcept;
     int bind_queue(queue& q, const queue_params& qp, uint32_t qi, std::string* why) noexcept;
     void remove_locked_out(const std::shared_ptr<vif>& v) noexcept;
+    // Drop one reference each, outside any worker; complete what was last.
+    void complete_refs_now(packet_refs& refs) noexcept;
     worker* pick_worker() noexcept;
 };
 

@@ -39,6 +39,10 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
     const hv::domid_t ddom = d.dq->core->dom;
     vif_core& sc = *d.src_core;
     note_core(w.cores, &sc);
+    if (d.direct) { // the headers only (direct.cpp)
+        add_direct_segments(w, d, di);
+        return;
+    }
     // RX ring slot of data slot j: the extra sits after the first.
     auto ring_slot = [&d](uint32_t j) { return uint8_t(j == 0 ? 0 : j + (d.extra ? 1 : 0)); };
     for (uint32_t j = 0; j < d.nring; ++j) {
@@ -168,6 +172,10 @@ void datapath::impl::attribute_rx_faults(std::vector<delivery>& dels) noexcept {
         bool failed = false;
         for (uint32_t j = 0; j < d.nring; ++j) failed = failed || d.slot_status[j] != GNTST_okay;
         if (!failed) continue;
+        if (d.direct) { // its one copy is from local memory
+            d.rx_grant_fault = true;
+            continue;
+        }
         bool source_ok = true;
         const pool::frame* segs = d.segs(); // d.seg is written only for bounced deliveries
         for (uint32_t i = 0; i < d.nslots && source_ok; ++i) {

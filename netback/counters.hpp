@@ -16,8 +16,14 @@
 // traffic caused them); rx_*, queued, drop_rx_full, drop_disabled,
 // drop_rx_grant and rx_stalls on the vif the frame was for;
 // drop_bounce_quota on the vif whose bounce quota was used up (the sender's
-// or the receiver's; the receiver's when the pool itself was dry); the
-// event counters on the vif whose event channel it is.
+// or the receiver's; the receiver's when the pool itself was dry); the event
+// counters on the vif whose event channel it is; direct_frames,
+// direct_bytes and direct_errors on the sender, direct_releases,
+// direct_bad_releases and direct_teardown_completed on the receiver;
+// flood_extra on the sender. Without uplinks and the direct path every
+// frame adds up (docs/ARCHITECTURE.md, "Counters"): sum(tx_packets +
+// flood_extra) == sum(rx_packets + every drop counter but drop_malformed)
+// over the vifs and retired_stats(), once nothing waits in a queue.
 #define ZC_NETBACK_VIF_COUNTERS(X)                                                                              \
     X(tx_packets, "packets", false, "packets from the frontend (its TX ring)")                                 \
     X(tx_bytes, "bytes", false, "bytes of those packets")                                                       \
@@ -53,7 +59,16 @@
     X(notifies_sent, "events", false, "event-channel notifications sent to the frontend")                      \
     X(events_received, "events", false, "event-channel events received from the frontend")                    \
     X(spurious_events, "events", false, "events that found no new TX or RX work (XSA-332 lateeoi accounting)") \
-    X(eoi_delays, "events", false, "times the port stayed masked after spurious events in a row (back-off)")  \
+    X(eoi_delays, "events", false, "times the port stayed masked after spurious events in a row (back-off)")    \
+    X(direct_frames, "frames", false, "direct path: frames sent as a descriptor, payload not copied by zc-netback") \
+    X(direct_bytes, "bytes", false, "direct path: payload bytes of those frames (left in the sender's grant)")   \
+    X(direct_errors, "frames", true,                                                                            \
+      "direct path: descriptor refused (bad descriptor, wrong or unready destination), NETIF_RSP_ERROR")      \
+    X(direct_releases, "events", false, "direct path: cookies this receiver released (the sender's TX completed)") \
+    X(direct_bad_releases, "events", false,                                                                     \
+      "direct path: releases of an unknown, stale or duplicate cookie (ignored, answered NETIF_RSP_ERROR)")     \
+    X(direct_teardown_completed, "frames", false,                                                               \
+      "direct path: senders' requests completed because this receiver went away before releasing them")  \
     X(flood_extra, "frames", false,                                                                             \
       "extra destinations of flooded frames (a frame switched to k ports counts k-1)")
 

@@ -55,6 +55,10 @@ struct vif_params {
     // The toolstack's "mtu" for the frontend (0: no limit). Non-GSO frames
     // larger than mtu + 18 are not delivered to this vif (netback/offload.hpp).
     uint32_t mtu = 0;
+    // The direct path (ring/zc_direct.hpp): the frontend wrote
+    // feature-zc-direct and its release ring's grant.
+    bool zc_direct = false;
+    hv::gref_t zc_release_ring_ref = 0;
 };
 
 struct datapath_options {
@@ -113,6 +117,10 @@ struct datapath_options {
     // losslessly). Long enough that a receiver descheduled for a moment is
     // not taken for a dead one.
     uint32_t idle_ms = 10;
+    // Direct path: descriptors one sending vif may have outstanding at one
+    // receiving vif (not yet released); beyond it, NETIF_RSP_ERROR (the
+    // sender falls back to the ordinary path). 1..1024.
+    uint32_t direct_per_peer = 128;
 };
 
 // datapath_options::bounce_src_quota / bounce_dst_quota: no quota.
@@ -203,6 +211,8 @@ struct vif_info {
     bool rx_stalled;                 // some queue is stalled (Linux: carrier off)
     uint32_t mtu;                    // vif_params::mtu (0: no limit)
     std::string disabled_reason;
+    bool zc_direct = false;              // negotiated the direct path
+    uint32_t direct_outstanding = 0;     // gauge: descriptors given to this vif, not yet released
     vif_stats stats;
     // Bounce-pool bytes held now for frames this vif sent, and for frames
     // waiting for it (datapath_options::bounce_src_quota / bounce_dst_quota).

@@ -28,6 +28,8 @@ result<std::unique_ptr<datapath>> datapath::create(hv::port& port, const datapat
     if (o.rx_queue_bytes < 65536) return fail(-EINVAL, "rx_queue_bytes must hold one 64 KiB frame");
     if ((o.bounce_src_quota && o.bounce_src_quota < 65536) || (o.bounce_dst_quota && o.bounce_dst_quota < 65536))
         return fail(-EINVAL, "a bounce quota must hold one 64 KiB frame");
+    if (o.direct_per_peer == 0 || o.direct_per_peer > direct_cookies)
+        return fail(-EINVAL, "direct_per_peer must be 1.." + std::to_string(direct_cookies));
     std::unique_ptr<impl> p(new (std::nothrow) impl(port, o, std::move(on_fatal)));
     if (!p) return fail(-ENOMEM, "out of memory");
     // The quotas' defaults: a quarter (sender) and an eighth (receiver) of
@@ -116,6 +118,10 @@ int datapath::add_vif(const vif_params& prm, std::string* why) noexcept {
             d.remove_locked_out(v);
             return rc;
         }
+    }
+    if (int rc = d.attach_direct(*core, why); rc < 0) {
+        d.remove_locked_out(v);
+        return rc;
     }
     {
         std::lock_guard g(d.vifs_lock);
@@ -273,15 +279,22 @@ void datapath::impl::remove_locked_out(const std::shared_ptr<vif>& v) noexcept {
             if (q->rx_map.addr) (void)tab->unmap(q->rx_map);
         }
     }
-    // Completing other vifs' packets needs a worker context for the
-    // response batching; use a private one (no worker loop involved).
-    if (!drops.empty()) {
-        worker tmp;
-        tmp.dp = this;
-        for (auto& r : drops) {
-            if (r.second->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
-            complete_tx(tmp, *r.first, &r.second, 1);
-        }
+    complete_refs_now(drops);
+    // The direct path: what this vif held as a receiver is completed, what
+    // it had outstanding as a sender is dropped (direct.cpp).
+    direct_receiver_gone(*v->core);
+    direct_sender_gone(*v->core);
+}
+
+// Completing other vifs' packets needs a worker context for the response
+// batching; use a private one (no worker loop involved).
+void datapath::impl::complete_refs_now(packet_refs& refs) noexcept {
+    if (refs.empty()) return;
+    worker tmp;
+    tmp.dp = this;
+    for (auto& r : refs) {
+        if (r.second->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
+        complete_tx(tmp, *r.first, &r.second, 1);
     }
 }
 
@@ -345,6 +358,8 @@ std::vector<vif_info> datapath::vifs() const {
             std::lock_guard rg(c.reason_lock);
             i.disabled_reason = c.reason;
         }
+        i.zc_direct = c.direct != nullptr;
+        if (c.direct) i.direct_outstanding = c.direct->outstanding.load(std::memory_order_relaxed);
         i.stats = c.ctr.snapshot();
         i.bounce_src_bytes = c.bounce_src.load(std::memory_order_relaxed);
         i.bounce_dst_bytes = c.bounce_dst.load(std::memory_order_relaxed);

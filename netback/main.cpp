@@ -143,6 +143,9 @@ std::string stats_json(backend& b) {
         // Bounce-pool bytes held now as sender and receiver (gauges).
         out += ",\"bounce_src_bytes\":" + std::to_string(v.bounce_src_bytes) +
                ",\"bounce_dst_bytes\":" + std::to_string(v.bounce_dst_bytes);
+        // The direct path: negotiated, and descriptors not yet released (a gauge).
+        out += std::string(",\"zc_direct\":") + (v.zc_direct ? "true" : "false") +
+               ",\"direct_outstanding\":" + std::to_string(v.direct_outstanding);
         // Every counter of the schema (netback/counters.hpp), in its order.
         for (size_t k = 0; k < vif_stats::schema_size; k++)
             out += std::string(",\"") + vif_stats::schema[k].name + "\":" + std::to_string(s.field(k));

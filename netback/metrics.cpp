@@ -59,6 +59,9 @@ std::string prometheus_text(const std::vector<vif_info>& vifs, const std::vector
     family(out, "zcnet_netback_vif_bounce_dst_bytes", "gauge",
            "bounce-pool bytes held now for frames waiting for this vif (its receiver quota)");
     for (auto& v : vifs) sample(out, "zcnet_netback_vif_bounce_dst_bytes", vif_labels(v), v.bounce_dst_bytes);
+    family(out, "zcnet_netback_vif_direct_outstanding", "gauge",
+           "direct path: descriptors given to this vif that it has not released yet (the senders' requests held)");
+    for (auto& v : vifs) sample(out, "zcnet_netback_vif_direct_outstanding", vif_labels(v), v.direct_outstanding);
 
     // Per queue: where each queue stands now (gauges).
     struct qgauge {

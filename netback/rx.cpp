@@ -109,12 +109,16 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
             dq.last_rx = now;
         } else {
             // The destination went away between reservation and publish.
-            for (size_t k = begin; k < end; ++k) bump(dq.core->ctr.drop_disabled);
+            for (size_t k = begin; k < end; ++k) {
+                bump(dq.core->ctr.drop_disabled);
+                dels[order[k]].direct_failed = dels[order[k]].direct;
+            }
         }
     }
     if (notify) dq.w->notify(dq.rx_port, *dq.core);
     for (size_t k = begin; k < end; ++k) {
         delivery& d = dels[order[k]];
+        if (d.direct_failed) direct_cancel(w, *dq.core, d.cookie); // its descriptor was not delivered
         if (d.bounced) {
             free_bounce(d.seg, d.nslots, *d.src_core, *dq.core, d.bounce_bytes);
         } else if (d.pkt) {
@@ -126,6 +130,10 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
 // Under dq's rx_lock: the RX responses of one delivery, marked done; what
 // it delivered is added to `t` (the caller bumps the counters once).
 void datapath::impl::write_rx_responses(queue& dq, delivery& d, rx_tally& t) noexcept {
+    if (d.direct) {
+        write_direct_responses(dq, d, t); // direct.cpp
+        return;
+    }
     bool failed = false;
     for (uint32_t j = 0; j < d.nring; ++j) {
         const RING_IDX idx = d.first + j;

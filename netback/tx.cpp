@@ -58,6 +58,9 @@ void log_tx_drop(vif_core& core, const tx_check_result& r) noexcept {
     else if (r.drop == tx_drop_reason::slot_oversize)
         ZC_LOG(warn, tag, "vif%u.%u: slot size %u > remaining size %u, dropping packet", unsigned(core.dom),
                core.devid, r.drop_arg[0], r.drop_arg[1]);
+    else if (r.drop == tx_drop_reason::bad_direct)
+        ZC_LOG(warn, tag, "vif%u.%u: bad direct-path descriptor (rule %u)", unsigned(core.dom), core.devid,
+               r.drop_arg[0]);
     else
         ZC_LOG(warn, tag, "vif%u.%u: bad packet size %u", unsigned(core.dom), core.devid, r.drop_arg[0]);
 }
@@ -113,7 +116,7 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
             // A pure function (tx_check.cpp), so that bench_netback measures
             // this very code.
             tx_check_result r;
-            check_tx_packet(q.tx, q.tx.req_cons, work_to_do, r);
+            check_tx_packet(q.tx, q.tx.req_cons, work_to_do, r, core.direct != nullptr);
             // The `rate` credit (Linux xenvif_tx_build_gops): a packet over
             // it stays on the ring until the credit timer; poll_timeout
             // wakes the worker then.
@@ -121,6 +124,7 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
             // xenvif_count_requests (first.size is the first slot's own now).
             uint32_t total = r.first.size;
             for (uint32_t i = 0; i < r.nfrags; ++i) total += r.frags[i].size;
+            if (r.direct) total += r.ddest.len; // the payload in the sender's grant
             if (r.verdict == tx_verdict::accept &&
                 q.credit.exceeded(core.params.credit_bytes, core.params.credit_usec, total, clock_type::now())) {
                 bump(core.ctr.rate_limited);
@@ -140,6 +144,7 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
                 continue;
             }
             if (r.verdict == tx_verdict::drop) {
+                if (r.drop == tx_drop_reason::bad_direct) bump(core.ctr.direct_errors);
                 b.tx_err(r.first, r.extra_count, r.frags, r.nfrags);
                 continue;
             }
@@ -176,6 +181,16 @@ tx_packet* datapath::impl::accept_tx_packet(queue& q, const tx_check_result& r) 
     p.gso_size = r.gso_size;
     p.status = NETIF_RSP_OKAY;
     p.hdr_len = uint16_t(std::min<uint32_t>(txreq.size, tx_copy_len));
+    // The direct path: slot 0 is the headers only (at most tx_copy_len
+    // bytes, tx_check), the payload stays in the sender's grant.
+    p.direct = r.direct;
+    if (r.direct) {
+        p.direct_dom = r.ddest.domid;
+        p.direct_gref = r.dpay.gref;
+        p.direct_offset = r.dpay.offset;
+        p.direct_len = r.ddest.len;
+        p.len = total + r.ddest.len;
+    }
     p.refs.store(1, std::memory_order_relaxed); // the batch's reference
     for (uint32_t i = 0; i < p.nslots; ++i) {
         auto f = mgr->stamp_foreign(q.core->dom, p.req[i].gref, p.req[i].offset, p.req[i].size, true);
@@ -274,6 +289,10 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
             sw.lookup(dst, self.get(), w.dests);
             std::memcpy(looked_up, dst, 6);
             have_dests = true;
+        }
+        if (p.direct) {
+            direct_to(w, qp, p, now); // direct.cpp
+            continue;
         }
         for (auto& dv : w.dests) switch_to(w, qp, p, *dv, now);
         if (w.dests.size() > 1) bump(core.ctr.flood_extra, w.dests.size() - 1);

@@ -22,7 +22,7 @@ void fail(tx_check_result& c, tx_fault f, int32_t a = 0, int32_t b = 0) noexcept
 // xenvif_get_extras: the extra-info slots after the first request, by type.
 // False when the chain is fatal.
 bool get_extras(const tx_back_ring& ring, RING_IDX& idx, int& work_to_do, tx_check_result& c,
-                netif_extra_info* extras) noexcept {
+                netif_extra_info* extras, bool direct_ok, bool (&direct_seen)[2]) noexcept {
     netif_extra_info extra;
     do {
         if (work_to_do-- <= 0) {
@@ -32,6 +32,15 @@ bool get_extras(const tx_back_ring& ring, RING_IDX& idx, int& work_to_do, tx_che
         extra = ring.read_request<netif_extra_info>(idx++);
         ++c.extra_count;
         c.consumed = 1 + c.extra_count;
+        // The direct path's private types (ring/zc_direct.hpp), known only
+        // on a vif that negotiated them.
+        namespace zd = ring::zc_direct;
+        if (direct_ok && (extra.type == zd::extra_tx_payload || extra.type == zd::extra_tx_dest)) {
+            if (extra.type == zd::extra_tx_payload) c.dpay = zd::from_extra<zd::tx_payload>(extra);
+            else c.ddest = zd::from_extra<zd::tx_dest>(extra);
+            direct_seen[extra.type == zd::extra_tx_dest] = true;
+            continue;
+        }
         if (!extra.type || extra.type >= XEN_NETIF_EXTRA_TYPE_MAX) {
             fail(c, tx_fault::bad_extra_type, int32_t(extra.type));
             return false;
@@ -109,7 +118,24 @@ bool set_skb_gso(const netif_extra_info& gso, tx_check_result& c) noexcept {
 
 } // namespace
 
-void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx_check_result& c) noexcept {
+// The direct path's rules (ring/zc_direct.hpp) for a chain that passed
+// Linux's. False when the request is dropped.
+bool check_direct(tx_check_result& c, const bool (&seen)[2], int slots) noexcept {
+    direct_rule bad{};
+    if (!seen[0] || !seen[1]) bad = direct_rule::incomplete;
+    else if (slots || c.gso_type != XEN_NETIF_GSO_TYPE_NONE) bad = direct_rule::multi_slot;
+    else if (c.first.size > ring::zc_direct::tx_header_max) bad = direct_rule::header_size;
+    else if (!c.ddest.len || uint32_t(c.dpay.offset) + c.ddest.len > hv::page_size) bad = direct_rule::payload_bounds;
+    if (bad == direct_rule{}) return true;
+    c.verdict = tx_verdict::drop;
+    c.drop = tx_drop_reason::bad_direct;
+    c.drop_arg[0] = uint32_t(bad);
+    c.drop_arg[1] = 0;
+    return false;
+}
+
+void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx_check_result& c,
+                     bool direct_ok) noexcept {
     c.verdict = tx_verdict::accept;
     c.fault = tx_fault::none;
     c.drop = tx_drop_reason::none;
@@ -117,6 +143,7 @@ void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx
     c.gso_size = 0;
     c.extra_count = 0;
     c.nfrags = 0;
+    c.direct = false;
 
     RING_IDX idx = cons;
     c.first = ring.read_request<netif_tx_request>(idx); // RING_COPY_REQUEST (XSA-155)
@@ -125,7 +152,9 @@ void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx
     c.consumed = 1;
 
     netif_extra_info extras[XEN_NETIF_EXTRA_TYPE_MAX - 1] = {};
-    if ((c.first.flags & NETTXF_extra_info) && !get_extras(ring, idx, work_to_do, c, extras)) return;
+    bool direct_seen[2] = {false, false};
+    if ((c.first.flags & NETTXF_extra_info) && !get_extras(ring, idx, work_to_do, c, extras, direct_ok, direct_seen))
+        return;
 
     // Multicast filter updates: nothing to count or send.
     if (extras[XEN_NETIF_EXTRA_TYPE_MCAST_ADD - 1].type || extras[XEN_NETIF_EXTRA_TYPE_MCAST_DEL - 1].type) {
@@ -152,6 +181,7 @@ void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx
     }
     if (extras[XEN_NETIF_EXTRA_TYPE_GSO - 1].type && !set_skb_gso(extras[XEN_NETIF_EXTRA_TYPE_GSO - 1], c)) return;
     c.consumed += uint32_t(slots);
+    if ((direct_seen[0] || direct_seen[1]) && check_direct(c, direct_seen, slots)) c.direct = true;
 }
 
 std::string tx_fault_text(const tx_check_result& r) {

@@ -14,6 +14,7 @@
 
 #include "hv/hv.hpp"
 #include "ring/netif_ring.hpp"
+#include "ring/zc_direct.hpp"
 
 namespace zc::netback {
 
@@ -60,6 +61,15 @@ enum class tx_drop_reason : uint8_t {
     too_many_slots, // more than legacy_slots_max frags; drop_arg: slots, limit
     slot_oversize,  // a frag larger than what is left of the first size (>= 64 KiB frame); drop_arg: sizes
     runt,           // the first slot cannot hold an Ethernet header; drop_arg[0]: its size
+    bad_direct,     // a direct-path descriptor that breaks ring/zc_direct.hpp's rules; drop_arg[0]: which (direct_rule)
+};
+
+// Which rule of a direct-path request (ring/zc_direct.hpp) was broken.
+enum class direct_rule : uint32_t {
+    incomplete = 1, // tx_payload without tx_dest or the other way round
+    multi_slot,     // NETTXF_more_data or GSO on a direct request
+    header_size,    // the first slot is larger than tx_header_max
+    payload_bounds, // len 0, or offset + len beyond its page
 };
 
 struct tx_check_result {
@@ -79,11 +89,19 @@ struct tx_check_result {
     // size once frags were counted (the total minus the frags), as in Linux.
     netif_tx_request first{};
     netif_tx_request frags[max_counted]; // left uninitialized: written as counted
+    // A direct-path request (only when the caller allowed it): the
+    // payload's descriptor, checked against ring/zc_direct.hpp's rules.
+    bool direct = false;
+    ring::zc_direct::tx_payload dpay{};
+    ring::zc_direct::tx_dest ddest{};
 };
 
 // Check the chain starting at ring index `cons`. `work_to_do` is the number
 // of requests available from `cons` (>= 1: the first is read unconditionally).
-void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx_check_result& out) noexcept;
+// `direct_ok`: the vif negotiated feature-zc-direct, so the direct path's
+// extra types are known; otherwise they are unknown types (fatal, as Linux).
+void check_tx_packet(const tx_back_ring& ring, RING_IDX cons, int work_to_do, tx_check_result& out,
+                     bool direct_ok = false) noexcept;
 
 // The reason reported when disabling the vif for `r.fault`.
 std::string tx_fault_text(const tx_check_result& r);

@@ -179,9 +179,10 @@ void datapath::impl::serve_queues(worker& w, std::vector<hv::evtchn_port_t>& por
         }
         if (!tx && !rx && !tx_ev && !rx_ev) continue;
         const bool shared = q->tx_port == q->rx_port;
-        const bool tx_found = tx_ev && tx_has_requests(*q);
+        const bool tx_found = tx_ev && (tx_has_requests(*q) || releases_pending(*q));
         const bool rx_found = rx_ev && (tx_found && shared ? true : rx_has_work(*q));
         if (tx || tx_ev) {
+            process_releases(w, *q); // the direct path's (direct.cpp)
             process_tx(w, q);
             if (!w.tx_pkts.empty()) w.rearm_all = true; // sources' pending slots moved (convert_held)
         }

@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <functional>
+#include <map>
 #include <poll.h>
 
 extern "C" {
@@ -20,6 +21,7 @@ extern "C" {
 #include "netback/backend.hpp"
 #include "netback/toolstack.hpp"
 #include "ring/netif_ring.hpp"
+#include "ring/zc_direct.hpp"
 
 using namespace zc;
 using namespace zc::netback;
@@ -481,6 +483,85 @@ TEST(NetbackHardening, Item9_ControlPlaneLogIsRateLimitedPerVif) {
     EXPECT_LT(noisy, 200u) << "200 failed connects, as many lines";
     EXPECT_GE(noisy, 1u);
     EXPECT_EQ(quiet, 1u) << "the noisy vif silenced the line about another";
+}
+
+// The direct path's negotiation (ring/zc_direct.hpp): offered to every
+// frontend; taken by one that writes the key and its release ring; each
+// vif on it is told the others' configured MACs and domains, as vifs come
+// and go. Three vifs of one guest: devid 0 and 1 on it, devid 2 writes the
+// key without a release ring (the ordinary path).
+TEST(NetbackBackend, DirectPathNegotiationAndPeers) {
+    rig r;
+    ASSERT_TRUE(r.be);
+    namespace zd = ring::zc_direct;
+    for (uint32_t devid = 0; devid < 3; ++devid) {
+        vif_spec s;
+        s.frontend = r.fe;
+        s.devid = devid;
+        ASSERT_EQ(vif_create(*r.xs0, s, nullptr), 0);
+    }
+    ASSERT_TRUE(r.until([&] {
+        return r.be_state_is(XenbusStateInitWait) && r.be_state_is(XenbusStateInitWait, 1) &&
+               r.be_state_is(XenbusStateInitWait, 2);
+    }));
+    EXPECT_EQ(r.be_key(zd::key_feature), "1");
+    std::vector<hv::shared_pages> pages; // devid 1 and 2's rings, the release rings
+    auto share = [&](uint32_t n) {
+        auto p = r.shr->share(0, n, true);
+        EXPECT_TRUE(p);
+        pages.push_back(p ? std::move(*p) : hv::shared_pages{});
+        return pages.back().refs;
+    };
+    r.frontend_keys();
+    for (uint32_t devid = 1; devid < 3; ++devid) {
+        auto refs = share(2);
+        ASSERT_EQ(refs.size(), 2u);
+        ring::tx_front_ring().init(pages.back().addr);
+        ring::rx_front_ring().init(static_cast<uint8_t*>(pages.back().addr) + hv::page_size);
+        auto port = r.ev->bind_unbound(0);
+        ASSERT_TRUE(port);
+        const std::string d = frontend_dir(r.fe, devid);
+        r.xsg->write(d + "/tx-ring-ref", std::to_string(refs[0]));
+        r.xsg->write(d + "/rx-ring-ref", std::to_string(refs[1]));
+        r.xsg->write(d + "/event-channel", std::to_string(*port));
+        r.xsg->write(d + "/request-rx-copy", "1");
+    }
+    for (uint32_t devid = 0; devid < 3; ++devid) {
+        const std::string d = frontend_dir(r.fe, devid);
+        r.xsg->write(d + "/" + zd::key_feature, "1");
+        if (devid == 2) continue;
+        auto ref = share(1);
+        ASSERT_EQ(ref.size(), 1u);
+        zd::release_front_ring().init(pages.back().addr);
+        r.xsg->write(d + "/" + zd::key_release_ring, std::to_string(ref[0]));
+    }
+    for (uint32_t devid = 0; devid < 3; ++devid) r.xsg->write(frontend_dir(r.fe, devid) + "/state", "4");
+    ASSERT_TRUE(r.until([&] {
+        return r.be_state_is(XenbusStateConnected) && r.be_state_is(XenbusStateConnected, 1) &&
+               r.be_state_is(XenbusStateConnected, 2);
+    })) << r.be_key("error");
+    for (auto& v : r.be->dp().vifs()) EXPECT_EQ(v.zc_direct, v.devid != 2) << "devid " << v.devid;
+    auto peers = [&](uint32_t devid) {
+        std::map<std::string, std::string> m;
+        const std::string dir = r.be_dir(devid) + "/" + zd::key_peers;
+        auto names = r.xsg->directory(dir); // the guest can read it
+        if (names)
+            for (auto& n : *names) m[n] = r.be_key(std::string(zd::key_peers) + "/" + n, devid);
+        return m;
+    };
+    const std::string fe = std::to_string(r.fe);
+    auto key = [&](uint32_t devid) { return zd::peer_key(default_mac(r.fe, devid).b.data()); };
+    EXPECT_EQ(key(1), "00-16-3e-00-01-01");
+    EXPECT_EQ(peers(0), (std::map<std::string, std::string>{{key(1), fe}}));
+    EXPECT_EQ(peers(1), (std::map<std::string, std::string>{{key(0), fe}}));
+    EXPECT_TRUE(peers(2).empty());
+    // devid 1 leaves: gone from devid 0's peers, its own directory removed.
+    r.xsg->write(frontend_dir(r.fe, 1) + "/state", "5");
+    ASSERT_TRUE(r.until([&] { return r.be_state_is(XenbusStateClosing, 1); }));
+    EXPECT_TRUE(peers(0).empty());
+    EXPECT_FALSE(r.xs0->read(r.be_dir(1) + "/" + zd::key_peers));
+    r.be.reset();
+    for (auto& p : pages) r.shr->unshare(p);
 }
 
 } // namespace

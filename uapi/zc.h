@@ -340,7 +340,9 @@ int zc_recv(int s, struct zc_rxd *out, unsigned max);
  * do not wait) for at least one datagram, as recv(2) on a blocking socket
  * with SO_RCVTIMEO. Send completions arriving meanwhile do not end the wait
  * (they stay pending for zc_completions(), and the descriptor stays readable
- * for poll while any are). Returns the count (1..max).
+ * for poll while any are); the stack service does not wake the waiting
+ * thread for them, and may collect them from the backend only when the
+ * wait ends. Returns the count (1..max).
  * Errors: -EBADF, -EINVAL (out NULL, max 0 or timeout_ms < -1), -EAGAIN
  * (the time passed with nothing received: SO_RCVTIMEO's EAGAIN), -EINTR (a
  * signal handler ran), -ENOTCONN (the stack service went away and nothing

@@ -191,12 +191,13 @@ bool host::measure(uint32_t phase, size_t size, double seconds, row& r, std::str
 }
 
 app_host::~app_host() {
-    for (child* c : {&server, &stackd[0], &stackd[1]}) c->terminate();
+    for (child* c : {&server, &rr_server, &stackd[0], &stackd[1]}) c->terminate();
     stop_dom0();
 }
 
-bool app_host::start(const run_opts& o, const std::string& tx_headers, std::string* why) {
-    if (!start_dom0("vmbench-app", o, {}, why)) return false;
+bool app_host::start(const run_opts& o, const std::string& tx_headers, std::string* why,
+                     const std::vector<std::string>& nb_args) {
+    if (!start_dom0("vmbench-app", o, nb_args, why)) return false;
     for (int g = 0; g < 2; g++) {
         sock[g] = dir + "/stack" + std::to_string(g + 1) + ".sock";
         stackd[g] = spawn({o.stackd, "--ip", "10.0.0." + std::to_string(g + 1), "--listen", sock[g],
@@ -221,6 +222,8 @@ bool app_host::start(const run_opts& o, const std::string& tx_headers, std::stri
                    false;
     }
     server = spawn({o.perf, "-s", "--service", sock[1], "--port", "5201"}, {}, false, dir + "/perf-server.log");
+    if (!o_rr.empty())
+        rr_server = spawn({o_rr, "-s", "--service", sock[1], "--port", "5202"}, {}, false, dir + "/rr-server.log");
     ::usleep(200000);
     return true;
 }
@@ -279,6 +282,51 @@ bool app_host::measure(size_t frame, double seconds, row& r, std::string* why) {
                   r.sent > received ? std::to_string(r.sent - received).c_str() : "");
     r.note = note;
     return true;
+}
+
+bool app_host::measure_rr(size_t frame, double seconds, rr_row& r, std::string* why) {
+    const size_t payload = std::max<size_t>(16, frame - 42); // zc-rr's header
+    // The path's order: client, its stack, zc-netback, the server's stack, the server.
+    const std::vector<pid_t> pids{stackd[0].pid, netback.pid, stackd[1].pid, rr_server.pid};
+    const netback::vif_stats s0 = netback_totals(ctl);
+    std::vector<double> cpu0;
+    for (pid_t p : pids) cpu0.push_back(cpu_of(p));
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%.3f", seconds);
+    child c = spawn({o_rr, "-c", "10.0.0.2", "--service", sock[0], "--port", "5202", "--size",
+                     std::to_string(payload), "--time", secs, "--json"},
+                    {}, true);
+    std::string l;
+    const bool got = c.line(l, int(seconds * 1000) + 30000);
+    int st = 0;
+    rusage ru{};
+    ::wait4(c.pid, &st, 0, &ru);
+    c.pid = -1;
+    if (c.in >= 0) ::close(c.in);
+    if (c.out >= 0) ::close(c.out);
+    if (!got) return *why = "zc-rr client did not report" + log_tail(dir + "/rr-server.log"), false;
+    const double client_cpu = double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                              double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    std::vector<double> used{client_cpu};
+    for (size_t i = 0; i < pids.size(); i++) used.push_back(cpu_of(pids[i]) - cpu0[i]);
+    const netback::vif_stats s1 = netback_totals(ctl);
+    r.mode = "app-rr";
+    r.frame = payload + 42;
+    r.samples = uint64_t(jnum(l, "samples"));
+    r.lost = uint64_t(jnum(l, "lost")) + uint64_t(jnum(l, "bad"));
+    r.p50 = jnum(l, "p50");
+    r.p99 = jnum(l, "p99");
+    r.p999 = jnum(l, "p999");
+    const double rt = std::max(1.0, double(r.samples));
+    r.cpu_us_per_rt = 0;
+    for (double u : used) r.cpu_us_per_rt += u * 1e6 / rt;
+    char split[160];
+    std::snprintf(split, sizeof split, "client %.1f, stackd %.1f, zc-netback %.1f, stackd %.1f, server %.1f",
+                  used[0] * 1e6 / rt, used[1] * 1e6 / rt, used[2] * 1e6 / rt, used[3] * 1e6 / rt, used[4] * 1e6 / rt);
+    r.cpu_split = split;
+    r.notifies_per_rt = double(s1.notifies_sent - s0.notifies_sent) / rt;
+    if (jnum(l, "bad") > 0) return *why = "answers did not match their requests: " + l, false;
+    return r.samples > 0 || (*why = "no round trip completed: " + l, false);
 }
 
 row memcpy_row(size_t size, double seconds) {

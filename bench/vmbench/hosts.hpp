@@ -41,6 +41,13 @@ struct rr_row {
     size_t frame = 0;
     uint64_t samples = 0, lost = 0;
     double p50 = 0, p99 = 0, p999 = 0;
+    // app-rr: CPU time of every process on the path (both stacks, the two
+    // applications, zc-netback) and zc-netback's notifications, per round trip.
+    double cpu_us_per_rt = 0, notifies_per_rt = 0;
+    std::string cpu_split; // app-rr: that CPU time by process
+    // This pass's p50 and p99 over the kernel-rr row of the same frame size
+    // (with --repeat: the median of the passes' ratios).
+    double p50_vs_kernel = 0, p99_vs_kernel = 0;
 };
 
 struct run_opts {
@@ -54,6 +61,7 @@ struct run_opts {
     std::string json = "zc-vmbench.json", csv = "zc-vmbench.csv", png = "zc-vmbench.png";
     std::string netback, self;
     std::string stackd, perf; // app mode: zc-stackd and zc-perf
+    std::string rr;           // rr mode's app rows: zc-rr
 };
 
 // A program zc-vmbench runs: in the build tree at ../<build_rel>, installed
@@ -120,17 +128,24 @@ row memcpy_row(size_t size, double seconds);
 // frame bytes (UDP payload + 42) as the raw rows do, so app/zc is the cost of
 // the socket layer (rings, stack service, headers, the RX copy into the
 // socket's pool) over raw netfront frames.
+//
+// With `rr` set, a zc-rr echo server on guest 2's stack too, and
+// measure_rr() runs a zc-rr client on guest 1's: request/response between
+// applications, each blocking in zc_recv_wait().
 struct app_host : dom0_host {
-    child server;
+    child server, rr_server;
     child stackd[2];
     std::string sock[2];
 
     ~app_host();
 
-    bool start(const run_opts& o, const std::string& tx_headers, std::string* why);
+    // `nb_args`: zc-netback's options (the rr mode's: its worker count).
+    bool start(const run_opts& o, const std::string& tx_headers, std::string* why,
+               const std::vector<std::string>& nb_args = {});
 
     bool measure(size_t frame, double seconds, row& r, std::string* why);
-    std::string o_perf;
+    bool measure_rr(size_t frame, double seconds, rr_row& r, std::string* why);
+    std::string o_perf, o_rr;
     std::string mode = "app";
 };
 

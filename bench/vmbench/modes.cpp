@@ -43,6 +43,35 @@ bool run_rr(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
             ps.rr.push_back(r);
         }
     }
+    // Application to application over the zc API (zc-stackd in each guest).
+    if (::access(o.stackd.c_str(), X_OK) != 0 || ::access(o.rr.c_str(), X_OK) != 0) {
+        std::printf("%-12s skipped: zc-stackd or zc-rr not found (%s, %s)\n", "app-rr", o.stackd.c_str(),
+                    o.rr.c_str());
+    } else {
+        app_host h;
+        h.o_perf = o.perf;
+        h.o_rr = o.rr;
+        std::string why;
+        // zc-netback as for the zc-rr rows: the same worker count.
+        if (!h.start(o, "private", &why, {"--workers", std::to_string(o.workers ? o.workers : 1)})) {
+            std::fprintf(stderr, "zc-vmbench: app-rr: cannot start the emulated host: %s\n", why.c_str());
+            ok = false;
+        } else {
+            for (size_t s : sizes) {
+                rr_row r;
+                prog.step("app-rr " + std::to_string(s) + " B", o.seconds);
+                const bool measured = h.measure_rr(s, o.seconds, r, &why);
+                prog.clear();
+                if (!measured) {
+                    std::fprintf(stderr, "zc-vmbench: app-rr %zu B: %s\n", s, why.c_str());
+                    ok = false;
+                    continue;
+                }
+                print_rr(r);
+                ps.rr.push_back(r);
+            }
+        }
+    }
     for (size_t s : sizes) {
         std::string why;
         prog.step("kernel-rr " + std::to_string(s) + " B", o.seconds);
@@ -63,6 +92,15 @@ bool run_rr(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
         print_rr(r);
         ps.rr.push_back(r);
     }
+    // This pass's ratios: each row over the kernel-rr row of its frame size.
+    for (rr_row& r : ps.rr)
+        for (const rr_row& k : ps.rr)
+            if (k.mode == "kernel-rr" && k.frame == r.frame && &k != &r && k.p50 > 0 && k.p99 > 0) {
+                r.p50_vs_kernel = r.p50 / k.p50;
+                r.p99_vs_kernel = r.p99 / k.p99;
+                std::printf("%-12s %7zu  /kernel-rr: p50 %.2fx  p99 %.2fx\n", r.mode.c_str(), r.frame,
+                            r.p50_vs_kernel, r.p99_vs_kernel);
+            }
     return ok;
 }
 

@@ -74,6 +74,11 @@ void print_rr(const rr_row& r) {
     std::printf("%-12s %7zu  rtt p50 %8.1f us  p99 %8.1f us  p99.9 %8.1f us  (%" PRIu64 " round trips, %" PRIu64
                 " lost)\n",
                 r.mode.c_str(), r.frame, r.p50, r.p99, r.p999, r.samples, r.lost);
+    if (r.cpu_us_per_rt > 0)
+        std::printf("%-12s %7zu  per round trip: %.1f us CPU (all processes on the path), %.2f zc-netback "
+                    "notifications%s%s\n",
+                    "", r.frame, r.cpu_us_per_rt, r.notifies_per_rt,
+                    r.cpu_split.empty() ? "" : "\n                       us CPU by process: ", r.cpu_split.c_str());
     std::fflush(stdout);
 }
 
@@ -131,8 +136,15 @@ pass median_pass(const std::vector<pass>& passes) {
                 if (auto it = (p.*which).find(frame); it != (p.*which).end()) rs.push_back(&it->second);
             (agg.*which)[frame] = median_row(rs);
         }
-    for (const rr_row& r : passes.front().rr) {
-        std::vector<double> p50, p99, p999;
+    // Every rr row any pass has (a row one pass skipped is the median of the others).
+    std::vector<rr_row> kinds;
+    for (const pass& p : passes)
+        for (const rr_row& r : p.rr)
+            if (std::none_of(kinds.begin(), kinds.end(),
+                             [&](const rr_row& k) { return k.mode == r.mode && k.frame == r.frame; }))
+                kinds.push_back(r);
+    for (const rr_row& r : kinds) {
+        std::vector<double> p50, p99, p999, k50, k99, cpu, ntf;
         rr_row m = r;
         m.samples = m.lost = 0;
         for (const pass& p : passes)
@@ -141,12 +153,23 @@ pass median_pass(const std::vector<pass>& passes) {
                     p50.push_back(x.p50);
                     p99.push_back(x.p99);
                     p999.push_back(x.p999);
+                    if (x.p50_vs_kernel > 0) { // a pass without its kernel-rr row has no ratio
+                        k50.push_back(x.p50_vs_kernel);
+                        k99.push_back(x.p99_vs_kernel);
+                    }
+                    cpu.push_back(x.cpu_us_per_rt);
+                    ntf.push_back(x.notifies_per_rt);
                     m.samples += x.samples;
                     m.lost += x.lost;
                 }
         m.p50 = median(p50);
         m.p99 = median(p99);
         m.p999 = median(p999);
+        m.p50_vs_kernel = median(k50);
+        m.p99_vs_kernel = median(k99);
+        m.cpu_us_per_rt = median(cpu);
+        m.cpu_split.clear(); // each pass printed its own
+        m.notifies_per_rt = median(ntf);
         agg.rr.push_back(m);
     }
     return agg;
@@ -224,8 +247,10 @@ void write_outputs(const run_opts& o, pass& agg) {
             const rr_row& r = agg.rr[i];
             std::fprintf(f,
                          "%s{\"mode\":\"%s\",\"frame\":%zu,\"samples\":%" PRIu64 ",\"lost\":%" PRIu64
-                         ",\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f}",
-                         i ? "," : "", r.mode.c_str(), r.frame, r.samples, r.lost, r.p50, r.p99, r.p999);
+                         ",\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"p50_vs_kernel\":%.3f,"
+                         "\"p99_vs_kernel\":%.3f,\"cpu_us_per_rt\":%.2f,\"notifies_per_rt\":%.3f}",
+                         i ? "," : "", r.mode.c_str(), r.frame, r.samples, r.lost, r.p50, r.p99, r.p999,
+                         r.p50_vs_kernel, r.p99_vs_kernel, r.cpu_us_per_rt, r.notifies_per_rt);
         }
         std::fprintf(f, "]}\n");
         std::fclose(f);

@@ -112,6 +112,7 @@ int netfront::tx_submit_granted_sg(const void* hdr, size_t hdr_len, hv::gref_t g
 uint32_t netfront::tx_reap_granted(tx_done* out, uint32_t max, uint32_t queue) noexcept {
     return _p->tx_reap_granted(out, max, queue);
 }
+bool netfront::tx_lazy_events(bool lazy, uint32_t queue) noexcept { return _p->tx_lazy_events(lazy, queue); }
 
 // --- RX (netfront_rx.cpp) ------------------------------------------------------
 

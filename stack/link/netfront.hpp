@@ -228,6 +228,12 @@ public:
     // Completions of tx_submit_granted*() requests, oldest first, up to max.
     // Runs the TX garbage collection if none is queued. Returns the count.
     uint32_t tx_reap_granted(tx_done* out, uint32_t max, uint32_t queue = 0) noexcept;
+    // Whether the backend should notify each TX response (false, the
+    // default, as Linux netfront) or only once half the ring is answered
+    // (true): for a caller that collects them (tx_reap_granted) at its
+    // next wake-up anyway and needs no wake-up of its own for them.
+    // Returns true when responses are already waiting (collect them).
+    bool tx_lazy_events(bool lazy, uint32_t queue = 0) noexcept;
 
     // recv() without the copy: `fn` sees the frame where it lies (the RX
     // page; a chained frame is assembled in a per-queue scratch buffer

@@ -56,6 +56,9 @@ struct nf_queue {
     mutable std::mutex tx_lock; // protects the TX ring, tx_state/tx_free, st_tx
     mutable std::mutex rx_lock; // protects the RX ring, rx_buf/rx_free, st_rx
     bool live = false;          // rings and pages are ours to use
+    // tx_lazy_events(): TX responses are collected at the caller's next
+    // pass, the backend notifies only when half the ring is answered.
+    bool tx_lazy = false;
 
     // TX. ids index tx_pages: id i is TX page i (Linux: tx_skbs[id] with a
     // grant per slot). A reserved id belongs to the caller, a pending one to
@@ -179,6 +182,7 @@ struct netfront::impl {
     int tx_submit_granted_sg(const void* hdr, size_t hdr_len, hv::gref_t gref, uint16_t offset, size_t len,
                              uint64_t cookie, uint32_t queue, const tx_offload* off) noexcept;
     uint32_t tx_reap_granted(tx_done* out, uint32_t max, uint32_t queue) noexcept;
+    bool tx_lazy_events(bool lazy, uint32_t queue) noexcept;
 
     // --- netfront_rx.cpp: the RX ring -------------------------------------
     void alloc_rx_buffers(nf_queue& q) noexcept;

@@ -46,7 +46,9 @@ bool netfront::impl::tx_gc(nf_queue& q) noexcept {
             if (rsp.status != NETIF_RSP_OKAY) q.st_tx.tx_errors++;
         }
         q.tx.rsp_cons = prod;
-        more = q.tx.final_check_for_responses(); // RING_FINAL_CHECK_FOR_RESPONSES
+        // RING_FINAL_CHECK_FOR_RESPONSES; lazily, a notification only when
+        // half the ring is answered (the ring then needs room).
+        more = q.tx.final_check_for_responses(q.tx_lazy ? ring::tx_front_ring::size / 2 : 1);
     } while (more);
     return true;
 }
@@ -258,6 +260,19 @@ uint32_t netfront::impl::tx_reap_granted(tx_done* out, uint32_t max, uint32_t qu
     std::copy_n(q.tx_done_q.begin(), n, out);
     q.tx_done_q.erase(q.tx_done_q.begin(), q.tx_done_q.begin() + n);
     return n;
+}
+
+bool netfront::impl::tx_lazy_events(bool lazy, uint32_t queue) noexcept {
+    if (queue >= qs.size()) return false;
+    nf_queue& q = *qs[queue];
+    std::lock_guard g(q.tx_lock);
+    if (q.tx_lazy == lazy || !q.live) {
+        q.tx_lazy = lazy;
+        return false;
+    }
+    q.tx_lazy = lazy;
+    // Re-arm rsp_event for the new policy; true when responses wait.
+    return q.tx.final_check_for_responses(lazy ? ring::tx_front_ring::size / 2 : 1);
 }
 
 } // namespace zc::link

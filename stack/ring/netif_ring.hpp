@@ -218,9 +218,12 @@ public:
     // RING_FINAL_CHECK_FOR_RESPONSES: true when there are unconsumed
     // responses; otherwise rsp_event is set so that the backend notifies
     // the next one.
-    bool final_check_for_responses() noexcept {
+    // `ahead` > 1 asks for the notification only once that many responses
+    // are unconsumed (Linux netfront's xennet_tx_buf_gc asks for the next
+    // one; netif.h lets the frontend place rsp_event anywhere ahead).
+    bool final_check_for_responses(RING_IDX ahead = 1) noexcept {
         if (rsp_prod() != rsp_cons) return true;
-        __atomic_store_n(&_s->rsp_event, rsp_cons + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&_s->rsp_event, rsp_cons + ahead, __ATOMIC_RELAXED);
         // Pairs with the backend's mb between writing rsp_prod and reading
         // rsp_event in RING_PUSH_RESPONSES_AND_CHECK_NOTIFY.
         __atomic_thread_fence(__ATOMIC_SEQ_CST);

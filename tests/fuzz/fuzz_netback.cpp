@@ -26,6 +26,7 @@ extern "C" {
 #include "netback/backend.hpp"
 #include "netback/toolstack.hpp"
 #include "ring/netif_ring.hpp"
+#include "ring/zc_direct.hpp"
 
 namespace zc::netback::fuzz {
 
@@ -224,6 +225,13 @@ void world::write_keys(reader& r) {
                            "feature-ipv6-csum-offload", "feature-rx-notify"};
     for (unsigned i = 0; i < 6; ++i)
         if (feat & (1u << i)) xs.write(dir + "/" + flags[i], "1");
+    // The direct path (ring/zc_direct.hpp): its release ring in the last TX
+    // page (a hostile frontend may share it with frames), or a raw ref.
+    if (feat & 64) {
+        xs.write(dir + "/" + ring::zc_direct::key_feature, "1");
+        xs.write(dir + "/" + ring::zc_direct::key_release_ring,
+                 num_or_raw(!(feat & 128), fz.txbuf.refs[tx_pages - 1]));
+    }
     // One raw string into a key the backend reads.
     const uint8_t sel = r.u8();
     if (sel & 0x80) {
@@ -256,7 +264,9 @@ void world::drive_rings(reader& r) {
         }
         case 1: { // op_tx_extra
             netif_extra_info e{};
-            e.type = r.u8() % 6;
+            const uint8_t t = r.u8();
+            // Upstream's types and invalid ones, or the direct path's.
+            e.type = t < 224 ? t % 6 : uint8_t(ring::zc_direct::extra_tx_payload + (t & 3));
             e.flags = r.u8();
             e.u.gso.size = r.u16();
             e.u.gso.type = r.u8() % 4;

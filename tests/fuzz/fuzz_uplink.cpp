@@ -181,13 +181,18 @@ struct world {
         do {
             be->process();
             for (frontend* g : {&ga, &gb}) {
-                up_stats().guest_rx += g->rx.rsp_prod() - g->rx.rsp_cons;
+                const uint32_t n = g->rx.rsp_prod() - g->rx.rsp_cons;
+                up_stats().guest_rx += n;
+                rx_seen += n;
                 g->consume();
                 if (post) g->post_rx(ring::rx_front_ring::size);
             }
             std::this_thread::sleep_for(std::chrono::microseconds(200));
         } while (clock_type::now() < end);
     }
+
+    // RX responses the guests have taken.
+    uint64_t rx_seen = 0;
 
     void from_wire(reader& r);
     void guest_sends(reader& r);
@@ -307,10 +312,16 @@ void world::run(reader& r) {
         }
     }
     // The guests post buffers again: every UMEM frame and bounce buffer
-    // comes back (delivered, or dropped after the drain timeout).
+    // comes back (delivered, or dropped after the drain timeout). A worker
+    // frees a frame after its copy and publishes the response just after,
+    // so the guests keep taking responses until a pass brings none.
     const auto end = clock_type::now() + std::chrono::milliseconds(5000);
     do settle(1, true);
     while ((be->dp().uplink_frames_in_use(up) != 0 || be->dp().bounce_in_use() != 0) && clock_type::now() < end);
+    for (uint64_t seen = ~0ull; seen != rx_seen && clock_type::now() < end;) {
+        seen = rx_seen;
+        settle(1, true);
+    }
     FUZZ_CHECK(be->dp().uplink_frames_in_use(up) == 0);
     FUZZ_CHECK(be->dp().bounce_in_use() == 0);
     for (hv::domid_t d : {dom_a, dom_b}) {

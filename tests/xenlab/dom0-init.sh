@@ -43,6 +43,9 @@ for _ in $(seq 1 100); do xenstore-read / >/dev/null 2>&1 && break; sleep 0.1; d
 xen-init-dom0 >/tmp/xen-init-dom0.log 2>&1 || { cat /tmp/xen-init-dom0.log; fail "xen-init-dom0"; }
 xenconsoled --log=guest --log-dir=/var/log/xen/console || fail "xenconsoled"
 ip link set lo up
+# bpffs, as systemd mounts it at boot (the uplink's XDP program needs none
+# of it; zc-netback, running without CAP_SYS_ADMIN, could not mount it).
+mount -t bpf bpf /sys/fs/bpf || fail "mount bpffs"
 [ -e /sys/module/xen_netback ] && fail "xen-netback is loaded"
 
 echo "XENLAB-DOM0-UP $(uname -r) $(xl info 2>/dev/null | awk '/xen_version/{print $3}')"

@@ -3,7 +3,7 @@
 # Debian's unmodified Linux 6.1 (xen-netfront), booted in QEMU (TCG), against
 # zcnet's real-Xen hypervisor port and zc-netback.
 #
-#   tests/xenlab/lab.sh [step1|step2|all]     (default: all)
+#   tests/xenlab/lab.sh [step1|step2|step3|all]     (default: all)
 #
 # step1  the Xen hypervisor port in dom0 against two domUs (grant map,
 #        gref->gref copy between the domUs' pages, GNTST_* codes, event
@@ -12,6 +12,15 @@
 #        run with no capabilities (kernel xen-netback never loaded), two domUs with
 #        the unmodified xen-netfront: Connected, ping both ways, a checksummed
 #        bulk transfer, xl destroy of one guest mid-transfer, re-create.
+# step3  the uplink: dom0 gets a veth pair whose far end is in a network
+#        namespace (10.0.0.100, TX checksum offload off, an iperf3 server);
+#        the packaged zc-netback runs with --uplink on the near end and only
+#        the capabilities an uplink needs (zc-netback(8)). A domU pings the
+#        namespace and is pinged, runs iperf3 TCP to it both ways (-R) while
+#        a second domU streams to it, sends 4 MiB to the namespace (md5
+#        compared); the uplink's counters show checksums completed and GSO
+#        frames segmented, no drop of the guest's frames; the XDP program is
+#        gone once zc-netback stops. iperf3's rates are printed, not judged.
 #
 # Images are built from Debian packages only and cached in
 # ${ZCNET_XENLAB_CACHE:-/var/cache/zcnet-xenlab}, keyed by the kernel package
@@ -21,7 +30,7 @@
 # Environment: ZCNET_XENLAB_BUILD  a build tree to take binaries from
 #              (default: build/release, built here if needed; zc-netback
 #              goes into dom0 as the Debian package cpack makes from it);
-#              ZCNET_XENLAB_TIMEOUT  seconds for the whole boot (default 1200);
+#              ZCNET_XENLAB_TIMEOUT  seconds for the whole boot (default 1500);
 #              ZCNET_XENLAB_KEEP=1  keep the run directory.
 # With --if-enabled (how ctest calls it) it exits 77 (skip) unless
 # ZCNET_XENLAB=1. Exits 0 when every requested step printed its PASS marker,
@@ -37,12 +46,12 @@ if [ "${1:-}" = "--if-enabled" ]; then
   fi
 fi
 what=${1:-all}
-case "$what" in step1|step2|all) ;; *) echo "usage: $0 [step1|step2|all]" >&2; exit 2 ;; esac
+case "$what" in step1|step2|step3|all) ;; *) echo "usage: $0 [step1|step2|step3|all]" >&2; exit 2 ;; esac
 
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 cache=${ZCNET_XENLAB_CACHE:-/var/cache/zcnet-xenlab}
-timeout_s=${ZCNET_XENLAB_TIMEOUT:-1200}
+timeout_s=${ZCNET_XENLAB_TIMEOUT:-1500}
 log() { echo "xenlab: $*" >&2; }
 t0=$(date +%s)
 
@@ -89,11 +98,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# domU: busybox, the Xen modules, our static peer, an /init.
+# domU: busybox, the Xen modules, our static peer, iperf3 (with its
+# libraries and the loader, mkbase.sh), an /init.
 du=$run/domu
 mkdir -p "$du"/{bin,dev,proc,sys,tmp,lib/modules}
 cp /bin/busybox "$du/bin/busybox"
 cp "$cache"/domu-modules/*.ko* "$du/lib/modules/"
+cp -a "$cache/domu-iperf3/." "$du/"
 cp "$peer_bin" "$du/bin/zc-xenlab-peer"
 install -m755 "$here/domu-init.sh" "$du/init"
 (cd "$du" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$run/domu.cpio.gz"
@@ -137,7 +148,7 @@ qpid=$!
 
 # Markers (printed by dom0-init.sh and scenario.sh): XENLAB-DOM0-UP,
 # XENLAB-PASS <step>, XENLAB-FAIL <step>: <why>, XENLAB-END.
-steps=$([ "$what" = all ] && echo "step1 step2" || echo "$what")
+steps=$([ "$what" = all ] && echo "step1 step2 step3" || echo "$what")
 verdict=timeout
 while :; do
   el=$(( $(date +%s) - t0 ))

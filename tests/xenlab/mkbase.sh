@@ -4,6 +4,8 @@
 #   vmlinuz            Debian's Linux 6.1 (dom0 and domU run the same kernel)
 #   dom0-base.cpio.gz  a debootstrap'd bookworm root with xen-utils and the Xen modules
 #   domu-modules/      the .ko files the domU initramfs needs
+#   domu-iperf3/       iperf3 with its shared libraries and the loader, for the
+#                      domU initramfs (a root tree: usr/bin, lib, lib64)
 #   key                what this was built from; lab.sh rebuilds when it changes
 # Usage: mkbase.sh CACHE_DIR KEY KERNEL_PKG
 set -euo pipefail
@@ -19,7 +21,9 @@ mkdir -p "$work/debs"
 log() { echo "xenlab: $*" >&2; }
 
 # 1. dom0 root. xen-utils-4.17 is the toolstack (xl, xenstored, xenconsoled);
-#    busybox-static gives nc/ping for the scenarios. dom0 is offline, so the
+#    busybox-static gives nc/ping for the scenarios; iperf3 and ethtool serve
+#    the uplink step (the server in dom0's namespace, the veth's checksum
+#    offload; the domUs take iperf3 from this root). dom0 is offline, so the
 #    root also carries the shared libraries the zcnet package depends on
 #    (dpkg-deb -f zcnet_*.deb Depends): lab.sh installs that package with
 #    dpkg and dpkg refuses it if one is missing.
@@ -27,7 +31,7 @@ log() { echo "xenlab: $*" >&2; }
 root=$work/root
 if [ ! -e "$root/.xenlab-debootstrap-done" ]; then
   debootstrap --variant=minbase \
-    --include=xen-utils-4.17,xenstore-utils,iproute2,kmod,procps,busybox-static,libbpf1,libxdp1,liburing2,libsystemd0 \
+    --include=xen-utils-4.17,xenstore-utils,iproute2,kmod,procps,busybox-static,iperf3,ethtool,libbpf1,libxdp1,liburing2,libsystemd0 \
     bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
     { tail -30 "$work/debootstrap.log" >&2; exit 1; }
   # The point releases and security updates, as on the build host: the
@@ -56,13 +60,14 @@ gunzip -c "$work"/pkgs/boot/xen-4.17-amd64.gz >"$cache/xen.elf.new"
 kver=$(ls "$work/pkgs/lib/modules")
 cp "$work/pkgs/boot/vmlinuz-$kver" "$cache/vmlinuz.new"
 
-# 3. Modules: Xen's device drivers and netfront (never netback), with depmod.
+# 3. Modules: Xen's device drivers and netfront (never netback), and veth for
+#    the uplink step, with depmod.
 mods=$work/pkgs/lib/modules/$kver
 dst=$root/lib/modules/$kver
 mkdir -p "$dst/kernel/drivers"
 cp -a "$mods/kernel/drivers/xen" "$dst/kernel/drivers/"
 mkdir -p "$dst/kernel/drivers/net"
-cp "$mods"/kernel/drivers/net/xen-netfront.ko* "$dst/kernel/drivers/net/"
+cp "$mods"/kernel/drivers/net/xen-netfront.ko* "$mods"/kernel/drivers/net/veth.ko* "$dst/kernel/drivers/net/"
 cp "$mods"/modules.order "$mods"/modules.builtin* "$dst/" 2>/dev/null || true
 chroot "$root" depmod "$kver"
 mkdir -p "$root/etc/modprobe.d"
@@ -75,7 +80,20 @@ for m in xen-evtchn xen-gntalloc xen-gntdev xenfs xen-privcmd; do
 done
 echo "$kver" >"$cache/domu-modules.new/KVER"
 
-# 4. Slim it (docs, locales, apt state) and pack. /init comes with the overlay.
+# 4. iperf3 for the domUs (busybox initramfs, no libc of their own): the
+#    binary, every library ldd names and the loader, at their paths (read
+#    inside the chroot: its symlinks may be absolute).
+ip3=$cache/domu-iperf3.new
+rm -rf "$ip3" && mkdir -p "$ip3/usr/bin"
+cp "$root/usr/bin/iperf3" "$ip3/usr/bin/"
+chroot "$root" ldd /usr/bin/iperf3 | awk '/=> \//{print $3} /^\t\/[^ ]*ld-linux/{print $1}' | while read -r l; do
+  mkdir -p "$ip3$(dirname "$l")"
+  chroot "$root" cat "$l" >"$ip3$l"
+  chmod 755 "$ip3$l"
+done
+[ -x "$ip3/lib64/ld-linux-x86-64.so.2" ] || { echo "xenlab: no loader for iperf3 (ldd: $(chroot "$root" ldd /usr/bin/iperf3))" >&2; exit 1; }
+
+# 5. Slim it (docs, locales, apt state) and pack. /init comes with the overlay.
 rm -f "$root/.xenlab-debootstrap-done"
 rm -rf "$root"/usr/share/{doc,man,info,locale} "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/*
 log "packing dom0 root"
@@ -83,6 +101,7 @@ log "packing dom0 root"
 
 for f in xen.elf vmlinuz dom0-base.cpio.gz; do mv "$cache/$f.new" "$cache/$f"; done
 rm -rf "$cache/domu-modules" && mv "$cache/domu-modules.new" "$cache/domu-modules"
+rm -rf "$cache/domu-iperf3" && mv "$cache/domu-iperf3.new" "$cache/domu-iperf3"
 echo "$xenver" >"$cache/xen-version"
 rm -rf "$work"
 echo "$key" >"$cache/key"

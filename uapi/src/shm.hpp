@@ -101,10 +101,24 @@ struct shm_layout {
     uint64_t tx_off, cq_off, rx_off, fr_off; // of each ring_hdr; entries follow the header
     uint64_t size;      // of the whole region
     std::atomic<uint32_t> closed; // set by zc-stackd when it stops serving the socket
-    uint8_t pad1[64 - 8 - 4];
+    // Wake-ups for completions while the application waits for datagrams
+    // only (zc_recv_wait), in the style of AF_XDP's XDP_RING_NEED_WAKEUP:
+    // libzcnet sets rx_only_wait around its sleep; zc-stackd then writes the
+    // notify eventfd only for datagrams, and for completions sets
+    // cq_wake_skipped first and looks at rx_only_wait after (both seq_cst),
+    // so either zc-stackd sees the wait end and notifies, or libzcnet sees
+    // the skip and makes the descriptor readable itself.
+    // While every socket with sends in flight waits so, zc-stackd also lets
+    // the backend's TX responses wait for its next pass (netfront
+    // tx_lazy_events) instead of waking for them; libzcnet kicks it when
+    // such a wait ends with sends still out.
+    std::atomic<uint32_t> rx_only_wait;   // written by libzcnet
+    std::atomic<uint32_t> cq_wake_skipped; // written by zc-stackd (set) and libzcnet (cleared)
+    uint8_t pad1[64 - 8 - 4 - 8];
     alignas(64) shm_stats stats;
 };
 static_assert(offsetof(shm_layout, tx_off) == 24 && offsetof(shm_layout, stats) == 128);
+static_assert(std::atomic<uint32_t>::is_always_lock_free); // shared between processes
 static_assert(sizeof(shm_layout) % 64 == 0);
 
 template <class T>

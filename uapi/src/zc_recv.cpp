@@ -145,7 +145,10 @@ int zc_recv_wait(int s, struct zc_rxd* out, unsigned max, int timeout_ms) {
             rc = int(n);
             break;
         }
-        if (service_gone(*k)) {
+        // The control socket's hang-up is seen by the poll below (its
+        // revents), so only the shared flag is looked at here: no system call.
+        if (k->dead || k->lay->closed.load(std::memory_order_acquire)) {
+            k->dead = true;
             rc = -ENOTCONN;
             break;
         }
@@ -163,6 +166,12 @@ int zc_recv_wait(int s, struct zc_rxd* out, unsigned max, int timeout_ms) {
             cleared = true;
             continue; // look at the ring again after the clear
         }
+        // Sleep until a datagram: zc-stackd skips the wake-ups of
+        // completions meanwhile (shm.hpp, rx_only_wait). Set before the
+        // last look at the ring, so a datagram published after it still
+        // writes the eventfd.
+        k->lay->rx_only_wait.store(1, std::memory_order_seq_cst);
+        if (k->rx.avail(k->rx_cons)) continue;
         // events 0 on the control socket: only its hang-up (the service died)
         pollfd p[2] = {{k->notify, POLLIN, 0}, {k->ctl, 0, 0}};
         int pr = ::poll(p, 2, wait);
@@ -174,7 +183,14 @@ int zc_recv_wait(int s, struct zc_rxd* out, unsigned max, int timeout_ms) {
             rc = -errno;
             break;
         }
+        if (p[1].revents & (POLLHUP | POLLERR)) k->dead = !k->rx.avail(k->rx_cons); // gone; what is left first
     }
+    k->lay->rx_only_wait.store(0, std::memory_order_seq_cst);
+    if (k->lay->cq_wake_skipped.exchange(0, std::memory_order_seq_cst)) cleared = true; // a wake-up is owed
+    // While we waited, zc-stackd may have let the backend's TX responses
+    // wait for its next pass (shm.hpp): if sends are still out, that pass
+    // must come now, as we may wait for their completions next.
+    if (k->zc_sends + k->copied_sends != k->completions + k->cq.avail(k->cq_cons)) kick(*k);
     if (cleared && (k->cq.avail(k->cq_cons) || k->rx.avail(k->rx_cons))) {
         uint64_t one = 1;
         (void)!::write(k->notify, &one, sizeof one);

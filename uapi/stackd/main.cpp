@@ -32,7 +32,7 @@ const char* usage_text =
     "usage: zc-stackd [run] --ip A.B.C.D [--netmask A.B.C.D] [--listen PATH] [--devid N]\n"
     "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
     "                 [--max-sockets-per-app N] [--max-pool-pages-per-app N] [--max-pool-pages N]\n"
-    "                 [--setup-timeout MS] [--tx-headers private|headroom]\n"
+    "                 [--setup-timeout MS] [--tx-headers private|headroom] [--tx-events lazy|each]\n"
     "       zc-stackd stats [--listen PATH] [--sockets] [--json | --prometheus]\n"
     "                 counters of a running zc-stackd; --sockets: per socket\n"
     "\n"
@@ -48,6 +48,9 @@ const char* usage_text =
     "--max-pool-pages (16384) granted send-buffer pages of all sockets, ENOSPC beyond.\n"
     "A refused socket is logged with the limit and what to change. A connection that\n"
     "has not opened its socket within --setup-timeout (5000 ms) is dropped.\n"
+    "--tx-events lazy (default): while every application with sends in flight waits\n"
+    "for datagrams only (zc_recv_wait), the backend's TX responses are collected at\n"
+    "the next wake-up instead of waking the service; each: a wake-up per response.\n"
     "Stops on SIGINT/SIGTERM. The hypervisor is chosen as everywhere in zcnet.\n";
 
 int usage() {
@@ -170,6 +173,9 @@ int main(int argc, char** argv) {
         } else if (a == "--tx-headers") {
             if (std::strcmp(v, "private") && std::strcmp(v, "headroom")) return usage();
             o.private_headers = !std::strcmp(v, "private");
+        } else if (a == "--tx-events") {
+            if (std::strcmp(v, "lazy") && std::strcmp(v, "each")) return usage();
+            o.lazy_tx_events = !std::strcmp(v, "lazy");
         } else if (a == "--csum") {
             o.csum_offload = std::strcmp(v, "full") != 0;
         } else {

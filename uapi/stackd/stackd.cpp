@@ -50,15 +50,42 @@ void service::impl::dispatch(uint64_t key) noexcept {
     }
 }
 
-// Wake the applications whose rings got entries in this iteration.
+// Wake the applications whose rings got entries in this iteration; one
+// that waits for datagrams only is not woken for completions (shm.hpp,
+// rx_only_wait: it finds them when its wait ends).
 void service::impl::notify_dirty() noexcept {
     for (auto& s : socks) {
-        if (s && s->dirty && s->notify >= 0) {
-            uint64_t one = 1;
-            (void)!::write(s->notify, &one, sizeof one);
+        if (!s) continue;
+        if (s->dirty && s->notify >= 0) {
+            bool wake = true;
+            if (!s->dirty_rx && s->lay) {
+                s->lay->cq_wake_skipped.store(1, std::memory_order_seq_cst);
+                wake = s->lay->rx_only_wait.load(std::memory_order_seq_cst) == 0;
+                if (!wake) n.cq_wakes_skipped++;
+            }
+            if (wake) {
+                n.app_wakes++;
+                uint64_t one = 1;
+                (void)!::write(s->notify, &one, sizeof one);
+            }
         }
-        if (s) s->dirty = false;
+        s->dirty = s->dirty_rx = false;
     }
+}
+
+// The backend's TX responses only free buffers and complete sends. While
+// every socket with sends in flight has its application asleep for
+// datagrams only (shm.hpp, rx_only_wait), nobody waits for them: they are
+// collected at the next pass (a datagram, a kick) instead of costing a
+// wake-up of their own, which on a busy host takes a CPU from the
+// receiving side. libzcnet kicks when such a wait ends with sends out.
+void service::impl::lazy_tx_events() noexcept {
+    bool lazy = opt.lazy_tx_events;
+    for (auto& s : socks)
+        if (lazy && s && s->inflight_n &&
+            (s->closing || !s->lay || s->lay->rx_only_wait.load(std::memory_order_seq_cst) == 0))
+            lazy = false;
+    if (nf->tx_lazy_events(lazy)) reap_tx();
 }
 
 int service::impl::step(int timeout_ms) noexcept {
@@ -80,6 +107,7 @@ int service::impl::step(int timeout_ms) noexcept {
     reap_tx();
     timers();
     reap_closed();
+    lazy_tx_events();
     notify_dirty();
     std::lock_guard g(published_lock);
     published = n;

@@ -59,6 +59,9 @@ struct options {
     // copy). Without feature-sg datagrams are refused (-EOPNOTSUPP) unless
     // this is false.
     bool private_headers = true;
+    // TX responses of the backend collected at the next wake-up while no
+    // application waits for a completion (stackd.cpp, lazy_tx_events).
+    bool lazy_tx_events = true;
     link::netfront_options nf;
 };
 
@@ -82,6 +85,8 @@ struct options {
     X(echo_replies, "frames", false, "ICMP echo replies sent")                                \
     X(pings_sent, "frames", false, "ICMP echo requests sent (zc-ping)")                       \
     X(pings_answered, "frames", false, "their replies")                                       \
+    X(app_wakes, "wake-ups", false, "notifications written to applications' sockets")        \
+    X(cq_wakes_skipped, "wake-ups", false, "of completions, not written: the application waited for datagrams only") \
     X(setup_timeouts, "connections", true, "connections dropped: no OPEN in time")            \
     X(app_limits, "sockets", true, "OPENs refused by a per-application limit")
 

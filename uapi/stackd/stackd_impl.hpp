@@ -79,6 +79,7 @@ struct zsock {
     std::vector<uint32_t> rx_free;   // RX buffers we own
     uint32_t inflight_n = 0;
     bool dirty = false;              // notify the application at the end of the iteration
+    bool dirty_rx = false;           // ... and datagrams were among the entries (not only completions)
     // Addressing.
     uint32_t ip = 0;     // bound address (network order; 0 = any)
     uint16_t port = 0;   // bound port (network order; 0 = unbound)
@@ -132,6 +133,7 @@ struct service::impl {
     int step(int timeout_ms) noexcept;
     void dispatch(uint64_t key) noexcept;
     void notify_dirty() noexcept;
+    void lazy_tx_events() noexcept;
 
     // ---- control connections (stackd_ctl.cpp) ----
     zsock* slot_alloc() noexcept;

@@ -138,6 +138,7 @@ void service::impl::deliver_payload(const uint8_t* pay, uint32_t len, uint32_t s
     s.rx.write(s.rx_prod++, d);
     s.rx.publish(s.rx_prod);
     s.dirty = true;
+    s.dirty_rx = true;
     n.rx_udp++;
     s.st.rx_datagrams++;
     s.st.rx_bytes += len;
