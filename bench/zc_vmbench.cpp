@@ -31,6 +31,7 @@
 #include "vmbench/guest.hpp"
 #include "vmbench/modes.hpp"
 #include "vmbench/proc.hpp"
+#include "vmbench/soak.hpp"
 #include "vmbench/uplink.hpp"
 
 using namespace zc;
@@ -42,6 +43,8 @@ const char* usage_text =
     "usage: zc-vmbench [--quick] [--sizes LIST] [--modes LIST] [--pairs LIST] [--queues LIST]\n"
     "                  [--workers N] [--seconds S] [--repeat N] [--json FILE] [--csv FILE]\n"
     "                  [--png FILE] [--netback PATH]\n"
+    "       zc-vmbench --modes soak [--guests N] [--flappers N] [--duration S] [--round S]\n"
+    "                  [--kill-every S] [--rate N] [--seed N] [--rss-slack-mb M] [--json FILE]\n"
     "\n"
     "VM-to-VM throughput through zc-netback on an emulated Xen host, with the kernel\n"
     "path (two network namespaces joined by veth, UDP) and memcpy measured in the same run.\n"
@@ -67,6 +70,16 @@ const char* usage_text =
     "                  pass. Frames up to 1514 B (the veth's MTU); above a 4 KiB UMEM frame\n"
     "                  AF_XDP needs multi-buffer (Linux 6.6+): shown as unsupported. Shows the\n"
     "                  XDP mode obtained (copy on veth); seg/pkt etc. are per frame on the wire\n"
+    "                  soak (alone): --guests guests in a ring (i sends to i+1, mixed sizes 60..65535,\n"
+    "                  every byte checked) for --duration seconds (default 3600) in --round S rounds\n"
+    "                  (default 5) after a warm-up round; a random guest is SIGKILLed and re-created\n"
+    "                  on its vif every ~--kill-every S (default 10, 0: never); --flappers more\n"
+    "                  guests close and reopen their netfront in a loop. --rate N frames/s per guest\n"
+    "                  (default 2000; 0: unpaced, receivers then fall behind and zc-netback's counted\n"
+    "                  drops fail the lossless check). Fails (exit 1) when a frame\n"
+    "                  between two guests connected through a round is lost, zc-netback's counters\n"
+    "                  do not add up, or its RSS (beyond 10% or --rss-slack-mb, default 4), fds or\n"
+    "                  mapped grants grew over the warm-up's\n"
     "  --pairs LIST    guest pairs, e.g. 1,2,4,8 (default 1)\n"
     "  --queues LIST   netif queues per vif, e.g. 1,2 (default 1)\n"
     "  --workers N     zc-netback data-path threads (default: one per queue, at most the CPUs)\n"
@@ -179,7 +192,7 @@ int main(int argc, char** argv) {
             else if (a == "--rx-buffers") g.rx_buffers = uint32_t(std::atoi(argv[i + 1]));
             else if (a == "--queues") g.queues = uint32_t(std::atoi(argv[i + 1]));
         }
-        if (g.role != "send" && g.role != "recv") return 2;
+        if (g.role != "send" && g.role != "recv" && g.role != "soak") return 2;
         return run_guest(g);
     }
     run_opts o;
@@ -190,6 +203,8 @@ int main(int argc, char** argv) {
     o.stackd = sibling(o.self, "uapi", "zc-stackd");
     o.perf = sibling(o.self, "apps", "zc-perf");
     o.rr = sibling(o.self, "apps", "zc-rr");
+    soak_opts ss;
+    bool json_set = false;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         bool has = i + 1 < argc;
@@ -205,7 +220,7 @@ int main(int argc, char** argv) {
             o.modes = split(argv[++i]);
             for (auto& m : o.modes)
                 if (m != "zc" && m != "double-copy" && m != "pressure" && m != "kernel" && m != "memcpy" &&
-                    m != "app" && m != "app-headroom" && m != "rr" && m != "uplink") {
+                    m != "app" && m != "app-headroom" && m != "rr" && m != "uplink" && m != "soak") {
                     std::fprintf(stderr, "zc-vmbench: unknown mode '%s'\n", m.c_str());
                     return 2;
                 }
@@ -233,7 +248,26 @@ int main(int argc, char** argv) {
                 return 2;
             }
             o.repeat = uint32_t(v);
-        } else if (a == "--json" && has) o.json = argv[++i];
+        } else if (a == "--guests" && has) {
+            ss.guests = uint32_t(std::atol(argv[++i]));
+        } else if (a == "--flappers" && has) {
+            ss.flappers = uint32_t(std::atol(argv[++i]));
+        } else if (a == "--duration" && has) {
+            ss.duration = std::atof(argv[++i]);
+        } else if (a == "--round" && has) {
+            ss.round = std::atof(argv[++i]);
+        } else if (a == "--kill-every" && has) {
+            ss.kill_every = std::atof(argv[++i]);
+        } else if (a == "--rss-slack-mb" && has) {
+            ss.rss_slack_kb = uint64_t(std::atof(argv[++i]) * 1024);
+        } else if (a == "--rate" && has) {
+            ss.rate = std::atof(argv[++i]);
+        } else if (a == "--seed" && has) {
+            ss.seed = uint32_t(std::strtoul(argv[++i], nullptr, 10));
+        } else if (a == "--json" && has) {
+            o.json = argv[++i];
+            json_set = true;
+        }
         else if (a == "--csv" && has) o.csv = argv[++i];
         else if (a == "--png" && has) o.png = argv[++i];
         else if (a == "--netback" && has) o.netback = argv[++i];
@@ -242,9 +276,26 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
+    const bool soak = std::find(o.modes.begin(), o.modes.end(), "soak") != o.modes.end();
+    if (soak) {
+        if (o.modes.size() != 1) {
+            std::fprintf(stderr, "zc-vmbench: --modes soak runs alone\n");
+            return 2;
+        }
+        if (ss.guests < 2 || ss.guests + ss.flappers > 64 || (ss.kill_every > 0 && ss.kill_every < 0.2) || ss.round < 0.5 || ss.duration < 0) {
+            std::fprintf(stderr, "zc-vmbench: soak needs 2 <= --guests (+ --flappers) <= 64, --round >= 0.5, --kill-every 0 or >= 0.2\n");
+            return 2;
+        }
+    }
     if (::access(o.netback.c_str(), X_OK) != 0) {
         std::fprintf(stderr, "zc-vmbench: zc-netback not found at %s (use --netback PATH)\n", o.netback.c_str());
         return 2;
+    }
+    if (soak) {
+        std::signal(SIGPIPE, SIG_IGN);
+        start_janitor();
+        ss.json = json_set ? o.json : "";
+        return run_soak(o, ss);
     }
     return run(o);
 }

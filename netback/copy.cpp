@@ -311,7 +311,9 @@ void datapath::impl::finish_conversions(worker& w, std::vector<conversion>& conv
             }
         }
         if (cv.failed) {
-            bump(cv.src_core->ctr.drop_copy_error);
+            // Not adopted: the destination went away meanwhile and its
+            // removal counted the frame (drop_disabled) already.
+            if (adopted || !cv.dq) bump(cv.src_core->ctr.drop_copy_error);
             if (cv.src_core->copy_log.allow())
                 ZC_LOG(warn, tag, "vif%u.%u: fallback copy failed", unsigned(cv.src_core->dom), cv.src_core->devid);
         } else {

@@ -19,7 +19,11 @@
 // or the receiver's; the receiver's when the pool itself was dry); the event
 // counters on the vif whose event channel it is; direct_frames,
 // direct_bytes and direct_errors on the sender, direct_releases,
-// direct_bad_releases and direct_teardown_completed on the receiver.
+// direct_bad_releases and direct_teardown_completed on the receiver;
+// flood_extra on the sender. Without uplinks and the direct path every
+// frame adds up (docs/ARCHITECTURE.md, "Counters"): sum(tx_packets +
+// flood_extra) == sum(rx_packets + every drop counter but drop_malformed)
+// over the vifs and retired_stats(), once nothing waits in a queue.
 #define ZC_NETBACK_VIF_COUNTERS(X)                                                                              \
     X(tx_packets, "packets", false, "packets from the frontend (its TX ring)")                                 \
     X(tx_bytes, "bytes", false, "bytes of those packets")                                                       \
@@ -64,8 +68,10 @@
     X(direct_bad_releases, "events", false,                                                                     \
       "direct path: releases of an unknown, stale or duplicate cookie (ignored, answered NETIF_RSP_ERROR)")     \
     X(direct_teardown_completed, "frames", false,                                                               \
-      "direct path: senders' requests completed because this receiver went away before releasing them") \
-    X(queue_moves, "events", false, "times one of this vif's queues moved to another worker (placement)")
+      "direct path: senders' requests completed because this receiver went away before releasing them")  \
+    X(queue_moves, "events", false, "times one of this vif's queues moved to another worker (placement)")       \
+    X(flood_extra, "frames", false,                                                                             \
+      "extra destinations of flooded frames (a frame switched to k ports counts k-1)")
 
 namespace zc::netback {
 

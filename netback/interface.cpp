@@ -257,6 +257,11 @@ void datapath::impl::remove_locked_out(const std::shared_ptr<vif>& v) noexcept {
             if (it != qs.end()) {
                 qs.erase(it);
                 ++o->gen;
+                // Its worker drops its snapshot of the queue list (and with
+                // it the last reference to this queue, whose counters then
+                // join retired_stats) when it wakes: wake it now, not at
+                // its next event, which may never come.
+                o->kick();
             }
         }
         if (o) o->assigned.fetch_sub(1, std::memory_order_relaxed);
@@ -277,7 +282,9 @@ void datapath::impl::remove_locked_out(const std::shared_ptr<vif>& v) noexcept {
             q->rx_dead = true;
             // Frames waiting for this vif: their sources get their slots back.
             while (q->count) {
-                bump(q->core->ctr.drop_disabled);
+                // An empty bounced item's loss was counted already (a failed
+                // fallback copy, or discard_held), as in drop_expired.
+                if (!(q->at(0).bounced && q->at(0).len == 0)) bump(q->core->ctr.drop_disabled);
                 drop_item(q->at(0), *q->core, drops);
                 q->pop_head();
             }

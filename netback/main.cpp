@@ -188,7 +188,16 @@ std::string stats_json(backend& b) {
                json_escape(d.last_error) + "\"}";
         first = false;
     }
-    out += "]}\n";
+    // Counters of removed vifs (their frames still add up), and the
+    // hypervisor operations: grant maps - unmaps is what zc-netback maps now.
+    const vif_stats r = b.dp().retired_stats();
+    out += "],\"retired\":{";
+    for (size_t k = 0; k < vif_stats::schema_size; k++)
+        out += std::string(k ? ",\"" : "\"") + vif_stats::schema[k].name + "\":" + std::to_string(r.field(k));
+    const hv::op_counters h = b.dp().hv_counters();
+    out += "},\"hv\":{\"maps\":" + std::to_string(h.maps) + ",\"unmaps\":" + std::to_string(h.unmaps) +
+           ",\"copy_batches\":" + std::to_string(h.copy_batches) + ",\"copy_errors\":" +
+           std::to_string(h.copy_errors) + ",\"notifies\":" + std::to_string(h.notifies) + "}}\n";
     return out;
 }
 

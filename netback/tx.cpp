@@ -246,6 +246,13 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
     for (uint32_t k = 0; k < w.tx_pkts.size(); ++k) {
         tx_packet& p = *w.tx_pkts[k];
         const int16_t st = hdr_rc < 0 ? int16_t(GNTST_general_error) : w.hdr_segs[k].status;
+        // Received (it passed tx_check) whatever happens next: a frame whose
+        // header cannot be read is counted in tx_packets and in
+        // drop_copy_error, so the counters add up (docs/ARCHITECTURE.md,
+        // "Counters").
+        ++packets;
+        bytes += p.len;
+        slots += p.nslots;
         if (st != GNTST_okay) {
             // xenvif_tx_check_gop: the header could not be read.
             if (core.copy_log.allow())
@@ -255,9 +262,6 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
             bump(core.ctr.drop_copy_error);
             continue;
         }
-        ++packets;
-        bytes += p.len;
-        slots += p.nslots;
         // checksum_setup / xenvif_set_skb_gso (netback/offload.hpp).
         if (check_offload(p.hdr, p.hdr_len, p.len, p.txflags, p.gso_type, p.gso_size, &p.off) != offload_verdict::ok) {
             bump(core.ctr.drop_bad_offload);
@@ -291,6 +295,7 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
             continue;
         }
         for (auto& dv : w.dests) switch_to(w, qp, p, *dv, now);
+        if (w.dests.size() > 1) bump(core.ctr.flood_extra, w.dests.size() - 1);
         if (w.dests.empty()) {
             bump(core.ctr.drop_no_dest);
             if (core.drop_log.allow())

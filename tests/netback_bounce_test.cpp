@@ -303,4 +303,37 @@ TEST_F(NetbackBounce, Item3_HeldTxSlotsAreBoundedPerDestination) {
     EXPECT_TRUE(eventually([&] { return dp->bounce_in_use() == 0; }));
 }
 
+// A destination that takes nothing: its waiting frames beyond the bounce
+// quota are dropped (drop_bounce_quota) and stay in its queue as empty
+// placeholders; when the vif is then removed, each waiting frame is counted
+// once more as drop_disabled, except those placeholders, whose loss was
+// counted already (docs/ARCHITECTURE.md, "Counters": every frame has
+// exactly one outcome). Before, the removal counted them twice.
+TEST_F(NetbackBounce, Item8_RemovedDestinationCountsEachFrameOnce) {
+    netback::datapath_options o;
+    o.workers = 1;
+    o.bounce_buffers = 64;
+    o.drain_timeout_ms = 60000; // nothing expires: only the removal ends the wait
+    limits(o, 64 * 1024, 64 * 1024);
+    start(o);
+    auto s = guest(1), d = guest(2, false, true, 0);
+    ASSERT_TRUE(s && d);
+    uint64_t sent = 0;
+    for (uint32_t round = 0; round < 20 && info(2).stats.drop_bounce_quota + info(1).stats.drop_bounce_quota < 4;
+         ++round) {
+        while (room(*s, 1) && sent < 64u * (round + 1)) s->send(make_frame(d->mac, s->mac, 1500, uint32_t(sent++)));
+        ::usleep(20000);
+    }
+    ASSERT_GT(info(2).stats.drop_bounce_quota + info(1).stats.drop_bounce_quota, 0u) << "no placeholder to count";
+    ASSERT_TRUE(eventually([&] { return info(1).stats.tx_packets == sent; }));
+    ASSERT_EQ(dp->remove_vif(2, 0), 0);
+    // The sender's frames: delivered to the removed vif or dropped, once.
+    uint64_t out = 0;
+    EXPECT_TRUE(eventually([&] {
+        const auto r = dp->retired_stats();
+        out = r.rx_packets + drops(r) + drops(info(1).stats);
+        return out == sent && r.tx_packets == 0 && info(1).stats.tx_packets == sent;
+    })) << "sent " << sent << ", delivered or dropped " << out;
+}
+
 } // namespace

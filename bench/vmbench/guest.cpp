@@ -318,6 +318,91 @@ int guest_echo(link::netfront& nf, uint32_t phase, double seconds) {
     return 0;
 }
 
+// Soak: every guest sends to one peer and receives from whoever sends to
+// it, both at once, never spinning. Frame sizes cycle through soak_sizes
+// (mixed: minimum, small, MTU, a page, jumbo, the largest netif frame); the
+// pattern depends only on the offset, so one template checks every size.
+// After `seconds` it sends end markers and drains until its own sender's
+// end marker or `grace` seconds. Reports {"sent","received","bytes","bad",
+// "foreign","stale","ends"}: received counts this phase's data frames
+// addressed to it; foreign, frames addressed to another MAC (flooded while
+// that MAC's vif was gone).
+constexpr size_t soak_sizes[] = {60, 1514, 64, 9000, 128, 4096, 1500, 256, 65535, 576};
+
+int guest_soak(link::netfront& nf, uint32_t phase, double seconds, const link::mac_addr& dst, double grace,
+               double rate) {
+    auto tmpl = make_template(65535);
+    auto* h = data_header(tmpl, nf.mac(), dst, phase);
+    std::vector<uint8_t> buf(65536 + 64);
+    uint64_t sent = 0, received = 0, bytes = 0, bad = 0, foreign = 0, stale = 0, ends = 0;
+    auto drain = [&] {
+        bool any = false;
+        while (auto n = nf.recv(buf.data(), buf.size())) {
+            any = true;
+            auto* r = reinterpret_cast<const bench_hdr*>(buf.data());
+            if (*n < hdr_len || r->magic != magic || r->type_be != htons(ethertype) || r->kind == k_hello) continue;
+            if (std::memcmp(r->dst, nf.mac().data(), 6) != 0) {
+                foreign++;
+                continue;
+            }
+            if (r->phase != phase) {
+                stale++;
+                continue;
+            }
+            if (r->kind == k_end) {
+                ends++;
+                continue;
+            }
+            received++;
+            bytes += *n;
+            if (*n != r->len || std::memcmp(buf.data() + hdr_len, tmpl.data() + hdr_len, *n - hdr_len) != 0) bad++;
+        }
+        return any;
+    };
+    const double start = now_s(), end = start + seconds;
+    while (now_s() < end) {
+        if (rate > 0) {
+            // Paced: `rate` frames a second; between them the guest sleeps
+            // on its event channel (RX frames wake it), as a receiver that
+            // keeps posting buffers does.
+            const double due = start + double(sent) / rate;
+            if (now_s() < due) {
+                if (!drain()) nf.wait(std::max(1, int((due - now_s()) * 1000)));
+                continue;
+            }
+        }
+        h->seq = sent;
+        h->kind = k_data;
+        const size_t size = soak_sizes[sent % std::size(soak_sizes)];
+        h->len = uint32_t(size);
+        int rc = nf.send(tmpl.data(), size);
+        if (rc == -EAGAIN) {
+            if (!drain()) nf.wait(5); // TX responses or RX frames wake us
+            continue;
+        }
+        if (rc < 0) {
+            say("{\"error\":\"send: %s\"}", std::strerror(-rc));
+            return 1;
+        }
+        sent++;
+        if ((sent & 15) == 0) drain();
+    }
+    h->kind = k_end;
+    h->len = 60;
+    for (int tries = 0; tries < 200 && nf.send(tmpl.data(), 60) == -EAGAIN; tries++) {
+        drain();
+        nf.wait(10);
+    }
+    const double until = now_s() + grace;
+    while (ends == 0 && now_s() < until)
+        if (!drain()) nf.wait(20);
+    drain();
+    say("{\"sent\":%" PRIu64 ",\"received\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"bad\":%" PRIu64
+        ",\"foreign\":%" PRIu64 ",\"stale\":%" PRIu64 ",\"ends\":%" PRIu64 "}",
+        sent, received, bytes, bad, foreign, stale, ends);
+    return 0;
+}
+
 } // namespace
 
 int run_guest(const guest_opts& o) {
@@ -399,6 +484,36 @@ int run_guest(const guest_opts& o) {
                 !proto::parse_ipv4_addr(dip, dst_ip))
                 say("{\"error\":\"bad command\"}");
             else guest_send_udp(*nf, size, secs, dst, src_ip, dst_ip, uint16_t(port));
+        } else if (line.rfind("soak ", 0) == 0 && nf) {
+            // soak <phase> <seconds> <dst-mac> <grace> <rate>: send to dst-mac
+            // (rate frames/s, 0: as fast as the ring takes them) and receive at once.
+            unsigned phase = 0;
+            double secs = 0, grace = 0, rate = 0;
+            char mac[32] = {};
+            link::mac_addr dst{};
+            if (std::sscanf(line.c_str(), "soak %u %lf %31s %lf %lf", &phase, &secs, mac, &grace, &rate) != 5 ||
+                !parse_mac(mac, dst, mac_allow_short))
+                say("{\"error\":\"bad command\"}");
+            else guest_soak(*nf, phase, secs, dst, grace, rate);
+        } else if (line == "reopen" && nf) {
+            // netfront closed and opened again inside the guest (a module
+            // reload): Closing/Closed, then Initialising on the same vif.
+            int rc = nf->disconnect();
+            for (int i = 0; i < 100 && rc == -EBUSY; i++) { // grants the backend still maps
+                ::usleep(20000);
+                rc = nf->disconnect();
+            }
+            nf.reset();
+            link::netfront_options no;
+            no.rx_buffers = o.rx_buffers;
+            no.max_queues = o.queues;
+            auto n = link::netfront::connect(**port, no, &why);
+            if (rc < 0 || !n) {
+                say("error reopen: %s", rc < 0 ? std::strerror(-rc) : why.c_str());
+                continue;
+            }
+            nf = std::move(*n);
+            say("connected %s", to_string(nf->mac()).c_str());
         } else if (line == "stats" && nf) {
             auto s = nf->stats(0);
             say("{\"tx_packets\":%" PRIu64 ",\"rx_packets\":%" PRIu64 ",\"tx_errors\":%" PRIu64

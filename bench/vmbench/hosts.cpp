@@ -72,25 +72,34 @@ bool host::start(const run_opts& o, uint32_t pairs, const std::vector<std::strin
                  uint32_t queues, std::string* why, bool senders_only) {
     if (!start_dom0("vmbench", o, nb_args, why)) return false;
     for (uint32_t g = 0; g < (senders_only ? 1 : 2) * pairs; g++) {
-        hv::domid_t d = hv::domid_t(g + 1);
         const bool sends = senders_only || g % 2 == 0;
-        std::vector<std::string> a{o.self, "guest", "--role", sends ? "send" : "recv", "--rx-buffers",
-                                   std::to_string(rx_buffers), "--queues", std::to_string(queues)};
-        guests.push_back(spawn(a, domain_env(d)));
-        std::string l;
-        if (!guests.back().line(l, 10000) || l != "up") return *why = "guest " + std::to_string(d) + ": " + l, false;
-        netback::vif_spec s;
-        s.frontend = d;
-        s.mtu = 65535; // non-GSO frames up to 64 KiB between the guests
-        if (netback::vif_create(*xs, s, why) < 0) return false;
+        if (!add_guest(o, hv::domid_t(g + 1), sends ? "send" : "recv", rx_buffers, queues, guests.emplace_back(), why))
+            return false;
     }
-    for (size_t g = 0; g < guests.size(); g++) {
-        guests[g].send("connect");
-        std::string l;
-        if (!guests[g].line(l, 20000) || l.rfind("connected ", 0) != 0)
-            return *why = "guest " + std::to_string(g + 1) + " did not connect: " + l, false;
-        macs.push_back(l.substr(10));
-    }
+    for (size_t g = 0; g < guests.size(); g++)
+        if (!connect_guest(guests[g], hv::domid_t(g + 1), macs.emplace_back(), why)) return false;
+    return true;
+}
+
+bool dom0_host::add_guest(const run_opts& o, hv::domid_t d, const std::string& role, uint32_t rx_buffers,
+                          uint32_t queues, child& out, std::string* why) {
+    std::vector<std::string> a{o.self, "guest", "--role", role, "--rx-buffers", std::to_string(rx_buffers), "--queues",
+                               std::to_string(queues)};
+    out = spawn(a, domain_env(d));
+    std::string l;
+    if (!out.line(l, 10000) || l != "up") return *why = "guest " + std::to_string(d) + ": " + l, false;
+    netback::vif_spec s;
+    s.frontend = d;
+    s.mtu = 65535; // non-GSO frames up to 64 KiB between the guests
+    return netback::vif_create(*xs, s, why) >= 0;
+}
+
+bool dom0_host::connect_guest(child& g, hv::domid_t d, std::string& mac, std::string* why) {
+    g.send("connect");
+    std::string l;
+    if (!g.line(l, 20000) || l.rfind("connected ", 0) != 0)
+        return *why = "guest " + std::to_string(d) + " did not connect: " + l, false;
+    mac = l.substr(10);
     return true;
 }
 

@@ -85,6 +85,13 @@ struct dom0_host {
 
     env_list domain_env(hv::domid_t d, bool attach = false) const;
 
+    // A guest (this binary's guest role as domain `d`) and its vif, as the
+    // toolstack creates them; connect_guest() then connects its netfront
+    // and reads back its MAC.
+    bool add_guest(const run_opts& o, hv::domid_t d, const std::string& role, uint32_t rx_buffers, uint32_t queues,
+                   child& out, std::string* why);
+    static bool connect_guest(child& g, hv::domid_t d, std::string& mac, std::string* why);
+
     void stop_dom0();
 };
 
