@@ -33,6 +33,7 @@ const char* usage_text =
     "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
     "                 [--max-sockets-per-app N] [--max-pool-pages-per-app N] [--max-pool-pages N]\n"
     "                 [--setup-timeout MS] [--tx-headers private|headroom] [--tx-events lazy|each]\n"
+    "                 [--unres-qlen N]\n"
     "       zc-stackd stats [--listen PATH] [--sockets] [--json | --prometheus]\n"
     "                 counters of a running zc-stackd; --sockets: per socket\n"
     "\n"
@@ -51,6 +52,9 @@ const char* usage_text =
     "--tx-events lazy (default): while every application with sends in flight waits\n"
     "for datagrams only (zc_recv_wait), the backend's TX responses are collected at\n"
     "the next wake-up instead of waking the service; each: a wake-up per response.\n"
+    "Datagrams to a neighbour being resolved wait in its queue (--unres-qlen, 32; a\n"
+    "socket's further ones to it wait in its ring) while other destinations go; with\n"
+    "no ARP answer (3 requests, 1 s apart) they complete with EHOSTUNREACH.\n"
     "Stops on SIGINT/SIGTERM. The hypervisor is chosen as everywhere in zcnet.\n";
 
 int usage() {
@@ -166,6 +170,8 @@ int main(int argc, char** argv) {
             o.max_pool_pages_per_app = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--max-pool-pages") {
             o.max_pool_pages = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--unres-qlen") {
+            o.unres_qlen = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--setup-timeout") {
             o.setup_timeout_ms = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--wait-vif") {

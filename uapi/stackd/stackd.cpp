@@ -157,6 +157,9 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
     hc.mac = m->nf->mac();
     hc.ip = proto::ipv4_addr{o.ip};
     hc.netmask = proto::ipv4_addr{o.netmask};
+    hc.arp.max_waiters = o.unres_qlen;
+    hc.arp.retry_ms = o.arp_retry_ms;
+    hc.arp.max_requests = o.arp_requests;
     auto h = proto::host::create(hc);
     if (!h) {
         say("proto::host::create");
