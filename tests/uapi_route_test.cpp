@@ -2,14 +2,20 @@
 // zc-stackd's neighbour resolution and routing as a UDP sender sees them:
 // datagrams to a neighbour that does not answer ARP wait in its bounded
 // queue (Linux's arp_queue) without holding the socket's other
-// destinations, and complete with -EHOSTUNREACH when resolution fails.
+// destinations, and complete with -EHOSTUNREACH when resolution fails;
+// off-subnet destinations go to the default gateway's MAC (zc-stackd
+// --gateway), played here by a third guest's raw netfront.
 #include <gtest/gtest.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
+#include "link/netfront.hpp"
+#include "proto/arp.hpp"
+#include "proto/ether.hpp"
 #include "uapi_rig.hpp"
 
 using namespace zc;
@@ -171,4 +177,157 @@ TEST(UapiNeighbour, ClosingWithDatagramsInAnArpQueue) {
     EXPECT_EQ(c.res, 10);
     EXPECT_EQ(rig.g[1].svc->stats().sockets_closed, 1u);
     zc_close(s2);
+}
+
+namespace {
+
+constexpr uint32_t gw_ip = 0x0a0000fe;  // 10.0.0.254
+constexpr uint32_t far_ip = 0xc0a80709; // 192.168.7.9: off the guests' 10.0.0.0/24
+
+// The gateway: guest 3 with a bare netfront, answering ARP for gw_ip and
+// catching the UDP frames sent to its MAC.
+struct gateway_guest {
+    std::unique_ptr<hv::port> port;
+    std::unique_ptr<link::netfront> nf;
+    uint32_t arp_answered = 0;
+
+    bool start(uapi_rig& rig) {
+        port = rig.host.domain(3);
+        if (!port) return false;
+        netback::vif_spec s;
+        s.frontend = 3;
+        s.mtu = 1500;
+        std::string why;
+        EXPECT_EQ(netback::vif_create(*rig.xs0, s, &why), 0) << why;
+        auto n = link::netfront::connect(*port, {}, &why);
+        EXPECT_TRUE(n) << why;
+        if (!n) return false;
+        nf = std::move(*n);
+        return true;
+    }
+
+    void answer_arp(const uint8_t* f, size_t len) {
+        proto::arp_view a;
+        if (proto::parse_arp(std::span<const uint8_t>(f + 14, len - 14), a) != proto::arp_error::none) return;
+        if (a.op != proto::arp_op::request || a.tpa.v != gw_ip) return;
+        uint8_t r[60] = {};
+        proto::write_eth(std::span<uint8_t>(r, 14), a.sha, nf->mac(), proto::ethertype::arp);
+        proto::write_arp(std::span<uint8_t>(r + 14, 28), proto::arp_op::reply, nf->mac(), proto::ipv4_addr{gw_ip},
+                         a.sha, a.spa);
+        if (nf->send(r, sizeof r) == 0) arp_answered++;
+    }
+
+    // Serves ARP until an IPv4 frame of protocol `proto` (UDP by default)
+    // arrives (returned) or timeout_ms pass (empty).
+    std::vector<uint8_t> next_udp(int timeout_ms, uint8_t ip_proto = 17) {
+        for (int waited = 0; waited < timeout_ms; waited += 10) {
+            (void)nf->wait(10);
+            uint8_t f[2048];
+            for (;;) {
+                auto r = nf->recv(f, sizeof f);
+                if (!r) break;
+                const size_t len = *r;
+                if (len < 42) continue;
+                if (f[12] == 0x08 && f[13] == 0x06) answer_arp(f, len);
+                else if (f[12] == 0x08 && f[13] == 0x00 && f[23] == ip_proto) return {f, f + len};
+            }
+        }
+        return {};
+    }
+};
+
+uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
+
+void with_gateway(stackd::options& o) { o.gateway = gw_ip; }
+
+} // namespace
+
+TEST(UapiGateway, OffSubnetGoesToTheGatewaysMac) {
+    uapi_rig rig(true, with_gateway);
+    ASSERT_TRUE(rig.ok());
+    gateway_guest gw;
+    ASSERT_TRUE(gw.start(rig));
+    int tx = rig.open(1);
+    ASSERT_GE(tx, 0);
+    const sockaddr_in far = addr_of(far_ip, 5000);
+    ASSERT_EQ(send_to(tx, far, 100, 7), 0);
+    std::vector<uint8_t> f = gw.next_udp(5000);
+    ASSERT_EQ(f.size(), 42u + 100u);
+    EXPECT_EQ(gw.arp_answered, 1u); // guest 1 asked for the gateway, not for far_ip
+    EXPECT_TRUE(std::equal(f.begin(), f.begin() + 6, gw.nf->mac().b.begin())) << "not to the gateway's MAC";
+    EXPECT_EQ(be32(&f[26]), guest_ip(1));
+    EXPECT_EQ(be32(&f[30]), far_ip);
+    EXPECT_EQ(uint32_t(f[36]) << 8 | f[37], 5000u);
+    EXPECT_EQ(f[42], 7);
+    zc_completion c;
+    ASSERT_EQ(reap(tx, &c, 1), 1);
+    EXPECT_EQ(c.res, 100);
+
+    // Another off-subnet address: the same next hop, no new ARP.
+    ASSERT_EQ(send_to(tx, addr_of(0x08080808, 53), 10, 8), 0);
+    f = gw.next_udp(5000);
+    ASSERT_EQ(f.size(), 42u + 10u);
+    EXPECT_EQ(be32(&f[30]), 0x08080808u);
+    EXPECT_EQ(gw.arp_answered, 1u);
+
+    // On the subnet: straight to guest 2, the gateway sees nothing of it.
+    int rx = rig.open(2);
+    ASSERT_GE(rx, 0);
+    sockaddr_in b = addr_of(0, 7301);
+    ASSERT_EQ(zc_bind(rx, &b), 0);
+    ASSERT_EQ(send_to(tx, addr_of(guest_ip(2), 7301), 20, 9), 0);
+    zc_rxd d;
+    ASSERT_EQ(zc_recv_wait(rx, &d, 1, 5000), 1);
+    EXPECT_EQ(d.len, 20u);
+    EXPECT_EQ(zc_rx_release(rx, d.data), 0);
+    EXPECT_TRUE(gw.next_udp(200).empty());
+    zc_close(rx);
+    zc_close(tx);
+}
+
+// zc_ping (zc-ping) to an off-subnet address: the echo request goes to
+// the gateway's MAC too.
+TEST(UapiGateway, PingOffSubnetGoesToTheGateway) {
+    uapi_rig rig(true, with_gateway);
+    ASSERT_TRUE(rig.ok());
+    gateway_guest gw;
+    ASSERT_TRUE(gw.start(rig));
+    std::atomic<int> rc{1};
+    std::thread t([&] {
+        sockaddr_in far = addr_of(far_ip, 0);
+        rc = zc_ping(rig.g[1].sock.c_str(), &far, 2000);
+    });
+    std::vector<uint8_t> f = gw.next_udp(5000, 1); // ICMP
+    t.join();
+    ASSERT_GE(f.size(), 42u);
+    EXPECT_TRUE(std::equal(f.begin(), f.begin() + 6, gw.nf->mac().b.begin()));
+    EXPECT_EQ(be32(&f[30]), far_ip);
+    EXPECT_EQ(f[34], 8); // echo request
+    EXPECT_EQ(rc.load(), -ETIMEDOUT); // the gateway forwards nothing
+}
+
+TEST(UapiGateway, NoGatewayIsNetUnreachableAtOnce) {
+    uapi_rig rig;
+    ASSERT_TRUE(rig.ok());
+    int tx = rig.open(1);
+    ASSERT_GE(tx, 0);
+    ASSERT_EQ(send_to(tx, addr_of(far_ip, 5000), 10, 1), 0);
+    zc_completion c;
+    ASSERT_EQ(reap(tx, &c, 1), 1);
+    EXPECT_EQ(c.res, -ENETUNREACH);
+    zc_close(tx);
+}
+
+TEST(UapiGateway, GatewayOffTheSubnetIsRefused) {
+    uapi_rig rig;
+    ASSERT_TRUE(rig.ok());
+    stackd::options o;
+    o.listen = rig.host.dir() + "/gw.sock";
+    o.ip = guest_ip(1);
+    o.gateway = 0x0a000100; // 10.0.1.0: not on 10.0.0.0/24
+    std::string why;
+    auto svc = stackd::service::create(*rig.g[1].port, o, &why);
+    ASSERT_FALSE(svc);
+    EXPECT_EQ(svc.error(), -EINVAL);
+    EXPECT_NE(why.find("gateway"), std::string::npos) << why;
 }

@@ -293,7 +293,7 @@ struct zc_completion {
 	uint64_t user_data;
 	int32_t res;     /* bytes sent, or -errno: -EHOSTUNREACH (the neighbour
 	                    never answered ARP, as Linux reports it), -ENETUNREACH
-	                    (no route), -EIO (the backend reported an error or drop) */
+	                    (off the subnet and no zc-stackd --gateway), -EIO (the backend reported an error or drop) */
 	uint32_t flags;  /* ZC_CQE_F_* */
 };
 

@@ -139,6 +139,10 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
         say("bad options (need --listen and --ip)");
         return err(-EINVAL);
     }
+    if (o.gateway && (o.gateway & o.netmask) != (o.ip & o.netmask)) {
+        say("the gateway is not on the subnet of --ip and --netmask");
+        return err(-EINVAL);
+    }
     auto m = std::unique_ptr<impl>(new (std::nothrow) impl);
     if (!m) return err(-ENOMEM);
     m->port = &port;
@@ -160,9 +164,10 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
     hc.arp.max_waiters = o.unres_qlen;
     hc.arp.retry_ms = o.arp_retry_ms;
     hc.arp.max_requests = o.arp_requests;
+    hc.gateway = proto::ipv4_addr{o.gateway};
     auto h = proto::host::create(hc);
     if (!h) {
-        say("proto::host::create");
+        say("proto::host::create (a bad --ip, --netmask or --gateway?)");
         return err(h.error());
     }
     m->host.reset(new (std::nothrow) proto::host(std::move(*h)));

@@ -41,6 +41,10 @@ struct options {
     std::string listen;           // Unix socket path for applications
     uint32_t ip = 0;              // host order, e.g. 10.0.0.1 = 0x0a000001
     uint32_t netmask = 0xffffff00;
+    // The default route's gateway (host order; 0: none). Off-subnet
+    // destinations go to its MAC (ARP for it); without one they complete
+    // with -ENETUNREACH at once. It must be on the subnet of ip/netmask.
+    uint32_t gateway = 0;
     uint32_t max_sockets = 64;      // connections at once (the emulated host has 64 regions per guest)
     uint32_t max_pool_pages = 16384; // grant budget for all sockets' send buffers
     // Per application (process, SO_PEERCRED): sockets (connections) and

@@ -329,7 +329,8 @@ void service::impl::send_echo(zsock& s, const proto::mac_addr& mac) noexcept {
 void service::impl::pings_resolve() noexcept {
     for (auto& sp : socks) {
         if (!sp || !sp->ping || sp->ping_sent) continue;
-        auto r = host->arp().lookup(proto::ipv4_addr{ntohl(sp->ping_ip)}, uint64_t(mono_ms()));
+        // Off the subnet, the gateway's MAC (host::next_hop).
+        auto r = host->arp().lookup(host->next_hop(proto::ipv4_addr{ntohl(sp->ping_ip)}), uint64_t(mono_ms()));
         if (r.st == proto::arp_cache::status::resolved) send_echo(*sp, r.mac);
     }
 }
