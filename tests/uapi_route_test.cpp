@@ -318,7 +318,7 @@ TEST(UapiGateway, NoGatewayIsNetUnreachableAtOnce) {
     zc_close(tx);
 }
 
-TEST(UapiGateway, GatewayOffTheSubnetIsRefused) {
+TEST(UapiGateway, GatewayOffTheSubnetOrABadArpQueueIsRefused) {
     uapi_rig rig;
     ASSERT_TRUE(rig.ok());
     stackd::options o;
@@ -330,4 +330,10 @@ TEST(UapiGateway, GatewayOffTheSubnetIsRefused) {
     ASSERT_FALSE(svc);
     EXPECT_EQ(svc.error(), -EINVAL);
     EXPECT_NE(why.find("gateway"), std::string::npos) << why;
+    o.gateway = 0;
+    o.unres_qlen = 1025; // more than the ARP cache takes
+    svc = stackd::service::create(*rig.g[1].port, o, &why);
+    ASSERT_FALSE(svc);
+    EXPECT_EQ(svc.error(), -EINVAL);
+    EXPECT_NE(why.find("--unres-qlen"), std::string::npos) << why;
 }

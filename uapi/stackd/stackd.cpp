@@ -139,6 +139,10 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
         say("bad options (need --listen and --ip)");
         return err(-EINVAL);
     }
+    if (o.unres_qlen > 1024 || o.arp_retry_ms == 0 || o.arp_requests == 0 || o.arp_requests > 255) {
+        say("bad ARP options (--unres-qlen at most 1024; retries 1..255, retry time > 0)");
+        return err(-EINVAL);
+    }
     if (o.gateway && (o.gateway & o.netmask) != (o.ip & o.netmask)) {
         say("the gateway is not on the subnet of --ip and --netmask");
         return err(-EINVAL);
