@@ -503,7 +503,7 @@ TEST_F(Uapi, UnreachableDestinationCompletesWithError) {
     zc_completion c;
     ASSERT_EQ(reap(s, &c, 1, 10000), 1);
     EXPECT_EQ(c.user_data, 77u);
-    EXPECT_EQ(c.res, -ENETUNREACH);
+    EXPECT_EQ(c.res, -EHOSTUNREACH); // as Linux reports a neighbour that never answered
     zc_stats st{};
     st.sz = sizeof st;
     ASSERT_EQ(zc_socket_stats(s, &st), 0);

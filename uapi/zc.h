@@ -277,8 +277,8 @@ struct zc_mmsg {
  * many elements were accepted (1..n), in order; elements after a failing
  * one are not sent (their buffers stay APP). If the first element fails,
  * its error is returned. `*copied` (optional) receives how many elements
- * were copied. A destination still being resolved (ARP) holds the
- * elements behind it in the socket's queue, as for zc_send(). Completions
+ * were copied. Datagrams to a destination still being resolved (ARP)
+ * wait without holding those to other destinations, as for zc_send(). Completions
  * of datagrams for this guest (its address, 127.0.0.0/8) come at once, so
  * they may precede those of earlier elements sent through the network.
  * Errors: those of zc_send() for the failing element, -EINVAL also for
@@ -291,8 +291,9 @@ int zc_sendmmsg(int s, const struct zc_mmsg *msgs, unsigned n, uint32_t flags, u
 
 struct zc_completion {
 	uint64_t user_data;
-	int32_t res;     /* bytes sent, or -errno: -ENETUNREACH (no ARP answer),
-	                    -EIO (the backend reported an error or drop) */
+	int32_t res;     /* bytes sent, or -errno: -EHOSTUNREACH (the neighbour
+	                    never answered ARP, as Linux reports it), -ENETUNREACH
+	                    (off the subnet and no zc-stackd --gateway), -EIO (the backend reported an error or drop) */
 	uint32_t flags;  /* ZC_CQE_F_* */
 };
 

@@ -29,10 +29,12 @@ std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 
 const char* usage_text =
-    "usage: zc-stackd [run] --ip A.B.C.D [--netmask A.B.C.D] [--listen PATH] [--devid N]\n"
+    "usage: zc-stackd [run] --ip A.B.C.D [--netmask A.B.C.D] [--gateway A.B.C.D]\n"
+    "                 [--listen PATH] [--devid N]\n"
     "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
     "                 [--max-sockets-per-app N] [--max-pool-pages-per-app N] [--max-pool-pages N]\n"
     "                 [--setup-timeout MS] [--tx-headers private|headroom] [--tx-events lazy|each]\n"
+    "                 [--unres-qlen N]\n"
     "       zc-stackd stats [--listen PATH] [--sockets] [--json | --prometheus]\n"
     "                 counters of a running zc-stackd; --sockets: per socket\n"
     "\n"
@@ -51,6 +53,11 @@ const char* usage_text =
     "--tx-events lazy (default): while every application with sends in flight waits\n"
     "for datagrams only (zc_recv_wait), the backend's TX responses are collected at\n"
     "the next wake-up instead of waking the service; each: a wake-up per response.\n"
+    "--gateway: the default route; off-subnet datagrams go to its MAC (ARP for it);\n"
+    "without it they complete with ENETUNREACH at once.\n"
+    "Datagrams to a neighbour being resolved wait in its queue (--unres-qlen, 32; a\n"
+    "socket's further ones to it wait in its ring) while other destinations go; with\n"
+    "no ARP answer (3 requests, 1 s apart) they complete with EHOSTUNREACH.\n"
     "Stops on SIGINT/SIGTERM. The hypervisor is chosen as everywhere in zcnet.\n";
 
 int usage() {
@@ -151,9 +158,9 @@ int main(int argc, char** argv) {
         const char* v = val();
         if (!v) return usage();
         in_addr ia{};
-        if (a == "--ip" || a == "--netmask") {
+        if (a == "--ip" || a == "--netmask" || a == "--gateway") {
             if (inet_pton(AF_INET, v, &ia) != 1) return usage();
-            (a == "--ip" ? o.ip : o.netmask) = ntohl(ia.s_addr);
+            (a == "--ip" ? o.ip : a == "--netmask" ? o.netmask : o.gateway) = ntohl(ia.s_addr);
         } else if (a == "--listen") {
             o.listen = v;
         } else if (a == "--devid") {
@@ -166,6 +173,8 @@ int main(int argc, char** argv) {
             o.max_pool_pages_per_app = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--max-pool-pages") {
             o.max_pool_pages = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--unres-qlen") {
+            o.unres_qlen = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--setup-timeout") {
             o.setup_timeout_ms = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--wait-vif") {

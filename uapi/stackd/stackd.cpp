@@ -139,6 +139,14 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
         say("bad options (need --listen and --ip)");
         return err(-EINVAL);
     }
+    if (o.unres_qlen > 1024 || o.arp_retry_ms == 0 || o.arp_requests == 0 || o.arp_requests > 255) {
+        say("bad ARP options (--unres-qlen at most 1024; retries 1..255, retry time > 0)");
+        return err(-EINVAL);
+    }
+    if (o.gateway && (o.gateway & o.netmask) != (o.ip & o.netmask)) {
+        say("the gateway is not on the subnet of --ip and --netmask");
+        return err(-EINVAL);
+    }
     auto m = std::unique_ptr<impl>(new (std::nothrow) impl);
     if (!m) return err(-ENOMEM);
     m->port = &port;
@@ -157,9 +165,13 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
     hc.mac = m->nf->mac();
     hc.ip = proto::ipv4_addr{o.ip};
     hc.netmask = proto::ipv4_addr{o.netmask};
+    hc.arp.max_waiters = o.unres_qlen;
+    hc.arp.retry_ms = o.arp_retry_ms;
+    hc.arp.max_requests = o.arp_requests;
+    hc.gateway = proto::ipv4_addr{o.gateway};
     auto h = proto::host::create(hc);
     if (!h) {
-        say("proto::host::create");
+        say("proto::host::create (a bad --ip, --netmask or --gateway?)");
         return err(h.error());
     }
     m->host.reset(new (std::nothrow) proto::host(std::move(*h)));

@@ -41,12 +41,23 @@ struct options {
     std::string listen;           // Unix socket path for applications
     uint32_t ip = 0;              // host order, e.g. 10.0.0.1 = 0x0a000001
     uint32_t netmask = 0xffffff00;
+    // The default route's gateway (host order; 0: none). Off-subnet
+    // destinations go to its MAC (ARP for it); without one they complete
+    // with -ENETUNREACH at once. It must be on the subnet of ip/netmask.
+    uint32_t gateway = 0;
     uint32_t max_sockets = 64;      // connections at once (the emulated host has 64 regions per guest)
     uint32_t max_pool_pages = 16384; // grant budget for all sockets' send buffers
     // Per application (process, SO_PEERCRED): sockets (connections) and
     // pool pages (send + receive buffers) at once: -EMFILE, -ENOMEM.
     uint32_t max_sockets_per_app = 16;
     uint32_t max_pool_pages_per_app = 4096;
+    // Datagrams that may wait for one neighbour's ARP answer (Linux's
+    // unres_qlen); beyond them the sending socket's ring waits. After arp_requests
+    // requests arp_retry_ms apart without an answer they complete with
+    // -EHOSTUNREACH (Linux's mcast_solicit and retrans_time).
+    uint32_t unres_qlen = 32;
+    uint32_t arp_retry_ms = 1000;
+    uint32_t arp_requests = 3;
     // A connection that has not opened its socket by then is dropped.
     uint32_t setup_timeout_ms = 5000;
     bool csum_offload = true;     // UDP checksum left to offload (CHECKSUM_PARTIAL), as Linux guests do
@@ -74,6 +85,8 @@ struct options {
     X(tx_local, "datagrams", false, "of those, to a socket of this guest (not through the vif)") \
     X(tx_bad_desc, "descriptors", true, "TX descriptors refused (bad index, length, busy buffer)") \
     X(tx_errors, "datagrams", true, "sends completed with an error")                          \
+    X(tx_unresolved, "datagrams", true, "of those, -EHOSTUNREACH: the neighbour never answered ARP") \
+    X(tx_unres_waits, "times", false, "a socket's TX ring waited: its neighbour's ARP queue was full") \
     X(rx_frames, "frames", false, "frames received from the vif")                             \
     X(rx_udp, "datagrams", false, "UDP datagrams delivered to a socket")                      \
     X(rx_no_socket, "datagrams", true, "UDP for a port or address nobody bound")              \

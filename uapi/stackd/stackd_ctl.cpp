@@ -137,6 +137,13 @@ void service::impl::close_sock(zsock& s) noexcept {
     if (s.lay) s.lay->closed.store(1, std::memory_order_release);
     s.closing = true;
     s.held = zsock::hold::none;
+    // Resolved but never sent: nobody waits for them now. (Those still in
+    // an ARP queue come back through arp_released and are dropped there.)
+    for (const auto& r : s.arp_ready) {
+        s.inflight[r.buf] = 0;
+        s.inflight_n--;
+    }
+    s.arp_ready.clear();
 }
 
 // Returns true when the slot could be freed.
@@ -270,6 +277,8 @@ int service::impl::do_open(zsock& s, const ctl_req& rq) noexcept {
     s.entries = ent;
     s.inflight.assign(tx, 0);
     s.sent.assign(tx, tx_desc{});
+    s.arp_ready.clear();
+    s.arp_ready.reserve(tx);
     s.rx_given.assign(rx, 0);
     s.rx_free.clear();
     for (uint32_t i = rx; i-- > 0;) s.rx_free.push_back(i);

@@ -73,11 +73,22 @@ struct zsock {
     uapi::ring<fr_desc> fr;
     uint32_t tx_cons = 0, cq_prod = 0, rx_prod = 0, fr_cons = 0;
     uint32_t cq_reserved = 0;        // TX entries taken whose completion is not yet written
-    std::vector<uint8_t> inflight;   // per TX buffer
+    // Per TX buffer: 0 the application's, tx_sent with netfront until its
+    // TX response, tx_arp waiting in its neighbour's ARP queue (or, resolved,
+    // for room in netfront: arp_ready).
+    enum : uint8_t { tx_sent = 1, tx_arp = 2 };
+    std::vector<uint8_t> inflight;
     std::vector<tx_desc> sent;       // per TX buffer: the entry in flight (for its completion)
     std::vector<uint8_t> rx_given;   // per RX buffer: handed to the application
     std::vector<uint32_t> rx_free;   // RX buffers we own
-    uint32_t inflight_n = 0;
+    uint32_t inflight_n = 0;         // buffers not the application's (both states above)
+    // Resolved while netfront was full: sent before anything else of the
+    // socket (oldest first). Reserved to tx_bufs at OPEN: no allocation here.
+    struct ready {
+        uint32_t buf;
+        proto::mac_addr mac;
+    };
+    std::vector<ready> arp_ready;
     bool dirty = false;              // notify the application at the end of the iteration
     bool dirty_rx = false;           // ... and datagrams were among the entries (not only completions)
     // Addressing.
@@ -88,11 +99,13 @@ struct zsock {
     // net/ipv4/udp.c), datagrams from any other source are not delivered.
     uint32_t peer_ip = 0;
     uint16_t peer_port = 0;
-    // A TX entry taken from the ring but not yet submitted: waiting for ARP,
-    // or for room in netfront. Nothing behind it is taken meanwhile.
-    enum class hold : uint8_t { none, arp, retry } held = hold::none;
+    // A TX entry taken from the ring but not yet submitted: waiting for room
+    // in netfront or in its neighbour's ARP queue. Nothing behind it is
+    // taken meanwhile. (An entry waiting
+    // for ARP does not hold the ring: it waits in its neighbour's queue of
+    // the ARP cache, as Linux's arp_queue, and other destinations go.)
+    enum class hold : uint8_t { none, retry } held = hold::none;
     tx_desc held_desc{};
-    uint64_t arp_deadline = 0;
     // A ping request on this connection.
     bool ping = false;
     uint32_t ping_ip = 0;
@@ -167,6 +180,7 @@ struct service::impl {
     bool send_one(zsock& s, const tx_desc& d) noexcept;
     void send_arp_request(proto::ipv4_addr target) noexcept;
     void drain_tx(zsock& s) noexcept;
+    bool flush_arp_ready(zsock& s) noexcept;
     void reap_tx() noexcept;
     void arp_released(std::span<const uint64_t> cookies, const proto::mac_addr* mac) noexcept;
     void timers() noexcept;

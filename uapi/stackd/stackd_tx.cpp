@@ -104,7 +104,7 @@ bool service::impl::submit_headroom(zsock& s, const tx_desc& d, const proto::udp
 
 // netfront took the buffer: it is the stack's until its TX response.
 void service::impl::accepted(zsock& s, const tx_desc& d) noexcept {
-    s.inflight[d.buf] = 1;
+    s.inflight[d.buf] = zsock::tx_sent;
     s.inflight_n++;
     n.tx_zc++;
     s.st.tx_datagrams++;
@@ -136,7 +136,11 @@ bool service::impl::deliver_local(zsock& s, const tx_desc& d) noexcept {
     return true;
 }
 
-// Returns false when the entry is held (ARP pending, or netfront full).
+// Returns false when the entry is held (netfront full, or its neighbour's
+// ARP queue full). A destination whose neighbour is being resolved does not
+// hold the ring: the entry waits in the neighbour's queue of the ARP cache
+// (bounded, opts.unres_qlen, as Linux's arp_queue) and the entries behind
+// it, to other destinations, go.
 bool service::impl::send_one(zsock& s, const tx_desc& d) noexcept {
     if (deliver_local(s, d)) return true;
     proto::ipv4_addr dst{ntohl(d.dst_ip)};
@@ -150,9 +154,18 @@ bool service::impl::send_one(zsock& s, const tx_desc& d) noexcept {
         s.held_desc = d;
         return false;
     case proto::arp_cache::status::pending:
-        s.held = zsock::hold::arp;
+        // Queued: the buffer is the stack's until arp_released().
+        s.inflight[d.buf] = zsock::tx_arp;
+        s.inflight_n++;
+        s.sent[d.buf] = d;
+        return true;
+    case proto::arp_cache::status::queue_full:
+        // The neighbour's queue is full: unlike Linux, which drops the
+        // oldest (neigh_event_send), the ring waits behind this entry until
+        // the neighbour resolves or fails (back-pressure, never a loss).
+        n.tx_unres_waits++;
+        s.held = zsock::hold::retry;
         s.held_desc = d;
-        s.arp_deadline = now + 5000;
         return false;
     case proto::arp_cache::status::unknown: complete(s, d, -ENETUNREACH); return true;
     default: complete(s, d, -ENOBUFS); return true;
@@ -165,8 +178,27 @@ void service::impl::send_arp_request(proto::ipv4_addr target) noexcept {
     if (len) (void)nf->send(f, std::max<size_t>(len, 60));
 }
 
+// Datagrams whose neighbour resolved while netfront was full, oldest
+// first. False when netfront is still full.
+bool service::impl::flush_arp_ready(zsock& s) noexcept {
+    size_t i = 0;
+    for (; i < s.arp_ready.size(); i++) {
+        const auto& r = s.arp_ready[i];
+        s.inflight[r.buf] = 0;
+        s.inflight_n--;
+        if (!submit(s, s.sent[r.buf], r.mac)) {
+            s.inflight[r.buf] = zsock::tx_arp;
+            s.inflight_n++;
+            break;
+        }
+    }
+    s.arp_ready.erase(s.arp_ready.begin(), s.arp_ready.begin() + std::ptrdiff_t(i));
+    return s.arp_ready.empty();
+}
+
 void service::impl::drain_tx(zsock& s) noexcept {
-    if (!s.open || s.closing || s.held == zsock::hold::arp) return;
+    if (!s.open || s.closing) return;
+    if (!flush_arp_ready(s)) return;
     if (s.held == zsock::hold::retry) {
         s.held = zsock::hold::none;
         if (!send_one(s, s.held_desc)) return;
@@ -216,16 +248,31 @@ void service::impl::reap_tx() noexcept {
     }
 }
 
-// ARP answered (or failed) for waiters: the cookies name sockets.
+// ARP answered (mac) or failed (nullptr) for waiters: the cookies name
+// sockets and their buffers. A failed resolution completes the datagram
+// with -EHOSTUNREACH, as Linux reports a neighbour that never answered
+// (arp_error_report() -> ICMP_HOST_UNREACH, net/ipv4/arp.c).
 void service::impl::arp_released(std::span<const uint64_t> cookies, const proto::mac_addr* mac) noexcept {
     for (uint64_t ck : cookies) {
-        uint32_t slot = uint32_t(ck >> 48);
+        uint32_t slot = uint32_t(ck >> 48), b = uint32_t(ck & 0xffffffffu);
         if (slot >= socks.size() || !socks[slot]) continue;
         zsock& s = *socks[slot];
-        if ((s.gen & 0xffff) != ((ck >> 32) & 0xffff) || s.held != zsock::hold::arp) continue;
-        s.held = zsock::hold::none;
-        if (!mac) complete(s, s.held_desc, -ENETUNREACH);
-        else if (!submit(s, s.held_desc, *mac)) s.held = zsock::hold::retry; // netfront full
+        if ((s.gen & 0xffff) != ((ck >> 32) & 0xffff) || b >= s.tx_bufs || s.inflight[b] != zsock::tx_arp)
+            continue;
+        s.inflight[b] = 0;
+        s.inflight_n--;
+        const tx_desc d = s.sent[b];
+        if (!mac) {
+            n.tx_unresolved++;
+            complete(s, d, -EHOSTUNREACH);
+        } else if (s.closing) {
+            if (s.cq_reserved) s.cq_reserved--; // nobody to tell
+        } else if (!s.arp_ready.empty() || !submit(s, d, *mac)) {
+            // netfront full (or older ones wait): sent from drain_tx.
+            s.inflight[b] = zsock::tx_arp;
+            s.inflight_n++;
+            s.arp_ready.push_back({b, *mac});
+        }
     }
 }
 
@@ -245,10 +292,6 @@ void service::impl::timers() noexcept {
             n.setup_timeouts++;
             close_sock(s);
             continue;
-        }
-        if (s.held == zsock::hold::arp && t > s.arp_deadline) {
-            s.held = zsock::hold::none;
-            complete(s, s.held_desc, -ENETUNREACH);
         }
         if (s.ping && t > s.ping_deadline) {
             s.ping = false;
@@ -286,7 +329,8 @@ void service::impl::send_echo(zsock& s, const proto::mac_addr& mac) noexcept {
 void service::impl::pings_resolve() noexcept {
     for (auto& sp : socks) {
         if (!sp || !sp->ping || sp->ping_sent) continue;
-        auto r = host->arp().lookup(proto::ipv4_addr{ntohl(sp->ping_ip)}, uint64_t(mono_ms()));
+        // Off the subnet, the gateway's MAC (host::next_hop).
+        auto r = host->arp().lookup(host->next_hop(proto::ipv4_addr{ntohl(sp->ping_ip)}), uint64_t(mono_ms()));
         if (r.st == proto::arp_cache::status::resolved) send_echo(*sp, r.mac);
     }
 }
