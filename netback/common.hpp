@@ -550,6 +550,22 @@ inline void kick_owner(queue& q, const worker* self) noexcept {
     if (o && o != self) o->kick();
 }
 
+// Appends to w's TX batch a delivery of p (taking one of its references)
+// from its source queue `src` to `dq`, with the packet's length and flags;
+// the caller sets the slot count, the GSO fields and reserves the RX slots.
+inline delivery& add_delivery(worker& w, const std::shared_ptr<queue>& dq, const std::shared_ptr<queue>& src,
+                              tx_packet& p) noexcept {
+    delivery& d = w.tx_dels.emplace_back();
+    d.dq = dq;
+    d.src = src;
+    d.pkt = &p;
+    p.refs.fetch_add(1, std::memory_order_relaxed);
+    d.src_core = src->core;
+    d.len = p.len;
+    d.txflags = p.txflags;
+    return d;
+}
+
 // ---------------------------------------------------------------------------
 
 struct datapath::impl {

@@ -97,16 +97,9 @@ bool datapath::impl::direct_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
             // Behind waiting frames it would overtake them: refused, the
             // sender's copy goes behind them.
             if (!dq->rx_dead && !dq->stalled && dq->count == 0 && dq->rx.unconsumed() >= direct_rx_slots) {
-                delivery& d = w.tx_dels.emplace_back();
-                d.dq = dq;
-                d.src = qp;
-                d.pkt = &p;
-                p.refs.fetch_add(1, std::memory_order_relaxed);
-                d.src_core = qp->core;
+                delivery& d = add_delivery(w, dq, qp, p);
                 d.nslots = 1;
-                d.len = p.len;
                 d.gso_size = 0;
-                d.txflags = p.txflags;
                 d.gso_type = XEN_NETIF_GSO_TYPE_NONE;
                 d.direct = true;
                 d.cookie = cookie;

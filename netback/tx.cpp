@@ -345,16 +345,9 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
         enqueue_waiting(w, qp, p, dq, plan.nring, now);
         return;
     }
-    delivery& d = w.tx_dels.emplace_back();
-    d.dq = dq;
-    d.src = qp;
-    d.pkt = &p;
-    p.refs.fetch_add(1, std::memory_order_relaxed);
-    d.src_core = qp->core;
+    delivery& d = add_delivery(w, dq, qp, p);
     d.nslots = p.nslots;
-    d.len = p.len;
     d.gso_size = p.gso_size;
-    d.txflags = p.txflags;
     d.gso_type = p.gso_type;
     reserve_rx(d, *dq, plan);
 }
