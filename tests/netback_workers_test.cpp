@@ -159,16 +159,7 @@ void talk(raw_frontend& me, const raw_frontend& peer, const std::atomic<bool>& s
         res.check(me, peer, pk);
     }
     my_total = i;
-    auto last = clock_type::now();
-    for (;;) {
-        const int64_t want = peer_total.load();
-        if (want >= 0 && res.got >= uint64_t(want)) return;
-        pk.clear();
-        me.wait_rx(1, pk, 50);
-        if (!pk.empty()) last = clock_type::now();
-        res.check(me, peer, pk);
-        if (clock_type::now() - last > std::chrono::seconds(5)) return;
-    }
+    receive(me, peer, peer_total, res);
 }
 
 // One pair sending both ways: each end's frames go to the other, so both
