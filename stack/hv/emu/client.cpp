@@ -284,8 +284,11 @@ result<std::unique_ptr<client>> client::connect(const connect_options& o, std::s
     return c;
 }
 
+void client::unmap_view(domain_view& v) noexcept { unmap_domain(v); }
+
 client::~client() {
-    for (auto& v : _all_views) unmap_domain(*v);
+    for (auto& v : _live) unmap_domain(*v);
+    for (auto& v : _retired) unmap_domain(*v);
     unmap_domain(_self);
     for (auto& [k, fd] : _handle_fds) ::close(fd);
     if (_registry) ::munmap(const_cast<registry_slot*>(_registry), registry_bytes);
@@ -300,21 +303,18 @@ result<const domain_view*> client::view(domid_t d) noexcept { return fetch_view(
 
 result<const domain_view*> client::evtchn_view(domid_t d) noexcept { return fetch_view(d, true); }
 
+// The fast path is two atomic loads (the registry's generation, _cur); the
+// slow path asks the broker and installs the view (client_views.cpp).
 result<const domain_view*> client::fetch_view(domid_t d, bool evtchn_only) noexcept {
     if (d >= max_domains || !alive(d)) return err(-ESRCH);
     uint32_t gen = _registry[d].generation.load(std::memory_order_acquire);
     if (d == _self.dom) return &_self;
-    {
-        std::lock_guard<std::mutex> g(_views_lock);
-        // A full view serves both; an evtchn-only one only evtchn_view().
-        auto it = _views.find(d);
-        if (it != _views.end() && it->second->generation == gen) return static_cast<const domain_view*>(it->second);
-        if (evtchn_only) {
-            it = _ev_views.find(d);
-            if (it != _ev_views.end() && it->second->generation == gen)
-                return static_cast<const domain_view*>(it->second);
-        }
-    }
+    // seq_cst: ordered after the caller's read_section entry (reap()).
+    // A full view serves both; an evtchn-only one only evtchn_view().
+    const kept_view* v = _cur[d].load(std::memory_order_seq_cst);
+    if (v && v->generation == gen) return static_cast<const domain_view*>(v);
+    if (evtchn_only && (v = _ev_cur[d].load(std::memory_order_seq_cst)) && v->generation == gen)
+        return static_cast<const domain_view*>(v);
     proto::request r = req(evtchn_only ? proto::op::get_evtchn : proto::op::get_domain, d, 0, 0, 0);
     reply rep;
     int rc = call(&r, sizeof r, rep);
@@ -326,25 +326,15 @@ result<const domain_view*> client::fetch_view(domid_t d, bool evtchn_only) noexc
     int fds[proto::n_domain_fds];
     if (!unpack_fds(rep.h, rep.fds, rep.nfds, fds)) return err(-EPROTO);
     ::close(fds[proto::fd_registry]);
-    auto v = std::make_unique<domain_view>();
-    rc = map_domain(d, rep.h, fds, *v, false);
-    if (rc == 0 && !evtchn_only && (!v->mem || !v->gnttab || !v->active)) rc = -EPROTO;
+    auto nv = std::make_unique<kept_view>();
+    nv->evtchn_only = evtchn_only;
+    rc = map_domain(d, rep.h, fds, *nv, false);
+    if (rc == 0 && !evtchn_only && (!nv->mem || !nv->gnttab || !nv->active)) rc = -EPROTO;
     if (rc < 0) {
-        unmap_domain(*v);
+        unmap_domain(*nv);
         return err(rc);
     }
-    auto& cache = evtchn_only ? _ev_views : _views;
-    std::lock_guard<std::mutex> g(_views_lock);
-    auto it = cache.find(d);
-    // Another thread may have raced us to the same generation: keep theirs.
-    if (it != cache.end() && it->second->generation == v->generation) {
-        unmap_domain(*v);
-        return static_cast<const domain_view*>(it->second);
-    }
-    domain_view* p = v.get();
-    _all_views.push_back(std::move(v));
-    cache[d] = p;
-    return static_cast<const domain_view*>(p);
+    return install_view(std::move(nv));
 }
 
 result<uint16_t> client::evtchn_open(int efd) noexcept {
@@ -361,6 +351,7 @@ void client::evtchn_close(uint16_t handle) noexcept {
     proto::request r = req(proto::op::evtchn_close, handle, 0, 0, 0);
     reply rep;
     (void)call(&r, sizeof r, rep);
+    sweep(); // a backend lets go of a dead frontend's channels
 }
 
 result<evtchn_port_t> client::evtchn_alloc_unbound(uint16_t handle, domid_t remote) noexcept {
@@ -382,19 +373,19 @@ result<evtchn_port_t> client::evtchn_bind_interdomain(uint16_t handle, domid_t r
 int client::evtchn_unbind(evtchn_port_t port) noexcept {
     proto::request r = req(proto::op::evtchn_unbind, port, 0, 0, 0);
     reply rep;
-    return call(&r, sizeof r, rep);
+    const int rc = call(&r, sizeof r, rep);
+    sweep(); // as evtchn_close
+    return rc;
 }
 
-result<int> client::evtchn_handle_fd(domid_t d, uint16_t handle) noexcept {
-    if (d >= max_domains) return err(-ESRCH);
-    uint64_t gen = _registry[d].generation.load(std::memory_order_acquire);
-    uint64_t key = (gen << 32) | (uint64_t(d) << 16) | handle;
+result<int> client::evtchn_handle_fd(const domain_view& v, uint16_t handle) noexcept {
+    const uint64_t key = (uint64_t(v.generation) << 32) | (uint64_t(v.dom) << 16) | handle;
     {
         std::lock_guard<std::mutex> g(_views_lock);
         auto it = _handle_fds.find(key);
         if (it != _handle_fds.end()) return it->second;
     }
-    proto::request r = req(proto::op::evtchn_handle_fd, d, handle, 0, 0);
+    proto::request r = req(proto::op::evtchn_handle_fd, v.dom, handle, 0, 0);
     reply rep;
     int rc = call(&r, sizeof r, rep);
     if (rc < 0) return err(rc);

@@ -98,11 +98,51 @@ public:
 
     bool alive(domid_t d) const noexcept;
 
+    // ---- Lifetime of the views of other domains (docs/ARCHITECTURE.md,
+    // "The emulated hypervisor: lifetime of views"). As Xen keeps a domain's
+    // struct under RCU (rcu_lock_domain_by_id) and until its last grant
+    // mapping goes (put_domain), a view of another domain, and the eventfds
+    // of that domain's handles (evtchn_handle_fd), are freed only once
+    //   - the domain is dead or a new domain took its domid,
+    //   - no grant mapping holds the view (hold/unhold), and
+    //   - no read section that began before the view was retired is open.
+    // A view pointer may thus be used: inside a read_section; or while held;
+    // or, outside both, while its domain stays alive (tests).
+    class read_section {
+    public:
+        explicit read_section(client& c) noexcept : _c(c) { _c._readers.fetch_add(1, std::memory_order_seq_cst); }
+        ~read_section() {
+            if (_c._readers.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+                _c._reap_pending.load(std::memory_order_relaxed))
+                _c.reap();
+        }
+        read_section(const read_section&) = delete;
+        read_section& operator=(const read_section&) = delete;
+
+    private:
+        client& _c;
+    };
+    // Keep `v` (from view()) mapped past the read section: a grant mapping
+    // of its memory. Called inside a read section; each hold is undone by
+    // one unhold, outside or inside one. Our own view needs none.
+    void hold(const domain_view* v) noexcept;
+    void unhold(const domain_view* v) noexcept;
+    // Retire the views of domains that are dead or re-created, and free
+    // what nothing uses any more. unhold() and the evtchn control operations
+    // call it; a caller may too. Thread safe.
+    void sweep() noexcept;
+    // What this client maps of other domains, for tests and the soak:
+    // views in use (current or still referenced) and cached handle eventfds.
+    struct view_stats {
+        uint32_t current = 0, retired = 0, handle_fds = 0;
+    };
+    view_stats stats() noexcept;
+
     // Mapped view of domain `d` (our own included), or -ESRCH when `d` is not
-    // alive. Views stay mapped for the life of the client, so a caller may
-    // keep the pointer; if the domain died and a new one took its domid, a
-    // fresh view is returned and the stale one stays mapped (never reused).
-    // Thread safe. -EPERM: `d` is another domain and we are not privileged.
+    // alive. Valid as said above; if the domain died and a new one took its
+    // domid, a fresh view is returned and the stale one is retired. Thread
+    // safe; lock-free when the view is cached. -EPERM: `d` is another domain
+    // and we are not privileged.
     result<const domain_view*> view(domid_t d) noexcept;
     // A view with at least `d`'s event-channel tables (bindings, bitmaps),
     // which any domain may have. Same lifetime rules as view().
@@ -115,8 +155,10 @@ public:
     result<evtchn_port_t> evtchn_alloc_unbound(uint16_t handle, domid_t remote) noexcept;
     result<evtchn_port_t> evtchn_bind_interdomain(uint16_t handle, domid_t remote, evtchn_port_t rport) noexcept;
     int evtchn_unbind(evtchn_port_t port) noexcept;
-    // The eventfd that delivers `d`'s handle `h` (cached). For notify.
-    result<int> evtchn_handle_fd(domid_t d, uint16_t handle) noexcept;
+    // The eventfd that delivers handle `h` of the domain `v` is a view of
+    // (cached per generation of the domain). Valid inside the read section
+    // in which `v` was obtained. For notify.
+    result<int> evtchn_handle_fd(const domain_view& v, uint16_t handle) noexcept;
 
     // Memory regions (layout.hpp). region_new populates one of our own:
     // its index, its first frame, its memfd (owned by the client: dup it to
@@ -179,16 +221,32 @@ private:
     std::string _xs_path;
     std::string _domain_token;
     uint8_t _token[32] = {}; // what we authenticated with; sent with admin ops
-    std::mutex _views_lock; // protects _views
-    std::unordered_map<domid_t, domain_view*> _views;           // current view per domid
-    std::unordered_map<domid_t, domain_view*> _ev_views;        // current evtchn-only view per domid
-    std::vector<std::unique_ptr<domain_view>> _all_views;        // owns every view ever made
-    // (generation << 32 | dom << 16 | handle) -> fd; under _views_lock. The
-    // generation is part of the key: a re-created domain reuses its domid
-    // and its handle numbers, and its events must reach its new handles,
-    // not the eventfds of the domain that died (those stay open until the
-    // client goes, as the views do: a notifier in another thread may still
-    // hold one).
+    // A view of another domain as the client keeps it (the lifetime rules
+    // above): current in _cur/_ev_cur (by domid, so that the data path finds
+    // it with two atomic loads), or retired and waiting to be freed.
+    struct kept_view : domain_view {
+        mutable std::atomic<uint32_t> holds{0};
+        bool evtchn_only = false;
+    };
+    void retire_locked(size_t live_index) noexcept; // under _views_lock
+    void reap() noexcept;
+    void reap_locked() noexcept; // under _views_lock
+    bool current(const domain_view& v) const noexcept;
+    result<const domain_view*> install_view(std::unique_ptr<kept_view> v) noexcept;
+    static void unmap_view(domain_view& v) noexcept; // its mappings and mem_fd
+
+    std::atomic<uint32_t> _readers{0};       // open read sections
+    std::atomic<bool> _reap_pending{false};  // a reap found a read section open
+    std::mutex _views_lock;                  // protects everything below; _cur/_ev_cur written under it
+    // By domid: full / event-channel-only views.
+    std::unique_ptr<std::atomic<kept_view*>[]> _cur{new std::atomic<kept_view*>[max_domains]()};
+    std::unique_ptr<std::atomic<kept_view*>[]> _ev_cur{new std::atomic<kept_view*>[max_domains]()};
+    std::vector<std::unique_ptr<kept_view>> _live;    // the views in _cur/_ev_cur
+    std::vector<std::unique_ptr<kept_view>> _retired; // out of them, not yet freed
+    // (generation << 32 | dom << 16 | handle) -> fd. The generation is part
+    // of the key: a re-created domain reuses its domid and its handle
+    // numbers, and its events must reach its new handles. A dead
+    // generation's fds are closed by reap(), as its views are freed.
     std::unordered_map<uint64_t, int> _handle_fds;
 };
 

@@ -67,6 +67,7 @@ public:
         domid_t rd = b.remote_dom;
         evtchn_port_t rp = b.remote_port;
         if (rp == 0 || rp >= max_evtchn_ports) return 0;
+        client::read_section rs(_c); // the peer's view and eventfd (client.hpp)
         auto v = _c.evtchn_view(rd);
         if (!v) return 0; // peer died: nothing to deliver to
         const evtchn_binding& rb = (*v)->bindings[rp];
@@ -79,7 +80,7 @@ public:
         uint64_t was = word(bm->pending, rp).fetch_or(bit(rp));
         if (was & bit(rp)) return 0;
         if (word(bm->mask, rp).load() & bit(rp)) return 0;
-        auto fd = _c.evtchn_handle_fd(rd, rb.handle);
+        auto fd = _c.evtchn_handle_fd(**v, rb.handle);
         if (!fd) return 0;
         uint64_t one = 1;
         (void)!::write(*fd, &one, sizeof one);

@@ -423,10 +423,7 @@ private:
 
 class emu_gnttab final : public gnttab {
 public:
-    explicit emu_gnttab(client& c) noexcept
-        : _c(c), _self(c.self()), _views(new (std::nothrow) std::atomic<const domain_view*>[max_domains]()) {}
-
-    bool ok() const noexcept { return _views != nullptr; }
+    explicit emu_gnttab(client& c) noexcept : _c(c), _self(c.self()) {}
 
     ~emu_gnttab() override {
         // Like closing gntdev: whatever the user did not unmap is unmapped,
@@ -445,8 +442,8 @@ public:
     op_counters counters() const noexcept override { return _ctr.snapshot(); }
 
 private:
-    // A pinned grant: of a domain mapped here (v; ourselves, or any domain
-    // when privileged), or pinned by the broker for us (foreign: an
+    // A pinned grant: of a domain mapped here (v, held: client::hold;
+    // ourselves, or any domain when privileged), or pinned by the broker for us (foreign: an
     // unprivileged domain's pin on another's grant, foreign.hpp), whose
     // page is at `off` in `fd` until it is mapped.
     struct pin {
@@ -494,11 +491,6 @@ private:
 
     client& _c;
     const domid_t _self;
-    // Views by domid, so that the copy path needs two atomic loads of the
-    // registry instead of a broker call or a lock. Views are never unmapped
-    // by the client, so a cached pointer stays valid; the registry
-    // generation says whether it is still the live domain behind the domid.
-    std::unique_ptr<std::atomic<const domain_view*>[]> _views;
     // Set once the broker refused us another domain's memory: we are not
     // privileged (that never changes), so other domains' grants are pinned
     // through the broker from then on.
@@ -518,14 +510,13 @@ const domain_view* emu_gnttab::lookup(domid_t d, int16_t* st) noexcept {
     const registry_slot& slot = _c.registry()[d];
     // Xen rcu_lock_domain_by_id(): a dying domain takes no new maps or copies.
     if (slot.state.load(std::memory_order_acquire) != dom_alive) return nullptr;
-    const uint32_t gen = slot.generation.load(std::memory_order_acquire);
-    const domain_view* v = _views[d].load(std::memory_order_acquire);
-    if (v && v->generation == gen) return v;
     if (d != _self && _unprivileged.load(std::memory_order_relaxed)) {
         *st = GNTST_permission_denied;
         return nullptr;
     }
-    auto r = _c.view(d); // first use of this domain (or a new domain behind the domid)
+    // Cached by the client (two atomic loads); valid for the caller's
+    // read section (client.hpp, "Lifetime of the views").
+    auto r = _c.view(d);
     if (!r) {
         if (r.error() == -EPERM) {
             *st = GNTST_permission_denied;
@@ -533,9 +524,7 @@ const domain_view* emu_gnttab::lookup(domid_t d, int16_t* st) noexcept {
         }
         return nullptr;
     }
-    v = r.value();
-    _views[d].store(v, std::memory_order_release);
-    return v;
+    return r.value();
 }
 
 result<mapping> emu_gnttab::map(uint32_t count, const domid_t* doms, const gref_t* refs,
@@ -543,6 +532,7 @@ result<mapping> emu_gnttab::map(uint32_t count, const domid_t* doms, const gref_
     if (count == 0 || !doms || !refs) return err(-EINVAL);
     std::unique_ptr<pin[]> pins(new (std::nothrow) pin[count]);
     if (!pins) return err(-ENOMEM);
+    client::read_section rs(_c); // the views found below, until each pin holds its own
 
     // Xen gnttab_map_grant_ref: every op is validated and gets its own
     // status, whatever the others do.
@@ -554,7 +544,10 @@ result<mapping> emu_gnttab::map(uint32_t count, const domid_t* doms, const gref_
         uint32_t frame = 0;
         if (v) {
             st = acquire(*v, refs[i], _self, !writable, true, &frame);
-            if (st == GNTST_okay) pins[i] = pin{v, refs[i], frame};
+            if (st == GNTST_okay) {
+                pins[i] = pin{v, refs[i], frame};
+                _c.hold(v); // for as long as the pin: unpin() lets go
+            }
             if (st == GNTST_okay && _c.region_sync(*v, frame) < 0) st = GNTST_general_error; // pinned: released below
         } else if (st == GNTST_permission_denied) {
             st = pin_foreign(doms[i], refs[i], !writable, true, pins[i]);
@@ -664,6 +657,7 @@ int16_t emu_gnttab::pin_foreign(domid_t d, gref_t ref, bool readonly, bool mapfl
 void emu_gnttab::unpin(pin& p, bool readonly) noexcept {
     if (p.v) {
         release(*p.v, p.ref, readonly);
+        _c.unhold(p.v);
     } else if (p.foreign) {
         if (p.fd >= 0) ::close(p.fd);
         (void)_c.grant_unpin(p.dom, p.gen, p.ref, readonly);
@@ -762,6 +756,7 @@ int16_t emu_gnttab::copy_one(copy_segment& s, claim& src, claim& dst) noexcept {
 int emu_gnttab::copy(copy_segment* segs, uint32_t count) noexcept {
     if (count == 0) return 0;
     if (!segs) return -EINVAL;
+    client::read_section rs(_c); // the views of the batch's grants
     claim src, dst;
     uint64_t bytes = 0, errors = 0;
     for (uint32_t i = 0; i < count; ++i) {
@@ -881,7 +876,6 @@ std::unique_ptr<gntshr> make_gntshr(client& c, frame_allocator& fa) {
 
 std::unique_ptr<gnttab> make_gnttab(client& c) {
     std::unique_ptr<emu_gnttab> t(new (std::nothrow) emu_gnttab(c));
-    if (!t || !t->ok()) return nullptr;
     return t;
 }
 
