@@ -261,6 +261,7 @@ struct rx_item {
     uint8_t nring = 0;                   // RX slots it needs (rx_plan::nring; counted in queue::held_slots)
     bool bounced = false;
     bool converting = false;             // a bounce copy is in flight; its job owns the buffers
+    bool complete_csum = false;          // to bounce buffers at once, its checksum completed there (offload.hpp)
     uint32_t held_len = 0;               // counted in queue::held_bytes (len may become 0 on a failed copy)
     uint32_t bounce_bytes = 0;           // charged on src_core's and the queue's bounce quotas (copy.cpp)
     uint8_t tx_slots = 0;                // zero copy: the source's TX slots it holds (queue::held_tx)
@@ -456,6 +457,8 @@ struct conversion {
     uint16_t nbuf = 0;                    // bounce buffers
     uint32_t bounce_bytes = 0;            // charged on src_core's and dq's quotas
     bool failed = false;
+    bool complete_csum = false;           // rx_item::complete_csum
+    bool csum_failed = false;             // complete_checksum could not parse it (dropped, drop_no_csum)
 };
 
 // Why a fallback got no bounce buffers (alloc_bounce).
@@ -604,7 +607,8 @@ struct datapath::impl {
     void switch_batch(worker& w, const std::shared_ptr<queue>& q, int hdr_rc) noexcept;
     void switch_to(worker& w, const std::shared_ptr<queue>& q, tx_packet& p, vif& dv, time_point now) noexcept;
     void enqueue_waiting(worker& w, const std::shared_ptr<queue>& q, tx_packet& p,
-                         const std::shared_ptr<queue>& dq, uint32_t nring, time_point now) noexcept;
+                         const std::shared_ptr<queue>& dq, uint32_t nring, time_point now,
+                         bool csum = false) noexcept;
     void finish_tx_batch(worker& w, const std::shared_ptr<queue>& q) noexcept;
     void put_ref(worker& w, const std::shared_ptr<queue>& src, tx_packet* pkt) noexcept;
     void flush_done(worker& w) noexcept;
@@ -618,6 +622,7 @@ struct datapath::impl {
     void attribute_rx_faults(std::vector<delivery>& dels) noexcept;
     bounce_rc start_conversion(const std::shared_ptr<queue>& dq, rx_item& it, conversion& cv) noexcept;
     void finish_conversions(worker& w, std::vector<conversion>& convs) noexcept;
+    void complete_bounced_checksum(conversion& cv) noexcept;
     void release_bounce(pool::frame* f, uint32_t n) noexcept;
     bounce_rc alloc_bounce(vif_core& src, vif_core& dst, uint32_t len, pool::frame* out, uint32_t& nbuf,
                            uint32_t& charged) noexcept;

@@ -276,6 +276,7 @@ bounce_rc datapath::impl::start_conversion(const std::shared_ptr<queue>& dqp, rx
     cv.nslots = it.nslots;
     cv.nbuf = uint16_t(nbuf);
     cv.bounce_bytes = charged;
+    cv.complete_csum = it.complete_csum;
     std::copy(cv.bounce, cv.bounce + nbuf, it.bounce);
     it.nslots = uint16_t(nbuf);
     it.bounce_bytes = charged;
@@ -290,6 +291,7 @@ bounce_rc datapath::impl::start_conversion(const std::shared_ptr<queue>& dqp, rx
 // gone, the buffers go back); the source's packet reference is dropped.
 void datapath::impl::finish_conversions(worker& w, std::vector<conversion>& convs) noexcept {
     for (conversion& cv : convs) {
+        if (cv.complete_csum && !cv.failed) complete_bounced_checksum(cv);
         bool adopted = false;
         if (cv.dq) {
             std::lock_guard g(cv.dq->rx_lock);
@@ -297,10 +299,16 @@ void datapath::impl::finish_conversions(worker& w, std::vector<conversion>& conv
                 for (uint32_t i = 0; i < cv.dq->count; ++i) {
                     rx_item& it = cv.dq->at(i);
                     if (it.seq != cv.seq || !it.converting) continue;
-                    if (cv.failed) {
-                        // The source's grant went away under us: the frame is
+                    if (cv.failed || cv.csum_failed) {
+                        // The source's grant went away under us (or the
+                        // checksum could not be completed): the frame is
                         // lost; leave a bounced item that the drain drops.
                         it.len = 0;
+                    } else if (cv.complete_csum) {
+                        // Complete now: the frontend gets no checksum flags,
+                        // as Linux's after skb_checksum_help (CHECKSUM_NONE).
+                        it.txflags = 0;
+                        bump(cv.dq->core->ctr.csum_completed);
                     }
                     it.converting = false;
                     it.bounced = true;
@@ -318,12 +326,27 @@ void datapath::impl::finish_conversions(worker& w, std::vector<conversion>& conv
                 ZC_LOG(warn, tag, "vif%u.%u: fallback copy failed", unsigned(cv.src_core->dom), cv.src_core->devid);
         } else {
             bump(cv.src_core->ctr.fallback_copies);
+            if (cv.csum_failed && (adopted || !cv.dq)) bump(cv.src_core->ctr.drop_no_csum);
         }
         if (!adopted) free_bounce(cv.bounce, cv.nbuf, *cv.src_core, *cv.dq->core, cv.bounce_bytes);
         put_ref(w, cv.src, cv.pkt);
         cv.src.reset();
     }
     convs.clear();
+}
+
+// The frame's bytes are in its bounce buffers, packed (add_conversion_segments):
+// complete its checksum there (offload.hpp), outside any lock.
+void datapath::impl::complete_bounced_checksum(conversion& cv) noexcept {
+    pool::pool& bp = *mgr->bounce();
+    const uint32_t bsz = bp.buf_size();
+    uint32_t len = 0;
+    for (uint32_t i = 0; i < cv.nslots; ++i) len += cv.pkt->seg[i].len;
+    frame_piece pieces[max_tx_slots];
+    uint32_t n = 0;
+    for (uint32_t off = 0; off < len && n < cv.nbuf; off += bsz, ++n)
+        pieces[n] = frame_piece{bp.data(cv.bounce[n]), std::min(bsz, len - off)};
+    cv.csum_failed = !complete_checksum(pieces, n);
 }
 
 void datapath::impl::release_bounce(pool::frame* f, uint32_t n) noexcept {

@@ -20,7 +20,7 @@
 // counters on the vif whose event channel it is; direct_frames,
 // direct_bytes and direct_errors on the sender, direct_releases,
 // direct_bad_releases and direct_teardown_completed on the receiver;
-// flood_extra on the sender. Without uplinks and the direct path every
+// flood_extra on the sender; csum_completed on the receiver. Without uplinks and the direct path every
 // frame adds up (docs/ARCHITECTURE.md, "Counters"): sum(tx_packets +
 // flood_extra) == sum(rx_packets + every drop counter but drop_malformed)
 // over the vifs and retired_stats(), once nothing waits in a queue.
@@ -71,7 +71,9 @@
       "direct path: senders' requests completed because this receiver went away before releasing them")  \
     X(queue_moves, "events", false, "times one of this vif's queues moved to another worker (placement)")       \
     X(flood_extra, "frames", false,                                                                             \
-      "extra destinations of flooded frames (a frame switched to k ports counts k-1)")
+      "extra destinations of flooded frames (a frame switched to k ports counts k-1)")                         \
+    X(csum_completed, "frames", false,                                                                          \
+      "checksum-blank frames whose checksum zc-netback completed for this frontend (feature-no-csum-offload)")
 
 namespace zc::netback {
 

@@ -5,6 +5,8 @@ extern "C" {
 #include <xen/io/netif.h>
 }
 
+#include "proto/checksum.hpp"
+
 namespace zc::netback {
 
 namespace {
@@ -80,13 +82,74 @@ offload_verdict check_offload(const uint8_t* hdr, uint32_t hdr_len, uint32_t len
 
 offload_verdict check_destination(const offload_info& f, uint32_t len, uint8_t gso_type,
                                   const vif_params& dst) noexcept {
-    if (f.needs_csum) {
-        if (f.ip_version == 4 && dst.feature_no_csum_offload) return offload_verdict::no_csum;
-        if (f.ip_version == 6 && !dst.feature_ipv6_csum_offload) return offload_verdict::no_csum;
-    }
-    if (gso_type == XEN_NETIF_GSO_TYPE_NONE && dst.mtu && len > dst.mtu + eth_hlen + vlan_hlen)
-        return offload_verdict::over_mtu;
+    const bool gso = gso_type != XEN_NETIF_GSO_TYPE_NONE;
+    if (!gso && dst.mtu && len > dst.mtu + eth_hlen + vlan_hlen) return offload_verdict::over_mtu;
+    if (f.needs_csum && ((f.ip_version == 4 && dst.feature_no_csum_offload) ||
+                         (f.ip_version == 6 && !dst.feature_ipv6_csum_offload)))
+        return gso ? offload_verdict::no_csum : offload_verdict::complete_csum;
     return offload_verdict::ok;
+}
+
+bool complete_checksum(const frame_piece* pc, uint32_t n) noexcept {
+    if (n == 0) return false;
+    uint32_t len = 0; // of the whole frame
+    for (uint32_t i = 0; i < n; ++i) {
+        if (i + 1 < n && pc[i].len % 2) return false; // the sums below need even piece boundaries
+        len += pc[i].len;
+    }
+    uint8_t* const f = pc[0].data;
+    const uint32_t hlen = pc[0].len; // the headers are read from here only
+    uint32_t l3 = eth_hlen;
+    if (hlen < l3) return false;
+    uint16_t type = be16(f + 12);
+    if (type == 0x8100) { // one 802.1Q tag
+        if (hlen < l3 + vlan_hlen) return false;
+        type = be16(f + 16);
+        l3 += vlan_hlen;
+    }
+    uint32_t l4 = 0, l4_len = 0, sum = 0;
+    uint8_t proto = 0;
+    if (type == 0x0800) {
+        if (hlen < l3 + 20) return false;
+        const uint32_t ihl = uint32_t(f[l3] & 0xf) * 4;
+        const uint32_t tot = be16(f + l3 + 2);
+        if (ihl < 20 || tot < ihl || l3 + tot > len) return false;
+        proto = f[l3 + 9];
+        l4 = l3 + ihl;
+        l4_len = tot - ihl;
+        sum = proto::csum_partial(f + l3 + 12, 8); // source and destination addresses
+    } else if (type == 0x86dd) {
+        if (hlen < l3 + 40) return false;
+        const uint32_t plen = be16(f + l3 + 4);
+        proto = f[l3 + 6]; // no extension headers: a guest's TCP/UDP
+        l4 = l3 + 40;
+        l4_len = plen;
+        if (l4 + l4_len > len) return false;
+        sum = proto::csum_partial(f + l3 + 8, 32);
+    } else {
+        return false;
+    }
+    uint32_t field;
+    if (proto == ipproto_tcp) field = 16;
+    else if (proto == ipproto_udp) field = 6;
+    else return false;
+    if (l4_len < field + 2 || l4 + field + 2 > hlen) return false;
+    // proto/checksum.hpp: sums of big-endian words, the checksum in host
+    // order; each piece starts at an even offset of the frame (l4 is even:
+    // 14 or 18 plus a multiple of 4), so the pieces' sums just add up.
+    sum = proto::csum_add(sum, proto);
+    sum = proto::csum_add(sum, l4_len);
+    f[l4 + field] = f[l4 + field + 1] = 0;
+    const uint32_t end = l4 + l4_len;
+    for (uint32_t i = 0, off = 0; i < n && off < end; off += pc[i].len, ++i) {
+        const uint32_t lo = off > l4 ? off : l4, hi = off + pc[i].len < end ? off + pc[i].len : end;
+        if (lo < hi) sum = proto::csum_partial(pc[i].data + (lo - off), hi - lo, sum);
+    }
+    uint16_t c = proto::csum_finish(sum);
+    if (proto == ipproto_udp && c == 0) c = 0xffff;
+    f[l4 + field] = uint8_t(c >> 8);
+    f[l4 + field + 1] = uint8_t(c);
+    return true;
 }
 
 } // namespace zc::netback

@@ -325,10 +325,14 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
         bump(dc.ctr.drop_disabled);
         return;
     }
-    if (const offload_verdict v = check_destination(p.off, p.len, p.gso_type, dc.params); v != offload_verdict::ok) {
+    const offload_verdict v = check_destination(p.off, p.len, p.gso_type, dc.params);
+    if (v == offload_verdict::no_csum || v == offload_verdict::over_mtu) {
         bump(v == offload_verdict::no_csum ? qp->core->ctr.drop_no_csum : qp->core->ctr.drop_mtu);
         return;
     }
+    // A checksum the destination cannot complete: we do, on the frame's
+    // bytes in bounce buffers (offload.hpp, finish_conversions).
+    const bool csum = v == offload_verdict::complete_csum;
     const rx_plan plan = plan_for(p.len, p.gso_type, dc);
     if (!plan.ok) {
         bump(qp->core->ctr.drop_unsupported);
@@ -341,8 +345,8 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
         bump(dc.ctr.drop_disabled);
         return;
     }
-    if (opt.force_bounce || dq->count != 0 || dq->rx.unconsumed() < plan.nring) {
-        enqueue_waiting(w, qp, p, dq, plan.nring, now);
+    if (opt.force_bounce || csum || dq->count != 0 || dq->rx.unconsumed() < plan.nring) {
+        enqueue_waiting(w, qp, p, dq, plan.nring, now, csum);
         return;
     }
     delivery& d = add_delivery(w, dq, qp, p);
@@ -360,9 +364,11 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
 // holds held_tx_slots of its sources' TX slots already:
 // then it moves to bounce buffers at once, or is dropped (counted) when
 // they are over a quota, so that the source keeps slots for its other
-// destinations.
+// destinations. `csum`: its checksum is to be completed, which needs its
+// bytes in bounce buffers: it moves to them at once, or is dropped.
 void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p,
-                                     const std::shared_ptr<queue>& dq, uint32_t nring, time_point now) noexcept {
+                                     const std::shared_ptr<queue>& dq, uint32_t nring, time_point now,
+                                     bool csum) noexcept {
     vif_core& dc = *dq->core;
     if (dq->count >= dq->cap || dq->held_bytes + p.len > opt.rx_queue_bytes ||
         dq->held_slots + nring > rx_queue_slots) {
@@ -388,6 +394,7 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     it.gso_type = p.gso_type;
     it.nring = uint8_t(nring);
     it.held_len = p.len;
+    it.complete_csum = csum;
     it.tx_slots = uint8_t(tx_slots);
     dq->held_bytes += p.len;
     dq->held_slots += nring;
@@ -400,11 +407,11 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     ++dq->nforeign;
     // The double-copy baseline converts at once, and so does a frame over
     // held_tx_slots; otherwise the owner's timers decide (convert_held).
-    if (opt.force_bounce || over) {
+    if (opt.force_bounce || over || csum) {
         conversion& cv = w.tx_convs.emplace_back();
         if (const bounce_rc rc = start_conversion(dq, it, cv); rc != bounce_rc::ok) {
             w.tx_convs.pop_back();
-            if (over) {
+            if (over || csum) {
                 // No bounce buffers for it: it does not wait on the source's
                 // slots either. Taken off the tail again, counted.
                 count_bounce_drop(rc, *qp->core, dc);

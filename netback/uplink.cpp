@@ -258,54 +258,6 @@ void datapath::impl::flush_uplink_tx(worker& w) noexcept {
     w.up_segs.clear();
 }
 
-bool complete_checksum(uint8_t* f, uint32_t len) noexcept {
-    uint32_t l3 = eth_hlen;
-    if (len < l3) return false;
-    uint16_t type = uint16_t(f[12] << 8 | f[13]);
-    if (type == 0x8100) { // one 802.1Q tag
-        if (len < l3 + 4) return false;
-        type = uint16_t(f[16] << 8 | f[17]);
-        l3 += 4;
-    }
-    uint32_t l4 = 0, l4_len = 0, sum = 0;
-    uint8_t proto = 0;
-    if (type == 0x0800) {
-        if (len < l3 + 20) return false;
-        const uint32_t ihl = uint32_t(f[l3] & 0xf) * 4;
-        const uint32_t tot = uint32_t(f[l3 + 2] << 8 | f[l3 + 3]);
-        if (ihl < 20 || tot < ihl || l3 + tot > len) return false;
-        proto = f[l3 + 9];
-        l4 = l3 + ihl;
-        l4_len = tot - ihl;
-        sum = proto::csum_partial(f + l3 + 12, 8); // source and destination addresses
-    } else if (type == 0x86dd) {
-        if (len < l3 + 40) return false;
-        const uint32_t plen = uint32_t(f[l3 + 4] << 8 | f[l3 + 5]);
-        proto = f[l3 + 6]; // no extension headers: a guest's TCP/UDP
-        l4 = l3 + 40;
-        l4_len = plen;
-        if (l4 + l4_len > len) return false;
-        sum = proto::csum_partial(f + l3 + 8, 32);
-    } else {
-        return false;
-    }
-    uint32_t field;
-    if (proto == 6) field = 16;
-    else if (proto == 17) field = 6;
-    else return false;
-    if (l4_len < field + 2) return false;
-    // proto/checksum.hpp: sums of big-endian words, the checksum in host order.
-    sum = proto::csum_add(sum, proto);
-    sum = proto::csum_add(sum, l4_len);
-    f[l4 + field] = f[l4 + field + 1] = 0;
-    sum = proto::csum_partial(f + l4, l4_len, sum);
-    uint16_t c = proto::csum_finish(sum);
-    if (proto == 17 && c == 0) c = 0xffff;
-    f[l4 + field] = uint8_t(c >> 8);
-    f[l4 + field + 1] = uint8_t(c);
-    return true;
-}
-
 // ---------------------------------------------------------------------------
 // Wire -> guest.
 

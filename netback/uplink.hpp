@@ -13,6 +13,7 @@
 
 #include "link/xsk.hpp"
 #include "netback/datapath.hpp"
+#include "netback/offload.hpp" // complete_checksum
 
 namespace zc::netback {
 
@@ -53,12 +54,6 @@ struct uplink {
     }
     ~uplink();
 };
-
-// Complete the L4 checksum of a checksum-blank Ethernet frame in place
-// (TCP or UDP over IPv4 or IPv6, one optional VLAN tag): Linux
-// skb_checksum_help's job for a frame leaving with CHECKSUM_PARTIAL.
-// False when the headers cannot be parsed (the frame is dropped).
-bool complete_checksum(uint8_t* frame, uint32_t len) noexcept;
 
 struct uplink_tx;
 // The headers of one segment of a software-segmented TCP GSO frame, once

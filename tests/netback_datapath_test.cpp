@@ -878,35 +878,6 @@ TEST_F(NetbackDatapath, Item8_ReceiverBadRxGrantIsChargedToReceiver) {
     expect_delivery(*a, *b);
 }
 
-// feature-no-csum-offload (IPv4) and a missing feature-ipv6-csum-offload:
-// a frame whose checksum is still blank is not delivered (counted on the
-// sender); a frame with its checksum done is.
-TEST_F(NetbackDatapath, Item7_ChecksumBlankToNoCsumOffloadFrontendIsDroppedAndCounted) {
-    start();
-    auto* a = guest(1);
-    auto* b = guest(2, false, true, rx_pages, [](netback::vif_params& p) {
-        p.feature_no_csum_offload = true;
-        p.feature_ipv6_csum_offload = false;
-    });
-    ASSERT_TRUE(a && b);
-    for (bool v6 : {false, true}) {
-        auto f = make_frame(b->mac, a->mac, 400, 6);
-        stamp_tcp_headers(f, v6);
-        auto ids = a->send(f, {}, 0, 0, 0, NETTXF_csum_blank | NETTXF_data_validated);
-        std::vector<netif_tx_response> tr;
-        ASSERT_TRUE(a->wait_tx(ids.size(), tr));
-        EXPECT_EQ(tr[0].status, NETIF_RSP_OKAY);
-    }
-    EXPECT_TRUE(eventually([&] { return info(1).stats.drop_no_csum == 2; })) << info(1).stats.drop_no_csum;
-    EXPECT_EQ(info(2).stats.rx_packets, 0u) << "a checksum-blank frame reached a no-csum-offload frontend";
-    auto f = make_frame(b->mac, a->mac, 400, 7);
-    stamp_tcp_headers(f, false);
-    auto ids = a->send(f, {}, 0, 0, 0, NETTXF_data_validated);
-    std::vector<rx_packet> rx;
-    ASSERT_TRUE(b->wait_rx(1, rx));
-    EXPECT_EQ(rx[0].data, f);
-}
-
 // is_skb_forwardable: a non-GSO frame over the receiver's mtu + 18 is not
 // forwarded; a GSO frame is.
 TEST_F(NetbackDatapath, Item7_FrameOverReceiverMtuIsDroppedAndCounted) {
