@@ -309,10 +309,9 @@ result<const domain_view*> client::fetch_view(domid_t d, bool evtchn_only) noexc
     if (d >= max_domains || !alive(d)) return err(-ESRCH);
     uint32_t gen = _registry[d].generation.load(std::memory_order_acquire);
     if (d == _self.dom) return &_self;
-    // seq_cst: ordered after the caller's read_section entry (reap()).
     // A full view serves both; an evtchn-only one only evtchn_view().
-    const kept_view* v = _cur[d].load(std::memory_order_seq_cst);
-    if (v && v->generation == gen) return static_cast<const domain_view*>(v);
+    if (const domain_view* v = cached_view(d, gen)) return v;
+    const kept_view* v = nullptr;
     if (evtchn_only && (v = _ev_cur[d].load(std::memory_order_seq_cst)) && v->generation == gen)
         return static_cast<const domain_view*>(v);
     proto::request r = req(evtchn_only ? proto::op::get_evtchn : proto::op::get_domain, d, 0, 0, 0);

@@ -144,6 +144,14 @@ public:
     // safe; lock-free when the view is cached. -EPERM: `d` is another domain
     // and we are not privileged.
     result<const domain_view*> view(domid_t d) noexcept;
+    // view()'s fast path, inline for the grant-copy path: the cached full
+    // view of `d` (d < max_domains, not ourselves) if it is of generation
+    // `gen`, else nullptr (then ask view()).
+    const domain_view* cached_view(domid_t d, uint32_t gen) const noexcept {
+        // seq_cst: ordered after the caller's read_section entry (reap()).
+        const kept_view* v = _cur[d].load(std::memory_order_seq_cst);
+        return v && v->generation == gen ? v : nullptr;
+    }
     // A view with at least `d`'s event-channel tables (bindings, bitmaps),
     // which any domain may have. Same lifetime rules as view().
     result<const domain_view*> evtchn_view(domid_t d) noexcept;

@@ -510,12 +510,15 @@ const domain_view* emu_gnttab::lookup(domid_t d, int16_t* st) noexcept {
     const registry_slot& slot = _c.registry()[d];
     // Xen rcu_lock_domain_by_id(): a dying domain takes no new maps or copies.
     if (slot.state.load(std::memory_order_acquire) != dom_alive) return nullptr;
-    if (d != _self && _unprivileged.load(std::memory_order_relaxed)) {
+    if (d == _self) return &_c.self_view();
+    if (const domain_view* v = _c.cached_view(d, slot.generation.load(std::memory_order_acquire))) return v;
+    if (_unprivileged.load(std::memory_order_relaxed)) {
         *st = GNTST_permission_denied;
         return nullptr;
     }
-    // Cached by the client (two atomic loads); valid for the caller's
-    // read section (client.hpp, "Lifetime of the views").
+    // First use of the domain, or a new domain behind the domid. Both
+    // views stay valid for the caller's read section (client.hpp,
+    // "Lifetime of the views").
     auto r = _c.view(d);
     if (!r) {
         if (r.error() == -EPERM) {
