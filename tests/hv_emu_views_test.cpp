@@ -11,11 +11,13 @@
 #include <cstring>
 #include <dirent.h>
 #include <fstream>
+#include <future>
 #include <string>
 #include <thread>
 
 #include "emu_host.hpp"
 #include "hv/emu/client.hpp"
+#include "hv/emu/grant.hpp"
 
 using namespace zc;
 using hv::gref_t;
@@ -189,6 +191,55 @@ TEST_F(EmuViews, MappingHoldsTheViewOfADeadGuest) {
     EXPECT_EQ(cli->stats().retired, 0u) << "freed by the unmap";
     EXPECT_EQ((*v2)->dom, guest) << "the new guest's view is untouched";
     EXPECT_TRUE(cli->alive(guest));
+}
+
+// A copy in flight when its granter dies and a new domain takes the domid:
+// the copier found the old view, and another thread (here the test) fetches
+// the new one, which retires the old. The old view must outlive the copy
+// (its memory is read, its active table written by the release), and be
+// freed as soon as the copy's read section closes. Without the read
+// section, the fetch unmapped the old view under the copy (SIGSEGV).
+TEST_F(EmuViews, ViewInUseByACopyIsNotFreedUnderIt) {
+    auto g = host.domain(guest);
+    ASSERT_TRUE(g);
+    auto shr = g->open_gntshr();
+    ASSERT_TRUE(shr);
+    auto pages = (*shr)->share(0, 1, false);
+    ASSERT_TRUE(pages);
+    std::memset(pages->addr, 0x5a, 128);
+    struct gate {
+        std::promise<void> in_copy, go;
+        std::shared_future<void> go_f = go.get_future().share();
+    } gt;
+    hv::emu::test_hooks::set_copy_hook(
+        [](void* arg) noexcept {
+            auto* p = static_cast<gate*>(arg);
+            p->in_copy.set_value();
+            (void)p->go_f.wait_for(std::chrono::seconds(20));
+        },
+        &gt);
+    uint8_t buf[128] = {};
+    hv::copy_segment s{};
+    s.source.foreign = {pages->refs[0], 0, guest};
+    s.dest.virt = buf;
+    s.len = sizeof buf;
+    s.flags = GNTCOPY_source_gref;
+    auto copier = std::async(std::launch::async, [&] { return tab->copy(&s, 1); });
+    ASSERT_EQ(gt.in_copy.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    hv::emu::test_hooks::set_copy_hook(nullptr, nullptr); // this copy only
+    shr->reset();
+    g.reset();
+    wait_dead(guest);
+    auto g2 = host.domain(guest);
+    ASSERT_TRUE(g2);
+    ASSERT_TRUE(cli->view(guest)); // the new generation: the old view is retired
+    EXPECT_EQ(cli->stats().retired, 1u) << "retired, not freed: a copy is using it";
+    gt.go.set_value();
+    EXPECT_EQ(copier.get(), 0);
+    EXPECT_EQ(s.status, GNTST_okay);
+    EXPECT_EQ(buf[127], 0x5a);
+    EXPECT_EQ(cli->stats().retired, 0u) << "freed when the copy's read section closed";
+    EXPECT_EQ(cli->stats().current, 1u);
 }
 
 // Copies and notifications from another thread while the granter dies and
