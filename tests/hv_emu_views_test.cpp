@@ -162,6 +162,33 @@ TEST_F(EmuViews, RecreatedGuestLeavesNoFdsOrMappings) {
     }
 }
 
+// A guest that lives on while its frontend restarts (a new event-channel
+// handle each time, as a netfront reloaded in a new process of the domain
+// has): dom0 notifies it each time, then both sides close. dom0 keeps no
+// eventfd per dead handle: a handle no port of the guest is bound to any
+// more is let go by the next sweep (dom0's unbind).
+TEST_F(EmuViews, ClosedHandlesOfALiveGuestLeaveNoEventfds) {
+    auto g = host.domain(guest);
+    ASSERT_TRUE(g);
+    const int fds0 = open_fds();
+    for (int round = 0; round < 10; ++round) {
+        SCOPED_TRACE("round " + std::to_string(round));
+        auto gev = g->open_evtchn();
+        ASSERT_TRUE(gev);
+        auto gport = (*gev)->bind_unbound(0);
+        ASSERT_TRUE(gport);
+        auto port = ev->bind_interdomain(guest, *gport);
+        ASSERT_TRUE(port);
+        EXPECT_EQ(ev->notify(*port), 0);
+        EXPECT_TRUE(test::readable((*gev)->fd(), 5000)) << "the guest got the event";
+        gev->reset(); // the frontend's process goes: its handle and ports
+        EXPECT_EQ(ev->unbind(*port), 0);
+        EXPECT_EQ(cli->stats().handle_fds, 0u);
+        EXPECT_EQ(settle(open_fds, fds0), fds0);
+    }
+    EXPECT_EQ(cli->stats().current, 1u) << "the live guest's view stays";
+}
+
 // A view in use is not freed under its user: a mapping of a dead guest's
 // grant keeps the view (the unpin writes its active table) until unmapped,
 // and a re-created guest gets a fresh view meanwhile.

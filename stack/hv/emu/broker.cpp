@@ -102,6 +102,7 @@ struct domain {
     uint32_t nr_grefs = 0;
     int fds[proto::n_domain_fds - 1] = {-1, -1, -1, -1, -1}; // mem..bitmaps
     evtchn_binding* bindings = nullptr; // broker's writable view
+    evtchn_bitmaps* bitmaps = nullptr;  // to clear a freed port's bits (close_port)
     domain_view grants;                 // gnttab + active only, to release a dead mapper's pins
     std::vector<int> handle_fds;        // index = handle id; -1 = closed
     std::vector<int> conns;             // connections that hold the domain alive
@@ -138,6 +139,8 @@ struct domain {
             }
         if (bindings) ::munmap(bindings, bindings_memfd_bytes);
         bindings = nullptr;
+        if (bitmaps) ::munmap(bitmaps, sizeof(evtchn_bitmaps));
+        bitmaps = nullptr;
         if (grants.gnttab) ::munmap(grants.gnttab, size_t(nr_grefs) * sizeof(grant_entry_v1_t));
         if (grants.active) ::munmap(grants.active, size_t(nr_grefs) * sizeof(active_entry));
         grants = domain_view{};
@@ -384,6 +387,14 @@ void broker::impl::close_port(domain& d, evtchn_port_t p) noexcept {
     b.remote_port = 0;
     b.handle = 0;
     b.state.store(ecs_free, std::memory_order_release);
+    // Xen's free_evtchn(): "Clear pending event to avoid unexpected behavior
+    // on re-bind"; and the mask, which a Linux guest's bind clears (its irq
+    // startup unmasks), as our own unbind does (evtchn.cpp). Else a port
+    // freed with its bit set (a handle closed before it took its event)
+    // stays pending for the next binding, whose notifiers then never kick.
+    const uint64_t bit = uint64_t(1) << (p % 64);
+    d.bitmaps->pending[p / 64].fetch_and(~bit);
+    d.bitmaps->mask[p / 64].fetch_and(~bit);
 }
 
 void broker::impl::destroy_domain(domid_t id) noexcept {
@@ -499,6 +510,8 @@ int broker::impl::op_hello(conn& c, const proto::request& r, proto::reply_header
         if ((e = make_memfd(pfx + "-evtbits", sizeof(evtchn_bitmaps))) < 0) return d.close_all(), e;
         d.fds[proto::fd_bitmaps] = e;
         if ((e = seal_size(e)) < 0) return d.close_all(), e;
+        d.bitmaps = static_cast<evtchn_bitmaps*>(map_fd(d.fds[proto::fd_bitmaps], sizeof(evtchn_bitmaps)));
+        if (!d.bitmaps) return d.close_all(), -ENOMEM;
         d.xs_path = opts.dir + "/xs/dom" + std::to_string(id) + ".sock";
         int rc = xs.add_domain(id, d.xs_path, id == 0 ? "Domain-0" : "dom" + std::to_string(id));
         if (rc < 0) return d.close_all(), rc;

@@ -106,6 +106,8 @@ public:
     //   - the domain is dead or a new domain took its domid,
     //   - no grant mapping holds the view (hold/unhold), and
     //   - no read section that began before the view was retired is open.
+    // The eventfd of a live domain's handle goes, by the same rule, once no
+    // port of that domain is bound to the handle any more.
     // A view pointer may thus be used: inside a read_section; or while held;
     // or, outside both, while its domain stays alive (tests).
     class read_section {
@@ -253,8 +255,9 @@ private:
     std::vector<std::unique_ptr<kept_view>> _retired; // out of them, not yet freed
     // (generation << 32 | dom << 16 | handle) -> fd. The generation is part
     // of the key: a re-created domain reuses its domid and its handle
-    // numbers, and its events must reach its new handles. A dead
-    // generation's fds are closed by reap(), as its views are freed.
+    // numbers, and its events must reach its new handles. reap() closes a
+    // dead generation's fds, and those of handles no port is bound to any
+    // more (a closed handle of a live domain).
     std::unordered_map<uint64_t, int> _handle_fds;
 };
 

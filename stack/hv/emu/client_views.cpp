@@ -17,9 +17,12 @@
 //     the reader does not see the view.
 //   - when the reap finds a section open, the last section to close reaps
 //     (read_section's destructor), so nothing waits and nothing is left.
-// A dead generation's handle eventfds are closed by the same reap: they
-// are used only inside read sections (notify).
+// A dead generation's handle eventfds, and those of a live domain's handles
+// that no port is bound to any more, are closed by the same reap: they are
+// used only inside read sections (notify).
 #include <algorithm>
+#include <unordered_map>
+#include <vector>
 #include <unistd.h>
 
 #include "hv/emu/client.hpp"
@@ -81,16 +84,11 @@ void client::retire_locked(size_t i) noexcept {
 
 void client::sweep() noexcept {
     std::lock_guard<std::mutex> g(_views_lock);
-    bool any = false;
     for (size_t i = 0; i < _live.size();) {
-        if (current(*_live[i])) {
-            ++i;
-        } else {
-            retire_locked(i);
-            any = true;
-        }
+        if (current(*_live[i])) ++i;
+        else retire_locked(i);
     }
-    if (any || !_retired.empty()) reap_locked();
+    reap_locked();
 }
 
 void client::reap() noexcept {
@@ -110,16 +108,32 @@ void client::reap_locked() noexcept {
         unmap_view(*v);
         return true;
     });
-    // Handle eventfds of generations that are no longer the live one.
-    std::erase_if(_handle_fds, [this](const auto& kv) {
+    // Handle eventfds of generations that are no longer the live one, and
+    // of a live domain's handles that no port of it is bound to any more
+    // (the process that had it closed it: a frontend restarted in a new
+    // process). A notify that needs one again asks the broker.
+    std::unordered_map<domid_t, std::vector<bool>> bound; // handles with a port, per domain
+    std::erase_if(_handle_fds, [&](const auto& kv) {
         const auto gen = uint32_t(kv.first >> 32);
         const auto dom = domid_t((kv.first >> 16) & 0xFFFF);
+        const auto handle = uint16_t(kv.first & 0xFFFF);
         const registry_slot& s = _registry[dom];
-        if (s.state.load(std::memory_order_acquire) == dom_alive &&
-            s.generation.load(std::memory_order_acquire) == gen)
-            return false;
-        ::close(kv.second);
-        return true;
+        bool keep = s.state.load(std::memory_order_acquire) == dom_alive &&
+                    s.generation.load(std::memory_order_acquire) == gen;
+        if (keep) {
+            const kept_view* v = _cur[dom].load(std::memory_order_relaxed);
+            if (!v || v->generation != gen) v = _ev_cur[dom].load(std::memory_order_relaxed);
+            auto [it, fresh] = bound.try_emplace(dom);
+            if (fresh && v && v->generation == gen && v->bindings) {
+                it->second.assign(0x10000, false);
+                for (evtchn_port_t p = 1; p < max_evtchn_ports; ++p)
+                    if (v->bindings[p].state.load(std::memory_order_acquire) != ecs_free)
+                        it->second[v->bindings[p].handle] = true;
+            }
+            keep = it->second.empty() || it->second[handle]; // no view: cannot tell, keep
+        }
+        if (!keep) ::close(kv.second);
+        return !keep;
     });
 }
 
