@@ -23,6 +23,28 @@ constexpr uint32_t direct_rx_slots = 3; // the headers, rx_grant, rx_desc
 
 uint16_t cookie_of(uint32_t idx, uint16_t gen) noexcept { return uint16_t((gen << direct_cookie_bits) | idx); }
 
+// Under d.lock: the outstanding count of sender `s` (a new entry at 0).
+uint32_t& sender_count(direct_rx& d, const void* s) noexcept {
+    auto& v = d.per_sender;
+    if (!v.empty() && v.back().first == s) return v.back().second;
+    for (auto& e : v)
+        if (e.first == s) return e.second;
+    return v.emplace_back(s, 0).second;
+}
+
+// Under d.lock: one of sender `s`'s descriptors is no longer outstanding.
+void sender_done(direct_rx& d, const void* s) noexcept {
+    auto& v = d.per_sender;
+    for (size_t i = v.size(); i-- > 0;) {
+        if (v[i].first != s) continue;
+        if (--v[i].second == 0) {
+            v[i] = v.back();
+            v.pop_back();
+        }
+        return;
+    }
+}
+
 // Under d.lock: the entry `cookie` names, if it is outstanding, leaves the
 // table; its sender's queue and packet go to `out`.
 bool take_locked(direct_rx& d, uint16_t cookie, packet_refs& out) noexcept {
@@ -33,7 +55,7 @@ bool take_locked(direct_rx& d, uint16_t cookie, packet_refs& out) noexcept {
     e.src.reset();
     e.pkt = nullptr;
     e.gen = uint16_t((e.gen + 1) & gen_mask);
-    if (auto it = d.per_sender.find(e.sender); it != d.per_sender.end() && --it->second == 0) d.per_sender.erase(it);
+    sender_done(d, e.sender);
     e.sender = nullptr;
     d.free.push_back(uint16_t(idx));
     d.outstanding.fetch_sub(1, std::memory_order_relaxed);
@@ -62,6 +84,7 @@ int datapath::impl::attach_direct(vif_core& c, std::string* why) noexcept {
         return -EINVAL;
     }
     d->free.reserve(direct_cookies);
+    d->per_sender.reserve(16);
     for (uint32_t i = direct_cookies; i-- > 0;) d->free.push_back(uint16_t(i));
     c.direct = std::move(d);
     return 0;
@@ -71,7 +94,10 @@ int datapath::impl::attach_direct(vif_core& c, std::string* why) noexcept {
 // one destination its headers switch to, if that is the domain the payload
 // is granted to and it is on the direct path and ready; otherwise answer
 // NETIF_RSP_ERROR (the sender sends it again on the ordinary path).
-bool datapath::impl::direct_to(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p, time_point) noexcept {
+// True when it was delivered (its delivery borrows the batch's reference;
+// the cookie holds one of its own until released).
+bool datapath::impl::direct_to(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p, time_point,
+                               rx_hold& h) noexcept {
     vif_core& sc = *qp->core;
     const char* why = nullptr;
     vif* dv = w.dests.size() == 1 && !w.dests[0]->up ? w.dests[0].get() : nullptr;
@@ -89,11 +115,12 @@ bool datapath::impl::direct_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
     else if (check_destination(p.off, p.len, p.gso_type, dc->params) != offload_verdict::ok)
         why = "the destination does not accept the frame (mtu, checksum)";
     uint16_t cookie = 0;
+    h.release(); // the table's lock is never held with a queue's
     if (!why && !direct_hold(*dc, qp, p, cookie)) why = "too many descriptors outstanding at the destination";
     if (!why) {
         const std::shared_ptr<queue>& dq = dv->queues[qp->index % dv->queues.size()];
         {
-            std::lock_guard g(dq->rx_lock);
+            h.take(*dq);
             // Behind waiting frames it would overtake them: refused, the
             // sender's copy goes behind them.
             if (!dq->rx_dead && !dq->stalled && dq->count == 0 && dq->rx.unconsumed() >= direct_rx_slots) {
@@ -110,6 +137,7 @@ bool datapath::impl::direct_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
                 reserve_rx(d, *dq, plan);
                 return true;
             }
+            h.release();
         }
         direct_cancel(w, *dc, cookie);
         why = "the destination has no RX slots free or frames waiting";
@@ -122,15 +150,15 @@ bool datapath::impl::direct_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
     return false;
 }
 
-// A cookie of `dc` for packet `p` (one more reference on it). False when
-// `dc` is going away, the sender is, or the per-sender bound is reached.
+// A cookie of `dc` for packet `p` (its entry holds one reference). False
+// when `dc` is going away, the sender is, or the per-sender bound is reached.
 bool datapath::impl::direct_hold(vif_core& dc, const std::shared_ptr<queue>& qp, tx_packet& p,
                                  uint16_t& cookie) noexcept {
     direct_rx& d = *dc.direct;
     std::lock_guard g(d.lock);
     if (d.dead || d.free.empty() || qp->core->removed.load(std::memory_order_relaxed)) return false;
-    uint32_t& n = d.per_sender[qp->core.get()];
-    if (n >= opt.direct_per_peer) return false;
+    uint32_t& n = sender_count(d, qp->core.get());
+    if (n >= opt.direct_per_peer) return false; // n >= 1 (direct_per_peer >= 1): kept in the list
     const uint16_t idx = d.free.back();
     d.free.pop_back();
     direct_entry& e = d.e[idx];
@@ -139,6 +167,8 @@ bool datapath::impl::direct_hold(vif_core& dc, const std::shared_ptr<queue>& qp,
     e.sender = qp->core.get();
     ++n;
     d.outstanding.fetch_add(1, std::memory_order_relaxed);
+    // The entry's own reference from the start: a receiver may put a cookie
+    // it guessed on its release ring before the descriptor is out.
     p.refs.fetch_add(1, std::memory_order_relaxed);
     cookie = cookie_of(idx, e.gen);
     return true;
@@ -171,8 +201,7 @@ void datapath::impl::add_direct_segments(worker& w, delivery& d, uint32_t di) no
     c.len = d.pkt->hdr_len;
     w.copy_segs.push_back(c);
     w.seg_own.push_back({int32_t(di), -1, 0});
-    d.slot_len[0] = d.pkt->hdr_len;
-    bump(d.src_core->ctr.grant_copy_segments);
+    d.slot_len[0] = d.pkt->hdr_len; // counted in grant_copy_segments by add_delivery_segments
 }
 
 // rx.cpp, under dq's rx_lock: the headers' response, then rx_grant and
