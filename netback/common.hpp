@@ -418,7 +418,7 @@ uint32_t needed_of(const rx_item& it, const vif_core& dc, rx_plan* out = nullptr
 
 // Where the frame for one delivery comes from and goes to.
 //
-// A delivery made by a TX batch (switch_to, direct_to) borrows: its queues
+// A delivery made by a TX batch (switch_to, direct_run) borrows: its queues
 // and vif are kept alive by the batch (the source queue by the caller of
 // process_tx, the destinations by worker::batch_vifs) and the packet by the
 // batch's own reference, which is dropped only after copy_and_publish
@@ -525,6 +525,10 @@ struct worker {
     // deliveries borrow their queues (see delivery) until finish_tx_batch.
     std::vector<std::shared_ptr<vif>> batch_vifs;
     std::vector<std::shared_ptr<queue>> touched;
+    // switch_batch: direct-path requests in a row with the same destinations
+    // (direct.cpp direct_run), and their cookies.
+    std::vector<tx_packet*> direct_pend;
+    std::vector<uint16_t> direct_cookie_buf;
     std::vector<hv::copy_segment> copy_segs;
     struct seg_owner {
         int32_t del;   // >= 0: delivery index
@@ -667,6 +671,7 @@ struct datapath::impl {
                          const std::shared_ptr<queue>& dq, uint32_t nring, time_point now) noexcept;
     void finish_tx_batch(worker& w, const std::shared_ptr<queue>& q) noexcept;
     void put_ref(worker& w, const std::shared_ptr<queue>& src, tx_packet* pkt) noexcept;
+    void put_ref(worker& w, std::shared_ptr<queue>&& src, tx_packet* pkt) noexcept;
     void flush_done(worker& w) noexcept;
     void complete_tx(worker& w, queue& q, tx_packet* const* pkts, uint32_t n) noexcept;
 
@@ -702,9 +707,10 @@ struct datapath::impl {
     void discard_held(queue& dq, rx_item& it, packet_refs& refs) noexcept;
 
     // ---- direct.cpp: the direct path (ring/zc_direct.hpp) ----
-    bool direct_to(worker& w, const std::shared_ptr<queue>& q, tx_packet& p, time_point now, rx_hold& h) noexcept;
-    bool direct_hold(vif_core& dc, const std::shared_ptr<queue>& q, tx_packet& p, uint16_t& cookie) noexcept;
-    void direct_cancel(worker& w, vif_core& dc, uint16_t cookie) noexcept;
+    void direct_run(worker& w, const std::shared_ptr<queue>& q, rx_hold& h) noexcept;
+    size_t direct_hold(vif_core& dc, const std::shared_ptr<queue>& q, tx_packet* const* pkts, size_t n,
+                       uint16_t* cookies) noexcept;
+    void direct_cancel(worker& w, vif_core& dc, const uint16_t* cookies, uint32_t n) noexcept;
     void add_direct_segments(worker& w, delivery& d, uint32_t di) noexcept;
     void write_direct_responses(queue& dq, delivery& d, rx_tally& t) noexcept;
     bool releases_pending(queue& q) noexcept;

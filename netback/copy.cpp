@@ -65,6 +65,23 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
     // frame in the skb's linear area), and the grant copy needs no source
     // grant. What the switch decided on is then exactly what is delivered.
     tx_packet* small = !d.bounced && d.pkt->nslots == 1 && d.pkt->hdr_len == d.pkt->len ? d.pkt : nullptr;
+    if (small && d.nring == 1 && small->len != 0) {
+        // The common small frame: one segment into the first RX slot.
+        d.slot_len[0] = uint16_t(small->len);
+        d.slot_status[0] = GNTST_okay;
+        hv::copy_segment& c = w.copy_segs.emplace_back();
+        c.source.virt = small->hdr;
+        c.dest.foreign.ref = d.req[0].gref;
+        c.dest.foreign.offset = 0;
+        c.dest.foreign.domid = ddom;
+        c.len = uint16_t(small->len);
+        c.flags = GNTCOPY_dest_gref;
+        c.status = GNTST_okay;
+        w.seg_own.push_back({int32_t(di), -1, 0});
+        ++tally.hdr_payload;
+        ++tally.segs;
+        return;
+    }
     auto add = [&](const pool::frame& s, uint32_t s_off, uint32_t j, uint32_t d_off, uint32_t len) {
         hv::copy_segment c{};
         if (small) {

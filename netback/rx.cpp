@@ -118,7 +118,7 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
     if (notify) notify_frontend(dq, true);
     for (size_t k = begin; k < end; ++k) {
         delivery& d = dels[order[k]];
-        if (d.direct_failed) direct_cancel(w, *dq.core, d.cookie); // its descriptor was not delivered
+        if (d.direct_failed) direct_cancel(w, *dq.core, &d.cookie, 1); // its descriptor was not delivered
         if (d.bounced) {
             free_bounce(d.seg, d.nslots, *d.src_core, *dq.core, d.bounce_bytes);
         } else if (d.owns_ref) {

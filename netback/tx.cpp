@@ -288,6 +288,7 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
             have_dests = false;
         }
         if (!(have_dests && std::memcmp(dst, looked_up, 6) == 0)) {
+            if (!w.direct_pend.empty()) direct_run(w, qp, hold); // to the destinations it was switched to
             hold.release();
             // Deliveries made so far borrow these vifs' queues until the
             // batch is published.
@@ -297,9 +298,10 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
             have_dests = true;
         }
         if (p.direct) {
-            direct_to(w, qp, p, now, hold); // direct.cpp
+            w.direct_pend.push_back(&p); // direct.cpp direct_run, in order with the rest
             continue;
         }
+        if (!w.direct_pend.empty()) direct_run(w, qp, hold);
         for (auto& dv : w.dests) switch_to(w, qp, p, *dv, now, hold);
         if (w.dests.size() > 1) bump(core.ctr.flood_extra, w.dests.size() - 1);
         if (w.dests.empty()) {
@@ -312,6 +314,7 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
                        src[1], src[2], src[3], src[4], src[5], p.len, unsigned(p.nslots), unsigned(p.hdr_len));
         }
     }
+    if (!w.direct_pend.empty()) direct_run(w, qp, hold);
     bump(core.ctr.tx_packets, packets);
     bump(core.ctr.tx_bytes, bytes);
     bump(core.ctr.tx_slots, slots);
@@ -479,6 +482,12 @@ void datapath::impl::put_ref(worker& w, const std::shared_ptr<queue>& src, tx_pa
     if (!pkt || !src) return;
     if (!drop_ref(*pkt)) return;
     w.done.emplace_back(src, pkt);
+}
+
+void datapath::impl::put_ref(worker& w, std::shared_ptr<queue>&& src, tx_packet* pkt) noexcept {
+    if (!pkt || !src) return;
+    if (!drop_ref(*pkt)) return;
+    w.done.emplace_back(std::move(src), pkt);
 }
 
 void datapath::impl::flush_done(worker& w) noexcept {
