@@ -11,6 +11,14 @@
 // the machine).
 //
 //   build/release/bench/bench_netback_direct --benchmark_min_time=2
+//
+// ZCNET_BENCH_ITERATIONS=N runs every case for exactly N batches of 64
+// frames (Google Benchmark 1.7 has no --benchmark_min_time=Nx): a fixed
+// frame count, so that instruction counts under callgrind are comparable
+// between builds (bench/PROFILE.md):
+//
+//   ZCNET_BENCH_ITERATIONS=2000 valgrind --tool=callgrind --separate-threads=yes
+//       build/release/bench/bench_netback_direct --benchmark_filter=BM_vm_to_vm/0/64
 #include <benchmark/benchmark.h>
 
 #include <dirent.h>
@@ -18,6 +26,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <set>
@@ -245,8 +254,17 @@ void BM_vm_to_vm(benchmark::State& st) {
     st.counters["nb_copy_bytes_per_frame"] =
         frames ? double(r.dp->hv_counters().copy_bytes - copy0) / double(frames) : 0;
 }
-BENCHMARK(BM_vm_to_vm)->ArgsProduct({{0, 1}, {64, 1500}})->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 } // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    auto* b = benchmark::RegisterBenchmark("BM_vm_to_vm", BM_vm_to_vm);
+    b->ArgsProduct({{0, 1}, {64, 1500}})->UseRealTime()->Unit(benchmark::kMicrosecond);
+    if (const char* n = std::getenv("ZCNET_BENCH_ITERATIONS"); n && std::atoll(n) > 0)
+        b->Iterations(benchmark::IterationCount(std::atoll(n)));
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

@@ -164,7 +164,9 @@ struct direct_rx {
     bool dead = false; // the vif is being removed: no new cookies
     direct_entry e[direct_cookies];
     std::vector<uint16_t> free;                  // free entry indices
-    std::map<const void*, uint32_t> per_sender;  // outstanding per sending vif
+    // Outstanding per sending vif with any: a flat list (a receiver has few
+    // senders at a time; at most direct_cookies), scanned from the last used.
+    std::vector<std::pair<const void*, uint32_t>> per_sender;
     std::atomic<uint32_t> outstanding{0};        // gauge (vif_info)
 };
 
@@ -315,6 +317,10 @@ struct queue {
     time_point last_rx{};
     std::unique_ptr<rx_item[]> items; // circular, `cap` entries
     uint32_t cap = 0, head = 0, count = 0, nforeign = 0;
+    // count != 0 or stalled, written under rx_lock (note_waiting): a queue
+    // with nothing waiting has no RX timer to run, so poll_timeout skips it
+    // when every queue's timers are re-armed (worker::rearm_all).
+    std::atomic<bool> waiting{false};
     uint64_t held_bytes = 0;   // bytes of the waiting frames (datapath_options::rx_queue_bytes)
     uint32_t held_slots = 0;   // RX slots they need (rx_queue_slots)
     uint32_t held_tx = 0;      // TX slots of the sources their zero-copy frames hold (datapath_options::held_tx_slots)
@@ -332,7 +338,9 @@ struct queue {
         it = rx_item{};
         head = (head + 1) % cap;
         --count;
+        note_waiting();
     }
+    void note_waiting() noexcept { waiting.store(count != 0 || stalled, std::memory_order_relaxed); }
     // Under rx_lock: a zero-copy item no longer holds its source's slots
     // (delivered, converted or dropped).
     void unpin(rx_item& it) noexcept {
@@ -410,15 +418,28 @@ rx_plan plan_for(uint32_t len, uint8_t gso_type, const vif_core& dst);
 uint32_t needed_of(const rx_item& it, const vif_core& dc, rx_plan* out = nullptr);
 
 // Where the frame for one delivery comes from and goes to.
+//
+// A delivery made by a TX batch (switch_to, direct_run) borrows: its queues
+// and vif are kept alive by the batch (the source queue by the caller of
+// process_tx, the destinations by worker::batch_vifs) and the packet by the
+// batch's own reference, which is dropped only after copy_and_publish
+// (finish_tx_batch). No shared_ptr copy and no reference count per frame:
+// those atomics were a measurable part of the per-frame cost at 64 bytes
+// (bench/PROFILE.md). A delivery of a waiting frame (take_rx_items) owns
+// what the rx_item owned: `src_hold`, `core_hold` and, when `owns_ref`, one
+// of pkt's references; its destination is kept alive by drain_rx's caller.
 struct delivery {
     // Constructed once per frame: only what every path reads is initialised
     // (value-initialising its kilobyte was a measurable part of the per-frame
     // cost at 64 bytes); the arrays are written before they are read.
     delivery() noexcept {}
-    std::shared_ptr<queue> dq;
-    std::shared_ptr<queue> src;           // foreign: owner of pkt
-    tx_packet* pkt = nullptr;             // foreign: holds one ref; its seg[] are the slots
-    std::shared_ptr<vif_core> src_core;
+    queue* dq = nullptr;
+    queue* src = nullptr;                 // foreign: owner of pkt
+    tx_packet* pkt = nullptr;             // foreign: its seg[] are the slots
+    vif_core* src_core = nullptr;
+    bool owns_ref = false;                // holds one of pkt's references (a waiting frame's)
+    std::shared_ptr<queue> src_hold;      // a waiting frame's: keeps src alive
+    std::shared_ptr<vif_core> core_hold;  // a waiting frame's: keeps src_core alive
     union {                               // left uninitialised by the constructor
         pool::frame seg[max_tx_slots];    // bounced: owned local frames (written when bounced is set)
     };
@@ -503,7 +524,14 @@ struct worker {
     std::vector<delivery> tx_dels;
     std::vector<conversion> tx_convs;
     std::vector<std::shared_ptr<vif>> dests;
+    // The destinations of earlier lookups of this TX batch: the batch's
+    // deliveries borrow their queues (see delivery) until finish_tx_batch.
+    std::vector<std::shared_ptr<vif>> batch_vifs;
     std::vector<std::shared_ptr<queue>> touched;
+    // switch_batch: direct-path requests in a row with the same destinations
+    // (direct.cpp direct_run), and their cookies.
+    std::vector<tx_packet*> direct_pend;
+    std::vector<uint16_t> direct_cookie_buf;
     std::vector<hv::copy_segment> copy_segs;
     struct seg_owner {
         int32_t del;   // >= 0: delivery index
@@ -511,7 +539,13 @@ struct worker {
         uint8_t slot;  // delivery: RX ring slot (relative)
     };
     std::vector<seg_owner> seg_own;
-    std::vector<vif_core*> cores;
+    // The sending vifs of a copy pass, with their segment counts: counted
+    // once per pass (copy_and_publish), not per delivery.
+    struct core_tally {
+        vif_core* core;
+        uint64_t segs, vm_to_vm, hdr_payload;
+    };
+    std::vector<core_tally> cores;
     std::vector<uint32_t> order; // publish / flush_done: grouping by queue
     std::vector<tx_packet*> done_batch;
     // uplink.cpp: guest frames to uplinks in this TX batch, and their copies.
@@ -553,17 +587,46 @@ inline void kick_owner(queue& q, const worker* self) noexcept {
     if (o && o != self) o->kick();
 }
 
-// Appends to w's TX batch a delivery of p (taking one of its references)
-// from its source queue `src` to `dq`, with the packet's length and flags;
+// Drops one reference of p; true when it was the last (the caller then
+// completes p). The holder of the only reference needs no atomic write: no
+// one else can take one (references are only ever taken by a holder).
+inline bool drop_ref(tx_packet& p) noexcept {
+    return p.refs.load(std::memory_order_acquire) == 1 || p.refs.fetch_sub(1, std::memory_order_acq_rel) == 1;
+}
+
+// switch_batch holds the rx_lock of one destination queue across a run of
+// frames to it (a batch is almost always one flow), not once per frame.
+// Released before anything that takes another lock (the switch's, a
+// direct-path table, an uplink) and at the end of the batch, so that a
+// thread still holds at most one queue lock ("Threads and locks").
+struct rx_hold {
+    queue* q = nullptr;
+    rx_hold() = default;
+    rx_hold(const rx_hold&) = delete;
+    rx_hold& operator=(const rx_hold&) = delete;
+    ~rx_hold() { release(); }
+    void take(queue& dq) noexcept {
+        if (q == &dq) return;
+        release();
+        dq.rx_lock.lock();
+        q = &dq;
+    }
+    void release() noexcept {
+        if (q) q->rx_lock.unlock();
+        q = nullptr;
+    }
+};
+
+// Appends to w's TX batch a delivery of p (borrowing the batch's reference
+// and queues, see delivery) from its source queue `src` to `dq`, with the packet's length and flags;
 // the caller sets the slot count, the GSO fields and reserves the RX slots.
 inline delivery& add_delivery(worker& w, const std::shared_ptr<queue>& dq, const std::shared_ptr<queue>& src,
                               tx_packet& p) noexcept {
     delivery& d = w.tx_dels.emplace_back();
-    d.dq = dq;
-    d.src = src;
-    d.pkt = &p;
-    p.refs.fetch_add(1, std::memory_order_relaxed);
-    d.src_core = src->core;
+    d.dq = dq.get();
+    d.src = src.get();
+    d.pkt = &p; // borrows the batch's reference (see delivery)
+    d.src_core = src->core.get();
     d.len = p.len;
     d.txflags = p.txflags;
     return d;
@@ -605,12 +668,14 @@ struct datapath::impl {
     tx_packet* accept_tx_packet(queue& q, const tx_check_result& r) noexcept;
     int copy_headers(worker& w, vif_core& core) noexcept;
     void switch_batch(worker& w, const std::shared_ptr<queue>& q, int hdr_rc) noexcept;
-    void switch_to(worker& w, const std::shared_ptr<queue>& q, tx_packet& p, vif& dv, time_point now) noexcept;
+    void switch_to(worker& w, const std::shared_ptr<queue>& q, tx_packet& p, vif& dv, time_point now,
+                   rx_hold& h) noexcept;
     void enqueue_waiting(worker& w, const std::shared_ptr<queue>& q, tx_packet& p,
                          const std::shared_ptr<queue>& dq, uint32_t nring, time_point now,
                          bool csum = false) noexcept;
     void finish_tx_batch(worker& w, const std::shared_ptr<queue>& q) noexcept;
     void put_ref(worker& w, const std::shared_ptr<queue>& src, tx_packet* pkt) noexcept;
+    void put_ref(worker& w, std::shared_ptr<queue>&& src, tx_packet* pkt) noexcept;
     void flush_done(worker& w) noexcept;
     void complete_tx(worker& w, queue& q, tx_packet* const* pkts, uint32_t n) noexcept;
 
@@ -647,9 +712,10 @@ struct datapath::impl {
     void discard_held(queue& dq, rx_item& it, packet_refs& refs) noexcept;
 
     // ---- direct.cpp: the direct path (ring/zc_direct.hpp) ----
-    bool direct_to(worker& w, const std::shared_ptr<queue>& q, tx_packet& p, time_point now) noexcept;
-    bool direct_hold(vif_core& dc, const std::shared_ptr<queue>& q, tx_packet& p, uint16_t& cookie) noexcept;
-    void direct_cancel(worker& w, vif_core& dc, uint16_t cookie) noexcept;
+    void direct_run(worker& w, const std::shared_ptr<queue>& q, rx_hold& h) noexcept;
+    size_t direct_hold(vif_core& dc, const std::shared_ptr<queue>& q, tx_packet* const* pkts, size_t n,
+                       uint16_t* cookies) noexcept;
+    void direct_cancel(worker& w, vif_core& dc, const uint16_t* cookies, uint32_t n) noexcept;
     void add_direct_segments(worker& w, delivery& d, uint32_t di) noexcept;
     void write_direct_responses(queue& dq, delivery& d, rx_tally& t) noexcept;
     bool releases_pending(queue& q) noexcept;

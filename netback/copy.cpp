@@ -22,14 +22,23 @@ void datapath::impl::copy_and_publish(worker& w, std::vector<delivery>& dels,
     w.cores.clear();
     for (uint32_t di = 0; di < dels.size(); ++di) add_delivery_segments(w, dels[di], di);
     for (uint32_t ci = 0; ci < convs.size(); ++ci) add_conversion_segments(w, convs[ci], ci);
+    for (const worker::core_tally& t : w.cores) {
+        bump(t.core->ctr.grant_copy_segments, t.segs);
+        if (t.vm_to_vm) bump(t.core->ctr.vm_to_vm_segments, t.vm_to_vm);
+        if (t.hdr_payload) bump(t.core->ctr.hdr_payload_segments, t.hdr_payload);
+    }
     if (!w.copy_segs.empty()) run_copy_batch(w, dels, convs);
     finish_conversions(w, convs);
     publish(w, dels);
 }
 
 namespace {
-void note_core(std::vector<vif_core*>& cores, vif_core* c) {
-    if (std::find(cores.begin(), cores.end(), c) == cores.end()) cores.push_back(c);
+// The tally of sending vif `c` in this pass (usually the only one).
+worker::core_tally& tally_of(worker& w, vif_core* c) noexcept {
+    if (!w.cores.empty() && w.cores.back().core == c) return w.cores.back();
+    for (worker::core_tally& t : w.cores)
+        if (t.core == c) return t;
+    return w.cores.emplace_back(worker::core_tally{c, 0, 0, 0});
 }
 } // namespace
 
@@ -37,10 +46,10 @@ void note_core(std::vector<vif_core*>& cores, vif_core* c) {
 // bounce buffers) into the destination's RX slots.
 void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) noexcept {
     const hv::domid_t ddom = d.dq->core->dom;
-    vif_core& sc = *d.src_core;
-    note_core(w.cores, &sc);
+    worker::core_tally& tally = tally_of(w, d.src_core);
     if (d.direct) { // the headers only (direct.cpp)
         add_direct_segments(w, d, di);
+        ++tally.segs;
         return;
     }
     // RX ring slot of data slot j: the extra sits after the first.
@@ -56,6 +65,23 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
     // frame in the skb's linear area), and the grant copy needs no source
     // grant. What the switch decided on is then exactly what is delivered.
     tx_packet* small = !d.bounced && d.pkt->nslots == 1 && d.pkt->hdr_len == d.pkt->len ? d.pkt : nullptr;
+    if (small && d.nring == 1 && small->len != 0) {
+        // The common small frame: one segment into the first RX slot.
+        d.slot_len[0] = uint16_t(small->len);
+        d.slot_status[0] = GNTST_okay;
+        hv::copy_segment& c = w.copy_segs.emplace_back();
+        c.source.virt = small->hdr;
+        c.dest.foreign.ref = d.req[0].gref;
+        c.dest.foreign.offset = 0;
+        c.dest.foreign.domid = ddom;
+        c.len = uint16_t(small->len);
+        c.flags = GNTCOPY_dest_gref;
+        c.status = GNTST_okay;
+        w.seg_own.push_back({int32_t(di), -1, 0});
+        ++tally.hdr_payload;
+        ++tally.segs;
+        return;
+    }
     auto add = [&](const pool::frame& s, uint32_t s_off, uint32_t j, uint32_t d_off, uint32_t len) {
         hv::copy_segment c{};
         if (small) {
@@ -100,9 +126,9 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
             }
         }
     }
-    if (vm_to_vm) bump(sc.ctr.vm_to_vm_segments, vm_to_vm);
-    if (small) bump(sc.ctr.hdr_payload_segments, nsegs);
-    bump(sc.ctr.grant_copy_segments, nsegs);
+    tally.vm_to_vm += vm_to_vm;
+    if (small) tally.hdr_payload += nsegs;
+    tally.segs += nsegs;
 }
 
 // The first half of a bounce fallback: the source's slots into the bounce
@@ -110,8 +136,7 @@ void datapath::impl::add_delivery_segments(worker& w, delivery& d, uint32_t di) 
 // next, as RX pages are), so that a chain of small slots takes the buffers
 // its length needs, not one per slot.
 void datapath::impl::add_conversion_segments(worker& w, conversion& cv, uint32_t ci) noexcept {
-    vif_core& sc = *cv.src_core;
-    note_core(w.cores, &sc);
+    worker::core_tally& tally = tally_of(w, cv.src_core.get());
     pool::pool& bp = *mgr->bounce();
     const uint32_t bsz = bp.buf_size();
     uint32_t b = 0, off = 0;
@@ -128,7 +153,7 @@ void datapath::impl::add_conversion_segments(worker& w, conversion& cv, uint32_t
             c.flags = GNTCOPY_source_gref;
             w.copy_segs.push_back(c);
             w.seg_own.push_back({-1, int32_t(ci), 0});
-            bump(sc.ctr.grant_copy_segments);
+            ++tally.segs;
             s_off += k;
             off += k;
             if (off == bsz) {
@@ -145,7 +170,7 @@ void datapath::impl::run_copy_batch(worker& w, std::vector<delivery>& dels,
                                     std::vector<conversion>& convs) noexcept {
     std::vector<hv::copy_segment>& segs = w.copy_segs;
     const int rc = tab->copy(segs.data(), uint32_t(segs.size()));
-    for (vif_core* c : w.cores) bump(c->ctr.grant_copy_batches);
+    for (const worker::core_tally& t : w.cores) bump(t.core->ctr.grant_copy_batches);
     bool probe = false;
     for (size_t i = 0; i < segs.size(); ++i) {
         const int16_t st = rc < 0 ? int16_t(GNTST_general_error) : segs[i].status;

@@ -23,6 +23,39 @@ constexpr uint32_t direct_rx_slots = 3; // the headers, rx_grant, rx_desc
 
 uint16_t cookie_of(uint32_t idx, uint16_t gen) noexcept { return uint16_t((gen << direct_cookie_bits) | idx); }
 
+// Under d.lock: the outstanding count of sender `s` (a new entry at 0).
+uint32_t& sender_count(direct_rx& d, const void* s) noexcept {
+    auto& v = d.per_sender;
+    if (!v.empty() && v.back().first == s) return v.back().second;
+    for (auto& e : v)
+        if (e.first == s) return e.second;
+    return v.emplace_back(s, 0).second;
+}
+
+// Under d.lock: sender `s` was listed by sender_count but holds nothing.
+void sender_done_empty(direct_rx& d, const void* s) noexcept {
+    auto& v = d.per_sender;
+    for (size_t i = v.size(); i-- > 0;)
+        if (v[i].first == s && v[i].second == 0) {
+            v[i] = v.back();
+            v.pop_back();
+            return;
+        }
+}
+
+// Under d.lock: one of sender `s`'s descriptors is no longer outstanding.
+void sender_done(direct_rx& d, const void* s) noexcept {
+    auto& v = d.per_sender;
+    for (size_t i = v.size(); i-- > 0;) {
+        if (v[i].first != s) continue;
+        if (--v[i].second == 0) {
+            v[i] = v.back();
+            v.pop_back();
+        }
+        return;
+    }
+}
+
 // Under d.lock: the entry `cookie` names, if it is outstanding, leaves the
 // table; its sender's queue and packet go to `out`.
 bool take_locked(direct_rx& d, uint16_t cookie, packet_refs& out) noexcept {
@@ -33,11 +66,10 @@ bool take_locked(direct_rx& d, uint16_t cookie, packet_refs& out) noexcept {
     e.src.reset();
     e.pkt = nullptr;
     e.gen = uint16_t((e.gen + 1) & gen_mask);
-    if (auto it = d.per_sender.find(e.sender); it != d.per_sender.end() && --it->second == 0) d.per_sender.erase(it);
+    sender_done(d, e.sender);
     e.sender = nullptr;
     d.free.push_back(uint16_t(idx));
-    d.outstanding.fetch_sub(1, std::memory_order_relaxed);
-    return true;
+    return true; // the caller lowers `outstanding` once for all it took
 }
 
 } // namespace
@@ -62,95 +94,133 @@ int datapath::impl::attach_direct(vif_core& c, std::string* why) noexcept {
         return -EINVAL;
     }
     d->free.reserve(direct_cookies);
+    d->per_sender.reserve(16);
     for (uint32_t i = direct_cookies; i-- > 0;) d->free.push_back(uint16_t(i));
     c.direct = std::move(d);
     return 0;
 }
 
-// switch_batch, for a direct-path request: deliver its descriptor to the
-// one destination its headers switch to, if that is the domain the payload
-// is granted to and it is on the direct path and ready; otherwise answer
-// NETIF_RSP_ERROR (the sender sends it again on the ordinary path).
-bool datapath::impl::direct_to(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p, time_point) noexcept {
+// switch_batch, for a run of direct-path requests in a row with the same
+// destinations (w.direct_pend, switched to w.dests): deliver each one's
+// descriptor to the one destination its headers switch to, if that is the
+// domain the payload is granted to and it is on the direct path and ready;
+// otherwise answer NETIF_RSP_ERROR (the sender sends it again on the
+// ordinary path). The run takes its cookies under one hold of the
+// receiver's table lock and its RX slots under one hold of the queue's
+// rx_lock (not both per frame: bench/PROFILE.md), in order, so a refused
+// frame is never overtaken by a later one of the run. A delivered frame's
+// delivery borrows the batch's reference; its cookie holds one of its own
+// until released.
+void datapath::impl::direct_run(worker& w, const std::shared_ptr<queue>& qp, rx_hold& h) noexcept {
+    std::vector<tx_packet*>& run = w.direct_pend;
+    if (run.empty()) return;
     vif_core& sc = *qp->core;
-    const char* why = nullptr;
+    auto refuse = [&sc](tx_packet& p, const char* why) {
+        p.status = NETIF_RSP_ERROR;
+        bump(sc.ctr.direct_errors);
+        if (sc.drop_log.allow())
+            ZC_LOG(info, tag, "vif%u.%u: direct frame to d%u refused: %s", unsigned(sc.dom), sc.devid,
+                   unsigned(p.direct_dom), why);
+    };
     vif* dv = w.dests.size() == 1 && !w.dests[0]->up ? w.dests[0].get() : nullptr;
     vif_core* dc = dv ? dv->core.get() : nullptr;
+    const char* why = nullptr;
     if (!dc)
         why = "the switch does not deliver it to exactly one guest";
-    else if (dc->dom != p.direct_dom)
-        why = "the switch picks another domain than the payload is granted to";
-    else if (!(dc->params.mac == mac_addr::load(p.hdr)))
-        why = "the destination MAC is not the vif's configured MAC";
     else if (!dc->direct)
         why = "the destination is not on the direct path";
     else if (dc->disabled.load(std::memory_order_relaxed) || dc->removed.load(std::memory_order_relaxed))
         why = "the destination is disabled";
-    else if (check_destination(p.off, p.len, p.gso_type, dc->params) != offload_verdict::ok)
-        why = "the destination does not accept the frame (mtu, checksum)";
-    uint16_t cookie = 0;
-    if (!why && !direct_hold(*dc, qp, p, cookie)) why = "too many descriptors outstanding at the destination";
-    if (!why) {
-        const std::shared_ptr<queue>& dq = dv->queues[qp->index % dv->queues.size()];
-        {
-            std::lock_guard g(dq->rx_lock);
-            // Behind waiting frames it would overtake them: refused, the
-            // sender's copy goes behind them.
-            if (!dq->rx_dead && !dq->stalled && dq->count == 0 && dq->rx.unconsumed() >= direct_rx_slots) {
-                delivery& d = add_delivery(w, dq, qp, p);
-                d.nslots = 1;
-                d.gso_size = 0;
-                d.gso_type = XEN_NETIF_GSO_TYPE_NONE;
-                d.direct = true;
-                d.cookie = cookie;
-                rx_plan plan;
-                plan.ok = true;
-                plan.ndata = 1;
-                plan.nring = uint8_t(direct_rx_slots);
-                reserve_rx(d, *dq, plan);
-                return true;
-            }
+    // Frames that pass the per-frame checks stay in `run`, in order.
+    size_t n = 0;
+    for (tx_packet* p : run) {
+        const char* pw = why;
+        if (pw) {
+        } else if (dc->dom != p->direct_dom) {
+            pw = "the switch picks another domain than the payload is granted to";
+        } else if (!(dc->params.mac == mac_addr::load(p->hdr))) {
+            pw = "the destination MAC is not the vif's configured MAC";
+        } else if (check_destination(p->off, p->len, p->gso_type, dc->params) != offload_verdict::ok) {
+            pw = "the destination does not accept the frame (mtu, checksum)";
         }
-        direct_cancel(w, *dc, cookie);
-        why = "the destination has no RX slots free or frames waiting";
+        if (pw) refuse(*p, pw);
+        else run[n++] = p;
     }
-    p.status = NETIF_RSP_ERROR;
-    bump(sc.ctr.direct_errors);
-    if (sc.drop_log.allow())
-        ZC_LOG(info, tag, "vif%u.%u: direct frame to d%u refused: %s", unsigned(sc.dom), sc.devid,
-               unsigned(p.direct_dom), why);
-    return false;
+    run.resize(n);
+    if (run.empty()) return;
+    if (w.direct_cookie_buf.size() < n) w.direct_cookie_buf.resize(n);
+    uint16_t* cookies = w.direct_cookie_buf.data();
+    h.release(); // the table's lock is never held with a queue's
+    const size_t held = direct_hold(*dc, qp, run.data(), n, cookies);
+    const std::shared_ptr<queue>& dq = dv->queues[qp->index % dv->queues.size()];
+    size_t sent = 0;
+    if (held) {
+        h.take(*dq);
+        // Behind waiting frames it would overtake them: refused, the
+        // sender's copy goes behind them.
+        for (; sent < held; ++sent) {
+            if (dq->rx_dead || dq->stalled || dq->count != 0 || dq->rx.unconsumed() < direct_rx_slots) break;
+            tx_packet& p = *run[sent];
+            delivery& d = add_delivery(w, dq, qp, p);
+            d.nslots = 1;
+            d.gso_size = 0;
+            d.gso_type = XEN_NETIF_GSO_TYPE_NONE;
+            d.direct = true;
+            d.cookie = cookies[sent];
+            rx_plan plan;
+            plan.ok = true;
+            plan.ndata = 1;
+            plan.nring = uint8_t(direct_rx_slots);
+            reserve_rx(d, *dq, plan);
+        }
+        if (sent < held) {
+            h.release();
+            direct_cancel(w, *dc, cookies + sent, uint32_t(held - sent));
+        }
+    }
+    for (size_t k = sent; k < n; ++k)
+        refuse(*run[k], k < held ? "the destination has no RX slots free or frames waiting"
+                                 : "too many descriptors outstanding at the destination");
+    run.clear();
 }
 
-// A cookie of `dc` for packet `p` (one more reference on it). False when
-// `dc` is going away, the sender is, or the per-sender bound is reached.
-bool datapath::impl::direct_hold(vif_core& dc, const std::shared_ptr<queue>& qp, tx_packet& p,
-                                 uint16_t& cookie) noexcept {
+// Cookies of `dc` for the first of the `n` packets `pkts` that it has room
+// for (each entry holds one reference of its packet), in `cookies`; returns
+// how many. None when `dc` is going away or the sender is; fewer than `n`
+// when the table or the per-sender bound fills up.
+size_t datapath::impl::direct_hold(vif_core& dc, const std::shared_ptr<queue>& qp, tx_packet* const* pkts, size_t n,
+                                   uint16_t* cookies) noexcept {
     direct_rx& d = *dc.direct;
     std::lock_guard g(d.lock);
-    if (d.dead || d.free.empty() || qp->core->removed.load(std::memory_order_relaxed)) return false;
-    uint32_t& n = d.per_sender[qp->core.get()];
-    if (n >= opt.direct_per_peer) return false;
-    const uint16_t idx = d.free.back();
-    d.free.pop_back();
-    direct_entry& e = d.e[idx];
-    e.src = qp;
-    e.pkt = &p;
-    e.sender = qp->core.get();
-    ++n;
-    d.outstanding.fetch_add(1, std::memory_order_relaxed);
-    p.refs.fetch_add(1, std::memory_order_relaxed);
-    cookie = cookie_of(idx, e.gen);
-    return true;
+    if (d.dead || qp->core->removed.load(std::memory_order_relaxed)) return 0;
+    uint32_t& out = sender_count(d, qp->core.get()); // stays listed: released when it drops to 0
+    size_t k = 0;
+    for (; k < n && !d.free.empty() && out < opt.direct_per_peer; ++k) {
+        const uint16_t idx = d.free.back();
+        d.free.pop_back();
+        direct_entry& e = d.e[idx];
+        e.src = qp;
+        e.pkt = pkts[k];
+        e.sender = qp->core.get();
+        ++out;
+        // The entry's own reference from the start: a receiver may put a
+        // cookie it guessed on its release ring before the descriptor is out.
+        pkts[k]->refs.fetch_add(1, std::memory_order_relaxed);
+        cookies[k] = cookie_of(idx, e.gen);
+    }
+    if (out == 0) sender_done_empty(d, qp->core.get());
+    d.outstanding.fetch_add(uint32_t(k), std::memory_order_relaxed);
+    return k;
 }
 
-// The descriptor did not reach the receiver: its cookie goes, and with it
-// the reference it held.
-void datapath::impl::direct_cancel(worker& w, vif_core& dc, uint16_t cookie) noexcept {
+// Descriptors that did not reach the receiver: their cookies go, and with
+// them the references they held.
+void datapath::impl::direct_cancel(worker& w, vif_core& dc, const uint16_t* cookies, uint32_t n) noexcept {
     packet_refs refs;
     {
         std::lock_guard g(dc.direct->lock);
-        (void)take_locked(*dc.direct, cookie, refs);
+        for (uint32_t i = 0; i < n; ++i) (void)take_locked(*dc.direct, cookies[i], refs);
+        dc.direct->outstanding.fetch_sub(uint32_t(refs.size()), std::memory_order_relaxed);
     }
     for (auto& r : refs) put_ref(w, r.first, r.second);
 }
@@ -171,8 +241,7 @@ void datapath::impl::add_direct_segments(worker& w, delivery& d, uint32_t di) no
     c.len = d.pkt->hdr_len;
     w.copy_segs.push_back(c);
     w.seg_own.push_back({int32_t(di), -1, 0});
-    d.slot_len[0] = d.pkt->hdr_len;
-    bump(d.src_core->ctr.grant_copy_segments);
+    d.slot_len[0] = d.pkt->hdr_len; // counted in grant_copy_segments by add_delivery_segments
 }
 
 // rx.cpp, under dq's rx_lock: the headers' response, then rx_grant and
@@ -262,6 +331,7 @@ void datapath::impl::process_releases(worker& w, queue& q) noexcept {
             seen += n;
             if (more) break;
         }
+        d->outstanding.fetch_sub(uint32_t(refs.size()), std::memory_order_relaxed);
         // Counted before the receiver can see the answers.
         bump(c.ctr.direct_releases, refs.size());
         bump(c.ctr.direct_bad_releases, bad);
@@ -276,7 +346,7 @@ void datapath::impl::process_releases(worker& w, queue& q) noexcept {
             ZC_LOG(warn, tag, "vif%u.%u: %u releases of unknown, stale or duplicate cookies ignored", unsigned(c.dom),
                    c.devid, bad);
     }
-    for (auto& r : refs) put_ref(w, r.first, r.second);
+    for (auto& r : refs) put_ref(w, std::move(r.first), r.second);
     flush_done(w);
 }
 
@@ -292,6 +362,7 @@ void datapath::impl::direct_receiver_gone(vif_core& c) noexcept {
         d.dead = true;
         for (uint32_t i = 0; i < direct_cookies; ++i)
             if (d.e[i].src) (void)take_locked(d, cookie_of(i, d.e[i].gen), refs);
+        d.outstanding.fetch_sub(uint32_t(refs.size()), std::memory_order_relaxed);
         d.ring.detach();
         if (d.map.addr) (void)tab->unmap(d.map);
         d.map = hv::mapping{};
@@ -317,8 +388,10 @@ void datapath::impl::direct_sender_gone(const vif_core& c) noexcept {
     for (auto& rc : receivers) {
         direct_rx& d = *rc->direct;
         std::lock_guard g(d.lock);
+        const size_t before = gone.size();
         for (uint32_t i = 0; i < direct_cookies; ++i)
             if (d.e[i].src && d.e[i].sender == &c) (void)take_locked(d, cookie_of(i, d.e[i].gen), gone);
+        d.outstanding.fetch_sub(uint32_t(gone.size() - before), std::memory_order_relaxed);
     }
 }
 

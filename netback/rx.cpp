@@ -68,16 +68,16 @@ void datapath::impl::publish(worker& w, std::vector<delivery>& dels) noexcept {
     bool grouped = true;
     for (uint32_t k = 0; k < dels.size(); ++k) {
         order[k] = k;
-        if (k && dels[k].dq.get() < dels[k - 1].dq.get()) grouped = false;
+        if (k && dels[k].dq < dels[k - 1].dq) grouped = false;
     }
     if (!grouped)
         std::stable_sort(order.begin(), order.end(),
-                         [&dels](uint32_t a, uint32_t b) { return dels[a].dq.get() < dels[b].dq.get(); });
+                         [&dels](uint32_t a, uint32_t b) { return dels[a].dq < dels[b].dq; });
     const time_point now = clock_type::now();
     for (size_t i = 0; i < order.size();) {
-        const queue* dq = dels[order[i]].dq.get();
+        const queue* dq = dels[order[i]].dq;
         size_t end = i;
-        while (end < order.size() && dels[order[end]].dq.get() == dq) ++end;
+        while (end < order.size() && dels[order[end]].dq == dq) ++end;
         publish_to(w, dels, i, end, now);
         i = end;
     }
@@ -118,12 +118,12 @@ void datapath::impl::publish_to(worker& w, std::vector<delivery>& dels, size_t b
     if (notify) notify_frontend(dq, true);
     for (size_t k = begin; k < end; ++k) {
         delivery& d = dels[order[k]];
-        if (d.direct_failed) direct_cancel(w, *dq.core, d.cookie); // its descriptor was not delivered
+        if (d.direct_failed) direct_cancel(w, *dq.core, &d.cookie, 1); // its descriptor was not delivered
         if (d.bounced) {
             free_bounce(d.seg, d.nslots, *d.src_core, *dq.core, d.bounce_bytes);
-        } else if (d.pkt) {
-            put_ref(w, d.src, d.pkt);
-        }
+        } else if (d.owns_ref) {
+            put_ref(w, d.src_hold, d.pkt);
+        } // else it borrowed its TX batch's reference (see delivery)
     }
 }
 
@@ -257,8 +257,9 @@ bool datapath::impl::take_rx_items(const std::shared_ptr<queue>& dqp, std::vecto
             if (dq.rx.unconsumed() < plan.nring) break;
         }
         delivery& d = dels.emplace_back();
-        d.dq = dqp;
-        d.src_core = it.src_core;
+        d.dq = &dq; // kept alive by drain_rx's caller
+        d.core_hold = std::move(it.src_core);
+        d.src_core = d.core_hold.get();
         d.bounced = it.bounced;
         d.nslots = it.nslots;
         if (it.bounced) {
@@ -266,8 +267,10 @@ bool datapath::impl::take_rx_items(const std::shared_ptr<queue>& dqp, std::vecto
             d.bounce_bytes = it.bounce_bytes; // the delivery's now (publish_to frees it)
             it.bounce_bytes = 0;
         } else {
-            d.src = std::move(it.src);
+            d.src_hold = std::move(it.src);
+            d.src = d.src_hold.get();
             d.pkt = it.pkt;
+            d.owns_ref = true; // the item's reference
             dq.unpin(it);
         }
         d.len = it.len;
@@ -298,6 +301,7 @@ time_point datapath::impl::service_rx(worker& w, const std::shared_ptr<queue>& d
         if (opt.stall_timeout_ms) stalled_now = check_rx_stall(dq, now, next);
         convert_held(dqp, now, next, convs, drops);
         if (dq.count) next = std::min(next, dq.at(0).expires);
+        dq.note_waiting(); // `stalled` may have changed
     }
     if (stalled_now && dc.stall_log.allow())
         ZC_LOG(info, tag, "vif%u.%u: guest RX stalled (too few RX slots for %u ms)", unsigned(dc.dom), dc.devid,

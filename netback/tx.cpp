@@ -125,7 +125,7 @@ void datapath::impl::read_tx_ring(worker& w, queue& q) noexcept {
             uint32_t total = r.first.size;
             for (uint32_t i = 0; i < r.nfrags; ++i) total += r.frags[i].size;
             if (r.direct) total += r.ddest.len; // the payload in the sender's grant
-            if (r.verdict == tx_verdict::accept &&
+            if (r.verdict == tx_verdict::accept && core.params.credit_usec != 0 &&
                 q.credit.exceeded(core.params.credit_bytes, core.params.credit_usec, total, clock_type::now())) {
                 bump(core.ctr.rate_limited);
                 limited = true;
@@ -242,6 +242,7 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
     // learn invalidates the remembered lookup (it may have moved that MAC).
     uint8_t learned[6], looked_up[6];
     bool have_learned = false, have_dests = false;
+    rx_hold hold; // a destination's rx_lock across a run of frames to it
     uint64_t packets = 0, bytes = 0, slots = 0;
     for (uint32_t k = 0; k < w.tx_pkts.size(); ++k) {
         tx_packet& p = *w.tx_pkts[k];
@@ -280,21 +281,28 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
             continue;
         }
         if (self && !(have_learned && std::memcmp(src, learned, 6) == 0)) {
+            hold.release();
             sw.learn(src, self);
             std::memcpy(learned, src, 6);
             have_learned = true;
             have_dests = false;
         }
         if (!(have_dests && std::memcmp(dst, looked_up, 6) == 0)) {
+            if (!w.direct_pend.empty()) direct_run(w, qp, hold); // to the destinations it was switched to
+            hold.release();
+            // Deliveries made so far borrow these vifs' queues until the
+            // batch is published.
+            for (auto& v : w.dests) w.batch_vifs.push_back(std::move(v));
             sw.lookup(dst, self.get(), w.dests);
             std::memcpy(looked_up, dst, 6);
             have_dests = true;
         }
         if (p.direct) {
-            direct_to(w, qp, p, now); // direct.cpp
+            w.direct_pend.push_back(&p); // direct.cpp direct_run, in order with the rest
             continue;
         }
-        for (auto& dv : w.dests) switch_to(w, qp, p, *dv, now);
+        if (!w.direct_pend.empty()) direct_run(w, qp, hold);
+        for (auto& dv : w.dests) switch_to(w, qp, p, *dv, now, hold);
         if (w.dests.size() > 1) bump(core.ctr.flood_extra, w.dests.size() - 1);
         if (w.dests.empty()) {
             bump(core.ctr.drop_no_dest);
@@ -306,6 +314,7 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
                        src[1], src[2], src[3], src[4], src[5], p.len, unsigned(p.nslots), unsigned(p.hdr_len));
         }
     }
+    if (!w.direct_pend.empty()) direct_run(w, qp, hold);
     bump(core.ctr.tx_packets, packets);
     bump(core.ctr.tx_bytes, bytes);
     bump(core.ctr.tx_slots, slots);
@@ -314,9 +323,10 @@ void datapath::impl::switch_batch(worker& w, const std::shared_ptr<queue>& qp, i
 // One frame to one destination vif: direct into its RX ring when nothing
 // waits there and it has room (a delivery of this batch), else behind the
 // frames waiting for its RX buffers.
-void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p, vif& dv,
-                               time_point now) noexcept {
+void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_packet& p, vif& dv, time_point now,
+                               rx_hold& h) noexcept {
     if (dv.up) {
+        h.release();
         uplink_out(w, *qp, p, *dv.up);
         return;
     }
@@ -340,7 +350,7 @@ void datapath::impl::switch_to(worker& w, const std::shared_ptr<queue>& qp, tx_p
     }
     const std::shared_ptr<queue>& dq = dv.queues[qp->index % dv.queues.size()];
     note_destination(*qp, dq); // placement.cpp: where this queue's frames go
-    std::lock_guard g(dq->rx_lock);
+    h.take(*dq);
     if (dq->rx_dead || dq->stalled) {
         bump(dc.ctr.drop_disabled);
         return;
@@ -405,6 +415,7 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
     it.hold_until = now + std::chrono::milliseconds(opt.hold_ms);
     ++dq->count;
     ++dq->nforeign;
+    dq->note_waiting();
     // The double-copy baseline converts at once, and so does a frame over
     // held_tx_slots; otherwise the owner's timers decide (convert_held).
     if (opt.force_bounce || over || csum) {
@@ -419,6 +430,7 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
                 dq->held_bytes -= it.held_len;
                 dq->held_slots -= it.nring;
                 --dq->count;
+                dq->note_waiting();
                 it = rx_item{};
                 p.refs.fetch_sub(1, std::memory_order_relaxed); // the batch still holds one
                 return;
@@ -449,7 +461,13 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
 void datapath::impl::finish_tx_batch(worker& w, const std::shared_ptr<queue>& qp) noexcept {
     flush_uplink_tx(w);
     copy_and_publish(w, w.tx_dels, w.tx_convs);
-    for (tx_packet* p : w.tx_pkts) put_ref(w, qp, p);
+    // The batch's own references: its deliveries are published, what
+    // nobody else holds is complete now, answered in one pass.
+    std::vector<tx_packet*>& last = w.done_batch;
+    last.clear();
+    for (tx_packet* p : w.tx_pkts)
+        if (drop_ref(*p)) last.push_back(p);
+    if (!last.empty()) complete_tx(w, *qp, last.data(), uint32_t(last.size()));
     flush_done(w);
     // Bounced frames are ready: deliver them if the destination has room,
     // and let the owners of the other queues re-arm their timers.
@@ -460,6 +478,7 @@ void datapath::impl::finish_tx_batch(worker& w, const std::shared_ptr<queue>& qp
     // Do not keep queues or vifs alive past the batch (remove_vif).
     w.touched.clear();
     w.dests.clear();
+    w.batch_vifs.clear();
 }
 
 // ---------------------------------------------------------------------------
@@ -468,8 +487,14 @@ void datapath::impl::finish_tx_batch(worker& w, const std::shared_ptr<queue>& qp
 
 void datapath::impl::put_ref(worker& w, const std::shared_ptr<queue>& src, tx_packet* pkt) noexcept {
     if (!pkt || !src) return;
-    if (pkt->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    if (!drop_ref(*pkt)) return;
     w.done.emplace_back(src, pkt);
+}
+
+void datapath::impl::put_ref(worker& w, std::shared_ptr<queue>&& src, tx_packet* pkt) noexcept {
+    if (!pkt || !src) return;
+    if (!drop_ref(*pkt)) return;
+    w.done.emplace_back(std::move(src), pkt);
 }
 
 void datapath::impl::flush_done(worker& w) noexcept {

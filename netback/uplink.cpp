@@ -318,6 +318,7 @@ void datapath::impl::uplink_deliver(uplink& u, vif& dv, pool::frame& f,
     it.expires = now + std::chrono::milliseconds(opt.drain_timeout_ms);
     it.hold_until = now;
     ++dq->count;
+    dq->note_waiting();
     dq->rx.request_event_after(dq->rx.req_prod());
     bump(u.to_vif_frames);
     if (std::find(touched.begin(), touched.end(), dq) == touched.end()) touched.push_back(dq);

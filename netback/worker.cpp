@@ -147,7 +147,11 @@ int datapath::impl::poll_timeout(worker& w) noexcept {
     time_point next = time_point::max();
     bool busy = false;
     for (auto& q : w.snap) {
-        if (all || q->rx_rearm.exchange(false, std::memory_order_relaxed) || q->rx_timer <= now)
+        // Re-armed timers of a queue with nothing waiting (and not stalled)
+        // have nothing to do: service_rx would only find that out under
+        // its lock, for every queue after every TX batch.
+        const bool rearm = q->rx_rearm.exchange(false, std::memory_order_relaxed) || all;
+        if ((rearm && q->waiting.load(std::memory_order_relaxed)) || q->rx_timer <= now)
             q->rx_timer = service_rx(w, q);
         next = std::min(next, q->rx_timer);
         next = std::min(next, q->credit.timeout); // the `rate` credit timer
