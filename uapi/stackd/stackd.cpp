@@ -117,6 +117,7 @@ int service::impl::step(int timeout_ms) noexcept {
 service::service(std::unique_ptr<impl> p) noexcept : _p(std::move(p)) {}
 service::~service() = default;
 link::netfront& service::link() noexcept { return *_p->nf; }
+pool_export service::pool_mode() const noexcept { return _p->copy_pool ? pool_export::copy : pool_export::grant; }
 counters service::stats() const noexcept {
     std::lock_guard g(_p->published_lock);
     return _p->published;
@@ -161,6 +162,7 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
         return err(sh.error());
     }
     m->shr = std::move(*sh);
+    m->choose_pool_mode();
     proto::host_config hc;
     hc.mac = m->nf->mac();
     hc.ip = proto::ipv4_addr{o.ip};
