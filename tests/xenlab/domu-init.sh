@@ -148,7 +148,8 @@ net)
     # A's stack, request/response with zc-echo, verified bulk to zc-perf.
     zc-xenlab-perf -s 5202 &
     pingit
-    zc-xenlab-perf -e "$peer" 7 50 512
+    # (zc-echo in A may not be up yet: a run with losses is run again)
+    for _ in $(seq 1 10); do zc-xenlab-perf -e "$peer" 7 50 512 && break; sleep 2; done
     for _ in $(seq 1 10); do zc-xenlab-perf -c "$peer" 5201 3 1200 && break; sleep 2; done
     while :; do sleep 5; done
     ;;
