@@ -85,6 +85,11 @@ void service::impl::lazy_tx_events() noexcept {
         if (lazy && s && s->inflight_n &&
             (s->closing || !s->lay || s->lay->rx_only_wait.load(std::memory_order_seq_cst) == 0))
             lazy = false;
+    // A socket waiting for room in netfront (its TX pages or ring: copy
+    // mode's sends, stackd_pool.cpp, hold no buffer of the socket's) is
+    // waiting for TX responses.
+    for (auto& s : socks)
+        if (lazy && s && (s->held == zsock::hold::retry || !s->arp_ready.empty())) lazy = false;
     if (nf->tx_lazy_events(lazy)) reap_tx();
 }
 
