@@ -29,23 +29,16 @@
 #include <unistd.h>
 
 #include "zc.h"
+#include "zc_perf_wire.h"
 
 namespace {
 
-enum : uint32_t { t_data = 1, t_ping = 2, t_pong = 3, t_fin = 4, t_report = 5 };
-constexpr uint32_t magic = 0x7a637066; // "zcpf"
-
-struct hdr {
-    uint32_t magic, type, session, pad;
-    uint64_t seq;
-    uint64_t t_ns;
-};
+// The wire format, shared with the lab's kernel-socket peer (zc_perf_wire.h).
+enum : uint32_t { t_data = ZCPF_DATA, t_ping = ZCPF_PING, t_pong = ZCPF_PONG, t_fin = ZCPF_FIN, t_report = ZCPF_REPORT };
+constexpr uint32_t magic = ZCPF_MAGIC;
+using hdr = zcpf_hdr;
 static_assert(sizeof(hdr) == 32);
-
-struct report {
-    hdr h;
-    uint64_t received, bytes, corrupt, max_seq_plus1;
-};
+using report = zcpf_report;
 
 uint64_t now_ns() {
     return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -53,21 +46,9 @@ uint64_t now_ns() {
                         .count());
 }
 
-// Payload pattern after the header: 64-bit words derived from (session, seq, i).
-void pattern(uint8_t* p, size_t len, uint32_t session, uint64_t seq) {
-    uint64_t x = (uint64_t(session) << 32 ^ seq) * 0x9E3779B97F4A7C15ull + 1;
-    size_t i = sizeof(hdr);
-    for (; i + 8 <= len; i += 8) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        std::memcpy(p + i, &x, 8);
-    }
-    for (; i < len; i++) p[i] = uint8_t(seq + i);
-}
+void pattern(uint8_t* p, size_t len, uint32_t session, uint64_t seq) { zcpf_pattern(p, len, session, seq); }
 bool pattern_ok(const uint8_t* p, size_t len, uint32_t session, uint64_t seq) {
-    uint8_t tmp[2048];
-    if (len > sizeof tmp) return false;
-    pattern(tmp, len, session, seq);
-    return std::memcmp(p + sizeof(hdr), tmp + sizeof(hdr), len - sizeof(hdr)) == 0;
+    return zcpf_pattern_ok(p, len, session, seq) != 0;
 }
 
 struct args {

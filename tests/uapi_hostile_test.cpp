@@ -13,6 +13,8 @@
 #include <csignal>
 #include <cstring>
 #include <functional>
+#include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -84,11 +86,26 @@ bool seals_size(int fd) {
     return s >= 0 && (s & want) == want;
 }
 
-class HostileApp : public rig_suite {};
+// Each case against both ways of giving the application its send buffers
+// (stackd.hpp, pool_export): granted pages, or a memfd of zc-stackd's that
+// it copies from (Xen guest kernels without udmabuf).
+class HostileApp : public ::testing::TestWithParam<stackd::pool_export> {
+protected:
+    void SetUp() override {
+        rig = std::make_unique<uapi_rig>(true, [m = GetParam()](stackd::options& o) { o.pool_mode = m; });
+        ASSERT_TRUE(rig->ok());
+        ASSERT_EQ(rig->g[1].svc->pool_mode(), GetParam());
+    }
+    std::unique_ptr<uapi_rig> rig;
+};
 
 } // namespace
 
-TEST_F(HostileApp, FtruncateOfWhatItWasGivenFails) {
+INSTANTIATE_TEST_SUITE_P(PoolExport, HostileApp,
+                         ::testing::Values(stackd::pool_export::grant, stackd::pool_export::copy),
+                         [](const auto& i) { return std::string(stackd::pool_export_name(i.param)); });
+
+TEST_P(HostileApp, FtruncateOfWhatItWasGivenFails) {
     const uint64_t closed = rig->g[1].svc->stats().sockets_closed;
     {
         raw_sock h;
@@ -126,7 +143,7 @@ TEST_F(HostileApp, FtruncateOfWhatItWasGivenFails) {
     expect_traffic(*rig, 7101);
 }
 
-TEST_F(HostileApp, PoolFdReachesOnlyItsOwnSendBuffers) {
+TEST_P(HostileApp, PoolFdReachesOnlyItsOwnSendBuffers) {
     raw_sock a, b;
     ASSERT_TRUE(a.open(rig->g[1].sock, 16, 8, 8));
     ASSERT_TRUE(b.open(rig->g[1].sock, 16, 8, 8));
@@ -169,7 +186,7 @@ TEST_F(HostileApp, PoolFdReachesOnlyItsOwnSendBuffers) {
     expect_traffic(*rig, 7102);
 }
 
-TEST_F(HostileApp, ReceiveBuffersAreReadOnly) {
+TEST_P(HostileApp, ReceiveBuffersAreReadOnly) {
     raw_sock h;
     ASSERT_TRUE(h.open(rig->g[1].sock, 16));
     // The memfd is sealed F_SEAL_FUTURE_WRITE: no writable mapping, no
@@ -207,7 +224,7 @@ TEST_F(HostileApp, ReceiveBuffersAreReadOnly) {
     expect_traffic(*rig, 7104);
 }
 
-TEST_F(HostileApp, ForgedHeadersOfAZeroLengthDatagramAreNeverSent) {
+TEST_P(HostileApp, ForgedHeadersOfAZeroLengthDatagramAreNeverSent) {
     int tx = rig->open(1), rx = rig->open(2), victim = rig->open(2);
     ASSERT_GE(tx, 0);
     ASSERT_GE(rx, 0);

@@ -201,7 +201,7 @@ bool app_host::start(const run_opts& o, const std::string& tx_headers, std::stri
     for (int g = 0; g < 2; g++) {
         sock[g] = dir + "/stack" + std::to_string(g + 1) + ".sock";
         stackd[g] = spawn({o.stackd, "--ip", "10.0.0." + std::to_string(g + 1), "--listen", sock[g],
-                           "--tx-headers", tx_headers},
+                           "--tx-headers", tx_headers, "--pool-export", pool_export},
                           domain_env(hv::domid_t(g + 1)), false, dir + "/stack" + std::to_string(g + 1) + ".log");
         // The domain exists once zc-stackd is connected to the broker; it
         // waits for its vif (--wait-vif), which we create as the toolstack.

@@ -147,6 +147,7 @@ struct app_host : dom0_host {
     bool measure_rr(size_t frame, double seconds, rr_row& r, std::string* why);
     std::string o_perf, o_rr;
     std::string mode = "app";
+    std::string pool_export = "auto"; // zc-stackd --pool-export (app-copy: copy)
 };
 
 } // namespace zc::vmbench

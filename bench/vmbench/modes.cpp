@@ -226,16 +226,17 @@ bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
             }
         }
     }
-    for (const char* amode : {"app", "app-headroom"}) {
+    for (const char* amode : {"app", "app-headroom", "app-copy"}) {
         if (!want(amode)) continue;
         app_host h;
         h.o_perf = o.perf;
         h.mode = amode;
+        if (!std::strcmp(amode, "app-copy")) h.pool_export = "copy";
         std::string why;
         if (::access(o.stackd.c_str(), X_OK) != 0 || ::access(o.perf.c_str(), X_OK) != 0) {
             std::printf("%-12s skipped: zc-stackd or zc-perf not found (%s, %s)\n", "app", o.stackd.c_str(),
                         o.perf.c_str());
-        } else if (!h.start(o, std::strcmp(amode, "app") ? "headroom" : "private", &why)) {
+        } else if (!h.start(o, std::strcmp(amode, "app-headroom") ? "private" : "headroom", &why)) {
             std::fprintf(stderr, "zc-vmbench: app: cannot start the emulated host: %s\n", why.c_str());
             ok = false;
         } else {

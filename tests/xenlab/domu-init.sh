@@ -7,18 +7,27 @@
 #                         steps 2 and 3: bring eth0 up and play role R
 #                         (step 2: a, b, a2; step 3: u, the guest that talks
 #                         to HOST, a namespace behind zc-netback's uplink,
-#                         and g, its guest-to-guest peer).
+#                         and g, its guest-to-guest peer; step 4: zb, the
+#                         kernel-socket peer of zc-stackd's applications).
+#   xenlab=zc role=R ip=A.B.C.D peer=A.B.C.D [other=A.B.C.D]
+#                         step 4: no xen-netfront; zc-stackd on the vif
+#                         through zc-xen-guest (the packaged script), and
+#                         zc-perf/zc-echo on it (za: A, zc: C).
 # Markers go to the console (hvc0), which xenconsoled logs in dom0, where the
 # scenario reads them.
 /bin/busybox --install -s /bin
-export PATH=/bin
+export PATH=/bin:/usr/local/sbin:/usr/local/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mkdir -p /tmp
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -1; }
 mode=$(arg xenlab)
-for m in xen-evtchn xen-gntalloc xen-gntdev xen-netfront; do
+# zc mode keeps the kernel's xen-netfront out: zc-stackd's netfront owns the
+# vif (zc-xen-guest checks that no driver is bound to it).
+mods="xen-evtchn xen-gntalloc xen-gntdev xen-netfront"
+[ "$mode" = zc ] && mods="xen-evtchn xen-gntalloc xen-gntdev"
+for m in $mods; do
   f=$(ls /lib/modules/$m.ko* 2>/dev/null | head -1)
   [ -n "$f" ] && insmod "$f"
 done
@@ -133,7 +142,21 @@ net)
     pingit
     while :; do sleep 5; done
     ;;
+  zb)
+    # Step 4: an unmodified guest against zc-stackd and its applications in
+    # A: zc-perf's kernel-socket peer serves A's zc-perf client; then ping
+    # A's stack, request/response with zc-echo, verified bulk to zc-perf.
+    zc-xenlab-perf -s 5202 &
+    pingit
+    # (zc-echo in A may not be up yet: a run with losses is run again)
+    for _ in $(seq 1 10); do zc-xenlab-perf -e "$peer" 7 50 512 && break; sleep 2; done
+    for _ in $(seq 1 10); do zc-xenlab-perf -c "$peer" 5201 3 1200 && break; sleep 2; done
+    while :; do sleep 5; done
+    ;;
   esac
+  ;;
+zc)
+  . /lib/xenlab-zc.sh
   ;;
 esac
 echo "XENLAB-DOMU-IDLE"

@@ -3,7 +3,7 @@
 # Debian's unmodified Linux 6.1 (xen-netfront), booted in QEMU (TCG), against
 # zcnet's real-Xen hypervisor port and zc-netback.
 #
-#   tests/xenlab/lab.sh [step1|step2|step3|all]     (default: all)
+#   tests/xenlab/lab.sh [step1|step2|step3|step4|all]     (default: all)
 #
 # step1  the Xen hypervisor port in dom0 against two domUs (grant map,
 #        gref->gref copy between the domUs' pages, GNTST_* codes, event
@@ -21,6 +21,16 @@
 #        compared); the uplink's counters show checksums completed and GSO
 #        frames segmented, no drop of the guest's frames; the XDP program is
 #        gone once zc-netback stops. iperf3's rates are printed, not judged.
+# step4  the zc socket API inside real guests: A and C run zc-stackd (our
+#        userspace netfront, the kernel's xen-netfront not loaded, started
+#        by the packaged zc-xen-guest) with zc-perf/zc-echo; B is an
+#        unmodified guest with kernel sockets (zc-xenlab-perf, zc-perf's
+#        protocol). B pings A's stack, echoes through zc-echo and streams
+#        to zc-perf in A, A's zc-perf streams to B, A and C run zc-perf
+#        both ways, every payload verified; A's zc-perf server is SIGKILLed
+#        while C streams to it and restarted on the same port, zc-stackd
+#        and zc-netback running on. Pools go by copy where the guest
+#        kernel has no udmabuf (Debian 12's: uapi/README.md, "Pools").
 #
 # Images are built from Debian packages only and cached in
 # ${ZCNET_XENLAB_CACHE:-/var/cache/zcnet-xenlab}, keyed by the kernel package
@@ -46,7 +56,7 @@ if [ "${1:-}" = "--if-enabled" ]; then
   fi
 fi
 what=${1:-all}
-case "$what" in step1|step2|step3|all) ;; *) echo "usage: $0 [step1|step2|step3|all]" >&2; exit 2 ;; esac
+case "$what" in step1|step2|step3|step4|all) ;; *) echo "usage: $0 [step1|step2|step3|step4|all]" >&2; exit 2 ;; esac
 
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
@@ -71,7 +81,8 @@ fi
 labtest_bin=$bld/tests/test_xenlab_hv
 hvxen_bin=$bld/tests/test_hv_xen
 peer_bin=$bld/tests/zc-xenlab-peer
-for b in "$labtest_bin" "$hvxen_bin" "$peer_bin"; do
+perf_bin=$bld/tests/zc-xenlab-perf
+for b in "$labtest_bin" "$hvxen_bin" "$peer_bin" "$perf_bin"; do
   [ -x "$b" ] || { echo "xenlab: missing $b (build the release preset)" >&2; exit 1; }
 done
 
@@ -98,27 +109,50 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# domU: busybox, the Xen modules, our static peer, iperf3 (with its
-# libraries and the loader, mkbase.sh), an /init.
-du=$run/domu
-mkdir -p "$du"/{bin,dev,proc,sys,tmp,lib/modules}
-cp /bin/busybox "$du/bin/busybox"
-cp "$cache"/domu-modules/*.ko* "$du/lib/modules/"
-cp -a "$cache/domu-iperf3/." "$du/"
-cp "$peer_bin" "$du/bin/zc-xenlab-peer"
-install -m755 "$here/domu-init.sh" "$du/init"
-(cd "$du" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$run/domu.cpio.gz"
-
-ov=$run/overlay
-mkdir -p "$ov"/opt/zcnet/{bin,lib,domu,lab,debs} "$ov/etc/xenlab"
-install -m755 "$here/dom0-init.sh" "$ov/init"
-install -m755 "$here"/scenario.sh "$ov/opt/zcnet/lab/"
 # zc-netback, vif-zcnet and the units reach dom0 as an operator installs
 # them: the runtime package, installed there with dpkg (scenario.sh).
 log "cpack -G DEB in $bld"
 (cd "$bld" && cpack -G DEB -B "$run/debs" >"$run/cpack.log" 2>&1) || { tail -20 "$run/cpack.log" >&2; exit 1; }
 rt=$(ls "$run"/debs/zcnet_*.deb 2>/dev/null | head -1)
 [ -n "$rt" ] || { echo "xenlab: cpack made no zcnet package: $(ls "$run/debs")" >&2; exit 1; }
+
+# domU: busybox, the Xen modules, our static peers, iperf3 (with its
+# libraries and the loader, mkbase.sh), an /init. For step 4, what a guest
+# needs from the zcnet package (zc-stackd, zc-perf, zc-echo, libzcnet,
+# zc-xen-guest), taken out of the package, with every library they load and
+# the build host's loader under /opt/zcnet (the domU has no libc of its
+# own); /usr/local/bin runs them through that loader.
+du=$run/domu
+mkdir -p "$du"/{bin,dev,proc,sys,tmp,run,lib/modules,opt/zcnet/bin,opt/zcnet/lib,usr/local/bin,usr/local/sbin}
+cp /bin/busybox "$du/bin/busybox"
+cp "$cache"/domu-modules/*.ko* "$du/lib/modules/"
+cp -a "$cache/domu-iperf3/." "$du/"
+cp "$peer_bin" "$du/bin/zc-xenlab-peer"
+cp "$perf_bin" "$du/bin/zc-xenlab-perf"
+install -m755 "$here/domu-init.sh" "$du/init"
+install -m644 "$here/domu-zc.sh" "$du/lib/xenlab-zc.sh"
+pkg=$run/pkgroot
+dpkg-deb -x "$rt" "$pkg"
+pkglib=$(dirname "$(find "$pkg" -name 'libzcnet.so.1' | head -1)")
+install -m755 "$pkg/usr/sbin/zc-xen-guest" "$du/usr/local/sbin/zc-xen-guest"
+for p in zc-stackd zc-perf zc-echo; do
+  cp "$pkg/usr/bin/$p" "$du/opt/zcnet/bin/"
+  if LD_LIBRARY_PATH=$pkglib ldd "$pkg/usr/bin/$p" | grep -q "not found"; then
+    echo "xenlab: $p from the package misses libraries: $(LD_LIBRARY_PATH=$pkglib ldd "$pkg/usr/bin/$p")" >&2; exit 1
+  fi
+  LD_LIBRARY_PATH=$pkglib ldd "$pkg/usr/bin/$p" | awk '/=> \//{print $3} /^\t\/[^ ]*ld-linux/{print $1}' |
+    while read -r l; do cp -L "$l" "$du/opt/zcnet/lib/"; done
+  printf '#!/bin/sh\nexec /opt/zcnet/lib/ld-linux-x86-64.so.2 --library-path /opt/zcnet/lib /opt/zcnet/bin/%s "$@"\n' "$p" \
+    >"$du/usr/local/bin/$p"
+  chmod 755 "$du/usr/local/bin/$p"
+done
+[ -x "$du/opt/zcnet/lib/ld-linux-x86-64.so.2" ] || { echo "xenlab: no loader for zc-stackd in the domU" >&2; exit 1; }
+(cd "$du" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$run/domu.cpio.gz"
+
+ov=$run/overlay
+mkdir -p "$ov"/opt/zcnet/{bin,lib,domu,lab,debs} "$ov/etc/xenlab"
+install -m755 "$here/dom0-init.sh" "$ov/init"
+install -m755 "$here"/scenario.sh "$ov/opt/zcnet/lab/"
 cp "$rt" "$ov/opt/zcnet/debs/"
 cp "$cache/vmlinuz" "$ov/opt/zcnet/domu/vmlinuz"
 cp "$run/domu.cpio.gz" "$ov/opt/zcnet/domu/initrd.gz"
@@ -134,6 +168,9 @@ echo "$what" >"$ov/etc/xenlab/what"
 (cd "$ov" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$run/overlay.cpio.gz"
 cat "$cache/dom0-base.cpio.gz" "$run/overlay.cpio.gz" >"$run/dom0.cpio.gz"
 log "images ready after $(( $(date +%s) - t0 ))s; booting Xen in QEMU (TCG; a few minutes)"
+# The boot's budget (ZCNET_XENLAB_TIMEOUT) counts from here: building the
+# images first (half an hour on a fresh machine) must not use it up.
+tb=$(date +%s)
 
 # ---- boot ---------------------------------------------------------------------------------------
 serial=$run/serial.log
@@ -148,10 +185,10 @@ qpid=$!
 
 # Markers (printed by dom0-init.sh and scenario.sh): XENLAB-DOM0-UP,
 # XENLAB-PASS <step>, XENLAB-FAIL <step>: <why>, XENLAB-END.
-steps=$([ "$what" = all ] && echo "step1 step2 step3" || echo "$what")
+steps=$([ "$what" = all ] && echo "step1 step2 step3 step4" || echo "$what")
 verdict=timeout
 while :; do
-  el=$(( $(date +%s) - t0 ))
+  el=$(( $(date +%s) - tb ))
   if grep -aq "XENLAB-END" "$serial"; then verdict=end; break; fi
   if ! kill -0 "$qpid" 2>/dev/null; then verdict=qemu-exited; break; fi
   if grep -aqE "Kernel panic|Panic on CPU|\(XEN\) \*\*\*\*\*\*" "$serial"; then verdict=panic; sleep 2; break; fi

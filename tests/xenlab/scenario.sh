@@ -1,5 +1,5 @@
 #!/bin/sh
-# The lab's scenarios, run in dom0 by dom0-init.sh: scenario.sh step1|step2|step3|all.
+# The lab's scenarios, run in dom0 by dom0-init.sh: scenario.sh step1|step2|step3|step4|all.
 # Prints XENLAB-OK <what> for each check passed, XENLAB-PASS <step> or
 # XENLAB-FAIL <step>: <why> (followed by the logs that explain it).
 # Every wait polls with a deadline: emulation speed varies.
@@ -322,9 +322,75 @@ step3() {
   echo "XENLAB-PASS step3"
 }
 
+# Step 4: the zc socket API inside real guests (lab.sh's header). A and C
+# run zc-stackd on our userspace netfront (xenlab=zc, domu-zc.sh), B the
+# kernel's netfront with kernel UDP sockets (role zb, domu-init.sh).
+# wait_marker GUEST SECONDS WHAT: until GUEST's console shows the
+# extended regex WHAT; fails at once on a XENLAB-ZC-FAIL of that guest.
+wait_marker() {
+  g=$1 t=$2 m=$3
+  end=$(( $(date +%s) + t ))
+  until grep -aqE "$m" "$cons/guest-$g.log" 2>/dev/null; do
+    grep -aq "XENLAB-ZC-FAIL" "$cons/guest-$g.log" 2>/dev/null && fail "$g: $(grep -a XENLAB-ZC-FAIL "$cons/guest-$g.log" | head -1)"
+    [ "$(date +%s)" -ge "$end" ] && fail "timeout (${t}s) waiting for $g: $m"
+    sleep 1
+  done
+}
+said() { grep -aE "$2" "$cons/guest-$1.log" | head -1 | tr -d '\r'; }
+# served_runs: C's runs to A that A's zc-perf server answered, verified.
+served_runs() { grep -acE "XENLAB-ZC-PERF CA-stream rc=0 received=[1-9]" "$cons/guest-lab4c.log"; }
+
+step4() {
+  step=step4
+  [ -e /sys/module/xen_netback ] && fail "kernel xen-netback is loaded"
+  install_zcnet
+  setpriv --bounding-set=-all --inh-caps=-all zc-netback run >/tmp/netback.log 2>&1 &
+  nb=$!
+  wait_for 60 "zc-netback's control socket" test -S /run/zcnet/netback.sock
+  vif=script=vif-zcnet vcpus=1
+  a=$(domu lab4a "xenlab=zc role=za ip=10.0.0.1 peer=10.0.0.2 other=10.0.0.3" "mac=00:16:3e:5a:00:21,$vif") || exit 1
+  b=$(domu lab4b "xenlab=net role=zb ip=10.0.0.2 peer=10.0.0.1" "mac=00:16:3e:5a:00:22,$vif") || exit 1
+  c=$(domu lab4c "xenlab=zc role=zc ip=10.0.0.3 peer=10.0.0.1" "mac=00:16:3e:5a:00:23,$vif") || exit 1
+  ok "domUs created: A=dom$a (zc-stackd) B=dom$b (kernel netfront) C=dom$c (zc-stackd)"
+  for d in $a $b $c; do wait_for 300 "dom$d's vif Connected on both ends" vif_connected $d; done
+  ok "three vifs Connected; A's and C's frontends are zc-stackd's netfront: $(xenstore-read /local/domain/$a/device/vif/0/feature-sg 2>/dev/null) sg"
+  wait_marker lab4a 300 "XENLAB-ZC-STACKD-UP"
+  wait_marker lab4c 300 "XENLAB-ZC-STACKD-UP"
+  ok "zc-stackd in A and C: $(said lab4a XENLAB-ZC-STACKD-UP) | $(said lab4c XENLAB-ZC-STACKD-UP)"
+  ok "A's pool export: $(said lab4a XENLAB-ZC-POOL)"
+  wait_for 300 "B pings A's zc-stackd" guest_says lab4b "XENLAB-DOMU-PING-OK"
+  ok "B pings A's stack: $(said lab4b PING-OK)"
+  wait_marker lab4b 300 "XENLAB-ECHO ok"
+  ok "B <-> zc-echo in A, request/response: $(said lab4b 'XENLAB-ECHO ok')"
+  wait_marker lab4b 400 "XENLAB-PERF-CLIENT ok"
+  ok "B's kernel socket -> zc-perf in A: $(said lab4b 'XENLAB-PERF-CLIENT ok')"
+  wait_marker lab4a 400 "XENLAB-ZC-PERF AB rc=0 received=[1-9]"
+  ok "zc-perf in A -> B's kernel socket: $(said lab4a 'XENLAB-ZC-PERF AB rc=0') (B: $(said lab4b XENLAB-PERF-SERVED))"
+  wait_marker lab4c 400 "XENLAB-ZC-PERF CA rc=0 received=[1-9]"
+  ok "zc-perf C -> A: $(said lab4c 'XENLAB-ZC-PERF CA rc=0')"
+  wait_marker lab4a 400 "XENLAB-ZC-PERF AC rc=0 received=[1-9]"
+  ok "zc-perf A -> C: $(said lab4a 'XENLAB-ZC-PERF AC rc=0')"
+  wait_marker lab4a 400 "XENLAB-ZC-APP-RESTARTED"
+  n0=$(served_runs)
+  ok "$(said lab4a XENLAB-ZC-APP-KILLED)"
+  ok "$(said lab4a XENLAB-ZC-APP-RESTARTED)"
+  netback_alive
+  wait_marker lab4a 300 "XENLAB-ZC-RESTARTED-RX"
+  wait_for 300 "a run of C's stream served by A's restarted server" sh -c "[ \$(grep -acE 'XENLAB-ZC-PERF CA-stream rc=0 received=[1-9]' $cons/guest-lab4c.log) -gt $n0 ]"
+  ok "after the restart: $(said lab4a XENLAB-ZC-RESTARTED-RX); C's runs served and verified: $(served_runs) (before: $n0)"
+  said lab4a XENLAB-ZC-STATS
+  netback_alive
+  zc-netback stats
+  xl destroy lab4a; xl destroy lab4b; xl destroy lab4c
+  wait_for 120 "all vifs torn down" sh -c "[ -z \"\$(xenstore-list /local/domain/0/backend/vif 2>/dev/null)\" ]"
+  kill $nb; wait $nb
+  echo "XENLAB-PASS step4"
+}
+
 case "$what" in
 step1) step1 ;;
 step2) step2 ;;
 step3) step3 ;;
-all) step1 && step2 && step3 ;;
+step4) step4 ;;
+all) step1 && step2 && step3 && step4 ;;
 esac

@@ -34,7 +34,7 @@ const char* usage_text =
     "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
     "                 [--max-sockets-per-app N] [--max-pool-pages-per-app N] [--max-pool-pages N]\n"
     "                 [--setup-timeout MS] [--tx-headers private|headroom] [--tx-events lazy|each]\n"
-    "                 [--unres-qlen N]\n"
+    "                 [--unres-qlen N] [--pool-export auto|grant|copy]\n"
     "       zc-stackd stats [--listen PATH] [--sockets] [--json | --prometheus]\n"
     "                 counters of a running zc-stackd; --sockets: per socket\n"
     "\n"
@@ -58,6 +58,10 @@ const char* usage_text =
     "Datagrams to a neighbour being resolved wait in its queue (--unres-qlen, 32; a\n"
     "socket's further ones to it wait in its ring) while other destinations go; with\n"
     "no ARP answer (3 requests, 1 s apart) they complete with EHOSTUNREACH.\n"
+    "--pool-export: how sockets' send buffers reach the backend. grant: granted to it\n"
+    "(zero copy; on Xen the guest kernel needs udmabuf and gntdev dma-buf); copy: each\n"
+    "datagram copied into the vif's own TX pages (one copy more, no grant per socket);\n"
+    "auto (default): grant where the kernel can, else copy (logged once, with why).\n"
     "Stops on SIGINT/SIGTERM. The hypervisor is chosen as everywhere in zcnet.\n";
 
 int usage() {
@@ -185,6 +189,12 @@ int main(int argc, char** argv) {
         } else if (a == "--tx-events") {
             if (std::strcmp(v, "lazy") && std::strcmp(v, "each")) return usage();
             o.lazy_tx_events = !std::strcmp(v, "lazy");
+        } else if (a == "--pool-export") {
+            using zc::stackd::pool_export;
+            if (!std::strcmp(v, "auto")) o.pool_mode = pool_export::auto_;
+            else if (!std::strcmp(v, "grant")) o.pool_mode = pool_export::grant;
+            else if (!std::strcmp(v, "copy")) o.pool_mode = pool_export::copy;
+            else return usage();
         } else if (a == "--csum") {
             o.csum_offload = std::strcmp(v, "full") != 0;
         } else {

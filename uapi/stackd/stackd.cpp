@@ -85,6 +85,11 @@ void service::impl::lazy_tx_events() noexcept {
         if (lazy && s && s->inflight_n &&
             (s->closing || !s->lay || s->lay->rx_only_wait.load(std::memory_order_seq_cst) == 0))
             lazy = false;
+    // A socket waiting for room in netfront (its TX pages or ring: copy
+    // mode's sends, stackd_pool.cpp, hold no buffer of the socket's) is
+    // waiting for TX responses.
+    for (auto& s : socks)
+        if (lazy && s && (s->held == zsock::hold::retry || !s->arp_ready.empty())) lazy = false;
     if (nf->tx_lazy_events(lazy)) reap_tx();
 }
 
@@ -117,6 +122,7 @@ int service::impl::step(int timeout_ms) noexcept {
 service::service(std::unique_ptr<impl> p) noexcept : _p(std::move(p)) {}
 service::~service() = default;
 link::netfront& service::link() noexcept { return *_p->nf; }
+pool_export service::pool_mode() const noexcept { return _p->copy_pool ? pool_export::copy : pool_export::grant; }
 counters service::stats() const noexcept {
     std::lock_guard g(_p->published_lock);
     return _p->published;
@@ -161,6 +167,7 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
         return err(sh.error());
     }
     m->shr = std::move(*sh);
+    m->choose_pool_mode();
     proto::host_config hc;
     hc.mac = m->nf->mac();
     hc.ip = proto::ipv4_addr{o.ip};

@@ -37,6 +37,14 @@
 
 namespace zc::stackd {
 
+// How a socket's send buffers reach the backend (stackd_pool.cpp): grant
+// them (zero copy; needs gntshr::share_exportable), copy each datagram
+// into the netfront's own TX pages (one copy more, no grant per socket),
+// or auto: grant where share_exportable works, copy where it answers
+// -EOPNOTSUPP (a Xen guest kernel without udmabuf or gntdev dma-buf).
+enum class pool_export : uint8_t { auto_, grant, copy };
+const char* pool_export_name(pool_export m) noexcept;
+
 struct options {
     std::string listen;           // Unix socket path for applications
     uint32_t ip = 0;              // host order, e.g. 10.0.0.1 = 0x0a000001
@@ -73,6 +81,7 @@ struct options {
     // TX responses of the backend collected at the next wake-up while no
     // application waits for a completion (stackd.cpp, lazy_tx_events).
     bool lazy_tx_events = true;
+    pool_export pool_mode = pool_export::auto_; // --pool-export
     link::netfront_options nf;
 };
 
@@ -83,6 +92,7 @@ struct options {
     X(sockets_closed, "sockets", false, "zc sockets closed")                                  \
     X(tx_zc, "datagrams", false, "datagrams sent from a socket's pool")                      \
     X(tx_local, "datagrams", false, "of those, to a socket of this guest (not through the vif)") \
+    X(tx_copied, "datagrams", false, "of those, copied into the vif's TX pages (--pool-export copy)") \
     X(tx_bad_desc, "descriptors", true, "TX descriptors refused (bad index, length, busy buffer)") \
     X(tx_errors, "datagrams", true, "sends completed with an error")                          \
     X(tx_unresolved, "datagrams", true, "of those, -EHOSTUNREACH: the neighbour never answered ARP") \
@@ -166,6 +176,8 @@ public:
     // As of the end of the last loop iteration; callable from any thread.
     counters stats() const noexcept;
     link::netfront& link() noexcept;
+    // The pool mode in use: grant or copy (auto resolved at create).
+    pool_export pool_mode() const noexcept;
 
     struct impl;
 

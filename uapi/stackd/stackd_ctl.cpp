@@ -150,12 +150,7 @@ void service::impl::close_sock(zsock& s) noexcept {
 bool service::impl::destroy(zsock& s, bool force) noexcept {
     if (!s.closing) close_sock(s);
     if (s.inflight_n && !force) return false;
-    if (s.pool.addr) {
-        uint32_t pages = s.pool.count; // unshare() clears s.pool
-        int rc = shr->unshare(s.pool);
-        if (rc == -EBUSY && !force) return false;
-        if (rc == 0) pool_pages -= pages;
-    }
+    if (close_pool(s, force) == -EBUSY) return false;
     if (s.shm) ::munmap(s.shm, s.shm_size);
     if (s.shm_fd >= 0) ::close(s.shm_fd);
     if (s.rxmem) ::munmap(s.rxmem, s.rx_bytes);
@@ -255,23 +250,21 @@ int service::impl::do_open(zsock& s, const ctl_req& rq) noexcept {
         log_refused(s, tx, rx, rc, held);
         return rc;
     }
-    if (pool_pages + pages > opt.max_pool_pages) {
+    if (!copy_pool && pool_pages + pages > opt.max_pool_pages) {
         log_refused(s, tx, rx, -ENOSPC, held);
         return -ENOSPC;
     }
     if (int rc = map_shm(s, tx, rx, ent); rc < 0) return rc;
     if (int rc = map_rx(s, rx); rc < 0) return rc;
-    // The send buffers: granted to the backend, which copies from them, in
-    // memory that can be handed to the application without anything else.
-    auto p = shr->share_exportable(nf->backend_id(), pages, false);
-    if (!p) {
-        const int rc = p.error() == -ENOSPC ? -ENOSPC : -ENOMEM;
+    // The send buffers, in memory that can be handed to the application
+    // without anything else: granted to the backend, which copies from
+    // them, or (copy mode) ours, copied from (stackd_pool.cpp).
+    if (int e = open_pool(s, pages); e < 0) {
+        const int rc = e == -ENOSPC ? -ENOSPC : -ENOMEM;
         log_refused(s, tx, rx, rc, held);
         return rc;
     }
-    s.pool = std::move(*p);
-    pool_pages += pages;
-    s.mem = static_cast<uint8_t*>(s.pool.addr);
+    if (!copy_pool) pool_pages += pages;
     s.tx_bufs = tx;
     s.rx_bufs = rx;
     s.entries = ent;
@@ -324,7 +317,7 @@ bool service::impl::answer_open(zsock& s, ctl_rsp& r, const ctl_req& rq) noexcep
         close_sock(s);
         return false;
     }
-    auto ex = shr->export_fd(s.pool);
+    auto ex = export_pool(s);
     if (!ex) {
         r.rc = ex.error();
         (void)send_rsp(s.ctl, r, nullptr, 0);
@@ -333,7 +326,7 @@ bool service::impl::answer_open(zsock& s, ctl_rsp& r, const ctl_req& rq) noexcep
     }
     r.shm_size = s.shm_size;
     r.pool_off = ex->offset;
-    r.pool_size = size_t{s.pool.count} * hv::page_size + s.rx_bytes;
+    r.pool_size = size_t{s.tx_bufs} * buf_size + s.rx_bytes;
     int fds[ctl_nfds];
     fds[fd_shm] = s.shm_fd;
     fds[fd_pool] = ex->fd;

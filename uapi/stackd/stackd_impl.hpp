@@ -62,8 +62,10 @@ struct zsock {
     void* shm = nullptr;
     size_t shm_size = 0;
     shm_layout* lay = nullptr;
-    hv::shared_pages pool;  // the send buffers, granted to the backend
-    uint8_t* mem = nullptr; // pool.addr
+    hv::shared_pages pool;  // the send buffers, granted to the backend (grant mode)
+    int tx_fd = -1;         // ... or a memfd of ours, never granted (copy mode)
+    uint32_t tx_pages = 0;  // its pages
+    uint8_t* mem = nullptr; // the send buffers: pool.addr or tx_fd's mapping
     uint8_t* rxmem = nullptr; // the receive buffers (rx_fd, not granted)
     size_t rx_bytes = 0;
     uint32_t tx_bufs = 0, rx_bufs = 0, entries = 0;
@@ -119,6 +121,7 @@ struct service::impl {
     options opt;
     std::unique_ptr<link::netfront> nf;
     std::unique_ptr<hv::gntshr> shr;
+    bool copy_pool = false; // send buffers copied into netfront's pages (stackd_pool.cpp)
     std::unique_ptr<proto::host> host;
     int ep = -1, lfd = -1;
     std::vector<std::unique_ptr<zsock>> socks; // by slot
@@ -171,6 +174,13 @@ struct service::impl {
     bool answer(zsock& s, const ctl_req& rq) noexcept;
     void handle_ctl(zsock& s) noexcept;
     int start_ping(zsock& s, const ctl_req& rq) noexcept;
+
+    // ---- send buffers: granted or copied (stackd_pool.cpp) ----
+    void choose_pool_mode() noexcept;
+    int open_pool(zsock& s, uint32_t pages) noexcept;
+    result<hv::gntshr::exported_fd> export_pool(const zsock& s) noexcept;
+    int close_pool(zsock& s, bool force) noexcept;
+    bool submit_copy(zsock& s, const tx_desc& d, const proto::udp_flow& f) noexcept;
 
     // ---- transmit (stackd_tx.cpp) ----
     void complete(zsock& s, const tx_desc& d, int32_t res) noexcept;

@@ -43,6 +43,7 @@ bool service::impl::submit(zsock& s, const tx_desc& d, const proto::mac_addr& dm
     f.dst_ip = proto::ipv4_addr{ntohl(d.dst_ip)};
     f.src_port = ntohs(s.port);
     f.dst_port = ntohs(d.dst_port);
+    if (copy_pool) return submit_copy(s, d, f); // stackd_pool.cpp
     if (!opt.private_headers) return submit_headroom(s, d, f);
     proto::tx_headers h;
     const proto::tx_csum mode = opt.csum_offload && d.len ? proto::tx_csum::offload : proto::tx_csum::full;
