@@ -34,7 +34,8 @@ const char* usage_text =
     "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
     "                 [--max-sockets-per-app N] [--max-pool-pages-per-app N] [--max-pool-pages N]\n"
     "                 [--setup-timeout MS] [--tx-headers private|headroom] [--tx-events lazy|each]\n"
-    "                 [--unres-qlen N]\n"
+    "                 [--unres-qlen N] [--zc-direct on|off] [--direct-quota N]\n"
+    "                 [--direct-map-pages N] [--direct-map-idle MS]\n"
     "       zc-stackd stats [--listen PATH] [--sockets] [--json | --prometheus]\n"
     "                 counters of a running zc-stackd; --sockets: per socket\n"
     "\n"
@@ -58,6 +59,12 @@ const char* usage_text =
     "Datagrams to a neighbour being resolved wait in its queue (--unres-qlen, 32; a\n"
     "socket's further ones to it wait in its ring) while other destinations go; with\n"
     "no ARP answer (3 requests, 1 s apart) they complete with EHOSTUNREACH.\n"
+    "--zc-direct on (default): where the backend offers the direct path (zc-netback's\n"
+    "feature-zc-direct), a connected socket's datagrams to a zcnet guest on the same\n"
+    "switch go as a descriptor of its pool, granted read-only to that guest, which\n"
+    "copies the payload itself; at most --direct-quota (64) outstanding per destination,\n"
+    "the ordinary path beyond. Received ones: senders' pages stay mapped read-only,\n"
+    "at most --direct-map-pages (1024), each until unused for --direct-map-idle (1000) ms.\n"
     "Stops on SIGINT/SIGTERM. The hypervisor is chosen as everywhere in zcnet.\n";
 
 int usage() {
@@ -185,6 +192,15 @@ int main(int argc, char** argv) {
         } else if (a == "--tx-events") {
             if (std::strcmp(v, "lazy") && std::strcmp(v, "each")) return usage();
             o.lazy_tx_events = !std::strcmp(v, "lazy");
+        } else if (a == "--zc-direct") {
+            if (std::strcmp(v, "on") && std::strcmp(v, "off")) return usage();
+            o.zc_direct = !std::strcmp(v, "on");
+        } else if (a == "--direct-quota") {
+            o.direct_quota = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--direct-map-pages") {
+            o.direct_map_pages = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--direct-map-idle") {
+            o.direct_map_idle_ms = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--csum") {
             o.csum_offload = std::strcmp(v, "full") != 0;
         } else {
