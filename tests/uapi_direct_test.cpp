@@ -262,3 +262,27 @@ TEST(UapiDirect, IdleMappingsAreUnmapped) {
         return x.direct_maps > 0 && x.direct_unmaps == x.direct_maps;
     }));
 }
+
+// Streaming past the quota: every datagram is delivered or counted as a
+// drop at the receiving socket (no free receive buffer), none vanishes on
+// the way between the two paths.
+TEST(UapiDirect, StreamPastTheQuotaAccountsForEveryDatagram) {
+    uapi_rig r(true, [](stackd::options& o) { o.direct_quota = 16; });
+    ASSERT_TRUE(r.ok());
+    pair p(r, 7108);
+    stream s{r, p};
+    ASSERT_TRUE(s.send(2000, 1200));
+    EXPECT_TRUE(eventually([&] {
+        s.reap_some();
+        s.recv_some_now(1200);
+        return s.completed == s.sent && s.received + r.g[2].svc->stats().rx_drops >= s.sent;
+    })) << counts(r) << " received " << s.received << " of " << s.sent;
+    EXPECT_EQ(s.ok, s.sent);
+    EXPECT_GT(r.g[1].svc->stats().tx_direct, 0u);
+    EXPECT_GT(r.g[1].svc->stats().tx_direct_fallback, 0u);
+    EXPECT_EQ(r.g[1].svc->stats().tx_direct + r.g[1].svc->stats().tx_direct_fallback, s.sent);
+    // In order, unless some were dropped (then the seeds no longer line up).
+    if (r.g[2].svc->stats().rx_drops == 0) {
+        EXPECT_EQ(s.bad, 0u) << counts(r);
+    }
+}

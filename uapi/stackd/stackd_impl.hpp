@@ -120,6 +120,7 @@ struct zsock {
     std::vector<hv::gref_t> direct_refs;
     bool direct_failed = false; // granting failed: the ordinary path for good
     bool direct_hold = false;   // zc-netback refused one: ordinary path until direct_n is 0
+    bool direct_fell = false;   // the datagram being submitted fell back (counted in accepted())
     uint32_t direct_n = 0;      // direct sends outstanding
     std::vector<proto::mac_addr> direct_mac; // per TX buffer sent direct: its resend's MAC
     // A ping request on this connection.

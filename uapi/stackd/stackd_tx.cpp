@@ -107,6 +107,11 @@ bool service::impl::submit_headroom(zsock& s, const tx_desc& d, const proto::udp
 void service::impl::accepted(zsock& s, const tx_desc& d) noexcept {
     s.inflight[d.buf] = zsock::tx_sent;
     s.inflight_n++;
+    if (s.direct_fell) { // direct_tx.cpp: to a direct-path peer, on the ordinary path
+        s.direct_fell = false;
+        n.tx_direct_fallback++;
+        s.st.tx_direct_fallback++;
+    }
     n.tx_zc++;
     s.st.tx_datagrams++;
     s.st.tx_bytes += d.len;
