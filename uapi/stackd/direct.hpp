@@ -13,6 +13,12 @@
 // domain that left the backend's zc-direct-peers (gone from our switch, or
 // dead) is unmapped (drop_domain).
 //
+// A sender's descriptors cost us a map (a hypervisor call; in the
+// emulation two broker round trips) only for pages not mapped yet: a
+// sender naming grants that do not map gets at most max_failures refused
+// maps per expire() period; its further descriptors are dropped without
+// one until then.
+//
 // The bytes are the sender's and stay writable by it: read them once (copy
 // them) before anything is decided on them. Single-threaded (zc-stackd's
 // loop).
@@ -39,8 +45,10 @@ public:
     const uint8_t* get(hv::domid_t dom, hv::gref_t ref, uint64_t now_ms, int16_t* status) noexcept;
     // Unmap every page of `dom`.
     void drop_domain(hv::domid_t dom) noexcept;
-    // Unmap the pages unused since now_ms - idle_ms.
+    // Unmap the pages unused since now_ms - idle_ms; a new period of
+    // max_failures per domain.
     void expire(uint64_t now_ms) noexcept;
+    static constexpr uint32_t max_failures = 64;
     // The domains with pages mapped.
     std::vector<hv::domid_t> domains() const;
 
@@ -62,6 +70,7 @@ private:
     hv::gnttab& _tab;
     uint32_t _max, _idle;
     std::unordered_map<uint64_t, entry> _m;
+    std::unordered_map<hv::domid_t, uint32_t> _failures; // refused maps this period, by domain
     uint64_t _maps = 0, _unmaps = 0;
 };
 

@@ -28,10 +28,16 @@ const uint8_t* direct_maps::get(hv::domid_t dom, hv::gref_t ref, uint64_t now_ms
         it->second.used = now_ms;
         return static_cast<const uint8_t*>(it->second.m.addr);
     }
-    if (_m.size() >= _max) evict_lru();
     int16_t st = GNTST_general_error;
+    uint32_t& failed = _failures[dom];
+    if (failed >= max_failures) {
+        if (status) *status = st;
+        return nullptr;
+    }
+    if (_m.size() >= _max) evict_lru();
     auto r = _tab.map(1, &dom, &ref, false, &st);
     if (!r) {
+        failed++;
         if (status) *status = st;
         return nullptr;
     }
@@ -58,6 +64,7 @@ void direct_maps::drop_domain(hv::domid_t dom) noexcept {
 }
 
 void direct_maps::expire(uint64_t now_ms) noexcept {
+    _failures.clear();
     unmap_if([&](uint64_t, const entry& e) { return e.used + _idle <= now_ms; });
 }
 
