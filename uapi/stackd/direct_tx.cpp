@@ -50,24 +50,26 @@ int service::impl::direct_submit(zsock& s, const tx_desc& d, const proto::mac_ad
         s.direct_fell = true; // counted once the ordinary path took it (accepted())
         return 0;
     };
-    if (s.direct_failed || s.direct_hold) return fallback();
-    if (s.direct_dom != *dom) {
-        // The first datagram to this domain (or the peer moved to another
-        // domain: the old grants end once nothing of them is out).
-        if (s.direct_dom != hv::domid_invalid && (s.direct_n || shr->end_also(s.pool) < 0)) return fallback();
-        s.direct_dom = hv::domid_invalid;
-        s.direct_refs.clear();
+    if (s.direct_st == zsock::direct_unused) {
+        // The first datagram on the direct path: the pool is granted to
+        // this domain for the socket's life, and to no other one ever (a
+        // socket reconnected elsewhere, or whose peer left and came back,
+        // stays on the ordinary path): in the emulation a domain once lent
+        // a region keeps its memfd (hv/emu/foreign.hpp), and a domain id
+        // can be reused by a new guest.
+        s.direct_st = zsock::direct_over;
         auto refs = shr->grant_also(s.pool, *dom, false);
         if (!refs) {
             ZC_LOG(warn, tag, "socket %u: granting its pool to d%u for the direct path: %d; ordinary path",
                    s.slot, unsigned(*dom), refs.error());
-            s.direct_failed = true;
             return fallback();
         }
+        s.direct_st = zsock::direct_granted;
         s.direct_dom = *dom;
         s.direct_refs = std::move(*refs);
-        if (s.direct_mac.size() != s.tx_bufs) s.direct_mac.assign(s.tx_bufs, proto::mac_addr{});
+        s.direct_mac.assign(s.tx_bufs, proto::mac_addr{});
     }
+    if (s.direct_st != zsock::direct_granted || s.direct_dom != *dom || s.direct_hold) return fallback();
     uint32_t& out = dir_out[*dom];
     if (out >= opt.direct_quota) return fallback();
     const size_t at = size_t{d.buf} * buf_size + d.off;
@@ -132,9 +134,9 @@ void service::impl::direct_sweep() noexcept {
         n.direct_unmaps = dmaps->unmaps();
     }
     for (auto& sp : socks) {
-        if (!sp || sp->direct_dom == hv::domid_invalid || sp->direct_n || is_peer(sp->direct_dom)) continue;
+        if (!sp || sp->direct_st != zsock::direct_granted || sp->direct_n || is_peer(sp->direct_dom)) continue;
         if (shr->end_also(sp->pool) == 0) {
-            sp->direct_dom = hv::domid_invalid;
+            sp->direct_st = zsock::direct_over;
             sp->direct_refs.clear();
         }
     }

@@ -115,10 +115,11 @@ struct zsock {
     enum class hold : uint8_t { none, retry } held = hold::none;
     tx_desc held_desc{};
     // The direct path (direct_tx.cpp): the pool also granted read-only to
-    // the connected peer's domain (direct_dom; refs per pool page).
+    // the connected peer's domain (direct_dom; refs per pool page), once
+    // in the socket's life; over: refused, or those grants ended.
+    enum : uint8_t { direct_unused, direct_granted, direct_over } direct_st = direct_unused;
     hv::domid_t direct_dom = hv::domid_invalid;
     std::vector<hv::gref_t> direct_refs;
-    bool direct_failed = false; // granting failed: the ordinary path for good
     bool direct_hold = false;   // zc-netback refused one: ordinary path until direct_n is 0
     bool direct_fell = false;   // the datagram being submitted fell back (counted in accepted())
     uint32_t direct_n = 0;      // direct sends outstanding
