@@ -411,3 +411,38 @@ TEST_F(EmuDirect, BatchCopiesFromSendersGrants) {
     EXPECT_EQ(seg.status, GNTST_general_error);
     EXPECT_EQ((*dsh)->unshare(*own), 0);
 }
+
+// A share granted to E and, with grant_also, read-only to D too (a zc
+// socket's pool on the direct path, docs/ARCHITECTURE.md "Direct path"):
+// D maps it read-only (never writable), cannot have it ended under its
+// mapping, and after end_also maps nothing; a second extra domain, the
+// share's own peer or ourselves are refused; unshare ends both sets.
+TEST_F(EmuDirect, GrantAlsoLendsAShareToASecondDomainReadOnly) {
+    hv::shared_pages& p = share(E, 2, false, 0x40);
+    // Granted to E only: D is refused.
+    int16_t st[2] = {};
+    EXPECT_FALSE(map(p, false, st));
+    auto refs = shr->grant_also(p, D, false);
+    ASSERT_TRUE(refs) << refs.error();
+    ASSERT_EQ(refs->size(), 2u);
+    EXPECT_EQ(shr->grant_also(p, D, false).error(), -EINVAL); // one extra domain
+    EXPECT_EQ(shr->grant_also(p, E, false).error(), -EINVAL);
+    EXPECT_EQ(shr->grant_also(p, S, false).error(), -EINVAL);
+    hv::shared_pages as_d = p;
+    as_d.refs = *refs;
+    EXPECT_FALSE(map(as_d, true, st)); // read-only to D
+    EXPECT_EQ(st[0], GNTST_general_error);
+    auto m = map(as_d, false, st);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(static_cast<const uint8_t*>(m->addr)[page_size + 5], 0x41);
+    // Mapped: neither the extra grants nor the share can be ended.
+    EXPECT_EQ(shr->end_also(p), -EBUSY);
+    hv::shared_pages copy_of = p;
+    EXPECT_EQ(shr->unshare(copy_of), -EBUSY);
+    EXPECT_EQ(dtab->unmap(*m), 0);
+    EXPECT_EQ(shr->end_also(p), 0);
+    EXPECT_EQ(shr->end_also(p), -EINVAL);
+    EXPECT_FALSE(map(as_d, false, st)); // ended
+    // Again, then unshare ends both sets (TearDown's unshare).
+    ASSERT_TRUE(shr->grant_also(p, D, false));
+}

@@ -149,6 +149,13 @@ int zc_bind(int s, const struct sockaddr_in *addr);
  * datagrams whose source address and port are `addr`'s; others are dropped
  * and counted (zc-stackd's per-socket rx_not_peer: `zc-stackd stats
  * --sockets`). Calling it again changes the peer.
+ * The direct path (zc-stackd --zc-direct, on by default): when the peer is
+ * a zcnet guest on the same host and switch, the socket's datagrams to it
+ * are read by the peer's domain straight from this socket's send buffers
+ * (granted read-only to that domain, for every send buffer of the socket:
+ * what it sends elsewhere with zc_send(to) too; never another socket's),
+ * and a send completes when the receiver has copied it. Nothing changes
+ * for the application: the same calls, completions and ownership rules.
  * Errors: -EBADF, -EINVAL (addr NULL, not AF_INET, port 0 or
  * address 0), -EADDRINUSE (no free ephemeral port), -ENOTCONN, -ETIMEDOUT
  * (as zc_bind). */

@@ -140,8 +140,9 @@ struct app_host : dom0_host {
     ~app_host();
 
     // `nb_args`: zc-netback's options (the rr mode's: its worker count).
+    // `stackd_args`: more zc-stackd options (--zc-direct on|off).
     bool start(const run_opts& o, const std::string& tx_headers, std::string* why,
-               const std::vector<std::string>& nb_args = {});
+               const std::vector<std::string>& nb_args = {}, const std::vector<std::string>& stackd_args = {});
 
     bool measure(size_t frame, double seconds, row& r, std::string* why);
     bool measure_rr(size_t frame, double seconds, rr_row& r, std::string* why);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <thread>
 
 #include "bench/kernel_path.hpp"
@@ -226,7 +227,8 @@ bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
             }
         }
     }
-    for (const char* amode : {"app", "app-headroom", "app-copy"}) {
+    std::map<size_t, double> app_gbps, app_nb; // the app rows of this pass, for the direct rows' ratios
+    for (const char* amode : {"app", "app-headroom", "app-copy", "direct"}) {
         if (!want(amode)) continue;
         app_host h;
         h.o_perf = o.perf;
@@ -236,7 +238,8 @@ bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
         if (::access(o.stackd.c_str(), X_OK) != 0 || ::access(o.perf.c_str(), X_OK) != 0) {
             std::printf("%-12s skipped: zc-stackd or zc-perf not found (%s, %s)\n", "app", o.stackd.c_str(),
                         o.perf.c_str());
-        } else if (!h.start(o, std::strcmp(amode, "app-headroom") ? "private" : "headroom", &why)) {
+        } else if (!h.start(o, std::strcmp(amode, "app-headroom") ? "private" : "headroom", &why, {},
+                            {"--zc-direct", std::strcmp(amode, "direct") ? "off" : "on"})) {
             std::fprintf(stderr, "zc-vmbench: app: cannot start the emulated host: %s\n", why.c_str());
             ok = false;
         } else {
@@ -260,6 +263,13 @@ bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
                     if (z.mode == "zc" && z.frame == s && z.pairs == 1 && z.queues == 1 && z.gbps > 0)
                         std::printf("%-12s %7zu  app/raw = %.3f (zc-perf app to app over raw netfront frames)\n",
                                     (std::string(amode) + "/zc").c_str(), s, r.gbps / z.gbps);
+                if (!std::strcmp(amode, "app")) {
+                    app_gbps[s] = r.gbps;
+                    app_nb[s] = r.nb_us_per_pkt;
+                } else if (!std::strcmp(amode, "direct") && app_gbps[s] > 0 && app_nb[s] > 0) {
+                    std::printf("%-12s %7zu  direct/app = %.3f, zc-netback CPU per datagram direct/app = %.3f\n",
+                                "direct/app", s, r.gbps / app_gbps[s], r.nb_us_per_pkt / app_nb[s]);
+                }
             }
         }
     }

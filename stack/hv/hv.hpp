@@ -110,6 +110,26 @@ public:
         (void)p;
         return err(-EOPNOTSUPP);
     }
+
+    // Grant the pages of a live share_exportable share to one more domain,
+    // `peer`, as well (docs/ARCHITECTURE.md, "Direct path (guest to
+    // guest)": a connected zc socket's send buffers, read-only to the
+    // destination guest besides the backend): refs[i] grants page i. At
+    // most one such domain per share; unshare() ends these grants too.
+    // Errors: -EINVAL (not a live exportable share of this handle, `peer`
+    // invalid, ourselves, the share's peer, or a second one), -ENOSPC
+    // (grant table full), -EOPNOTSUPP (xen: not built, see xen_port.cpp).
+    virtual result<std::vector<gref_t>> grant_also(const shared_pages& p, domid_t peer, bool writable) noexcept {
+        (void)p, (void)peer, (void)writable;
+        return err(-EOPNOTSUPP);
+    }
+    // End the grants grant_also() made, all or nothing.
+    // Errors: -EBUSY (a page is still mapped or in a copy by that domain:
+    // nothing changed, retry later), -EINVAL (none made), -EOPNOTSUPP.
+    virtual int end_also(const shared_pages& p) noexcept {
+        (void)p;
+        return -EOPNOTSUPP;
+    }
 };
 
 // ---------------------------------------------------------------------------

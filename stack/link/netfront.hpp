@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/counters.hpp"
 #include "common/mac.hpp"
@@ -295,11 +296,16 @@ public:
     // NETIF_RSP_OKAY when the receiver released it, NETIF_RSP_ERROR when
     // the backend refused the frame (not a peer, the receiver's ring short):
     // send it again on the ordinary path.
+    // `off` may ask for checksum offload (csum_blank: the receiver gets
+    // NETRXF_csum_blank, as on the ordinary path), never GSO.
     // Errors: -EOPNOTSUPP (no direct path), -EINVAL (hdr_len out of range,
-    // len 0, queue), -EMSGSIZE (offset + len > page), -EAGAIN, -ENOTCONN,
-    // -EIO.
+    // len 0, queue, GSO asked), -EMSGSIZE (offset + len > page), -EAGAIN,
+    // -ENOTCONN, -EIO.
     int send_direct(const void* hdr, size_t hdr_len, hv::domid_t dest, hv::gref_t gref, uint16_t offset,
-                    uint16_t len, uint64_t cookie, uint32_t queue = 0) noexcept;
+                    uint16_t len, uint64_t cookie, uint32_t queue = 0, const tx_offload* off = nullptr) noexcept;
+    // The domains of zc-direct-peers (sorted, each once); empty without
+    // the direct path. A domain that left it is gone from our switch.
+    std::vector<hv::domid_t> peer_domains() const;
     // Put the cookies of received descriptors (rx_info::desc) on the
     // release ring and notify the backend, which completes each sender's
     // request. Returns how many were queued (fewer when the ring is full:

@@ -144,7 +144,7 @@ void netfront::impl::drop_direct(nf_queue& q, const rx_chain& c) noexcept {
 // --- TX -------------------------------------------------------------------------
 
 int netfront::impl::send_direct(const void* hdr, size_t hdr_len, hv::domid_t dest, hv::gref_t gref, uint16_t offset,
-                                uint16_t len, uint64_t cookie, uint32_t queue) noexcept {
+                                uint16_t len, uint64_t cookie, uint32_t queue, const tx_offload* off) noexcept {
     if (!direct.load(std::memory_order_relaxed)) return -EOPNOTSUPP;
     if (queue >= qs.size() || !hdr || hdr_len < eth_hlen || hdr_len > zd::tx_header_max || len == 0) return -EINVAL;
     if (size_t{offset} + len > hv::page_size) return -EMSGSIZE;
@@ -165,6 +165,9 @@ int netfront::impl::send_direct(const void* hdr, size_t hdr_len, hv::domid_t des
     req.id = id;
     req.size = uint16_t(hdr_len); // the headers only: one slot, what the backend's header copy reads
     req.flags = NETTXF_extra_info;
+    // Checksum flags as for any frame (xennet_start_xmit); GSO never.
+    if (off && off->csum_blank) req.flags |= NETTXF_csum_blank | NETTXF_data_validated;
+    else if (off && off->data_validated) req.flags |= NETTXF_data_validated;
     q.tx.write_request(i++, req);
     q.tx.write_request(i++, zd::to_extra(zd::tx_payload{zd::extra_tx_payload, XEN_NETIF_EXTRA_FLAG_MORE, offset, gref}));
     q.tx.write_request(i++, zd::to_extra(zd::tx_dest{zd::extra_tx_dest, 0, dest, len, 0}));
@@ -230,8 +233,18 @@ result<hv::domid_t> netfront::peer_domid(const mac_addr& mac) const noexcept {
 }
 
 int netfront::send_direct(const void* hdr, size_t hdr_len, hv::domid_t dest, hv::gref_t gref, uint16_t offset,
-                          uint16_t len, uint64_t cookie, uint32_t queue) noexcept {
-    return _p->send_direct(hdr, hdr_len, dest, gref, offset, len, cookie, queue);
+                          uint16_t len, uint64_t cookie, uint32_t queue, const tx_offload* off) noexcept {
+    if (off && off->gso_size) return -EINVAL;
+    return _p->send_direct(hdr, hdr_len, dest, gref, offset, len, cookie, queue, off);
+}
+
+std::vector<hv::domid_t> netfront::peer_domains() const {
+    std::vector<hv::domid_t> v;
+    std::lock_guard g(_p->dir_lock);
+    for (const auto& [mac, dom] : _p->peers) v.push_back(dom);
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+    return v;
 }
 
 result<size_t> netfront::release_direct(const uint16_t* cookies, size_t n) noexcept {

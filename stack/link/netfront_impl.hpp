@@ -187,7 +187,8 @@ struct netfront::impl {
     void drop_direct(nf_queue& q, const rx_chain& c) noexcept;
     void reap_releases() noexcept;                         // dir_lock held
     int send_direct(const void* hdr, size_t hdr_len, hv::domid_t dest, hv::gref_t gref, uint16_t offset,
-                    uint16_t len, uint64_t cookie, uint32_t queue) noexcept;
+                    uint16_t len, uint64_t cookie, uint32_t queue,
+                    const tx_offload* off) noexcept;
     result<size_t> release_direct(const uint16_t* cookies, size_t n) noexcept;
 
     // --- netfront_tx.cpp: the TX ring -------------------------------------

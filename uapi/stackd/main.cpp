@@ -34,7 +34,8 @@ const char* usage_text =
     "                 [--max-sockets N] [--csum full|offload] [--wait-vif SECONDS]\n"
     "                 [--max-sockets-per-app N] [--max-pool-pages-per-app N] [--max-pool-pages N]\n"
     "                 [--setup-timeout MS] [--tx-headers private|headroom] [--tx-events lazy|each]\n"
-    "                 [--unres-qlen N] [--pool-export auto|grant|copy]\n"
+    "                 [--unres-qlen N] [--pool-export auto|grant|copy] [--zc-direct on|off]\n"
+    "                 [--direct-quota N] [--direct-map-pages N] [--direct-map-idle MS]\n"
     "       zc-stackd stats [--listen PATH] [--sockets] [--json | --prometheus]\n"
     "                 counters of a running zc-stackd; --sockets: per socket\n"
     "\n"
@@ -62,6 +63,12 @@ const char* usage_text =
     "(zero copy; on Xen the guest kernel needs udmabuf and gntdev dma-buf); copy: each\n"
     "datagram copied into the vif's own TX pages (one copy more, no grant per socket);\n"
     "auto (default): grant where the kernel can, else copy (logged once, with why).\n"
+    "--zc-direct on (default): where the backend offers the direct path (zc-netback's\n"
+    "feature-zc-direct), a connected socket's datagrams to a zcnet guest on the same\n"
+    "switch go as a descriptor of its pool, granted read-only to that guest, which\n"
+    "copies the payload itself; at most --direct-quota (64) outstanding per destination,\n"
+    "the ordinary path beyond. Received ones: senders' pages stay mapped read-only,\n"
+    "at most --direct-map-pages (1024), each until unused for --direct-map-idle (1000) ms.\n"
     "Stops on SIGINT/SIGTERM. The hypervisor is chosen as everywhere in zcnet.\n";
 
 int usage() {
@@ -195,6 +202,15 @@ int main(int argc, char** argv) {
             else if (!std::strcmp(v, "grant")) o.pool_mode = pool_export::grant;
             else if (!std::strcmp(v, "copy")) o.pool_mode = pool_export::copy;
             else return usage();
+        } else if (a == "--zc-direct") {
+            if (std::strcmp(v, "on") && std::strcmp(v, "off")) return usage();
+            o.zc_direct = !std::strcmp(v, "on");
+        } else if (a == "--direct-quota") {
+            o.direct_quota = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--direct-map-pages") {
+            o.direct_map_pages = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--direct-map-idle") {
+            o.direct_map_idle_ms = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--csum") {
             o.csum_offload = std::strcmp(v, "full") != 0;
         } else {

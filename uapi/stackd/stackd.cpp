@@ -111,6 +111,7 @@ int service::impl::step(int timeout_ms) noexcept {
         if (s) drain_tx(*s);
     reap_tx();
     timers();
+    direct_sweep();
     reap_closed();
     lazy_tx_events();
     notify_dirty();
@@ -158,7 +159,13 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
     m->port = &port;
     m->opt = o;
     m->socks.resize(o.max_sockets);
-    auto nf = link::netfront::connect(port, o.nf, why);
+    if (o.zc_direct && (o.direct_quota == 0 || o.direct_map_pages == 0)) {
+        say("bad direct-path options (quota and mapped pages > 0)");
+        return err(-EINVAL);
+    }
+    link::netfront_options nfo = o.nf;
+    nfo.zc_direct = o.zc_direct;
+    auto nf = link::netfront::connect(port, nfo, why);
     if (!nf) return err(nf.error());
     m->nf = std::move(*nf);
     auto sh = port.open_gntshr();
@@ -168,6 +175,18 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
     }
     m->shr = std::move(*sh);
     m->choose_pool_mode();
+    if (m->nf->zc_direct()) {
+        // Receiving on the direct path: senders' pages, mapped read-only.
+        auto t = port.open_gnttab();
+        if (!t) {
+            say("gnttab (the direct path)");
+            return err(t.error());
+        }
+        m->dtab = std::move(*t);
+        m->dmaps.reset(new (std::nothrow) direct_maps(*m->dtab, o.direct_map_pages, o.direct_map_idle_ms));
+        if (!m->dmaps) return err(-ENOMEM);
+        m->dir_releases.reserve(1024);
+    }
     proto::host_config hc;
     hc.mac = m->nf->mac();
     hc.ip = proto::ipv4_addr{o.ip};

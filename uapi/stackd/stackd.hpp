@@ -82,6 +82,28 @@ struct options {
     // application waits for a completion (stackd.cpp, lazy_tx_events).
     bool lazy_tx_events = true;
     pool_export pool_mode = pool_export::auto_; // --pool-export
+    // The direct path between zcnet guests (docs/ARCHITECTURE.md, "Direct
+    // path (guest to guest)"; direct_tx.cpp, direct_rx.cpp): negotiated
+    // with the backend (nf.zc_direct is set from this). Sending: a
+    // connected socket's datagrams to its peer, when the peer's MAC is in
+    // the backend's zc-direct-peers, go out as headers plus a descriptor of
+    // the payload in the socket's pool, which is granted read-only to that
+    // domain too; zc-netback copies no payload. Receiving: the sender's
+    // pages are mapped read-only once and the payload copied from there.
+    // On by default: a backend that does not offer the extension (Linux
+    // netback) never sees it, and every datagram it cannot take falls back
+    // to the ordinary path by itself.
+    bool zc_direct = true;
+    // Direct datagrams outstanding (sent, not yet released by the
+    // receiver) per destination domain; beyond, the ordinary path
+    // (zc-netback refuses beyond its own 128 per pair, direct_per_peer).
+    uint32_t direct_quota = 64;
+    // Receiving: pages of senders' pools mapped at once (least recently
+    // used unmapped beyond), and how long an unused one stays mapped (the
+    // sender cannot free a pool we map: blkback's persistent grants are
+    // purged the same way, persistent_grant_unused_seconds).
+    uint32_t direct_map_pages = 1024;
+    uint32_t direct_map_idle_ms = 1000;
     link::netfront_options nf;
 };
 
@@ -111,7 +133,14 @@ struct options {
     X(app_wakes, "wake-ups", false, "notifications written to applications' sockets")        \
     X(cq_wakes_skipped, "wake-ups", false, "of completions, not written: the application waited for datagrams only") \
     X(setup_timeouts, "connections", true, "connections dropped: no OPEN in time")            \
-    X(app_limits, "sockets", true, "OPENs refused by a per-application limit")
+    X(app_limits, "sockets", true, "OPENs refused by a per-application limit")                \
+    X(tx_direct, "datagrams", false, "sent on the direct path (payload taken by the receiver)") \
+    X(tx_direct_fallback, "datagrams", false, "to a direct-path peer on the ordinary path (quota, refusal, grant)") \
+    X(tx_direct_refused, "datagrams", true, "direct datagrams zc-netback refused, sent again on the ordinary path") \
+    X(rx_direct, "datagrams", false, "direct-path descriptors received")                      \
+    X(rx_direct_bad, "datagrams", true, "of those, dropped: not IPv4/UDP headers, or the payload not mappable") \
+    X(direct_maps, "pages", false, "pages of senders' pools mapped (read-only)")              \
+    X(direct_unmaps, "pages", false, "of those, unmapped (idle, evicted, peer gone)")
 
 struct counters {
     ZC_COUNTER_SCHEMA(ZC_STACKD_COUNTERS)
@@ -129,7 +158,9 @@ struct counters {
     X(rx_drops, "datagrams", true, "no free RX buffer or ring space")                         \
     X(rx_truncated, "datagrams", false, "delivered cut to the receive buffer (ZC_RXD_F_TRUNC)") \
     X(rx_not_peer, "datagrams", true, "datagrams from a source other than the connected peer") \
-    X(fr_bad, "descriptors", true, "RX releases of buffers it did not hold")
+    X(fr_bad, "descriptors", true, "RX releases of buffers it did not hold")                  \
+    X(tx_direct, "datagrams", false, "of tx_datagrams, on the direct path")                   \
+    X(tx_direct_fallback, "datagrams", false, "to its direct-path peer on the ordinary path")
 
 struct socket_counters {
     ZC_COUNTER_SCHEMA(ZC_STACKD_SOCKET_COUNTERS)

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include <sys/types.h>
@@ -20,6 +21,7 @@
 #include "link/netfront.hpp"
 #include "proto/host.hpp"
 #include "uapi/shm.hpp"
+#include "stackd/direct.hpp"
 #include "stackd/stackd.hpp"
 
 namespace zc::stackd {
@@ -44,6 +46,10 @@ inline uint64_t ev_key(uint64_t kind, uint32_t slot) noexcept { return kind << 5
 inline uint64_t cookie_of(uint32_t slot, uint32_t gen, uint32_t buf) noexcept {
     return uint64_t(slot) << 48 | uint64_t(gen & 0xffff) << 32 | buf;
 }
+
+// A private tx_desc flag (never the application's: drain_tx clears it): a
+// direct send zc-netback refused, sent again on the ordinary path.
+inline constexpr uint16_t tx_f_ordinary = 0x8000;
 
 // One control response (with nfds descriptors) without blocking: 0 or -errno.
 int send_rsp(int fd, const ctl_rsp& r, const int* fds, int nfds) noexcept;
@@ -78,7 +84,9 @@ struct zsock {
     // Per TX buffer: 0 the application's, tx_sent with netfront until its
     // TX response, tx_arp waiting in its neighbour's ARP queue (or, resolved,
     // for room in netfront: arp_ready).
-    enum : uint8_t { tx_sent = 1, tx_arp = 2 };
+    // tx_direct: sent on the direct path, until the receiver's release
+    // (or zc-netback's refusal: sent again on the ordinary path).
+    enum : uint8_t { tx_sent = 1, tx_arp = 2, tx_direct = 3 };
     std::vector<uint8_t> inflight;
     std::vector<tx_desc> sent;       // per TX buffer: the entry in flight (for its completion)
     std::vector<uint8_t> rx_given;   // per RX buffer: handed to the application
@@ -108,6 +116,16 @@ struct zsock {
     // the ARP cache, as Linux's arp_queue, and other destinations go.)
     enum class hold : uint8_t { none, retry } held = hold::none;
     tx_desc held_desc{};
+    // The direct path (direct_tx.cpp): the pool also granted read-only to
+    // the connected peer's domain (direct_dom; refs per pool page), once
+    // in the socket's life; over: refused, or those grants ended.
+    enum : uint8_t { direct_unused, direct_granted, direct_over } direct_st = direct_unused;
+    hv::domid_t direct_dom = hv::domid_invalid;
+    std::vector<hv::gref_t> direct_refs;
+    bool direct_hold = false;   // zc-netback refused one: ordinary path until direct_n is 0
+    bool direct_fell = false;   // the datagram being submitted fell back (counted in accepted())
+    uint32_t direct_n = 0;      // direct sends outstanding
+    std::vector<proto::mac_addr> direct_mac; // per TX buffer sent direct: its resend's MAC
     // A ping request on this connection.
     bool ping = false;
     uint32_t ping_ip = 0;
@@ -137,6 +155,13 @@ struct service::impl {
     mutable std::mutex published_lock; // protects published
     counters published;                // n as of the end of the last iteration, for stats()
     uint8_t reply[2048];
+    // The direct path (direct_tx.cpp, direct_rx.cpp).
+    std::unique_ptr<hv::gnttab> dtab;              // receiving: maps senders' pages
+    std::unique_ptr<direct_maps> dmaps;            // ... and keeps them (null: no direct path)
+    std::vector<uint16_t> dir_releases;            // receiving: cookies to give back
+    std::unordered_map<hv::domid_t, uint32_t> dir_out; // sending: outstanding per destination
+    uint64_t dir_swept = 0;                        // mono ms of the last direct_sweep
+    alignas(64) uint8_t dir_frame[256 + hv::page_size]; // a direct frame's headers (+ payload)
     log::ratelimit refusals_rl{5, 1}; // log_refused: an application may retry in a loop
     // The clock, read once per loop iteration (the ARP cache takes time as
     // an argument so that the data path makes no system call for it).
@@ -214,6 +239,19 @@ struct service::impl {
     uint32_t source_for(const zsock& s, uint32_t dst) const noexcept;
     void drain_fr(zsock& s) noexcept;
     void rx_all() noexcept;
+
+    // ---- the direct path (direct_tx.cpp, direct_rx.cpp) ----
+    // A datagram to s's connected peer on the direct path: 1 taken (sent,
+    // or completed), 0 take the ordinary path, -EAGAIN netfront full.
+    int direct_submit(zsock& s, const tx_desc& d, const proto::mac_addr& dmac, const uint8_t* hdr,
+                      size_t hdr_len, const link::tx_offload& off) noexcept;
+    // A direct send's TX response: completed, or (refused) sent again.
+    void direct_done(zsock& s, uint32_t buf, int16_t status) noexcept;
+    // Grants and mappings of peers that left zc-direct-peers, idle mappings.
+    void direct_sweep() noexcept;
+    // A received descriptor (headers f[0, len) and info.desc).
+    void rx_direct(const uint8_t* f, size_t len, const link::rx_info& info) noexcept;
+    void direct_release_flush() noexcept;
 };
 
 } // namespace zc::stackd

@@ -27,7 +27,8 @@ struct rx_ctx {
 
 void on_frame(const uint8_t* f, size_t len, void* arg) noexcept {
     auto* c = static_cast<rx_ctx*>(arg);
-    c->self->rx_frame(f, len, c->info->flags);
+    if (c->info->direct) c->self->rx_direct(f, len, *c->info); // direct_rx.cpp
+    else c->self->rx_frame(f, len, c->info->flags);
 }
 
 } // namespace
@@ -170,6 +171,7 @@ void service::impl::rx_all() noexcept {
         auto r = nf->recv_view(&on_frame, &c, 0, &info);
         if (!r) break;
     }
+    direct_release_flush();
 }
 
 } // namespace zc::stackd

@@ -70,6 +70,7 @@ bool service::impl::submit(zsock& s, const tx_desc& d, const proto::mac_addr& dm
     }
     link::tx_offload off{};
     off.csum_blank = h.csum_blank;
+    if (int dr = direct_submit(s, d, dmac, hdr, proto::udp_headroom, off); dr != 0) return dr > 0;
     const size_t at = size_t{d.buf} * buf_size + d.off;
     rc = nf->tx_submit_granted_sg(hdr, proto::udp_headroom, s.pool.refs[at / hv::page_size],
                                   uint16_t(at % hv::page_size), d.len, cookie_of(s.slot, s.gen, d.buf), 0, &off);
@@ -107,6 +108,11 @@ bool service::impl::submit_headroom(zsock& s, const tx_desc& d, const proto::udp
 void service::impl::accepted(zsock& s, const tx_desc& d) noexcept {
     s.inflight[d.buf] = zsock::tx_sent;
     s.inflight_n++;
+    if (s.direct_fell) { // direct_tx.cpp: to a direct-path peer, on the ordinary path
+        s.direct_fell = false;
+        n.tx_direct_fallback++;
+        s.st.tx_direct_fallback++;
+    }
     n.tx_zc++;
     s.st.tx_datagrams++;
     s.st.tx_bytes += d.len;
@@ -211,6 +217,7 @@ void service::impl::drain_tx(zsock& s) noexcept {
         // Room for the completion must exist before we take the entry.
         if (s.cq.free_slots(s.cq_prod) <= s.cq_reserved) break;
         tx_desc d = s.tx.read(s.tx_cons);
+        d.flags &= uint16_t(~tx_f_ordinary);
         bool bad = d.buf >= s.tx_bufs || d.off < hdr_len || d.len > max_payload ||
                    size_t{d.off} + d.len > buf_size || d.dst_ip == 0 || d.dst_port == 0 || !s.port;
         if (!bad && s.inflight[d.buf]) bad = true; // sent again before its completion
@@ -240,6 +247,10 @@ void service::impl::reap_tx() noexcept {
             zsock& s = *socks[slot];
             if ((s.gen & 0xffff) != ((buf[i].cookie >> 32) & 0xffff) || b >= s.tx_bufs || !s.inflight[b])
                 continue;
+            if (s.inflight[b] == zsock::tx_direct) {
+                direct_done(s, b, buf[i].status);
+                continue;
+            }
             const tx_desc d = s.sent[b];
             s.inflight[d.buf] = 0;
             s.inflight_n--;

@@ -273,7 +273,7 @@ public:
     ~emu_gntshr() override {
         std::lock_guard g(_lock);
         for (auto& [addr, rec] : _live) {
-            if (end_all(rec) == 0) {
+            if (int rc = end_also_locked(rec); (rc == 0 || rc == -EINVAL) && end_all(rec) == 0) {
                 release_memory(rec);
             } else {
                 // Freeing now would hand a page the peer still uses to the
@@ -311,7 +311,7 @@ public:
         {
             std::lock_guard g(_lock);
             _live.emplace(reinterpret_cast<uintptr_t>(addr),
-                          record{*first, count, peer, writable, p.refs});
+                          record{*first, count, peer, writable, p.refs, -1, -1, domid_invalid, false, {}});
         }
         atomic_counters::add(_ctr.shares, count);
         return p;
@@ -323,7 +323,11 @@ public:
         if (it == _live.end() || it->second.count != p.count || it->second.refs != p.refs)
             return -EINVAL;
         record& rec = it->second;
-        if (int rc = end_all(rec); rc < 0) return rc;
+        if (int rc = end_also_locked(rec); rc < 0 && rc != -EINVAL) return rc;
+        if (int rc = end_all(rec); rc < 0) {
+            regrant_also(rec);
+            return rc;
+        }
         release_memory(rec);
         atomic_counters::add(_ctr.unshares, rec.count);
         _live.erase(it);
@@ -356,7 +360,7 @@ public:
         {
             std::lock_guard g(_lock);
             _live.emplace(reinterpret_cast<uintptr_t>(p.addr),
-                          record{reg->first, count, peer, writable, p.refs, int32_t(reg->index), reg->fd});
+                          record{reg->first, count, peer, writable, p.refs, int32_t(reg->index), reg->fd, domid_invalid, false, {}});
         }
         atomic_counters::add(_ctr.shares, count);
         return p;
@@ -375,6 +379,34 @@ public:
         return exported_fd{fd, 0};
     }
 
+    // The region's pages granted to a second domain too (hv.hpp): the
+    // broker lends the region to that domain only once every page is
+    // granted to it (foreign.hpp), which these grants make so.
+    result<std::vector<gref_t>> grant_also(const shared_pages& p, domid_t peer, bool writable) noexcept override {
+        std::lock_guard g(_lock);
+        auto it = _live.find(reinterpret_cast<uintptr_t>(p.addr));
+        if (it == _live.end() || it->second.count != p.count || it->second.region < 0) return err(-EINVAL);
+        record& rec = it->second;
+        if (peer == _c.self_view().dom || peer >= DOMID_FIRST_RESERVED || peer == rec.peer ||
+            !rec.also_refs.empty())
+            return err(-EINVAL);
+        std::vector<gref_t> refs(rec.count);
+        if (int rc = _fa.alloc_refs(rec.count, refs.data()); rc < 0) return err(rc);
+        rec.also = peer;
+        rec.also_writable = writable;
+        rec.also_refs = refs;
+        regrant_also(rec);
+        atomic_counters::add(_ctr.shares, rec.count);
+        return refs;
+    }
+
+    int end_also(const shared_pages& p) noexcept override {
+        std::lock_guard g(_lock);
+        auto it = _live.find(reinterpret_cast<uintptr_t>(p.addr));
+        if (it == _live.end() || it->second.count != p.count) return -EINVAL;
+        return end_also_locked(it->second);
+    }
+
 private:
     struct record {
         uint32_t first;
@@ -384,7 +416,38 @@ private:
         std::vector<gref_t> refs;
         int32_t region = -1; // share_exportable: its region, whose memfd is fd (the client's)
         int fd = -1;
+        // grant_also: the second domain and its grants (empty: none).
+        domid_t also = domid_invalid;
+        bool also_writable = false;
+        std::vector<gref_t> also_refs;
     };
+
+    void regrant_also(const record& rec) noexcept {
+        grant_entry_v1_t* tab = _c.self_view().gnttab;
+        for (uint32_t i = 0; i < rec.also_refs.size(); ++i)
+            grant_entry(tab[rec.also_refs[i]], rec.also, rec.first + i, !rec.also_writable);
+    }
+
+    // _lock held. All or nothing, as end_all.
+    int end_also_locked(record& rec) noexcept {
+        if (rec.also_refs.empty()) return -EINVAL;
+        grant_entry_v1_t* tab = _c.self_view().gnttab;
+        for (uint32_t i = 0; i < rec.also_refs.size(); ++i) {
+            if (end_access(tab[rec.also_refs[i]])) continue;
+            for (uint32_t j = 0; j < i; ++j)
+                grant_entry(tab[rec.also_refs[j]], rec.also, rec.first + j, !rec.also_writable);
+            return -EBUSY;
+        }
+        for (gref_t r : rec.also_refs) {
+            __atomic_store_n(&tab[r].domid, domid_t{0}, __ATOMIC_RELAXED);
+            __atomic_store_n(&tab[r].frame, uint32_t{0}, __ATOMIC_RELAXED);
+        }
+        _fa.free_refs(rec.also_refs.data(), uint32_t(rec.also_refs.size()));
+        atomic_counters::add(_ctr.unshares, rec.also_refs.size());
+        rec.also_refs.clear();
+        rec.also = domid_invalid;
+        return 0;
+    }
 
     // All or nothing: if one page is still mapped or in a copy, re-grant the
     // ones already ended. Between the two a map of those pages fails with
