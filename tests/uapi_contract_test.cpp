@@ -152,6 +152,21 @@ TEST(UapiContract, DatagramLongerThanRxMaxArrivesCutWithItsFullLength) {
     st.sz = sizeof st;
     ASSERT_EQ(zc_socket_stats(rx, &st), 0);
     EXPECT_EQ(st.rx_drops, 0u);
+    EXPECT_EQ(st.rx_packets, 4u);
+    EXPECT_EQ(st.rx_truncated, 2u); // 300 and 1472 came cut to 100
+    // A caller compiled against 1.0/1.1 (no rx_truncated) is still served,
+    // and nothing past its struct is written.
+    struct {
+        zc_stats st;
+        uint64_t canary;
+    } old{};
+    std::memset(&old, 0xa5, sizeof old);
+    old.st.sz = ZC_STATS_SZ_1_0;
+    ASSERT_EQ(zc_socket_stats(rx, &old.st), 0);
+    EXPECT_EQ(old.st.rx_packets, 4u);
+    EXPECT_EQ(old.st.rx_truncated, 0xa5a5a5a5a5a5a5a5u);
+    old.st.sz = ZC_STATS_SZ_1_0 - 1;
+    EXPECT_EQ(zc_socket_stats(rx, &old.st), -EINVAL);
     EXPECT_EQ(zc_close(rx), 0);
     EXPECT_EQ(zc_close(tx), 0);
 }
@@ -191,6 +206,10 @@ TEST(UapiContract, JumboDatagramLongerThanTheBufferArrivesCutNotDropped) {
     ASSERT_EQ(socks->size(), 1u);
     EXPECT_EQ((*socks)[0].c.rx_truncated, 1u);
     EXPECT_EQ((*socks)[0].c.rx_drops, 0u);
+    zc_stats st{};
+    st.sz = sizeof st;
+    ASSERT_EQ(zc_socket_stats(rx, &st), 0);
+    EXPECT_EQ(st.rx_truncated, 1u);
     EXPECT_EQ(zc_close(rx), 0);
 }
 

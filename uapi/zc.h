@@ -374,10 +374,16 @@ struct zc_stats {
 	uint64_t rx_bytes;
 	uint64_t rx_drops;     /* datagrams for this socket dropped (no RX buffer or ring full) */
 	uint64_t strict_refused; /* sends refused with -EFAULT (strict) */
+	/* Since ZCNET 1.2; a struct of the 1.0 size (ZC_STATS_SZ_1_0) is still
+	 * accepted and filled up to strict_refused. */
+	uint64_t rx_truncated; /* datagrams zc_recv()/zc_recv_wait() handed out cut
+	                          (ZC_RXD_F_TRUNC: longer than a receive buffer or rx_max) */
 };
+/* sizeof(struct zc_stats) of ZCNET 1.0 and 1.1 (before rx_truncated). */
+#define ZC_STATS_SZ_1_0 offsetof(struct zc_stats, rx_truncated)
 
-/* Errors: -EBADF, -EINVAL (st NULL or sz too small). Bytes of `st` past
- * what this library knows are zeroed. */
+/* Errors: -EBADF, -EINVAL (st NULL or sz smaller than ZC_STATS_SZ_1_0).
+ * Bytes of `st` past what this library knows are zeroed. */
 int zc_socket_stats(int s, struct zc_stats *st);
 
 /* ---- diagnostics ------------------------------------------------------------ */
@@ -388,7 +394,9 @@ int zc_socket_stats(int s, struct zc_stats *st);
  * `service` as in zc_socket_opts. Errors: -EINVAL (dst NULL, not AF_INET,
  * address 0, timeout_ms <= 0), -ENOENT/-ECONNREFUSED (no stack service),
  * -ENAMETOOLONG (service path), -ETIMEDOUT (no reply, including no ARP
- * answer), -ENOTCONN (the service went away).
+ * answer), -ENETUNREACH (off the guest's subnet and zc-stackd has no
+ * --gateway: answered at once, as ping(8) without a route), -ENOTCONN (the
+ * service went away).
  */
 int zc_ping(const char *service, const struct sockaddr_in *dst, int timeout_ms);
 

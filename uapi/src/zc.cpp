@@ -338,7 +338,8 @@ int zc_buf_free(int s, void* data) {
 int zc_socket_stats(int s, struct zc_stats* st) {
     zsock* k = find(s);
     if (!k) return -EBADF;
-    if (!st || st->sz < sizeof(zc_stats)) return -EINVAL;
+    // The struct of 1.0/1.1 ends before rx_truncated (ZC_STATS_SZ_1_0).
+    if (!st || st->sz < ZC_STATS_SZ_1_0) return -EINVAL;
     size_t sz = st->sz;
     std::memset(static_cast<void*>(st), 0, sz);
     st->sz = sz;
@@ -352,6 +353,7 @@ int zc_socket_stats(int s, struct zc_stats* st) {
     st->rx_packets = ss.rx_packets.load(std::memory_order_relaxed);
     st->rx_bytes = ss.rx_bytes.load(std::memory_order_relaxed);
     st->rx_drops = ss.rx_drops.load(std::memory_order_relaxed);
+    if (sz >= sizeof(zc_stats)) st->rx_truncated = k->rx_truncated;
     return 0;
 }
 

@@ -100,6 +100,7 @@ static unsigned take_rx(zsock* k, struct zc_rxd* out, unsigned max) noexcept {
         const uint32_t full = std::max<uint32_t>(d.full_len, d.len);
         out[n].len = std::min<uint32_t>(d.len, k->rx_max);
         out[n].flags = full > out[n].len ? ZC_RXD_F_TRUNC | full << 16 : 0;
+        if (full > out[n].len) k->rx_truncated++;
         std::memset(&out[n].from, 0, sizeof out[n].from);
         out[n].from.sin_family = AF_INET;
         out[n].from.sin_addr.s_addr = d.src_ip;

@@ -49,6 +49,7 @@ struct zsock {
     bool dead = false;
     // Local counters (the stack service keeps rx ones in shared memory).
     uint64_t zc_sends = 0, copied_sends = 0, completions = 0, send_errors = 0, tx_bytes = 0, strict_refused = 0;
+    uint64_t rx_truncated = 0; // datagrams handed out with ZC_RXD_F_TRUNC
 
     ~zsock() {
         if (pool) ::munmap(pool, pool_size);

@@ -438,6 +438,9 @@ void service::impl::handle_ctl(zsock& s) noexcept {
 int service::impl::start_ping(zsock& s, const ctl_req& rq) noexcept {
     if (s.ping || !rq.ip || rq.timeout_ms <= 0) return -EINVAL;
     proto::ipv4_addr dst{ntohl(rq.ip)};
+    // Off the subnet with no --gateway: no route, answered at once as
+    // ping(8) reports connect()'s ENETUNREACH (host::next_hop()).
+    if (host->next_hop(dst).is_zero()) return -ENETUNREACH;
     auto r = host->resolve(dst, uint64_t(mono_ms()), nullptr);
     if (r.send_request) send_arp_request(r.target);
     s.ping = true;
