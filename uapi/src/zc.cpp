@@ -131,15 +131,17 @@ bool trailing_zero(const void* o, size_t known, size_t sz) noexcept {
 bool valid_count(uint32_t n) noexcept { return n >= 2 && n <= 4096 && n % 2 == 0; }
 
 // The pool as the application sees it: the send buffers (read-write) and
-// right after them the receive buffers (read-only: their memfd is sealed
-// F_SEAL_FUTURE_WRITE), in one range. MAP_FAILED on error.
-void* map_pool(int txfd, uint64_t tx_off, int rxfd, size_t tx_bytes, size_t size) noexcept {
+// right after them the receive buffers (read-only here: received data is
+// not the application's to write, zc.h), one range of the pool fd.
+// MAP_FAILED on error.
+void* map_pool(int fd, uint64_t off, size_t tx_bytes, size_t size) noexcept {
     if (tx_bytes >= size) return MAP_FAILED;
     void* area = ::mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (area == MAP_FAILED) return area;
     uint8_t* a = static_cast<uint8_t*>(area);
-    if (::mmap(a, tx_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, txfd, off_t(tx_off)) == MAP_FAILED ||
-        ::mmap(a + tx_bytes, size - tx_bytes, PROT_READ, MAP_SHARED | MAP_FIXED, rxfd, 0) == MAP_FAILED) {
+    if (::mmap(a, tx_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, off_t(off)) == MAP_FAILED ||
+        ::mmap(a + tx_bytes, size - tx_bytes, PROT_READ, MAP_SHARED | MAP_FIXED, fd, off_t(off + tx_bytes)) ==
+            MAP_FAILED) {
         ::munmap(area, size);
         return MAP_FAILED;
     }
@@ -183,7 +185,7 @@ int zc_socket(const struct zc_socket_opts* o) {
     rq.rx_bufs = rx;
     rq.entries = ent;
     ctl_rsp rs{};
-    int fds[ctl_nfds] = {-1, -1, -1, -1, -1};
+    int fds[ctl_nfds] = {-1, -1, -1, -1};
     int nfds = 0;
     if (int rc = call(k->ctl, rq, rs, fds, &nfds, 10000); rc < 0) return rc;
     auto close_fds = [&] {
@@ -202,8 +204,8 @@ int zc_socket(const struct zc_socket_opts* o) {
     k->shm_size = size_t(rs.shm_size);
     k->pool_size = size_t(rs.pool_size);
     void* shm = ::mmap(nullptr, k->shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[fd_shm], 0);
-    void* pool = map_pool(fds[fd_pool], rs.pool_off, fds[fd_rx], size_t{tx} * buf_size, k->pool_size);
-    for (int f : {fd_shm, fd_pool, fd_rx}) ::close(fds[f]);
+    void* pool = map_pool(fds[fd_pool], rs.pool_off, size_t{tx} * buf_size, k->pool_size);
+    for (int f : {fd_shm, fd_pool}) ::close(fds[f]);
     if (shm == MAP_FAILED || pool == MAP_FAILED) {
         if (shm != MAP_FAILED) ::munmap(shm, k->shm_size);
         if (pool != MAP_FAILED) ::munmap(pool, k->pool_size);

@@ -64,9 +64,15 @@ int zc_completions(int s, struct zc_completion* out, unsigned max) {
         uint32_t b = c.buf & ~cq_buf_copied;
         // zc-stackd is the trusted side, but a garbled index must not
         // corrupt our state: skip it.
-        if (b >= k->tx_bufs || (k->state[b] != b_stack && k->state[b] != b_copy)) continue;
         uint32_t fl = 0;
-        if (k->state[b] == b_copy) {
+        if (b >= k->tx_bufs) {
+            // A received buffer that was sent: the stack's again.
+            const uint32_t r = b - k->tx_bufs;
+            if (r >= k->rx_bufs || k->rx_held[r] != zsock::rx_sending) continue;
+            k->rx_held[r] = zsock::rx_returned;
+        } else if (k->state[b] != b_stack && k->state[b] != b_copy) {
+            continue;
+        } else if (k->state[b] == b_copy) {
             k->state[b] = b_free;
             k->free_list.push_back(b);
             fl |= ZC_CQE_F_COPIED;
@@ -91,7 +97,9 @@ static unsigned take_rx(zsock* k, struct zc_rxd* out, unsigned max) noexcept {
     while (n < max && avail) {
         rx_desc d = k->rx.read(k->rx_cons++);
         avail--;
-        if (d.buf >= k->rx_bufs || size_t{d.off} + d.len > buf_size || k->rx_held[d.buf] == zsock::rx_app) continue;
+        if (d.buf >= k->rx_bufs || size_t{d.off} + d.len > buf_size || k->rx_held[d.buf] == zsock::rx_app ||
+            k->rx_held[d.buf] == zsock::rx_sending)
+            continue;
         k->rx_held[d.buf] = zsock::rx_app;
         k->rx_off[d.buf] = uint16_t(d.off);
         out[n].data = k->pool + size_t{k->tx_bufs + d.buf} * buf_size + d.off;
@@ -209,7 +217,8 @@ int zc_rx_release(int s, const void* data) {
     if (b < k->tx_bufs || b >= k->tx_bufs + k->rx_bufs) return -EINVAL;
     b -= k->tx_bufs;
     if (k->rx_held[b] == zsock::rx_never) return -EINVAL; // never received
-    if (k->rx_held[b] == zsock::rx_returned) return -EALREADY;
+    // Released already, or sent (zc_send of a received buffer gives it back).
+    if (k->rx_held[b] == zsock::rx_returned || k->rx_held[b] == zsock::rx_sending) return -EALREADY;
     if (p != k->pool + size_t{k->tx_bufs + b} * buf_size + k->rx_off[b]) return -EINVAL;
     if (k->fr.free_slots(k->fr_prod) == 0) {
         kick(*k);

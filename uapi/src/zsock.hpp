@@ -37,9 +37,11 @@ struct zsock {
     std::vector<uint32_t> free_list;
     // Per RX buffer: rx_never (not handed out since the socket opened),
     // rx_app (handed to the app by zc_recv; rx_off is its payload offset),
-    // rx_returned (released by the app). Lets zc_rx_release tell a pointer
-    // that was never received (-EINVAL) from a double release (-EALREADY).
-    enum : uint8_t { rx_never = 0, rx_app = 1, rx_returned = 2 };
+    // rx_returned (released by the app, or sent and completed), rx_sending
+    // (sent by the app: the stack's, its completion pending). Lets
+    // zc_rx_release tell a pointer that was never received (-EINVAL) from
+    // a double release (-EALREADY).
+    enum : uint8_t { rx_never = 0, rx_app = 1, rx_returned = 2, rx_sending = 3 };
     std::vector<uint8_t> rx_held;
     std::vector<uint16_t> rx_off;
     bool connected = false;

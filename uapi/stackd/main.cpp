@@ -47,7 +47,7 @@ const char* usage_text =
     "rewrite them into any frame: for trusted applications only.\n"
     "Per application (process): --max-sockets-per-app (16) sockets, EMFILE beyond;\n"
     "--max-pool-pages-per-app (4096) pool pages, ENOMEM beyond. For the guest:\n"
-    "--max-pool-pages (16384) granted send-buffer pages of all sockets, ENOSPC beyond.\n"
+    "--max-pool-pages (16384) granted pool pages of all sockets, ENOSPC beyond.\n"
     "A refused socket is logged with the limit and what to change. A connection that\n"
     "has not opened its socket within --setup-timeout (5000 ms) is dropped.\n"
     "--tx-events lazy (default): while every application with sends in flight waits\n"

@@ -46,7 +46,7 @@ struct options {
     // with -ENETUNREACH at once. It must be on the subnet of ip/netmask.
     uint32_t gateway = 0;
     uint32_t max_sockets = 64;      // connections at once (the emulated host has 64 regions per guest)
-    uint32_t max_pool_pages = 16384; // grant budget for all sockets' send buffers
+    uint32_t max_pool_pages = 16384; // grant budget for all sockets' pools (send + receive buffers)
     // Per application (process, SO_PEERCRED): sockets (connections) and
     // pool pages (send + receive buffers) at once: -EMFILE, -ENOMEM.
     uint32_t max_sockets_per_app = 16;
@@ -83,6 +83,7 @@ struct options {
     X(sockets_closed, "sockets", false, "zc sockets closed")                                  \
     X(tx_zc, "datagrams", false, "datagrams sent from a socket's pool")                      \
     X(tx_local, "datagrams", false, "of those, to a socket of this guest (not through the vif)") \
+    X(tx_rx_bufs, "datagrams", false, "TX entries naming a received buffer (sent on without a copy)") \
     X(tx_bad_desc, "descriptors", true, "TX descriptors refused (bad index, length, busy buffer)") \
     X(tx_errors, "datagrams", true, "sends completed with an error")                          \
     X(tx_unresolved, "datagrams", true, "of those, -EHOSTUNREACH: the neighbour never answered ARP") \

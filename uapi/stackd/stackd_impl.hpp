@@ -54,7 +54,7 @@ struct zsock {
     uint32_t slot = 0, gen = 0;
     bool open = false;     // OPEN done: rings and pool exist
     bool closing = false;  // the application went away; waiting for in-flight sends
-    int ctl = -1, notify = -1, kick = -1, shm_fd = -1, rx_fd = -1;
+    int ctl = -1, notify = -1, kick = -1, shm_fd = -1;
     pid_t pid = 0;          // the application (SO_PEERCRED at accept)
     socket_counters st;     // what `zc-stackd stats --sockets` shows
     uint64_t accepted_ms = 0; // mono_ms(): OPEN must come by accepted + setup_timeout_ms
@@ -62,9 +62,11 @@ struct zsock {
     void* shm = nullptr;
     size_t shm_size = 0;
     shm_layout* lay = nullptr;
-    hv::shared_pages pool;  // the send buffers, granted to the backend
-    uint8_t* mem = nullptr; // pool.addr
-    uint8_t* rxmem = nullptr; // the receive buffers (rx_fd, not granted)
+    // The send buffers, then the receive buffers, granted to the backend
+    // (a received buffer can be sent: uapi/README.md, "Pools").
+    hv::shared_pages pool;
+    uint8_t* mem = nullptr;   // pool.addr
+    uint8_t* rxmem = nullptr; // the receive buffers: mem + tx_bufs * buf_size
     size_t rx_bytes = 0;
     uint32_t tx_bufs = 0, rx_bufs = 0, entries = 0;
     uapi::ring<tx_desc> tx;
@@ -73,14 +75,19 @@ struct zsock {
     uapi::ring<fr_desc> fr;
     uint32_t tx_cons = 0, cq_prod = 0, rx_prod = 0, fr_cons = 0;
     uint32_t cq_reserved = 0;        // TX entries taken whose completion is not yet written
-    // Per TX buffer: 0 the application's, tx_sent with netfront until its
-    // TX response, tx_arp waiting in its neighbour's ARP queue (or, resolved,
-    // for room in netfront: arp_ready).
+    // Per pool buffer (send buffers, then receive buffers: a TX entry may
+    // name a received buffer): 0 not sent, tx_sent with netfront until its
+    // TX response, tx_arp waiting in its neighbour's ARP queue (or,
+    // resolved, for room in netfront: arp_ready).
     enum : uint8_t { tx_sent = 1, tx_arp = 2 };
     std::vector<uint8_t> inflight;
-    std::vector<tx_desc> sent;       // per TX buffer: the entry in flight (for its completion)
-    std::vector<uint8_t> rx_given;   // per RX buffer: handed to the application
-    std::vector<uint32_t> rx_free;   // RX buffers we own
+    std::vector<tx_desc> sent;       // per pool buffer: the entry in flight (for its completion)
+    // Per RX buffer: rx_ours (free, or being filled), rx_app (handed to the
+    // application), rx_sending (the application sent it: ours again when
+    // its send completes, then free).
+    enum : uint8_t { rx_ours = 0, rx_app = 1, rx_sending = 2 };
+    std::vector<uint8_t> rx_given;
+    std::vector<uint32_t> rx_free;   // RX buffers we own and may fill
     uint32_t inflight_n = 0;         // buffers not the application's (both states above)
     // Resolved while netfront was full: sent before anything else of the
     // socket (oldest first). Reserved to tx_bufs at OPEN: no allocation here.
@@ -155,7 +162,6 @@ struct service::impl {
     bool destroy(zsock& s, bool force) noexcept;
     void reap_closed() noexcept;
     int map_shm(zsock& s, uint32_t tx, uint32_t rx, uint32_t entries) noexcept;
-    int map_rx(zsock& s, uint32_t rx) noexcept;
     // The per-application limits for `pages` more pool pages; *held: the
     // application's pool pages with them.
     int check_limits(const zsock& s, uint32_t pages, uint64_t* held) const noexcept;
@@ -173,7 +179,12 @@ struct service::impl {
     int start_ping(zsock& s, const ctl_req& rq) noexcept;
 
     // ---- transmit (stackd_tx.cpp) ----
-    void complete(zsock& s, const tx_desc& d, int32_t res) noexcept;
+    // `taken`: the entry's buffer was the stack's (false for a refused
+    // entry, whose buffer state must not change).
+    void complete(zsock& s, const tx_desc& d, int32_t res, bool taken = true) noexcept;
+    // A TX entry naming a received buffer (stackd_rx.cpp): 0 when it may be
+    // sent, else the -errno of its completion.
+    int take_rx_for_send(zsock& s, const tx_desc& d) noexcept;
     bool submit(zsock& s, const tx_desc& d, const proto::mac_addr& dmac) noexcept;
     bool submit_headroom(zsock& s, const tx_desc& d, const proto::udp_flow& f) noexcept;
     void accepted(zsock& s, const tx_desc& d) noexcept;

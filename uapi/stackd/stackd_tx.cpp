@@ -21,8 +21,16 @@ extern "C" {
 
 namespace zc::stackd {
 
-void service::impl::complete(zsock& s, const tx_desc& d, int32_t res) noexcept {
+void service::impl::complete(zsock& s, const tx_desc& d, int32_t res, bool taken) noexcept {
     if (s.cq_reserved) s.cq_reserved--;
+    // A received buffer the application sent: ours again, to receive into.
+    if (taken && d.buf >= s.tx_bufs) {
+        const uint32_t r = d.buf - s.tx_bufs;
+        if (r < s.rx_bufs && s.rx_given[r] == zsock::rx_sending) {
+            s.rx_given[r] = zsock::rx_ours;
+            s.rx_free.push_back(r);
+        }
+    }
     if (res < 0) {
         n.tx_errors++;
         s.st.tx_errors++;
@@ -210,16 +218,19 @@ void service::impl::drain_tx(zsock& s) noexcept {
         // Room for the completion must exist before we take the entry.
         if (s.cq.free_slots(s.cq_prod) <= s.cq_reserved) break;
         tx_desc d = s.tx.read(s.tx_cons);
-        bool bad = d.buf >= s.tx_bufs || d.off < hdr_len || d.len > max_payload ||
-                   size_t{d.off} + d.len > buf_size || d.dst_ip == 0 || d.dst_port == 0 || !s.port;
-        if (!bad && s.inflight[d.buf]) bad = true; // sent again before its completion
+        int bad = d.buf >= s.tx_bufs + s.rx_bufs || d.off < hdr_len || d.len > max_payload ||
+                          size_t{d.off} + d.len > buf_size || d.dst_ip == 0 || d.dst_port == 0 || !s.port
+                      ? -EINVAL
+                      : 0;
+        if (!bad && s.inflight[d.buf]) bad = -EBUSY; // sent again before its completion
+        if (!bad && d.buf >= s.tx_bufs) bad = take_rx_for_send(s, d);
         s.tx_cons++;
         avail--;
         s.cq_reserved++;
         if (bad) {
             n.tx_bad_desc++;
             s.st.tx_bad_desc++;
-            complete(s, d, d.buf < s.tx_bufs && s.inflight[d.buf] ? -EBUSY : -EINVAL);
+            complete(s, d, bad, false);
             continue;
         }
         if (!send_one(s, d)) break; // held
@@ -237,7 +248,7 @@ void service::impl::reap_tx() noexcept {
             uint32_t slot = uint32_t(buf[i].cookie >> 48), b = uint32_t(buf[i].cookie & 0xffffffffu);
             if (slot >= socks.size() || !socks[slot]) continue;
             zsock& s = *socks[slot];
-            if ((s.gen & 0xffff) != ((buf[i].cookie >> 32) & 0xffff) || b >= s.tx_bufs || !s.inflight[b])
+            if ((s.gen & 0xffff) != ((buf[i].cookie >> 32) & 0xffff) || b >= s.inflight.size() || !s.inflight[b])
                 continue;
             const tx_desc d = s.sent[b];
             s.inflight[d.buf] = 0;
@@ -257,7 +268,7 @@ void service::impl::arp_released(std::span<const uint64_t> cookies, const proto:
         uint32_t slot = uint32_t(ck >> 48), b = uint32_t(ck & 0xffffffffu);
         if (slot >= socks.size() || !socks[slot]) continue;
         zsock& s = *socks[slot];
-        if ((s.gen & 0xffff) != ((ck >> 32) & 0xffff) || b >= s.tx_bufs || s.inflight[b] != zsock::tx_arp)
+        if ((s.gen & 0xffff) != ((ck >> 32) & 0xffff) || b >= s.inflight.size() || s.inflight[b] != zsock::tx_arp)
             continue;
         s.inflight[b] = 0;
         s.inflight_n--;
