@@ -92,6 +92,57 @@ TEST(UapiForward, ReceivedBufferIsSentOnWithoutACopy) {
     zc_close(fwd);
 }
 
+// A forwarder that reaps its completions only now and then: zc-stackd
+// receives into a buffer again as soon as its send completed, before the
+// application has seen that completion; the datagram must still be handed
+// out (and the completion still reported).
+TEST(UapiForward, ForwarderThatReapsLateLosesNothing) {
+    uapi_rig r;
+    ASSERT_TRUE(r.ok());
+    int cli = r.open(1), sink = r.open(1), fwd = r.open(2, ZC_SOCK_STRICT, 0, 2);
+    ASSERT_GE(cli, 0);
+    ASSERT_GE(sink, 0);
+    ASSERT_GE(fwd, 0);
+    sockaddr_in fb = addr_of(0, 7605), sb = addr_of(0, 7606);
+    ASSERT_EQ(zc_bind(fwd, &fb), 0);
+    ASSERT_EQ(zc_bind(sink, &sb), 0);
+    const sockaddr_in to_fwd = addr_of(guest_ip(2), 7605), to_sink = addr_of(guest_ip(1), 7606);
+    const uint32_t total = 40;
+    uint32_t reaped = 0;
+    for (uint32_t i = 0; i < total; i++) {
+        SCOPED_TRACE(i);
+        void* b = nullptr;
+        ASSERT_EQ(zc_buf_alloc(cli, &b), 0);
+        fill(b, 100, i);
+        ASSERT_EQ(zc_send(cli, b, 100, &to_fwd, 0, i), ZC_SENT_ZEROCOPY);
+        zc_rxd d{};
+        ASSERT_EQ(zc_recv_wait(fwd, &d, 1, 5000), 1);
+        ASSERT_TRUE(same(d.data, 100, i));
+        ASSERT_EQ(zc_send(fwd, d.data, d.len, &to_sink, 0, i), ZC_SENT_ZEROCOPY);
+        zc_rxd got{};
+        ASSERT_EQ(zc_recv_wait(sink, &got, 1, 5000), 1);
+        EXPECT_TRUE(same(got.data, 100, i));
+        EXPECT_EQ(zc_rx_release(sink, got.data), 0);
+        zc_completion c{};
+        ASSERT_EQ(reap(cli, &c, 1), 1);
+        EXPECT_EQ(zc_buf_free(cli, b), 0);
+        if (i % 8 == 7) {
+            zc_completion cs[8];
+            int k = reap(fwd, cs, 8);
+            ASSERT_EQ(k, 8);
+            for (int j = 0; j < k; j++) EXPECT_EQ(cs[j].res, 100);
+            reaped += uint32_t(k);
+        }
+    }
+    EXPECT_EQ(reaped, total);
+    zc_stats st{};
+    st.sz = sizeof st;
+    ASSERT_EQ(zc_socket_stats(fwd, &st), 0);
+    EXPECT_EQ(st.rx_drops, 0u);
+    EXPECT_EQ(st.rx_packets, total);
+    for (int s : {cli, sink, fwd}) zc_close(s);
+}
+
 // An echo server answers from the buffer the request came in, also to a
 // socket of its own guest (delivered by copy inside zc-stackd, as every
 // local datagram), and a batch of received buffers goes in one zc_sendmmsg.

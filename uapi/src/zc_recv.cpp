@@ -66,10 +66,12 @@ int zc_completions(int s, struct zc_completion* out, unsigned max) {
         // corrupt our state: skip it.
         uint32_t fl = 0;
         if (b >= k->tx_bufs) {
-            // A received buffer that was sent: the stack's again.
+            // A received buffer that was sent: the stack's again. (zc-stackd
+            // may already have received into it again and take_rx handed it
+            // out: then it stays the application's.)
             const uint32_t r = b - k->tx_bufs;
-            if (r >= k->rx_bufs || k->rx_held[r] != zsock::rx_sending) continue;
-            k->rx_held[r] = zsock::rx_returned;
+            if (r >= k->rx_bufs) continue;
+            if (k->rx_held[r] == zsock::rx_sending) k->rx_held[r] = zsock::rx_returned;
         } else if (k->state[b] != b_stack && k->state[b] != b_copy) {
             continue;
         } else if (k->state[b] == b_copy) {
@@ -97,9 +99,9 @@ static unsigned take_rx(zsock* k, struct zc_rxd* out, unsigned max) noexcept {
     while (n < max && avail) {
         rx_desc d = k->rx.read(k->rx_cons++);
         avail--;
-        if (d.buf >= k->rx_bufs || size_t{d.off} + d.len > buf_size || k->rx_held[d.buf] == zsock::rx_app ||
-            k->rx_held[d.buf] == zsock::rx_sending)
-            continue;
+        // rx_sending: a buffer we sent, whose completion zc-stackd wrote
+        // before it received into the buffer again (we have not reaped it).
+        if (d.buf >= k->rx_bufs || size_t{d.off} + d.len > buf_size || k->rx_held[d.buf] == zsock::rx_app) continue;
         k->rx_held[d.buf] = zsock::rx_app;
         k->rx_off[d.buf] = uint16_t(d.off);
         out[n].data = k->pool + size_t{k->tx_bufs + d.buf} * buf_size + d.off;
