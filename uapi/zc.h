@@ -96,7 +96,13 @@ extern "C" {
 /* zc_socket_opts.flags */
 #define ZC_SOCK_STRICT        0u        /* a pointer outside the pool: -EFAULT */
 #define ZC_SOCK_COPY_FALLBACK (1u << 0) /* ...: copied into the pool and counted */
-#define ZC_SOCK_FLAGS_ALL     (ZC_SOCK_COPY_FALLBACK)
+/* zc_recv_wait() looks at the receive ring for up to $ZCNET_BUSY_POLL_US
+ * microseconds (default 50, at most 1000) before it sleeps, as SO_BUSY_POLL,
+ * but only while a CPU is idle (fewer runnable tasks than CPUs): it saves
+ * the wake-up of a request/response exchange on a host with a CPU to spare
+ * and costs nothing where none is. Off by default. Since ZCNET 1.2. */
+#define ZC_SOCK_BUSY_POLL     (1u << 1)
+#define ZC_SOCK_FLAGS_ALL     (ZC_SOCK_COPY_FALLBACK | ZC_SOCK_BUSY_POLL)
 
 struct zc_socket_opts {
 	size_t sz;             /* sizeof(struct zc_socket_opts) */

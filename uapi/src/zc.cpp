@@ -172,6 +172,11 @@ int zc_socket(const struct zc_socket_opts* o) {
     auto k = std::unique_ptr<zsock>(new (std::nothrow) zsock);
     if (!k) return -ENOMEM;
     k->flags = o->flags;
+    if (o->flags & ZC_SOCK_BUSY_POLL) {
+        const char* e = std::getenv("ZCNET_BUSY_POLL_US");
+        unsigned long us = e && *e ? std::strtoul(e, nullptr, 10) : 50;
+        k->bp.set_budget_us(uint32_t(std::min<unsigned long>(us, 1000)));
+    }
     k->rx_max = v1_2 && o->rx_max ? o->rx_max : rx_capacity;
     k->owner = self_pid();
     k->local.sin_family = AF_INET;

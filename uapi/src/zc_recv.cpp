@@ -150,11 +150,16 @@ int zc_recv_wait(int s, struct zc_rxd* out, unsigned max, int timeout_ms) {
     if (!out || max == 0 || timeout_ms < -1) return -EINVAL;
     const int64_t deadline = timeout_ms < 0 ? 0 : mono_ms_now() + timeout_ms;
     int rc = 0;
-    bool cleared = false;
+    bool cleared = false, spun = timeout_ms == 0;
     for (;;) {
         if (unsigned n = take_rx(k, out, max)) {
             rc = int(n);
             break;
+        }
+        // ZC_SOCK_BUSY_POLL: once per call, while a CPU is idle.
+        if (!spun) {
+            spun = true;
+            if (k->bp.spin([k] { return k->rx.avail(k->rx_cons) != 0; })) continue;
         }
         // The control socket's hang-up is seen by the poll below (its
         // revents), so only the shared flag is looked at here: no system call.

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "uapi/busy_poll.hpp"
 #include "uapi/shm.hpp"
 
 namespace zc::uapi::lib {
@@ -49,6 +50,7 @@ struct zsock {
     sockaddr_in local{}; // from the bind/connect answers (zc_getsockname)
     pid_t owner = 0;     // the process that opened it (see g_pid)
     bool dead = false;
+    busy_poll bp;        // ZC_SOCK_BUSY_POLL: zc_recv_wait spins first (budget 0: never)
     // Local counters (the stack service keeps rx ones in shared memory).
     uint64_t zc_sends = 0, copied_sends = 0, completions = 0, send_errors = 0, tx_bytes = 0, strict_refused = 0;
     uint64_t rx_truncated = 0; // datagrams handed out with ZC_RXD_F_TRUNC

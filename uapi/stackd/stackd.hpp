@@ -73,6 +73,10 @@ struct options {
     // TX responses of the backend collected at the next wake-up while no
     // application waits for a completion (stackd.cpp, lazy_tx_events).
     bool lazy_tx_events = true;
+    // Before each sleep, look for events this many microseconds first, but
+    // only while a CPU is idle (uapi/busy_poll.hpp); 0 (default): never.
+    // At most 1000.
+    uint32_t busy_poll_us = 0;
     link::netfront_options nf;
 };
 

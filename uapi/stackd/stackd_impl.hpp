@@ -19,6 +19,7 @@
 #include "common/log.hpp"
 #include "link/netfront.hpp"
 #include "proto/host.hpp"
+#include "uapi/busy_poll.hpp"
 #include "uapi/shm.hpp"
 #include "stackd/stackd.hpp"
 
@@ -139,6 +140,7 @@ struct service::impl {
     uint16_t ping_id = 0x5a00;
     counters n;                        // the loop's own
     mutable std::mutex published_lock; // protects published
+    uapi::busy_poll bp;                // --busy-poll-us
     counters published;                // n as of the end of the last iteration, for stats()
     uint8_t reply[2048];
     log::ratelimit refusals_rl{5, 1}; // log_refused: an application may retry in a loop
