@@ -2,8 +2,11 @@
 // zc-rr: UDP request/response (one request outstanding), as a key-value
 // client and server do, written against the zc socket API (zc.h) only.
 //
-//   zc-rr -s [--port P] [--service PATH]                          echo server
-//   zc-rr -c IP [--port P] [--size N] [--time S] [--json] [--service PATH]
+//   zc-rr -s [--port P] [--service PATH] [--busy-poll]            echo server
+//   zc-rr -c IP [--port P] [--size N] [--time S] [--json] [--service PATH] [--busy-poll]
+//
+// --busy-poll: the socket is opened with ZC_SOCK_BUSY_POLL (zc.h; budget
+// $ZCNET_BUSY_POLL_US).
 //
 // The client sends a request of --size payload bytes (a header with a
 // session id and sequence number, then a pattern derived from
@@ -49,6 +52,7 @@ struct args {
     double seconds = 1;
     bool json = false;
     const char* service = nullptr;
+    bool busy_poll = false;
 };
 
 uint64_t now_ns() {
@@ -68,8 +72,8 @@ bool intact(const uint8_t* p, size_t len, uint64_t seq) {
 }
 
 int usage() {
-    std::fputs("usage: zc-rr -s [--port P] [--service PATH]\n"
-               "       zc-rr -c IP [--port P] [--size 16..1472] [--time S] [--json] [--service PATH]\n",
+    std::fputs("usage: zc-rr -s [--port P] [--service PATH] [--busy-poll]\n"
+               "       zc-rr -c IP [--port P] [--size 16..1472] [--time S] [--json] [--service PATH] [--busy-poll]\n",
                stderr);
     return 2;
 }
@@ -123,7 +127,7 @@ struct tx_bufs {
 int open_sock(const args& a) {
     zc_socket_opts o{};
     o.sz = sizeof o;
-    o.flags = ZC_SOCK_STRICT;
+    o.flags = ZC_SOCK_STRICT | (a.busy_poll ? ZC_SOCK_BUSY_POLL : 0u);
     o.tx_bufs = 16;
     o.rx_bufs = 64;
     o.ring_entries = 64;
@@ -255,6 +259,7 @@ int main(int argc, char** argv) {
         else if (k == "--size" && (x = v())) a.size = size_t(std::atol(x));
         else if (k == "--time" && (x = v())) a.seconds = std::atof(x);
         else if (k == "--json") a.json = true;
+        else if (k == "--busy-poll") a.busy_poll = true;
         else if (k == "--service" && (x = v())) a.service = x;
         else return usage();
     }

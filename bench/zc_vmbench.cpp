@@ -42,7 +42,7 @@ namespace {
 const char* usage_text =
     "usage: zc-vmbench [--quick] [--sizes LIST] [--modes LIST] [--pairs LIST] [--queues LIST]\n"
     "                  [--workers N] [--seconds S] [--repeat N] [--json FILE] [--csv FILE]\n"
-    "                  [--png FILE] [--netback PATH]\n"
+    "                  [--png FILE] [--netback PATH] [--busy-poll-us N]\n"
     "       zc-vmbench --modes soak [--guests N] [--flappers N] [--duration S] [--round S]\n"
     "                  [--kill-every S] [--rate N] [--seed N] [--rss-slack-mb M] [--json FILE]\n"
     "\n"
@@ -89,6 +89,9 @@ const char* usage_text =
     "  --pairs LIST    guest pairs, e.g. 1,2,4,8 (default 1)\n"
     "  --queues LIST   netif queues per vif, e.g. 1,2 (default 1)\n"
     "  --workers N     zc-netback data-path threads (default: one per queue, at most the CPUs)\n"
+    "  --busy-poll-us N  app-rr rows: zc-stackd --busy-poll-us N and zc-rr --busy-poll\n"
+    "                  (ZC_SOCK_BUSY_POLL, ZCNET_BUSY_POLL_US=N): spin before sleeping, only\n"
+    "                  while a CPU is idle (default 0: off)\n"
     "  --seconds S     per measurement (default 1.0)\n"
     "  --repeat N      run every mode N times, interleaved (all modes, then again), and report\n"
     "                  the median of each row with its min-max; ratios are taken within each\n"
@@ -230,6 +233,13 @@ int main(int argc, char** argv) {
                     std::fprintf(stderr, "zc-vmbench: unknown mode '%s'\n", m.c_str());
                     return 2;
                 }
+        } else if (a == "--busy-poll-us" && has) {
+            long v = std::atol(argv[++i]);
+            if (v < 0 || v > 1000) {
+                std::fprintf(stderr, "zc-vmbench: --busy-poll-us takes 0..1000\n");
+                return 2;
+            }
+            o.busy_poll_us = uint32_t(v);
         } else if (a == "--pairs" && has) {
             if (!parse_list(argv[++i], 1, 64, "guest pairs", o.pairs)) return 2;
         } else if (a == "--queues" && has) {

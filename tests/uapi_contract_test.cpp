@@ -152,6 +152,21 @@ TEST(UapiContract, DatagramLongerThanRxMaxArrivesCutWithItsFullLength) {
     st.sz = sizeof st;
     ASSERT_EQ(zc_socket_stats(rx, &st), 0);
     EXPECT_EQ(st.rx_drops, 0u);
+    EXPECT_EQ(st.rx_packets, 4u);
+    EXPECT_EQ(st.rx_truncated, 2u); // 300 and 1472 came cut to 100
+    // A caller compiled against 1.0/1.1 (no rx_truncated) is still served,
+    // and nothing past its struct is written.
+    struct {
+        zc_stats st;
+        uint64_t canary;
+    } old{};
+    std::memset(&old, 0xa5, sizeof old);
+    old.st.sz = ZC_STATS_SZ_1_0;
+    ASSERT_EQ(zc_socket_stats(rx, &old.st), 0);
+    EXPECT_EQ(old.st.rx_packets, 4u);
+    EXPECT_EQ(old.st.rx_truncated, 0xa5a5a5a5a5a5a5a5u);
+    old.st.sz = ZC_STATS_SZ_1_0 - 1;
+    EXPECT_EQ(zc_socket_stats(rx, &old.st), -EINVAL);
     EXPECT_EQ(zc_close(rx), 0);
     EXPECT_EQ(zc_close(tx), 0);
 }
@@ -191,6 +206,10 @@ TEST(UapiContract, JumboDatagramLongerThanTheBufferArrivesCutNotDropped) {
     ASSERT_EQ(socks->size(), 1u);
     EXPECT_EQ((*socks)[0].c.rx_truncated, 1u);
     EXPECT_EQ((*socks)[0].c.rx_drops, 0u);
+    zc_stats st{};
+    st.sz = sizeof st;
+    ASSERT_EQ(zc_socket_stats(rx, &st), 0);
+    EXPECT_EQ(st.rx_truncated, 1u);
     EXPECT_EQ(zc_close(rx), 0);
 }
 
@@ -200,25 +219,26 @@ TEST(UapiContract, JumboDatagramLongerThanTheBufferArrivesCutNotDropped) {
 // smaller socket (zc_socket_opts.tx_bufs/rx_bufs) still opens.
 TEST(UapiContract, SocketRefusedForMemoryNamesTheLimitAndTheFix) {
     uapi_rig r(true, [](stackd::options& o) {
-        o.max_pool_pages = 200;          // granted send-buffer pages of the guest
-        o.max_pool_pages_per_app = 400;  // send + receive pages of one process
+        o.max_pool_pages = 300;          // granted pool pages (send + receive) of the guest
+        o.max_pool_pages_per_app = 500;  // pool pages of one process
     });
     ASSERT_TRUE(r.ok());
-    int a = r.open(1); // 256 + 256 buffers: 128 granted pages, 256 in all
+    int a = r.open(1); // 256 + 256 buffers: 256 granted pages
     ASSERT_GE(a, 0);
     int b = 0, c = 0, d = 0;
     const std::string log = capture_stderr([&] {
-        b = r.open(1, ZC_SOCK_STRICT, 256, 2); // 128 more granted: past 200
-        c = r.open(1, ZC_SOCK_STRICT, 2, 256); // 1 granted, 129 in all: fits both
-        d = r.open(1);                         // 256 more of the app's: past 400
+        b = r.open(1, ZC_SOCK_STRICT, 256, 2); // 129 more granted: past 300
+        c = r.open(1, ZC_SOCK_STRICT, 2, 64);  // 33 more, 289 in all: fits both
+        d = r.open(1);                         // 256 more of the app's: past 500
     });
     EXPECT_EQ(b, -ENOSPC);
     EXPECT_GE(c, 0) << "a smaller socket must still open";
     EXPECT_EQ(d, -ENOMEM);
     EXPECT_NE(log.find("socket of 256+2 buffers (516 KiB of pool) refused (ENOSPC)"), std::string::npos) << log;
-    EXPECT_NE(log.find("--max-pool-pages 200"), std::string::npos) << log;
+    EXPECT_NE(log.find("its 129 pool pages would pass the guest's grant budget, 256 of --max-pool-pages 300"),
+              std::string::npos) << log;
     EXPECT_NE(log.find("socket of 256+256 buffers (1024 KiB of pool) refused (ENOMEM)"), std::string::npos) << log;
-    EXPECT_NE(log.find("the application's pools would be 641 pages, --max-pool-pages-per-app 400"),
+    EXPECT_NE(log.find("the application's pools would be 545 pages, --max-pool-pages-per-app 500"),
               std::string::npos) << log;
     EXPECT_EQ(count_of(log, "zc_socket_opts.tx_bufs/rx_bufs"), 2u) << log;
     EXPECT_EQ(zc_close(a), 0);

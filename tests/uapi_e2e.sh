@@ -110,6 +110,8 @@ echo "== zc-stackd stats"
 "$bin/uapi/zc-stackd" stats --listen "$s2" --json | tee "$dir/stackd2.json"
 jq -e '.echo_replies > 0 and .arp_replies > 0 and .rx_udp > 0 and .sockets_opened >= 3' "$dir/stackd2.json" \
     >/dev/null || { echo "zc-stackd stats: counters missing"; exit 1; }
+# zc-echo answers from the receive buffers themselves (220 echoes above).
+jq -e '.tx_rx_bufs >= 220' "$dir/stackd2.json" >/dev/null || { echo "zc-echo did not echo in place"; exit 1; }
 "$bin/uapi/zc-stackd" stats --listen "$s2" --sockets --json | jq -e '.sockets | type == "array"' >/dev/null ||
     { echo "zc-stackd stats --sockets --json: no sockets array"; exit 1; }
 # To a file first: grep -q stops reading at the first match, and the

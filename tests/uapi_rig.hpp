@@ -196,7 +196,7 @@ inline int recv_some(int s, zc_rxd* out, unsigned max, int timeout_ms = 8000) {
 // (uapi/src/shm.hpp), to do what libzcnet never would.
 struct raw_sock {
     int ctl = -1;
-    int fds[uapi::ctl_nfds] = {-1, -1, -1, -1, -1};
+    int fds[uapi::ctl_nfds] = {-1, -1, -1, -1};
     uapi::ctl_rsp rsp{};
     void* shm = nullptr;
     size_t shm_size = 0;

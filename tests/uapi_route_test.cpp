@@ -318,6 +318,21 @@ TEST(UapiGateway, NoGatewayIsNetUnreachableAtOnce) {
     zc_close(tx);
 }
 
+// ping(8) without a route fails at once with ENETUNREACH (connect() on its
+// socket); zc_ping did so only after its whole timeout.
+TEST(UapiGateway, PingOffSubnetWithoutGatewayIsNetUnreachable) {
+    uapi_rig rig;
+    ASSERT_TRUE(rig.ok());
+    sockaddr_in far = addr_of(far_ip, 0);
+    EXPECT_EQ(zc_ping(rig.g[1].sock.c_str(), &far, 500), -ENETUNREACH);
+    // On the subnet, a silent address is still a timeout, and a guest that
+    // answers still answers.
+    sockaddr_in nobody = addr_of(0x0a000061, 0);
+    EXPECT_EQ(zc_ping(rig.g[1].sock.c_str(), &nobody, 300), -ETIMEDOUT);
+    sockaddr_in peer = addr_of(guest_ip(2), 0);
+    EXPECT_GE(zc_ping(rig.g[1].sock.c_str(), &peer, 5000), 0);
+}
+
 TEST(UapiGateway, GatewayOffTheSubnetOrABadArpQueueIsRefused) {
     uapi_rig rig;
     ASSERT_TRUE(rig.ok());

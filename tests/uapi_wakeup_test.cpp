@@ -11,6 +11,7 @@
 #include <cstring>
 #include <thread>
 
+#include "uapi/busy_poll.hpp"
 #include "uapi_rig.hpp"
 
 using namespace zc;
@@ -121,4 +122,87 @@ TEST_F(UapiWakeup, RequestResponseWakesOncePerDatagram) {
     // alone (a response before the application is back in its wait).
     EXPECT_GE(wakes, uint64_t(2 * rounds));
     EXPECT_LT(wakes, uint64_t(3 * rounds)) << "applications are woken for completions";
+}
+
+// Busy polling (ZC_SOCK_BUSY_POLL, zc-stackd --busy-poll-us): the same
+// request/response with every part allowed to spin before sleeping; every
+// answer and completion still arrives (a spin that saw work must not lose
+// the wake-up that comes with it, one that gives up must still sleep).
+TEST(UapiBusyPoll, RequestResponseWithSpinningServicesAndSockets) {
+    uapi_rig r(true, [](stackd::options& o) { o.busy_poll_us = 50; });
+    ASSERT_TRUE(r.ok());
+    int cli = r.open(1, ZC_SOCK_STRICT | ZC_SOCK_BUSY_POLL), srv = r.open(2, ZC_SOCK_STRICT | ZC_SOCK_BUSY_POLL);
+    ASSERT_GE(cli, 0);
+    ASSERT_GE(srv, 0);
+    sockaddr_in b = addr_of(0, 7403), to = addr_of(guest_ip(2), 7403);
+    ASSERT_EQ(zc_bind(srv, &b), 0);
+    ASSERT_EQ(zc_connect(cli, &to), 0);
+    constexpr int rounds = 300;
+    std::atomic<int> server_errors{0};
+    std::thread server([&] { echo_n(srv, rounds, server_errors); });
+    void* buf = nullptr;
+    ASSERT_EQ(zc_buf_alloc(cli, &buf), 0);
+    int answered = 0;
+    for (int i = 0; i < rounds; i++) {
+        if (i > 0) {
+            zc_completion c{};
+            ASSERT_EQ(reap(cli, &c, 1), 1) << "request " << i - 1 << " never completed";
+        }
+        ASSERT_EQ(send_from_pool(cli, buf, uint8_t(i), 32, nullptr, uint64_t(i)), ZC_SENT_ZEROCOPY);
+        zc_rxd d{};
+        ASSERT_EQ(zc_recv_wait(cli, &d, 1, 5000), 1) << "no answer to request " << i;
+        answered += static_cast<const uint8_t*>(d.data)[0] == uint8_t(i);
+        EXPECT_EQ(zc_rx_release(cli, d.data), 0);
+    }
+    zc_completion c{};
+    EXPECT_EQ(reap(cli, &c, 1), 1);
+    server.join();
+    EXPECT_EQ(server_errors.load(), 0);
+    EXPECT_EQ(answered, rounds);
+    // A wait that times out still times out.
+    zc_rxd d{};
+    EXPECT_EQ(zc_recv_wait(cli, &d, 1, 20), -EAGAIN);
+    EXPECT_EQ(zc_buf_free(cli, buf), 0);
+    zc_close(cli);
+    zc_close(srv);
+}
+
+// The spin itself: no budget, no spin (the default: nothing ever busy-
+// polls); with one, it returns as soon as there is work, and it never
+// spins past its budget. Bits beyond ZC_SOCK_FLAGS_ALL are still refused,
+// and zc-stackd refuses a budget over 1000 us.
+TEST(UapiBusyPoll, SpinsOnlyWithABudgetAndNeverPastIt) {
+    int calls = 0;
+    uapi::busy_poll off;
+    EXPECT_FALSE(off.spin([&] { return ++calls > 0; }));
+    EXPECT_EQ(calls, 0);
+    uapi::busy_poll on(200);
+    calls = 0;
+    const bool got = on.spin([&] { return ++calls == 3; });
+    // It stops at the first look that finds work; with no CPU idle it may
+    // end before the third look.
+    if (got) {
+        EXPECT_EQ(calls, 3);
+    } else {
+        EXPECT_LT(calls, 3);
+    }
+    calls = 0;
+    EXPECT_FALSE(on.spin([&] { return ++calls < 0; })); // never ready: ends (budget or busy CPUs)
+    EXPECT_GE(calls, 1);
+    zc_socket_opts o{};
+    o.sz = sizeof o;
+    o.flags = ZC_SOCK_FLAGS_ALL << 1;
+    o.service = "/nonexistent";
+    EXPECT_EQ(zc_socket(&o), -EINVAL);
+    uapi_rig r;
+    ASSERT_TRUE(r.ok());
+    stackd::options so;
+    so.listen = r.host.dir() + "/bp.sock";
+    so.ip = guest_ip(1);
+    so.busy_poll_us = 1001;
+    std::string why;
+    auto svc = stackd::service::create(*r.g[1].port, so, &why);
+    ASSERT_FALSE(svc);
+    EXPECT_EQ(svc.error(), -EINVAL);
+    EXPECT_NE(why.find("--busy-poll-us"), std::string::npos) << why;
 }

@@ -44,8 +44,18 @@
  *             may read it until zc_rx_release() -> back to the stack, which
  *             reuses it for later datagrams. Received data is read-only: the
  *             receive buffers are mapped PROT_READ (zc_rxd.data is const), a
- *             write faults (SIGSEGV). To answer in place, copy the bytes into
- *             a send buffer from zc_buf_alloc().
+ *             write faults (SIGSEGV). Or it sends it on as it is, without a
+ *             copy (a forwarder, an echo server): zc_send()/zc_sendv()/
+ *             zc_sendmmsg() of the received payload (`data`; up to
+ *             max_payload bytes, usually `len`) hands the buffer back to the stack
+ *             instead of zc_rx_release() (then -EALREADY); its completion
+ *             carries user_data but gives the buffer to nobody: the stack
+ *             receives into it again. Sending it again before that is
+ *             -EBUSY. Only this socket's own received buffers are sent in
+ *             place (they are in its pool, granted like the send buffers);
+ *             any other memory, another socket's received datagram
+ *             included, is outside the pool: -EFAULT on strict sockets,
+ *             copied on copy-fallback ones.
  *
  * The `headroom` bytes in front of a buffer's payload are never the
  * application's: do not rely on what they hold. The stack service builds a
@@ -65,7 +75,8 @@
  * page into the destination guest's page). A copy-fallback send adds one
  * (application memory -> pool). A receive costs one copy in the local stack
  * service (the netfront RX page -> this socket's pool) on top of the
- * backend's grant copy; see uapi/README.md.
+ * backend's grant copy; forwarding a received buffer (RX above) adds none;
+ * see uapi/README.md.
  */
 #ifndef ZCNET_UAPI_ZC_H
 #define ZCNET_UAPI_ZC_H
@@ -85,7 +96,13 @@ extern "C" {
 /* zc_socket_opts.flags */
 #define ZC_SOCK_STRICT        0u        /* a pointer outside the pool: -EFAULT */
 #define ZC_SOCK_COPY_FALLBACK (1u << 0) /* ...: copied into the pool and counted */
-#define ZC_SOCK_FLAGS_ALL     (ZC_SOCK_COPY_FALLBACK)
+/* zc_recv_wait() looks at the receive ring for up to $ZCNET_BUSY_POLL_US
+ * microseconds (default 50, at most 1000) before it sleeps, as SO_BUSY_POLL,
+ * but only while a CPU is idle (fewer runnable tasks than CPUs): it saves
+ * the wake-up of a request/response exchange on a host with a CPU to spare
+ * and costs nothing where none is. Off by default. Since ZCNET 1.2. */
+#define ZC_SOCK_BUSY_POLL     (1u << 1)
+#define ZC_SOCK_FLAGS_ALL     (ZC_SOCK_COPY_FALLBACK | ZC_SOCK_BUSY_POLL)
 
 struct zc_socket_opts {
 	size_t sz;             /* sizeof(struct zc_socket_opts) */
@@ -231,14 +248,18 @@ int zc_buf_free(int s, void *data);
  * toward the guest's address (Linux's choice), and the completion comes at once (also when no socket has the
  * port: the datagram is then dropped, as UDP does). If `data` is the payload start of an APP buffer of this pool, the
  * buffer goes to STACK with no copy and ZC_SENT_ZEROCOPY is returned; its
- * completion (zc_completions) carries `user_data` and hands it back.
+ * completion (zc_completions) carries `user_data` and hands it back. If
+ * `data` is a received datagram's payload (zc_rxd.data, RX) of this
+ * socket, it is sent without a copy too and the buffer is the stack's
+ * from then on (BUFFER OWNERSHIP above).
  * If `data` is outside the pool: strict sockets fail with -EFAULT; copy-
  * fallback sockets copy the bytes into a pool buffer the library owns,
  * count a copied send, and return ZC_SENT_COPIED (the caller's memory is
  * free at once; the completion still comes, flagged ZC_CQE_F_COPIED).
  * Errors: -EBADF, -EINVAL (unknown flags, data NULL, `to` not
  * AF_INET or port/address 0, `data` inside the pool but not a send
- * buffer's payload start or in a FREE buffer), -EMSGSIZE (len >
+ * buffer's payload start or in a FREE buffer, or a receive buffer that is
+ * not RX or not at its payload's start), -EMSGSIZE (len >
  * max_payload), -EFAULT (strict: outside the pool), -EBUSY (the buffer is
  * STACK: reused before its completion), -EDESTADDRREQ (to NULL and not
  * connected), -EAGAIN (send ring full, or
@@ -363,7 +384,8 @@ int zc_recv_wait(int s, struct zc_rxd *out, unsigned max, int timeout_ms);
  * Errors: -EBADF, -EFAULT (not inside this socket's pool), -EINVAL (inside
  * the pool but never handed out by zc_recv: a send buffer, a receive buffer
  * nothing was received in, or not the start of the received payload),
- * -EALREADY (a received buffer released a second time), -EAGAIN (release ring full: reap with zc_recv first; the
+ * -EALREADY (a received buffer released a second time, or sent on with
+ * zc_send: the stack's already), -EAGAIN (release ring full: reap with zc_recv first; the
  * buffer stays RX).
  */
 int zc_rx_release(int s, const void *data);
@@ -381,10 +403,16 @@ struct zc_stats {
 	uint64_t rx_bytes;
 	uint64_t rx_drops;     /* datagrams for this socket dropped (no RX buffer or ring full) */
 	uint64_t strict_refused; /* sends refused with -EFAULT (strict) */
+	/* Since ZCNET 1.2; a struct of the 1.0 size (ZC_STATS_SZ_1_0) is still
+	 * accepted and filled up to strict_refused. */
+	uint64_t rx_truncated; /* datagrams zc_recv()/zc_recv_wait() handed out cut
+	                          (ZC_RXD_F_TRUNC: longer than a receive buffer or rx_max) */
 };
+/* sizeof(struct zc_stats) of ZCNET 1.0 and 1.1 (before rx_truncated). */
+#define ZC_STATS_SZ_1_0 offsetof(struct zc_stats, rx_truncated)
 
-/* Errors: -EBADF, -EINVAL (st NULL or sz too small). Bytes of `st` past
- * what this library knows are zeroed. */
+/* Errors: -EBADF, -EINVAL (st NULL or sz smaller than ZC_STATS_SZ_1_0).
+ * Bytes of `st` past what this library knows are zeroed. */
 int zc_socket_stats(int s, struct zc_stats *st);
 
 /* ---- diagnostics ------------------------------------------------------------ */
@@ -395,7 +423,9 @@ int zc_socket_stats(int s, struct zc_stats *st);
  * `service` as in zc_socket_opts. Errors: -EINVAL (dst NULL, not AF_INET,
  * address 0, timeout_ms <= 0), -ENOENT/-ECONNREFUSED (no stack service),
  * -ENAMETOOLONG (service path), -ETIMEDOUT (no reply, including no ARP
- * answer), -ENOTCONN (the service went away).
+ * answer), -ENETUNREACH (off the guest's subnet and zc-stackd has no
+ * --gateway: answered at once, as ping(8) without a route), -ENOTCONN (the
+ * service went away).
  */
 int zc_ping(const char *service, const struct sockaddr_in *dst, int timeout_ms);
 

@@ -195,6 +195,11 @@ app_host::~app_host() {
     stop_dom0();
 }
 
+env_list app_host::busy_env() const {
+    if (!busy_us) return {};
+    return {{"ZCNET_BUSY_POLL_US", std::to_string(busy_us)}};
+}
+
 bool app_host::start(const run_opts& o, const std::string& tx_headers, std::string* why,
                      const std::vector<std::string>& nb_args, const std::vector<std::string>& stackd_args) {
     if (!start_dom0("vmbench-app", o, nb_args, why)) return false;
@@ -202,6 +207,7 @@ bool app_host::start(const run_opts& o, const std::string& tx_headers, std::stri
         sock[g] = dir + "/stack" + std::to_string(g + 1) + ".sock";
         std::vector<std::string> args{o.stackd, "--ip", "10.0.0." + std::to_string(g + 1), "--listen", sock[g],
                                       "--tx-headers", tx_headers, "--pool-export", pool_export};
+        if (busy_us) args.insert(args.end(), {"--busy-poll-us", std::to_string(busy_us)});
         args.insert(args.end(), stackd_args.begin(), stackd_args.end());
         stackd[g] = spawn(args,
                           domain_env(hv::domid_t(g + 1)), false, dir + "/stack" + std::to_string(g + 1) + ".log");
@@ -224,8 +230,11 @@ bool app_host::start(const run_opts& o, const std::string& tx_headers, std::stri
                    false;
     }
     server = spawn({o.perf, "-s", "--service", sock[1], "--port", "5201"}, {}, false, dir + "/perf-server.log");
-    if (!o_rr.empty())
-        rr_server = spawn({o_rr, "-s", "--service", sock[1], "--port", "5202"}, {}, false, dir + "/rr-server.log");
+    if (!o_rr.empty()) {
+        std::vector<std::string> ra{o_rr, "-s", "--service", sock[1], "--port", "5202"};
+        if (busy_us) ra.push_back("--busy-poll");
+        rr_server = spawn(ra, busy_env(), false, dir + "/rr-server.log");
+    }
     ::usleep(200000);
     return true;
 }
@@ -301,9 +310,10 @@ bool app_host::measure_rr(size_t frame, double seconds, rr_row& r, std::string* 
     for (pid_t p : pids) cpu0.push_back(cpu_of(p));
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.3f", seconds);
-    child c = spawn({o_rr, "-c", "10.0.0.2", "--service", sock[0], "--port", "5202", "--size",
-                     std::to_string(payload), "--time", secs, "--json"},
-                    {}, true);
+    std::vector<std::string> ca{o_rr, "-c", "10.0.0.2", "--service", sock[0], "--port", "5202", "--size",
+                                std::to_string(payload), "--time", secs, "--json"};
+    if (busy_us) ca.push_back("--busy-poll");
+    child c = spawn(ca, busy_env(), true);
     std::string l;
     const bool got = c.line(l, int(seconds * 1000) + 30000);
     int st = 0;

@@ -62,6 +62,7 @@ struct run_opts {
     std::string netback, self;
     std::string stackd, perf; // app mode: zc-stackd and zc-perf
     std::string rr;           // rr mode's app rows: zc-rr
+    uint32_t busy_poll_us = 0; // app rows: zc-stackd --busy-poll-us, zc-rr --busy-poll (0: off)
 };
 
 // A program zc-vmbench runs: in the build tree at ../<build_rel>, installed
@@ -147,6 +148,8 @@ struct app_host : dom0_host {
     bool measure(size_t frame, double seconds, row& r, std::string* why);
     bool measure_rr(size_t frame, double seconds, rr_row& r, std::string* why);
     std::string o_perf, o_rr;
+    uint32_t busy_us = 0; // run_opts::busy_poll_us
+    env_list busy_env() const;
     std::string mode = "app";
     std::string pool_export = "auto"; // zc-stackd --pool-export (app-copy: copy)
 };

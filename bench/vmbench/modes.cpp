@@ -52,6 +52,7 @@ bool run_rr(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
         app_host h;
         h.o_perf = o.perf;
         h.o_rr = o.rr;
+        h.busy_us = o.busy_poll_us;
         std::string why;
         // zc-netback as for the zc-rr rows: the same worker count.
         if (!h.start(o, "private", &why, {"--workers", std::to_string(o.workers ? o.workers : 1)})) {

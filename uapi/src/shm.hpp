@@ -26,7 +26,7 @@
 namespace zc::uapi {
 
 inline constexpr uint32_t shm_magic = 0x7a636e31; // "zcn1"
-inline constexpr uint32_t proto_version = 2;
+inline constexpr uint32_t proto_version = 3; // 3: receive buffers granted too (may be sent on)
 inline constexpr uint32_t buf_size = 2048;       // two buffers per 4 KiB page: never crosses a page
 inline constexpr uint32_t headroom = 64;         // >= Ethernet + IPv4 + UDP (42), cache-line aligned payload
 inline constexpr uint32_t hdr_len = 14 + 20 + 8; // what zc-stackd writes in front of the payload
@@ -47,7 +47,9 @@ struct ring_hdr {
 static_assert(sizeof(ring_hdr) == 128);
 
 struct tx_desc {
-    uint32_t buf;       // buffer index, < tx_bufs
+    uint32_t buf;       // pool buffer index: a send buffer (< tx_bufs), or a
+                        // receive buffer the application holds (tx_bufs + i),
+                        // which is the stack's again once this entry completes
     uint16_t off;       // payload offset in the buffer, >= headroom
     uint16_t len;       // payload bytes, <= max_payload
     uint32_t dst_ip;    // network order
@@ -61,7 +63,7 @@ inline constexpr uint16_t tx_f_copied = 1; // a copy-fallback send (for the comp
 struct cq_desc {
     uint64_t user_data;
     int32_t res;  // bytes or -errno
-    uint32_t buf; // the tx_desc's buffer; | cq_buf_copied when tx_f_copied
+    uint32_t buf; // the tx_desc's buffer (pool index); | cq_buf_copied when tx_f_copied
 };
 static_assert(sizeof(cq_desc) == 16);
 inline constexpr uint32_t cq_buf_copied = 0x80000000u;
@@ -174,18 +176,21 @@ struct ctl_req {
 };
 static_assert(sizeof(ctl_req) == 32);
 
-// open: fds [shm memfd, pool fd, receive-buffer memfd, notify eventfd (the
+// open: fds [shm memfd, pool fd, receive-buffer fd, notify eventfd (the
 // app's socket fd), kick eventfd (app -> stackd doorbell)]. The pool fd
-// holds the send buffers [0, tx_bufs) and nothing else; the receive memfd
-// the receive buffers, sealed F_SEAL_FUTURE_WRITE (the application can map
-// it only read-only); every memfd is sealed F_SEAL_SHRINK | F_SEAL_GROW |
-// F_SEAL_SEAL. The application maps them back to back: pool_size bytes,
-// the send buffers first.
+// holds, from pool_off, the send buffers [0, tx_bufs) and nothing else; the
+// receive fd, from 0, the receive buffers, and it is read-only (opened
+// O_RDONLY, or a memfd sealed F_SEAL_FUTURE_WRITE): the application can map
+// it only read-only. Both are granted to the backend (a received buffer can
+// be sent on) or, with zc-stackd --pool-export copy, memory of zc-stackd's
+// alone; every memfd is sealed F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL.
+// The application maps them back to back: pool_size bytes, the send
+// buffers first.
 struct ctl_rsp {
     int32_t rc;         // >= 0 or -errno; ping: RTT in microseconds
     uint32_t version;
     uint64_t shm_size;
-    uint64_t pool_off;  // mmap offset of the send buffers in the pool fd
+    uint64_t pool_off;  // mmap offset of the pool in the pool fd
     uint64_t pool_size; // send and receive buffers
     uint32_t ip;        // bind/connect: the bound address (network order)
     uint16_t port;      // the bound port (network order)

@@ -131,8 +131,9 @@ bool trailing_zero(const void* o, size_t known, size_t sz) noexcept {
 bool valid_count(uint32_t n) noexcept { return n >= 2 && n <= 4096 && n % 2 == 0; }
 
 // The pool as the application sees it: the send buffers (read-write) and
-// right after them the receive buffers (read-only: their memfd is sealed
-// F_SEAL_FUTURE_WRITE), in one range. MAP_FAILED on error.
+// right after them the receive buffers (read-only: their descriptor is
+// read-only or sealed F_SEAL_FUTURE_WRITE), in one range. MAP_FAILED on
+// error.
 void* map_pool(int txfd, uint64_t tx_off, int rxfd, size_t tx_bytes, size_t size) noexcept {
     if (tx_bytes >= size) return MAP_FAILED;
     void* area = ::mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -170,6 +171,11 @@ int zc_socket(const struct zc_socket_opts* o) {
     auto k = std::unique_ptr<zsock>(new (std::nothrow) zsock);
     if (!k) return -ENOMEM;
     k->flags = o->flags;
+    if (o->flags & ZC_SOCK_BUSY_POLL) {
+        const char* e = std::getenv("ZCNET_BUSY_POLL_US");
+        unsigned long us = e && *e ? std::strtoul(e, nullptr, 10) : 50;
+        k->bp.set_budget_us(uint32_t(std::min<unsigned long>(us, 1000)));
+    }
     k->rx_max = v1_2 && o->rx_max ? o->rx_max : rx_capacity;
     k->owner = self_pid();
     k->local.sin_family = AF_INET;
@@ -183,7 +189,7 @@ int zc_socket(const struct zc_socket_opts* o) {
     rq.rx_bufs = rx;
     rq.entries = ent;
     ctl_rsp rs{};
-    int fds[ctl_nfds] = {-1, -1, -1, -1, -1};
+    int fds[ctl_nfds] = {-1, -1, -1, -1};
     int nfds = 0;
     if (int rc = call(k->ctl, rq, rs, fds, &nfds, 10000); rc < 0) return rc;
     auto close_fds = [&] {
@@ -338,7 +344,8 @@ int zc_buf_free(int s, void* data) {
 int zc_socket_stats(int s, struct zc_stats* st) {
     zsock* k = find(s);
     if (!k) return -EBADF;
-    if (!st || st->sz < sizeof(zc_stats)) return -EINVAL;
+    // The struct of 1.0/1.1 ends before rx_truncated (ZC_STATS_SZ_1_0).
+    if (!st || st->sz < ZC_STATS_SZ_1_0) return -EINVAL;
     size_t sz = st->sz;
     std::memset(static_cast<void*>(st), 0, sz);
     st->sz = sz;
@@ -352,6 +359,7 @@ int zc_socket_stats(int s, struct zc_stats* st) {
     st->rx_packets = ss.rx_packets.load(std::memory_order_relaxed);
     st->rx_bytes = ss.rx_bytes.load(std::memory_order_relaxed);
     st->rx_drops = ss.rx_drops.load(std::memory_order_relaxed);
+    if (sz >= sizeof(zc_stats)) st->rx_truncated = k->rx_truncated;
     return 0;
 }
 

@@ -64,9 +64,17 @@ int zc_completions(int s, struct zc_completion* out, unsigned max) {
         uint32_t b = c.buf & ~cq_buf_copied;
         // zc-stackd is the trusted side, but a garbled index must not
         // corrupt our state: skip it.
-        if (b >= k->tx_bufs || (k->state[b] != b_stack && k->state[b] != b_copy)) continue;
         uint32_t fl = 0;
-        if (k->state[b] == b_copy) {
+        if (b >= k->tx_bufs) {
+            // A received buffer that was sent: the stack's again. (zc-stackd
+            // may already have received into it again and take_rx handed it
+            // out: then it stays the application's.)
+            const uint32_t r = b - k->tx_bufs;
+            if (r >= k->rx_bufs) continue;
+            if (k->rx_held[r] == zsock::rx_sending) k->rx_held[r] = zsock::rx_returned;
+        } else if (k->state[b] != b_stack && k->state[b] != b_copy) {
+            continue;
+        } else if (k->state[b] == b_copy) {
             k->state[b] = b_free;
             k->free_list.push_back(b);
             fl |= ZC_CQE_F_COPIED;
@@ -91,6 +99,8 @@ static unsigned take_rx(zsock* k, struct zc_rxd* out, unsigned max) noexcept {
     while (n < max && avail) {
         rx_desc d = k->rx.read(k->rx_cons++);
         avail--;
+        // rx_sending: a buffer we sent, whose completion zc-stackd wrote
+        // before it received into the buffer again (we have not reaped it).
         if (d.buf >= k->rx_bufs || size_t{d.off} + d.len > buf_size || k->rx_held[d.buf] == zsock::rx_app) continue;
         k->rx_held[d.buf] = zsock::rx_app;
         k->rx_off[d.buf] = uint16_t(d.off);
@@ -100,6 +110,7 @@ static unsigned take_rx(zsock* k, struct zc_rxd* out, unsigned max) noexcept {
         const uint32_t full = std::max<uint32_t>(d.full_len, d.len);
         out[n].len = std::min<uint32_t>(d.len, k->rx_max);
         out[n].flags = full > out[n].len ? ZC_RXD_F_TRUNC | full << 16 : 0;
+        if (full > out[n].len) k->rx_truncated++;
         std::memset(&out[n].from, 0, sizeof out[n].from);
         out[n].from.sin_family = AF_INET;
         out[n].from.sin_addr.s_addr = d.src_ip;
@@ -139,11 +150,16 @@ int zc_recv_wait(int s, struct zc_rxd* out, unsigned max, int timeout_ms) {
     if (!out || max == 0 || timeout_ms < -1) return -EINVAL;
     const int64_t deadline = timeout_ms < 0 ? 0 : mono_ms_now() + timeout_ms;
     int rc = 0;
-    bool cleared = false;
+    bool cleared = false, spun = timeout_ms == 0;
     for (;;) {
         if (unsigned n = take_rx(k, out, max)) {
             rc = int(n);
             break;
+        }
+        // ZC_SOCK_BUSY_POLL: once per call, while a CPU is idle.
+        if (!spun) {
+            spun = true;
+            if (k->bp.spin([k] { return k->rx.avail(k->rx_cons) != 0; })) continue;
         }
         // The control socket's hang-up is seen by the poll below (its
         // revents), so only the shared flag is looked at here: no system call.
@@ -208,7 +224,8 @@ int zc_rx_release(int s, const void* data) {
     if (b < k->tx_bufs || b >= k->tx_bufs + k->rx_bufs) return -EINVAL;
     b -= k->tx_bufs;
     if (k->rx_held[b] == zsock::rx_never) return -EINVAL; // never received
-    if (k->rx_held[b] == zsock::rx_returned) return -EALREADY;
+    // Released already, or sent (zc_send of a received buffer gives it back).
+    if (k->rx_held[b] == zsock::rx_returned || k->rx_held[b] == zsock::rx_sending) return -EALREADY;
     if (p != k->pool + size_t{k->tx_bufs + b} * buf_size + k->rx_off[b]) return -EINVAL;
     if (k->fr.free_slots(k->fr_prod) == 0) {
         kick(*k);

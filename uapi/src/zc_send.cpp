@@ -27,7 +27,20 @@ int enqueue(zsock& k, const void* data, size_t len, const sockaddr_in& dst, uint
     const uint8_t* p = static_cast<const uint8_t*>(data);
     uint32_t buf;
     bool copied = false;
-    if (p >= k.pool && p < k.pool + k.pool_size) {
+    uint16_t off = uint16_t(headroom);
+    if (p >= k.pool + size_t{k.tx_bufs} * buf_size && p < k.pool + k.pool_size) {
+        // A received buffer (rx_app): sent without a copy, and the stack's
+        // from now on (zc.h, BUFFER OWNERSHIP).
+        size_t at = size_t(p - k.pool);
+        buf = uint32_t(at / buf_size);
+        const uint32_t r = buf - k.tx_bufs;
+        if (r >= k.rx_bufs) return -EINVAL;
+        if (k.rx_held[r] == zsock::rx_sending) return -EBUSY;
+        if (k.rx_held[r] != zsock::rx_app || at % buf_size != k.rx_off[r]) return -EINVAL;
+        if (k.tx.free_slots(k.tx_prod) == 0) return -EAGAIN;
+        k.rx_held[r] = zsock::rx_sending;
+        off = k.rx_off[r];
+    } else if (p >= k.pool && p < k.pool + k.pool_size) {
         size_t at = size_t(p - k.pool);
         buf = uint32_t(at / buf_size);
         if (buf >= k.tx_bufs || at % buf_size != headroom) return -EINVAL;
@@ -45,10 +58,10 @@ int enqueue(zsock& k, const void* data, size_t len, const sockaddr_in& dst, uint
         std::memcpy(k.pool + size_t{buf} * buf_size + headroom, p, len);
         copied = true;
     }
-    k.state[buf] = copied ? b_copy : b_stack;
+    if (buf < k.tx_bufs) k.state[buf] = copied ? b_copy : b_stack;
     tx_desc d{};
     d.buf = buf;
-    d.off = uint16_t(headroom);
+    d.off = off;
     d.len = uint16_t(len);
     d.dst_ip = dst.sin_addr.s_addr;
     d.dst_port = dst.sin_port;

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "uapi/busy_poll.hpp"
 #include "uapi/shm.hpp"
 
 namespace zc::uapi::lib {
@@ -37,9 +38,11 @@ struct zsock {
     std::vector<uint32_t> free_list;
     // Per RX buffer: rx_never (not handed out since the socket opened),
     // rx_app (handed to the app by zc_recv; rx_off is its payload offset),
-    // rx_returned (released by the app). Lets zc_rx_release tell a pointer
-    // that was never received (-EINVAL) from a double release (-EALREADY).
-    enum : uint8_t { rx_never = 0, rx_app = 1, rx_returned = 2 };
+    // rx_returned (released by the app, or sent and completed), rx_sending
+    // (sent by the app: the stack's, its completion pending). Lets
+    // zc_rx_release tell a pointer that was never received (-EINVAL) from
+    // a double release (-EALREADY).
+    enum : uint8_t { rx_never = 0, rx_app = 1, rx_returned = 2, rx_sending = 3 };
     std::vector<uint8_t> rx_held;
     std::vector<uint16_t> rx_off;
     bool connected = false;
@@ -47,8 +50,10 @@ struct zsock {
     sockaddr_in local{}; // from the bind/connect answers (zc_getsockname)
     pid_t owner = 0;     // the process that opened it (see g_pid)
     bool dead = false;
+    busy_poll bp;        // ZC_SOCK_BUSY_POLL: zc_recv_wait spins first (budget 0: never)
     // Local counters (the stack service keeps rx ones in shared memory).
     uint64_t zc_sends = 0, copied_sends = 0, completions = 0, send_errors = 0, tx_bytes = 0, strict_refused = 0;
+    uint64_t rx_truncated = 0; // datagrams handed out with ZC_RXD_F_TRUNC
 
     ~zsock() {
         if (pool) ::munmap(pool, pool_size);

@@ -41,8 +41,10 @@ constexpr uint32_t direct_sweep_ms = 250;
 int service::impl::direct_submit(zsock& s, const tx_desc& d, const proto::mac_addr& dmac, const uint8_t* hdr,
                                  size_t hdr_len, const link::tx_offload& off) noexcept {
     s.direct_fell = false;
+    // Only send buffers: the receive buffers are not granted to the peer
+    // (stackd_pool.cpp), so a received buffer sent on takes the ordinary path.
     if (!opt.zc_direct || !s.peer_ip || d.dst_ip != s.peer_ip || d.dst_port != s.peer_port || d.len == 0 ||
-        (d.flags & tx_f_ordinary) || !nf->zc_direct())
+        d.buf >= s.tx_bufs || (d.flags & tx_f_ordinary) || !nf->zc_direct())
         return 0;
     auto dom = nf->peer_domid(dmac);
     if (!dom) return 0; // not a peer: the ordinary path, not a fallback

@@ -95,7 +95,11 @@ void service::impl::lazy_tx_events() noexcept {
 
 int service::impl::step(int timeout_ms) noexcept {
     epoll_event evs[64];
-    int k = ::epoll_wait(ep, evs, 64, timeout_ms);
+    int k = 0;
+    // --busy-poll-us: no sleep (and no wake-up) while events come soon
+    // and a CPU is idle.
+    if (timeout_ms != 0) (void)bp.spin([&] { return (k = ::epoll_wait(ep, evs, 64, 0)) != 0; });
+    if (k == 0) k = ::epoll_wait(ep, evs, 64, timeout_ms);
     now = uint64_t(mono_ms());
     for (int i = 0; i < k; i++) dispatch(evs[i].data.u64);
     int rc = nf->process_events();
@@ -158,6 +162,11 @@ result<std::unique_ptr<service>> service::create(hv::port& port, const options& 
     if (!m) return err(-ENOMEM);
     m->port = &port;
     m->opt = o;
+    if (o.busy_poll_us > 1000) {
+        say("--busy-poll-us is at most 1000");
+        return err(-EINVAL);
+    }
+    m->bp.set_budget_us(o.busy_poll_us);
     m->socks.resize(o.max_sockets);
     if (o.zc_direct && (o.direct_quota == 0 || o.direct_map_pages == 0)) {
         say("bad direct-path options (quota and mapped pages > 0)");

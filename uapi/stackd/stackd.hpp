@@ -54,7 +54,7 @@ struct options {
     // with -ENETUNREACH at once. It must be on the subnet of ip/netmask.
     uint32_t gateway = 0;
     uint32_t max_sockets = 64;      // connections at once (the emulated host has 64 regions per guest)
-    uint32_t max_pool_pages = 16384; // grant budget for all sockets' send buffers
+    uint32_t max_pool_pages = 16384; // grant budget for all sockets' pools (send + receive buffers)
     // Per application (process, SO_PEERCRED): sockets (connections) and
     // pool pages (send + receive buffers) at once: -EMFILE, -ENOMEM.
     uint32_t max_sockets_per_app = 16;
@@ -104,6 +104,10 @@ struct options {
     // purged the same way, persistent_grant_unused_seconds).
     uint32_t direct_map_pages = 1024;
     uint32_t direct_map_idle_ms = 1000;
+    // Before each sleep, look for events this many microseconds first, but
+    // only while a CPU is idle (uapi/busy_poll.hpp); 0 (default): never.
+    // At most 1000.
+    uint32_t busy_poll_us = 0;
     link::netfront_options nf;
 };
 
@@ -115,6 +119,7 @@ struct options {
     X(tx_zc, "datagrams", false, "datagrams sent from a socket's pool")                      \
     X(tx_local, "datagrams", false, "of those, to a socket of this guest (not through the vif)") \
     X(tx_copied, "datagrams", false, "of those, copied into the vif's TX pages (--pool-export copy)") \
+    X(tx_rx_bufs, "datagrams", false, "TX entries naming a received buffer (sent on without a copy)") \
     X(tx_bad_desc, "descriptors", true, "TX descriptors refused (bad index, length, busy buffer)") \
     X(tx_errors, "datagrams", true, "sends completed with an error")                          \
     X(tx_unresolved, "datagrams", true, "of those, -EHOSTUNREACH: the neighbour never answered ARP") \

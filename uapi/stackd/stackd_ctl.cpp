@@ -97,7 +97,7 @@ int service::impl::check_limits(const zsock& s, uint32_t pages, uint64_t* held) 
 }
 
 void service::impl::log_refused(const zsock& s, uint32_t tx, uint32_t rx, int rc, uint64_t held) noexcept {
-    const uint32_t kib = (tx + rx) * buf_size / 1024, pages = tx * buf_size / uint32_t(hv::page_size);
+    const uint32_t kib = (tx + rx) * buf_size / 1024, pages = (tx + rx) * buf_size / uint32_t(hv::page_size);
     char what[96];
     std::snprintf(what, sizeof what, "pid %d: socket of %u+%u buffers (%u KiB of pool) refused", int(s.pid), tx, rx,
                   kib);
@@ -112,11 +112,11 @@ void service::impl::log_refused(const zsock& s, uint32_t tx, uint32_t rx, int rc
                   what, (unsigned long long)held, opt.max_pool_pages_per_app, smaller);
     else if (rc == -ENOSPC && pool_pages + pages > opt.max_pool_pages)
         ZC_LOG_RL(refusals_rl, warn, tag,
-                  "%s (ENOSPC): its %u send-buffer pages would pass the guest's grant budget, %u of "
+                  "%s (ENOSPC): its %u pool pages would pass the guest's grant budget, %u of "
                   "--max-pool-pages %u in use; %s, or raise the budget",
                   what, pages, pool_pages, opt.max_pool_pages, smaller);
     else
-        ZC_LOG_RL(refusals_rl, warn, tag, "%s (%s): granting its %u send-buffer pages failed (the guest's memory or "
+        ZC_LOG_RL(refusals_rl, warn, tag, "%s (%s): granting its %u pool pages failed (the guest's memory or "
                   "grant table); %s", what, std::strerror(-rc), pages, smaller);
 }
 
@@ -153,11 +153,9 @@ bool service::impl::destroy(zsock& s, bool force) noexcept {
     if (close_pool(s, force) == -EBUSY) return false;
     if (s.shm) ::munmap(s.shm, s.shm_size);
     if (s.shm_fd >= 0) ::close(s.shm_fd);
-    if (s.rxmem) ::munmap(s.rxmem, s.rx_bytes);
-    if (s.rx_fd >= 0) ::close(s.rx_fd);
     s.shm = nullptr;
     s.rxmem = nullptr;
-    s.shm_fd = s.rx_fd = -1;
+    s.shm_fd = -1;
     return true;
 }
 
@@ -215,37 +213,15 @@ int service::impl::map_shm(zsock& s, uint32_t tx, uint32_t rx, uint32_t ent) noe
     return 0;
 }
 
-// The receive buffers: memory of ours the application may only read (it is
-// never granted: we copy received payloads into it). Sealed
-// F_SEAL_FUTURE_WRITE after our own writable mapping exists.
-int service::impl::map_rx(zsock& s, uint32_t rx) noexcept {
-    const size_t bytes = size_t{rx} * buf_size;
-    int mfd = ::memfd_create("zc-socket-rx", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (mfd < 0) return -errno;
-    void* m = MAP_FAILED;
-    if (::ftruncate(mfd, off_t(bytes)) == 0)
-        m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
-    if (m == MAP_FAILED ||
-        ::fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0) {
-        if (m != MAP_FAILED) ::munmap(m, bytes);
-        ::close(mfd);
-        return -ENOMEM;
-    }
-    s.rx_fd = mfd;
-    s.rxmem = static_cast<uint8_t*>(m);
-    s.rx_bytes = bytes;
-    return 0;
-}
-
 int service::impl::do_open(zsock& s, const ctl_req& rq) noexcept {
     if (s.open) return -EINVAL;
     uint32_t tx = rq.tx_bufs, rx = rq.rx_bufs, ent = rq.entries;
     if (tx < 2 || tx > 4096 || tx % 2 || rx < 2 || rx > 4096 || rx % 2 || ent < 8 || ent > 4096 ||
         (ent & (ent - 1)))
         return -EINVAL;
-    const uint32_t pages = tx * buf_size / uint32_t(hv::page_size); // granted: the send buffers
+    const uint32_t pages = (tx + rx) * buf_size / uint32_t(hv::page_size); // all granted
     uint64_t held = 0;
-    if (int rc = check_limits(s, (tx + rx) * buf_size / uint32_t(hv::page_size), &held); rc < 0) {
+    if (int rc = check_limits(s, pages, &held); rc < 0) {
         n.app_limits++;
         log_refused(s, tx, rx, rc, held);
         return rc;
@@ -255,11 +231,14 @@ int service::impl::do_open(zsock& s, const ctl_req& rq) noexcept {
         return -ENOSPC;
     }
     if (int rc = map_shm(s, tx, rx, ent); rc < 0) return rc;
-    if (int rc = map_rx(s, rx); rc < 0) return rc;
-    // The send buffers, in memory that can be handed to the application
-    // without anything else: granted to the backend, which copies from
-    // them, or (copy mode) ours, copied from (stackd_pool.cpp).
-    if (int e = open_pool(s, pages); e < 0) {
+    // The send and the receive buffers, in memory that can be handed to the
+    // application without anything else (stackd_pool.cpp): granted to the
+    // backend, which copies from them (a received buffer can be sent on:
+    // uapi/README.md, "Pools"), or (copy mode) ours, copied from. We copy
+    // received payloads into the receive buffers.
+    s.rx_bytes = size_t{rx} * buf_size;
+    if (int e = open_pool(s, tx * buf_size / uint32_t(hv::page_size), rx * buf_size / uint32_t(hv::page_size));
+        e < 0) {
         const int rc = e == -ENOSPC ? -ENOSPC : -ENOMEM;
         log_refused(s, tx, rx, rc, held);
         return rc;
@@ -268,11 +247,11 @@ int service::impl::do_open(zsock& s, const ctl_req& rq) noexcept {
     s.tx_bufs = tx;
     s.rx_bufs = rx;
     s.entries = ent;
-    s.inflight.assign(tx, 0);
-    s.sent.assign(tx, tx_desc{});
+    s.inflight.assign(tx + rx, 0);
+    s.sent.assign(tx + rx, tx_desc{});
     s.arp_ready.clear();
-    s.arp_ready.reserve(tx);
-    s.rx_given.assign(rx, 0);
+    s.arp_ready.reserve(tx + rx);
+    s.rx_given.assign(rx, zsock::rx_ours);
     s.rx_free.clear();
     for (uint32_t i = rx; i-- > 0;) s.rx_free.push_back(i);
     s.notify = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -317,24 +296,26 @@ bool service::impl::answer_open(zsock& s, ctl_rsp& r, const ctl_req& rq) noexcep
         close_sock(s);
         return false;
     }
-    auto ex = export_pool(s);
-    if (!ex) {
-        r.rc = ex.error();
+    hv::gntshr::exported_fd ex{};
+    int rxfd = -1;
+    if (int rc = export_pool(s, ex, rxfd); rc < 0) {
+        r.rc = rc;
         (void)send_rsp(s.ctl, r, nullptr, 0);
         close_sock(s);
         return false;
     }
     r.shm_size = s.shm_size;
-    r.pool_off = ex->offset;
+    r.pool_off = ex.offset;
     r.pool_size = size_t{s.tx_bufs} * buf_size + s.rx_bytes;
     int fds[ctl_nfds];
     fds[fd_shm] = s.shm_fd;
-    fds[fd_pool] = ex->fd;
-    fds[fd_rx] = s.rx_fd;
+    fds[fd_pool] = ex.fd;
+    fds[fd_rx] = rxfd;
     fds[fd_notify] = s.notify;
     fds[fd_kick] = s.kick;
     (void)send_rsp(s.ctl, r, fds, ctl_nfds);
-    ::close(ex->fd);
+    ::close(ex.fd);
+    ::close(rxfd);
     return true;
 }
 
@@ -431,6 +412,9 @@ void service::impl::handle_ctl(zsock& s) noexcept {
 int service::impl::start_ping(zsock& s, const ctl_req& rq) noexcept {
     if (s.ping || !rq.ip || rq.timeout_ms <= 0) return -EINVAL;
     proto::ipv4_addr dst{ntohl(rq.ip)};
+    // Off the subnet with no --gateway: no route, answered at once as
+    // ping(8) reports connect()'s ENETUNREACH (host::next_hop()).
+    if (host->next_hop(dst).is_zero()) return -ENETUNREACH;
     auto r = host->resolve(dst, uint64_t(mono_ms()), nullptr);
     if (r.send_request) send_arp_request(r.target);
     s.ping = true;

@@ -20,6 +20,7 @@
 #include "common/log.hpp"
 #include "link/netfront.hpp"
 #include "proto/host.hpp"
+#include "uapi/busy_poll.hpp"
 #include "uapi/shm.hpp"
 #include "stackd/direct.hpp"
 #include "stackd/stackd.hpp"
@@ -60,7 +61,7 @@ struct zsock {
     uint32_t slot = 0, gen = 0;
     bool open = false;     // OPEN done: rings and pool exist
     bool closing = false;  // the application went away; waiting for in-flight sends
-    int ctl = -1, notify = -1, kick = -1, shm_fd = -1, rx_fd = -1;
+    int ctl = -1, notify = -1, kick = -1, shm_fd = -1;
     pid_t pid = 0;          // the application (SO_PEERCRED at accept)
     socket_counters st;     // what `zc-stackd stats --sockets` shows
     uint64_t accepted_ms = 0; // mono_ms(): OPEN must come by accepted + setup_timeout_ms
@@ -68,11 +69,18 @@ struct zsock {
     void* shm = nullptr;
     size_t shm_size = 0;
     shm_layout* lay = nullptr;
-    hv::shared_pages pool;  // the send buffers, granted to the backend (grant mode)
-    int tx_fd = -1;         // ... or a memfd of ours, never granted (copy mode)
-    uint32_t tx_pages = 0;  // its pages
-    uint8_t* mem = nullptr; // the send buffers: pool.addr or tx_fd's mapping
-    uint8_t* rxmem = nullptr; // the receive buffers (rx_fd, not granted)
+    // The send buffers, then the receive buffers (stackd_pool.cpp): in grant
+    // mode two shares granted to the backend (a received buffer can be sent
+    // on: uapi/README.md, "Pools"; two, so that the direct path can grant
+    // the send buffers alone to a peer, direct_tx.cpp); in copy mode two
+    // memfds of ours, never granted.
+    hv::shared_pages pool;    // grant mode: the send buffers
+    hv::shared_pages rxpool;  // grant mode: the receive buffers
+    int tx_fd = -1;           // copy mode: the send buffers' memfd
+    int rx_fd = -1;           // copy mode: the receive buffers' memfd
+    uint32_t tx_pages = 0;    // pages of the send buffers
+    uint8_t* mem = nullptr;   // the send buffers
+    uint8_t* rxmem = nullptr; // the receive buffers
     size_t rx_bytes = 0;
     uint32_t tx_bufs = 0, rx_bufs = 0, entries = 0;
     uapi::ring<tx_desc> tx;
@@ -81,16 +89,21 @@ struct zsock {
     uapi::ring<fr_desc> fr;
     uint32_t tx_cons = 0, cq_prod = 0, rx_prod = 0, fr_cons = 0;
     uint32_t cq_reserved = 0;        // TX entries taken whose completion is not yet written
-    // Per TX buffer: 0 the application's, tx_sent with netfront until its
-    // TX response, tx_arp waiting in its neighbour's ARP queue (or, resolved,
-    // for room in netfront: arp_ready).
-    // tx_direct: sent on the direct path, until the receiver's release
-    // (or zc-netback's refusal: sent again on the ordinary path).
+    // Per pool buffer (send buffers, then receive buffers: a TX entry may
+    // name a received buffer): 0 not sent, tx_sent with netfront until its
+    // TX response, tx_arp waiting in its neighbour's ARP queue (or,
+    // resolved, for room in netfront: arp_ready); tx_direct: sent on the
+    // direct path, until the receiver's release (or zc-netback's refusal:
+    // sent again on the ordinary path).
     enum : uint8_t { tx_sent = 1, tx_arp = 2, tx_direct = 3 };
     std::vector<uint8_t> inflight;
-    std::vector<tx_desc> sent;       // per TX buffer: the entry in flight (for its completion)
-    std::vector<uint8_t> rx_given;   // per RX buffer: handed to the application
-    std::vector<uint32_t> rx_free;   // RX buffers we own
+    std::vector<tx_desc> sent;       // per pool buffer: the entry in flight (for its completion)
+    // Per RX buffer: rx_ours (free, or being filled), rx_app (handed to the
+    // application), rx_sending (the application sent it: ours again when
+    // its send completes, then free).
+    enum : uint8_t { rx_ours = 0, rx_app = 1, rx_sending = 2 };
+    std::vector<uint8_t> rx_given;
+    std::vector<uint32_t> rx_free;   // RX buffers we own and may fill
     uint32_t inflight_n = 0;         // buffers not the application's (both states above)
     // Resolved while netfront was full: sent before anything else of the
     // socket (oldest first). Reserved to tx_bufs at OPEN: no allocation here.
@@ -134,6 +147,20 @@ struct zsock {
     bool ping_sent = false;
 };
 
+// Pool buffer b's bytes: a send buffer, or tx_bufs + i, receive buffer i.
+inline uint8_t* buf_ptr(const zsock& s, uint32_t b) noexcept {
+    return b < s.tx_bufs ? s.mem + size_t{b} * buf_size : s.rxmem + size_t{b - s.tx_bufs} * buf_size;
+}
+
+// Grant mode: the grant of byte `off` of pool buffer b (its share's), and
+// that byte's offset in the page.
+inline hv::gref_t buf_gref(const zsock& s, uint32_t b, uint32_t off, uint16_t& page_off) noexcept {
+    const bool rx = b >= s.tx_bufs;
+    const size_t at = size_t{rx ? b - s.tx_bufs : b} * buf_size + off;
+    page_off = uint16_t(at % hv::page_size);
+    return (rx ? s.rxpool : s.pool).refs[at / hv::page_size];
+}
+
 struct service::impl {
     hv::port* port = nullptr;
     options opt;
@@ -153,6 +180,7 @@ struct service::impl {
     uint16_t ping_id = 0x5a00;
     counters n;                        // the loop's own
     mutable std::mutex published_lock; // protects published
+    uapi::busy_poll bp;                // --busy-poll-us
     counters published;                // n as of the end of the last iteration, for stats()
     uint8_t reply[2048];
     // The direct path (direct_tx.cpp, direct_rx.cpp).
@@ -183,7 +211,6 @@ struct service::impl {
     bool destroy(zsock& s, bool force) noexcept;
     void reap_closed() noexcept;
     int map_shm(zsock& s, uint32_t tx, uint32_t rx, uint32_t entries) noexcept;
-    int map_rx(zsock& s, uint32_t rx) noexcept;
     // The per-application limits for `pages` more pool pages; *held: the
     // application's pool pages with them.
     int check_limits(const zsock& s, uint32_t pages, uint64_t* held) const noexcept;
@@ -202,13 +229,20 @@ struct service::impl {
 
     // ---- send buffers: granted or copied (stackd_pool.cpp) ----
     void choose_pool_mode() noexcept;
-    int open_pool(zsock& s, uint32_t pages) noexcept;
-    result<hv::gntshr::exported_fd> export_pool(const zsock& s) noexcept;
+    int open_pool(zsock& s, uint32_t tx_pages, uint32_t rx_pages) noexcept;
+    // The two descriptors the application maps (uapi/src/shm.hpp, ctl_fd):
+    // the send buffers from tx.offset, the receive buffers read-only.
+    int export_pool(const zsock& s, hv::gntshr::exported_fd& tx, int& rx) noexcept;
     int close_pool(zsock& s, bool force) noexcept;
     bool submit_copy(zsock& s, const tx_desc& d, const proto::udp_flow& f) noexcept;
 
     // ---- transmit (stackd_tx.cpp) ----
-    void complete(zsock& s, const tx_desc& d, int32_t res) noexcept;
+    // `taken`: the entry's buffer was the stack's (false for a refused
+    // entry, whose buffer state must not change).
+    void complete(zsock& s, const tx_desc& d, int32_t res, bool taken = true) noexcept;
+    // A TX entry naming a received buffer (stackd_rx.cpp): 0 when it may be
+    // sent, else the -errno of its completion.
+    int take_rx_for_send(zsock& s, const tx_desc& d) noexcept;
     bool submit(zsock& s, const tx_desc& d, const proto::mac_addr& dmac) noexcept;
     bool submit_headroom(zsock& s, const tx_desc& d, const proto::udp_flow& f) noexcept;
     void accepted(zsock& s, const tx_desc& d) noexcept;

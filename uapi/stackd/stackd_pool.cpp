@@ -14,6 +14,7 @@
 //          udmabuf and gntdev's dma-buf import (hv/xen/xen_export.hpp),
 //          which Debian 12's guest kernel lacks.
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include <arpa/inet.h>
@@ -64,47 +65,99 @@ void service::impl::choose_pool_mode() noexcept {
            why);
 }
 
-// The socket's `pages` send-buffer pages. 0 or -errno (-ENOSPC: the grant
-// table is full).
-int service::impl::open_pool(zsock& s, uint32_t pages) noexcept {
-    if (!copy_pool) {
-        auto p = shr->share_exportable(nf->backend_id(), pages, false);
-        if (!p) return p.error();
-        s.pool = std::move(*p);
-        s.mem = static_cast<uint8_t*>(s.pool.addr);
-        return 0;
-    }
-    const size_t bytes = size_t{pages} * hv::page_size;
-    int fd = ::memfd_create("zc-socket-tx", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+namespace {
+
+// A sealed memfd of `bytes`, mapped read-write here. Sealed before the
+// application sees it: it may not resize the file under our mapping
+// (SIGBUS) nor seal it against us; `future_write` also lets it map the file
+// only read-only. 0 or -errno.
+int private_memfd(const char* name, size_t bytes, bool future_write, int& fd_out, uint8_t*& mem) noexcept {
+    int fd = ::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) return -errno;
     void* m = MAP_FAILED;
-    // Sealed before the application sees it: it may write its buffers, not
-    // resize the file under our mapping (SIGBUS) nor seal it against us.
-    if (::ftruncate(fd, off_t(bytes)) == 0 &&
-        ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
+    // F_SEAL_FUTURE_WRITE after our writable mapping exists.
+    if (::ftruncate(fd, off_t(bytes)) == 0)
         m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED) {
+    if (m == MAP_FAILED || ::fcntl(fd, F_ADD_SEALS,
+                                   F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL | (future_write ? F_SEAL_FUTURE_WRITE : 0)) < 0) {
+        if (m != MAP_FAILED) ::munmap(m, bytes);
         ::close(fd);
         return -ENOMEM;
     }
-    s.tx_fd = fd;
-    s.mem = static_cast<uint8_t*>(m);
-    s.tx_pages = pages;
+    fd_out = fd;
+    mem = static_cast<uint8_t*>(m);
     return 0;
 }
 
-result<hv::gntshr::exported_fd> service::impl::export_pool(const zsock& s) noexcept {
-    if (!copy_pool) return shr->export_fd(s.pool);
-    int fd = ::fcntl(s.tx_fd, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) return err(-errno);
-    return hv::gntshr::exported_fd{fd, 0};
+} // namespace
+
+// The socket's send buffers (`tx_pages`) and receive buffers (`rx_pages`).
+// Grant mode: two shares granted to the backend, read-only (it only copies
+// from them: a receive buffer can be sent on); two, so that the direct path
+// can grant the send buffers alone to a peer (direct_tx.cpp). Copy mode:
+// two memfds of ours. 0 or -errno (-ENOSPC: the grant table is full).
+int service::impl::open_pool(zsock& s, uint32_t tx_pages, uint32_t rx_pages) noexcept {
+    if (!copy_pool) {
+        auto p = shr->share_exportable(nf->backend_id(), tx_pages, false);
+        if (!p) return p.error();
+        auto r = shr->share_exportable(nf->backend_id(), rx_pages, false);
+        if (!r) {
+            (void)shr->unshare(*p);
+            return r.error();
+        }
+        s.pool = std::move(*p);
+        s.rxpool = std::move(*r);
+        s.mem = static_cast<uint8_t*>(s.pool.addr);
+        s.rxmem = static_cast<uint8_t*>(s.rxpool.addr);
+        return 0;
+    }
+    if (int rc = private_memfd("zc-socket-tx", size_t{tx_pages} * hv::page_size, false, s.tx_fd, s.mem); rc < 0)
+        return rc;
+    s.tx_pages = tx_pages;
+    if (int rc = private_memfd("zc-socket-rx", size_t{rx_pages} * hv::page_size, true, s.rx_fd, s.rxmem); rc < 0) {
+        (void)close_pool(s, true);
+        return rc;
+    }
+    return 0;
+}
+
+int service::impl::export_pool(const zsock& s, hv::gntshr::exported_fd& tx, int& rx) noexcept {
+    if (copy_pool) {
+        tx = {::fcntl(s.tx_fd, F_DUPFD_CLOEXEC, 0), 0};
+        rx = ::fcntl(s.rx_fd, F_DUPFD_CLOEXEC, 0); // sealed F_SEAL_FUTURE_WRITE
+    } else {
+        auto t = shr->export_fd(s.pool);
+        if (!t) return t.error();
+        tx = *t;
+        auto r = shr->export_fd(s.rxpool);
+        if (!r || r->offset != 0) { // the protocol maps the receive buffers from 0
+            ::close(tx.fd);
+            if (r) ::close(r->fd);
+            return r ? -EPROTO : r.error();
+        }
+        // Reopened read-only: the application can neither map nor mprotect
+        // the receive buffers writable (uapi/README.md, "What an
+        // application holds").
+        char path[64];
+        std::snprintf(path, sizeof path, "/proc/self/fd/%d", r->fd);
+        rx = ::open(path, O_RDONLY | O_CLOEXEC);
+        ::close(r->fd);
+    }
+    if (tx.fd < 0 || rx < 0) {
+        const int e = -errno;
+        if (tx.fd >= 0) ::close(tx.fd);
+        if (rx >= 0) ::close(rx);
+        return e;
+    }
+    return 0;
 }
 
 // 0, or -EBUSY while the backend may still copy from a granted pool.
 int service::impl::close_pool(zsock& s, bool force) noexcept {
-    if (s.pool.addr) {
-        const uint32_t pages = s.pool.count; // unshare() clears s.pool
-        int rc = shr->unshare(s.pool);
+    for (hv::shared_pages* p : {&s.pool, &s.rxpool}) {
+        if (!p->addr) continue;
+        const uint32_t pages = p->count; // unshare() clears it
+        int rc = shr->unshare(*p);
         if (rc == -EBUSY && !force) return rc;
         if (rc == 0) pool_pages -= pages;
     }
@@ -113,7 +166,12 @@ int service::impl::close_pool(zsock& s, bool force) noexcept {
         ::close(s.tx_fd);
         s.tx_fd = -1;
     }
-    s.mem = nullptr;
+    if (s.rx_fd >= 0) {
+        ::munmap(s.rxmem, s.rx_bytes);
+        ::close(s.rx_fd);
+        s.rx_fd = -1;
+    }
+    s.mem = s.rxmem = nullptr;
     return 0;
 }
 
@@ -131,7 +189,7 @@ bool service::impl::submit_copy(zsock& s, const tx_desc& d, const proto::udp_flo
     }
     uint8_t* fr = b->data;
     const size_t hl = proto::udp_headroom;
-    std::memcpy(fr + hl, s.mem + size_t{d.buf} * buf_size + d.off, d.len);
+    std::memcpy(fr + hl, buf_ptr(s, d.buf) + d.off, d.len);
     size_t len = hl + d.len;
     if (len < 60) { // the Ethernet minimum; the IP length says where it ends
         std::memset(fr + len, 0, 60 - len);

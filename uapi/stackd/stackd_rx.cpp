@@ -116,7 +116,7 @@ void service::impl::deliver_payload(const uint8_t* pay, uint32_t len, uint32_t s
     }
     uint32_t b = s.rx_free.back();
     s.rx_free.pop_back();
-    s.rx_given[b] = 1;
+    s.rx_given[b] = zsock::rx_app;
     // A datagram longer than a receive buffer (a jumbo frame from the vif)
     // is delivered cut to the buffer with its full length, as recvmsg(2)
     // reports MSG_TRUNC, rather than dropped.
@@ -153,15 +153,33 @@ void service::impl::drain_fr(zsock& s) noexcept {
     if (avail > s.entries) avail = 0;
     while (avail--) {
         fr_desc d = s.fr.read(s.fr_cons++);
-        if (d.buf >= s.rx_bufs || !s.rx_given[d.buf]) {
+        // Only a buffer the application holds; one it sent is ours until
+        // its completion.
+        if (d.buf >= s.rx_bufs || s.rx_given[d.buf] != zsock::rx_app) {
             n.fr_bad++;
             s.st.fr_bad++;
             continue;
         }
-        s.rx_given[d.buf] = 0;
+        s.rx_given[d.buf] = zsock::rx_ours;
         s.rx_free.push_back(d.buf);
     }
     s.fr.release(s.fr_cons);
+}
+
+// A received buffer sent on without a copy (zc.h: forwarders, echo
+// servers). It lies in the socket's granted pool like a send buffer, so it
+// goes out as one (a payload slot of its grant; headers in our own page as
+// always). It must be the application's (handed out, not released); the
+// entry's offset and length are checked as for a send buffer (the bytes are
+// the socket's own either way). It is ours again once the entry completes
+// (complete()), not the application's.
+int service::impl::take_rx_for_send(zsock& s, const tx_desc& d) noexcept {
+    const uint32_t r = d.buf - s.tx_bufs;
+    if (s.rx_given[r] == zsock::rx_sending) return -EBUSY;
+    if (s.rx_given[r] != zsock::rx_app) return -EINVAL;
+    s.rx_given[r] = zsock::rx_sending;
+    n.tx_rx_bufs++;
+    return 0;
 }
 
 void service::impl::rx_all() noexcept {

@@ -21,8 +21,16 @@ extern "C" {
 
 namespace zc::stackd {
 
-void service::impl::complete(zsock& s, const tx_desc& d, int32_t res) noexcept {
+void service::impl::complete(zsock& s, const tx_desc& d, int32_t res, bool taken) noexcept {
     if (s.cq_reserved) s.cq_reserved--;
+    // A received buffer the application sent: ours again, to receive into.
+    if (taken && d.buf >= s.tx_bufs) {
+        const uint32_t r = d.buf - s.tx_bufs;
+        if (r < s.rx_bufs && s.rx_given[r] == zsock::rx_sending) {
+            s.rx_given[r] = zsock::rx_ours;
+            s.rx_free.push_back(r);
+        }
+    }
     if (res < 0) {
         n.tx_errors++;
         s.st.tx_errors++;
@@ -51,7 +59,7 @@ bool service::impl::submit(zsock& s, const tx_desc& d, const proto::mac_addr& dm
     // payload from the application's pool page: the application cannot
     // rewrite the headers between here and the backend's copy.
     uint8_t hdr[std::max<size_t>(proto::udp_headroom, 60)] = {};
-    const uint8_t* pay = s.mem + size_t{d.buf} * buf_size + d.off;
+    const uint8_t* pay = buf_ptr(s, d.buf) + d.off;
     uint32_t sum = mode == proto::tx_csum::full && d.len ? proto::csum_partial(pay, d.len) : 0;
     int rc = host->udp_headers(std::span<uint8_t>(hdr, proto::udp_headroom), d.len, sum, f, mode, h);
     if (rc < 0) {
@@ -71,9 +79,9 @@ bool service::impl::submit(zsock& s, const tx_desc& d, const proto::mac_addr& dm
     link::tx_offload off{};
     off.csum_blank = h.csum_blank;
     if (int dr = direct_submit(s, d, dmac, hdr, proto::udp_headroom, off); dr != 0) return dr > 0;
-    const size_t at = size_t{d.buf} * buf_size + d.off;
-    rc = nf->tx_submit_granted_sg(hdr, proto::udp_headroom, s.pool.refs[at / hv::page_size],
-                                  uint16_t(at % hv::page_size), d.len, cookie_of(s.slot, s.gen, d.buf), 0, &off);
+    uint16_t po = 0;
+    const hv::gref_t ref = buf_gref(s, d.buf, d.off, po);
+    rc = nf->tx_submit_granted_sg(hdr, proto::udp_headroom, ref, po, d.len, cookie_of(s.slot, s.gen, d.buf), 0, &off);
     if (rc == -EAGAIN) return false;
     // -EOPNOTSUPP: the backend has no feature-sg; headers in the buffer
     // would be the application's to rewrite, so the datagram is refused.
@@ -85,7 +93,7 @@ bool service::impl::submit(zsock& s, const tx_desc& d, const proto::mac_addr& dm
 // --tx-headers headroom (trusted applications only, stackd.hpp): headers
 // written into the buffer's headroom, the frame one slot.
 bool service::impl::submit_headroom(zsock& s, const tx_desc& d, const proto::udp_flow& f) noexcept {
-    uint8_t* b = s.mem + size_t{d.buf} * buf_size;
+    uint8_t* b = buf_ptr(s, d.buf);
     proto::tx_headers h;
     const proto::tx_csum mode = opt.csum_offload ? proto::tx_csum::offload : proto::tx_csum::full;
     int rc = host->udp_in_headroom(std::span<uint8_t>(b, buf_size), d.off, d.len, f, mode, h);
@@ -93,10 +101,11 @@ bool service::impl::submit_headroom(zsock& s, const tx_desc& d, const proto::udp
         complete(s, d, rc);
         return true;
     }
-    const size_t at = size_t{d.buf} * buf_size + h.frame_off;
+    uint16_t po = 0;
+    const hv::gref_t ref = buf_gref(s, d.buf, h.frame_off, po);
     link::tx_offload off{};
     off.csum_blank = h.csum_blank;
-    rc = nf->tx_submit_granted(s.pool.refs[at / hv::page_size], uint16_t(at % hv::page_size), h.frame_len,
+    rc = nf->tx_submit_granted(ref, po, h.frame_len,
                                cookie_of(s.slot, s.gen, d.buf), 0, &off);
     if (rc == -EAGAIN) return false;
     if (rc < 0) complete(s, d, rc);
@@ -133,7 +142,7 @@ uint32_t service::impl::source_for(const zsock& s, uint32_t dst) const noexcept 
 bool service::impl::deliver_local(zsock& s, const tx_desc& d) noexcept {
     const uint32_t dst = ntohl(d.dst_ip);
     if (dst != opt.ip && (dst >> 24) != 127) return false;
-    const uint8_t* pay = s.mem + size_t{d.buf} * buf_size + d.off;
+    const uint8_t* pay = buf_ptr(s, d.buf) + d.off;
     n.tx_zc++;
     n.tx_local++;
     s.st.tx_datagrams++;
@@ -218,16 +227,19 @@ void service::impl::drain_tx(zsock& s) noexcept {
         if (s.cq.free_slots(s.cq_prod) <= s.cq_reserved) break;
         tx_desc d = s.tx.read(s.tx_cons);
         d.flags &= uint16_t(~tx_f_ordinary);
-        bool bad = d.buf >= s.tx_bufs || d.off < hdr_len || d.len > max_payload ||
-                   size_t{d.off} + d.len > buf_size || d.dst_ip == 0 || d.dst_port == 0 || !s.port;
-        if (!bad && s.inflight[d.buf]) bad = true; // sent again before its completion
+        int bad = d.buf >= s.tx_bufs + s.rx_bufs || d.off < hdr_len || d.len > max_payload ||
+                          size_t{d.off} + d.len > buf_size || d.dst_ip == 0 || d.dst_port == 0 || !s.port
+                      ? -EINVAL
+                      : 0;
+        if (!bad && s.inflight[d.buf]) bad = -EBUSY; // sent again before its completion
+        if (!bad && d.buf >= s.tx_bufs) bad = take_rx_for_send(s, d);
         s.tx_cons++;
         avail--;
         s.cq_reserved++;
         if (bad) {
             n.tx_bad_desc++;
             s.st.tx_bad_desc++;
-            complete(s, d, d.buf < s.tx_bufs && s.inflight[d.buf] ? -EBUSY : -EINVAL);
+            complete(s, d, bad, false);
             continue;
         }
         if (!send_one(s, d)) break; // held
@@ -245,7 +257,7 @@ void service::impl::reap_tx() noexcept {
             uint32_t slot = uint32_t(buf[i].cookie >> 48), b = uint32_t(buf[i].cookie & 0xffffffffu);
             if (slot >= socks.size() || !socks[slot]) continue;
             zsock& s = *socks[slot];
-            if ((s.gen & 0xffff) != ((buf[i].cookie >> 32) & 0xffff) || b >= s.tx_bufs || !s.inflight[b])
+            if ((s.gen & 0xffff) != ((buf[i].cookie >> 32) & 0xffff) || b >= s.inflight.size() || !s.inflight[b])
                 continue;
             if (s.inflight[b] == zsock::tx_direct) {
                 direct_done(s, b, buf[i].status);
@@ -269,7 +281,7 @@ void service::impl::arp_released(std::span<const uint64_t> cookies, const proto:
         uint32_t slot = uint32_t(ck >> 48), b = uint32_t(ck & 0xffffffffu);
         if (slot >= socks.size() || !socks[slot]) continue;
         zsock& s = *socks[slot];
-        if ((s.gen & 0xffff) != ((ck >> 32) & 0xffff) || b >= s.tx_bufs || s.inflight[b] != zsock::tx_arp)
+        if ((s.gen & 0xffff) != ((ck >> 32) & 0xffff) || b >= s.inflight.size() || s.inflight[b] != zsock::tx_arp)
             continue;
         s.inflight[b] = 0;
         s.inflight_n--;
