@@ -147,15 +147,19 @@ TEST_P(HostileApp, PoolFdReachesOnlyItsOwnSendBuffers) {
     raw_sock a, b;
     ASSERT_TRUE(a.open(rig->g[1].sock, 16, 8, 8));
     ASSERT_TRUE(b.open(rig->g[1].sock, 16, 8, 8));
-    // Exactly the send and receive buffers (8 + 8 x 2 KiB), at offset 0;
-    // other sockets' pools are other files.
-    struct stat sa{}, sb{};
+    // Exactly the send buffers (8 x 2 KiB), at offset 0, and in another
+    // file exactly the receive buffers (8 x 2 KiB); other sockets' pools
+    // are other files.
+    struct stat sa{}, sb{}, ra{};
     ASSERT_EQ(::fstat(a.fds[uapi::fd_pool], &sa), 0);
     ASSERT_EQ(::fstat(b.fds[uapi::fd_pool], &sb), 0);
+    ASSERT_EQ(::fstat(a.fds[uapi::fd_rx], &ra), 0);
     EXPECT_EQ(a.rsp.pool_off, 0u);
-    EXPECT_EQ(sa.st_size, off_t(16 * uapi::buf_size));
+    EXPECT_EQ(sa.st_size, off_t(8 * uapi::buf_size));
+    EXPECT_EQ(ra.st_size, off_t(8 * uapi::buf_size));
     EXPECT_EQ(a.rsp.pool_size, uint64_t(16 * uapi::buf_size));
     EXPECT_NE(sa.st_ino, sb.st_ino);
+    EXPECT_NE(sa.st_ino, ra.st_ino);
     // Writing all of a's pool leaves b's untouched.
     const size_t sz = size_t(sa.st_size);
     auto* pa = static_cast<uint8_t*>(::mmap(nullptr, sz, PROT_READ | PROT_WRITE, MAP_SHARED, a.fds[uapi::fd_pool], 0));
