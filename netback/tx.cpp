@@ -461,6 +461,9 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
 void datapath::impl::finish_tx_batch(worker& w, const std::shared_ptr<queue>& qp) noexcept {
     flush_uplink_tx(w);
     copy_and_publish(w, w.tx_dels, w.tx_convs);
+    // Packets of earlier batches this pass completed (conversions) are
+    // answered first, as before: a frontend sees its older frames done first.
+    flush_done(w);
     // The batch's own references: its deliveries are published, what
     // nobody else holds is complete now, answered in one pass.
     std::vector<tx_packet*>& last = w.done_batch;
@@ -468,7 +471,6 @@ void datapath::impl::finish_tx_batch(worker& w, const std::shared_ptr<queue>& qp
     for (tx_packet* p : w.tx_pkts)
         if (drop_ref(*p)) last.push_back(p);
     if (!last.empty()) complete_tx(w, *qp, last.data(), uint32_t(last.size()));
-    flush_done(w);
     // Bounced frames are ready: deliver them if the destination has room,
     // and let the owners of the other queues re-arm their timers.
     for (auto& dq : w.touched) {
