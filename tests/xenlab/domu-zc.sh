@@ -68,7 +68,12 @@ za)
   kill -0 $stackd 2>/dev/null || zcfail "zc-stackd died with its application"
   zc-perf -s --port 5201 >/tmp/perf-s2.log 2>&1 &
   perfs=$!
-  sleep 2
+  # (under emulation a start takes seconds: wait for its bind, or its end)
+  for _ in $(seq 1 120); do
+    grep -q "server on port 5201" /tmp/perf-s2.log && break
+    kill -0 $perfs 2>/dev/null || break
+    sleep 0.5
+  done
   kill -0 $perfs 2>/dev/null && grep -q "server on port 5201" /tmp/perf-s2.log || zcfail "the restarted zc-perf server did not bind 5201"
   echo "XENLAB-ZC-APP-RESTARTED $role zc-perf server pid $perfs bound 5201 again; zc-stackd pid $stackd alive"
   for _ in $(seq 1 150); do [ "$(rx_on 5201)" -gt 0 ] 2>/dev/null && break; sleep 1; done
