@@ -51,8 +51,8 @@ const char* usage_text =
     "\n"
     "  --sizes LIST    frame sizes in bytes (default 64,256,1500,4096,9000,65535; 65535 is\n"
     "                  the largest netif frame, XEN_NETIF_MAX_TX_SIZE)\n"
-    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy,app,app-headroom,app-copy,direct,rr,\n"
-    "                  uplink (default all but app-headroom, app-copy and uplink)\n"
+    "  --modes LIST    zc,double-copy,pressure,kernel,memcpy,app,app-headroom,app-copy,direct,\n"
+    "                  direct-wait,rr,uplink (default all but app-headroom, app-copy and uplink)\n"
     "                  zc: one gref->gref grant copy per slot; double-copy: through a bounce\n"
     "                  buffer (zc-netback --force-bounce); pressure: receivers post few RX\n"
     "                  buffers so fallback engages; app: zc-perf between applications through\n"
@@ -63,7 +63,8 @@ const char* usage_text =
     "                  (app, app-headroom and app-copy run zc-stackd --zc-direct off)\n"
     "                  direct: app with zc-stackd --zc-direct on (the direct path between the\n"
     "                  guests: zc-netback copies headers only, the receiver the payload), with\n"
-    "                  direct/app ratios of throughput and zc-netback CPU per datagram\n"
+    "                  direct/app ratios of throughput and zc-netback CPU per datagram;\n"
+    "                  direct-wait: the same with --direct-at-quota wait (no fallback)\n"
     "                  rr: request/response round trips (p50/p99/p99.9) at the sizes up to\n"
     "                  1514, one request outstanding: zc-rr: raw netfront guests through\n"
     "                  zc-netback; app-rr: zc-rr between applications on zc-stackd in two\n"
@@ -146,7 +147,7 @@ int run(run_opts o) {
         uint32_t app_sizes = 0;
         for (size_t s : o.sizes) app_sizes += s <= link::eth_frame_len;
         uint32_t app_modes = 0;
-        for (const char* m : {"app", "app-headroom", "app-copy", "direct"})
+        for (const char* m : {"app", "app-headroom", "app-copy", "direct", "direct-wait"})
             app_modes += std::find(o.modes.begin(), o.modes.end(), m) != o.modes.end();
         const bool uplink = std::find(o.modes.begin(), o.modes.end(), "uplink") != o.modes.end();
         uint32_t uplink_sizes = 0;
@@ -229,7 +230,7 @@ int main(int argc, char** argv) {
             o.modes = split(argv[++i]);
             for (auto& m : o.modes)
                 if (m != "zc" && m != "double-copy" && m != "pressure" && m != "kernel" && m != "memcpy" &&
-                    m != "app" && m != "app-headroom" && m != "app-copy" && m != "direct" && m != "rr" && m != "uplink" && m != "soak") {
+                    m != "app" && m != "app-headroom" && m != "app-copy" && m != "direct" && m != "direct-wait" && m != "rr" && m != "uplink" && m != "soak") {
                     std::fprintf(stderr, "zc-vmbench: unknown mode '%s'\n", m.c_str());
                     return 2;
                 }

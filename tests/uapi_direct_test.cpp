@@ -286,3 +286,27 @@ TEST(UapiDirect, StreamPastTheQuotaAccountsForEveryDatagram) {
         EXPECT_EQ(s.bad, 0u) << counts(r);
     }
 }
+
+// --direct-at-quota wait: at the quota the socket waits for the receiver's
+// releases instead of falling back; every datagram goes direct.
+TEST(UapiDirect, WaitAtTheQuotaKeepsEveryDatagramDirect) {
+    uapi_rig r(true, [](stackd::options& o) {
+        o.direct_quota = 8;
+        o.direct_wait = true;
+    });
+    ASSERT_TRUE(r.ok());
+    pair p(r, 7109);
+    stream s{r, p};
+    ASSERT_TRUE(s.send(1, 200));
+    ASSERT_TRUE(s.drain(200));
+    r.g[2].halt();
+    ASSERT_TRUE(s.send(40, 200, false));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_LE(r.g[1].svc->stats().tx_direct, 1u + 8u);
+    r.g[2].stop = false;
+    r.g[2].loop = std::thread([&G = r.g[2]] { (void)G.svc->run(G.stop); });
+    ASSERT_TRUE(s.drain(200)) << counts(r);
+    EXPECT_EQ(s.bad, 0u);
+    EXPECT_EQ(r.g[1].svc->stats().tx_direct, s.sent);
+    EXPECT_EQ(r.g[1].svc->stats().tx_direct_fallback, 0u);
+}

@@ -229,7 +229,7 @@ bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
         }
     }
     std::map<size_t, double> app_gbps, app_nb; // the app rows of this pass, for the direct rows' ratios
-    for (const char* amode : {"app", "app-headroom", "app-copy", "direct"}) {
+    for (const char* amode : {"app", "app-headroom", "app-copy", "direct", "direct-wait"}) {
         if (!want(amode)) continue;
         app_host h;
         h.o_perf = o.perf;
@@ -240,7 +240,8 @@ bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
             std::printf("%-12s skipped: zc-stackd or zc-perf not found (%s, %s)\n", "app", o.stackd.c_str(),
                         o.perf.c_str());
         } else if (!h.start(o, std::strcmp(amode, "app-headroom") ? "private" : "headroom", &why, {},
-                            {"--zc-direct", std::strcmp(amode, "direct") ? "off" : "on"})) {
+                            {"--zc-direct", std::strncmp(amode, "direct", 6) ? "off" : "on", "--direct-at-quota",
+                             std::strcmp(amode, "direct-wait") ? "fallback" : "wait"})) {
             std::fprintf(stderr, "zc-vmbench: app: cannot start the emulated host: %s\n", why.c_str());
             ok = false;
         } else {
@@ -267,9 +268,10 @@ bool run_pass(const run_opts& o, progress& prog, uint32_t& phase, pass& ps) {
                 if (!std::strcmp(amode, "app")) {
                     app_gbps[s] = r.gbps;
                     app_nb[s] = r.nb_us_per_pkt;
-                } else if (!std::strcmp(amode, "direct") && app_gbps[s] > 0 && app_nb[s] > 0) {
-                    std::printf("%-12s %7zu  direct/app = %.3f, zc-netback CPU per datagram direct/app = %.3f\n",
-                                "direct/app", s, r.gbps / app_gbps[s], r.nb_us_per_pkt / app_nb[s]);
+                } else if (!std::strncmp(amode, "direct", 6) && app_gbps[s] > 0 && app_nb[s] > 0) {
+                    std::printf("%-12s %7zu  %s/app = %.3f, zc-netback CPU per datagram %s/app = %.3f\n",
+                                (std::string(amode) + "/app").c_str(), s, amode, r.gbps / app_gbps[s], amode,
+                                r.nb_us_per_pkt / app_nb[s]);
                 }
             }
         }

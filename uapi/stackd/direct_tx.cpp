@@ -73,7 +73,7 @@ int service::impl::direct_submit(zsock& s, const tx_desc& d, const proto::mac_ad
     }
     if (s.direct_st != zsock::direct_granted || s.direct_dom != *dom || s.direct_hold) return fallback();
     uint32_t& out = dir_out[*dom];
-    if (out >= opt.direct_quota) return fallback();
+    if (out >= opt.direct_quota) return opt.direct_wait ? -EAGAIN : fallback();
     const size_t at = size_t{d.buf} * buf_size + d.off;
     int rc = nf->send_direct(hdr, hdr_len, *dom, s.direct_refs[at / hv::page_size], uint16_t(at % hv::page_size),
                              d.len, cookie_of(s.slot, s.gen, d.buf), 0, &off);

@@ -35,8 +35,8 @@ const char* usage_text =
     "                 [--max-sockets-per-app N] [--max-pool-pages-per-app N] [--max-pool-pages N]\n"
     "                 [--setup-timeout MS] [--tx-headers private|headroom] [--tx-events lazy|each]\n"
     "                 [--unres-qlen N] [--pool-export auto|grant|copy] [--zc-direct on|off]\n"
-    "                 [--direct-quota N] [--direct-map-pages N] [--direct-map-idle MS]\n"
-    "                 [--busy-poll-us N]\n"
+    "                 [--direct-quota N] [--direct-at-quota fallback|wait] [--direct-map-pages N]\n"
+    "                 [--direct-map-idle MS] [--busy-poll-us N]\n"
     "       zc-stackd stats [--listen PATH] [--sockets] [--json | --prometheus]\n"
     "                 counters of a running zc-stackd; --sockets: per socket\n"
     "\n"
@@ -68,7 +68,7 @@ const char* usage_text =
     "feature-zc-direct), a connected socket's datagrams to a zcnet guest on the same\n"
     "switch go as a descriptor of its pool, granted read-only to that guest, which\n"
     "copies the payload itself; at most --direct-quota (64) outstanding per destination,\n"
-    "the ordinary path beyond. Received ones: senders' pages stay mapped read-only,\n"
+    "the ordinary path beyond (--direct-at-quota wait: the socket waits instead). Received ones: senders' pages stay mapped read-only,\n"
     "at most --direct-map-pages (1024), each until unused for --direct-map-idle (1000) ms.\n"
     "--busy-poll-us N (default 0: off): before each sleep look for work N us (at\n"
     "most 1000) first, only while a CPU is idle: fewer wake-ups per request/response.\n"
@@ -210,6 +210,9 @@ int main(int argc, char** argv) {
             o.zc_direct = !std::strcmp(v, "on");
         } else if (a == "--direct-quota") {
             o.direct_quota = uint32_t(std::strtoul(v, nullptr, 10));
+        } else if (a == "--direct-at-quota") {
+            if (std::strcmp(v, "fallback") && std::strcmp(v, "wait")) return usage();
+            o.direct_wait = !std::strcmp(v, "wait");
         } else if (a == "--direct-map-pages") {
             o.direct_map_pages = uint32_t(std::strtoul(v, nullptr, 10));
         } else if (a == "--direct-map-idle") {

@@ -98,6 +98,10 @@ struct options {
     // receiver) per destination domain; beyond, the ordinary path
     // (zc-netback refuses beyond its own 128 per pair, direct_per_peer).
     uint32_t direct_quota = 64;
+    // At the quota: false, the ordinary path (zc-netback copies); true, the
+    // socket's ring waits for releases (every datagram direct, the sender
+    // held to the receiver's pace; --direct-at-quota wait).
+    bool direct_wait = false;
     // Receiving: pages of senders' pools mapped at once (least recently
     // used unmapped beyond), and how long an unused one stays mapped (the
     // sender cannot free a pool we map: blkback's persistent grants are
