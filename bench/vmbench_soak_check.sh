@@ -32,6 +32,6 @@ cat "$dir/out.txt"
 [ "$rc" = 0 ] || { echo "soak ($what) failed: exit $rc"; exit 1; }
 jq -e ".pass == true and $churn > 0 and .frames > 0 and .lossless_frames > 0 and .lost == 0" "$dir/s.json" >/dev/null ||
     { echo "soak ($what): bad summary"; cat "$dir/s.json"; exit 1; }
-jq -e '.tx_packets + .flood_extra == .rx_packets + .drops and .fds_end == .fds_warm and .mapped_end == .mapped_warm' \
+jq -e '.tx_packets + .flood_extra == .rx_packets + .drops and .fds_end <= .fds_warm and .mapped_end == .mapped_warm' \
     "$dir/s.json" >/dev/null || { echo "soak ($what): summary does not add up"; cat "$dir/s.json"; exit 1; }
 echo "vmbench soak ($what): ok"

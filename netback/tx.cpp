@@ -437,7 +437,8 @@ void datapath::impl::enqueue_waiting(worker& w, const std::shared_ptr<queue>& qp
             }
         }
     }
-    if (!opt.force_bounce) bump(dc.ctr.queued);
+    // A frame here only for its checksum (RX had room) did not wait.
+    if (!opt.force_bounce && (!csum || !first || dq->rx.unconsumed() < nring)) bump(dc.ctr.queued);
     // Tell the frontend to notify when it posts (xenvif_rx_ring_slots_available).
     dq->rx.request_event_after(dq->rx.req_prod());
     // Another worker's queue: its owner arms the timers of what waits

@@ -63,6 +63,7 @@ TEST_F(NetbackDatapath, Item7_ChecksumBlankToNoCsumOffloadFrontendIsCompleted) {
         }
     }
     EXPECT_EQ(info(2).stats.csum_completed, completed);
+    EXPECT_EQ(info(2).stats.queued, 0u) << "RX had room: bounced for the checksum, not queued";
     EXPECT_EQ(info(1).stats.drop_no_csum, 0u);
 
     // GSO: dropped and counted on the sender.
