@@ -122,9 +122,11 @@ int service::impl::open_pool(zsock& s, uint32_t tx_pages, uint32_t rx_pages) noe
 }
 
 int service::impl::export_pool(const zsock& s, hv::gntshr::exported_fd& tx, int& rx) noexcept {
+    int e = 0;
     if (copy_pool) {
         tx = {::fcntl(s.tx_fd, F_DUPFD_CLOEXEC, 0), 0};
         rx = ::fcntl(s.rx_fd, F_DUPFD_CLOEXEC, 0); // sealed F_SEAL_FUTURE_WRITE
+        if (tx.fd < 0 || rx < 0) e = -errno;
     } else {
         auto t = shr->export_fd(s.pool);
         if (!t) return t.error();
@@ -136,15 +138,15 @@ int service::impl::export_pool(const zsock& s, hv::gntshr::exported_fd& tx, int&
             return r ? -EPROTO : r.error();
         }
         // Reopened read-only: the application can neither map nor mprotect
-        // the receive buffers writable (uapi/README.md, "What an
+        // the receive buffers writable (docs/ARCHITECTURE.md, "What an
         // application holds").
         char path[64];
         std::snprintf(path, sizeof path, "/proc/self/fd/%d", r->fd);
         rx = ::open(path, O_RDONLY | O_CLOEXEC);
+        if (rx < 0) e = -errno;
         ::close(r->fd);
     }
     if (tx.fd < 0 || rx < 0) {
-        const int e = -errno;
         if (tx.fd >= 0) ::close(tx.fd);
         if (rx >= 0) ::close(rx);
         return e;
