@@ -190,7 +190,7 @@ struct ctl_rsp {
     int32_t rc;         // >= 0 or -errno; ping: RTT in microseconds
     uint32_t version;
     uint64_t shm_size;
-    uint64_t pool_off;  // mmap offset of the pool in the pool fd
+    uint64_t pool_off;  // mmap offset of the send buffers in the pool fd
     uint64_t pool_size; // send and receive buffers
     uint32_t ip;        // bind/connect: the bound address (network order)
     uint16_t port;      // the bound port (network order)
