@@ -167,9 +167,9 @@ void service::impl::drain_fr(zsock& s) noexcept {
 }
 
 // A received buffer sent on without a copy (zc.h: forwarders, echo
-// servers). It lies in the socket's granted pool like a send buffer, so it
-// goes out as one (a payload slot of its grant; headers in our own page as
-// always). It must be the application's (handed out, not released); the
+// servers). It is granted to the backend like a send buffer (the receive
+// buffers' own share, stackd_pool.cpp), so it goes out as one (a payload
+// slot of its grant, buf_gref(); headers in our own page as always). It must be the application's (handed out, not released); the
 // entry's offset and length are checked as for a send buffer (the bytes are
 // the socket's own either way). It is ours again once the entry completes
 // (complete()), not the application's.
